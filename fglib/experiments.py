@@ -1,0 +1,213 @@
+"""One call per experiment of the paper: both methods, several seeded runs.
+
+Run r uses seed `seed + r` for everything random: the model's initial weights
+(the same for both methods), the order of the mini-batches (the same for both
+methods) and the forward gradient's directions.
+"""
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .functions import PointModel, get_function, value_loss
+from .measure import describe_ratio, peak_memory, runtime_ratios, saved_bytes, time_to_target
+from .paper import paper_results
+from .methods import make_method
+from .models import build_model
+from .train import evaluate, train
+
+METHOD_NAMES = {"fg": "forward gradient", "bp": "backprop"}
+
+
+def run_function(name, lr, runs=10, iterations=1000, seed=0, methods=("fg", "bp"),
+                 progress=True, **method_kwargs):
+    """Optimise a test function from its start point; rows carry the point (x, y)."""
+    tf = get_function(name)
+    curves = []
+    for r in range(runs):
+        for m in methods:
+            model = PointModel(tf.f, tf.start)
+            method = make_method(m, model, value_loss, lr, seed=seed + r, decay=0.0, **method_kwargs)
+            point = lambda model: dict(zip("xy", model.theta.tolist()))
+            df = train(method, None, iterations, seed=seed + r, progress=False, record=point)
+            curves.append(df.assign(method=METHOD_NAMES[m], run=r))
+    return pd.concat(curves, ignore_index=True)
+
+
+def run_training(model_name, data, lr, runs=5, iterations=1000, batch_size=64, eval_every=100,
+                 seed=0, methods=("fg", "bp"), device="cpu", progress=True, model_kwargs=None,
+                 eval_examples=None, **method_kwargs):
+    """Train each method `runs` times; return (curves, finals).
+
+    curves: iteration, time, split, loss, method, run (train and validation rows).
+    finals: method, run, test_loss, test_accuracy, validation_loss.
+    """
+    curves, finals = [], []
+    for r in range(runs):
+        for m in methods:
+            model = build_model(model_name, seed=seed + r, device=device, **(model_kwargs or {}))
+            method = make_method(m, model, F.cross_entropy, lr, seed=seed + r, **method_kwargs)
+            df = train(method, data, iterations, batch_size, eval_every, seed=seed + r,
+                       progress=progress, desc=f"{METHOD_NAMES[m]}, run {r + 1}/{runs}",
+                       eval_examples=eval_examples)
+            curves.append(df.assign(method=METHOD_NAMES[m], run=r))
+            test_loss, test_acc = evaluate(model, data["test"])
+            val_loss, _ = evaluate(model, data["validation"])
+            finals.append({"method": METHOD_NAMES[m], "run": r, "test_loss": test_loss,
+                           "test_accuracy": test_acc, "validation_loss": val_loss})
+    return pd.concat(curves, ignore_index=True), pd.DataFrame(finals)
+
+
+def measure_runtime(model_name, data, runs=5, batch_size=64, lr=1e-6, seed=0, device="cpu",
+                    warmup=5, repeats=30, model_kwargs=None):
+    """Base runtime, R_f, R_b and memory of one step, for `runs` fresh models.
+
+    Returns one row per run: base (s), fg and bp step times (s), R_f, R_b,
+    R_f/R_b, peak CUDA memory of each step (NaN on CPU) and bytes saved for
+    backward by each step.
+    """
+    rows = []
+    for r in range(runs):
+        g = torch.Generator().manual_seed(seed + r)
+        idx = torch.randint(len(data["train"]), (batch_size,), generator=g).to(data["train"].y.device)
+        x, y = data["train"].x[idx], data["train"].y[idx]
+        model = build_model(model_name, seed=seed + r, device=device, **(model_kwargs or {}))
+        methods = {m: make_method(m, model, F.cross_entropy, lr, seed=seed + r) for m in ("fg", "bp")}
+        t = runtime_ratios(model, methods, F.cross_entropy, x, y, warmup, repeats)
+        row = {"run": r, "base": t["base"], "fg": t["fg"], "bp": t["bp"],
+               "R_f": t["R_fg"], "R_b": t["R_bp"], "R_f/R_b": t["R_fg"] / t["R_bp"]}
+        for m, method in methods.items():
+            step = lambda: method.step(x, y)
+            row[f"peak_memory_{m}"] = peak_memory(step, device)
+            row[f"saved_bytes_{m}"] = saved_bytes(step)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+NO_ALLOCATOR = "not measured (CPU: no allocator statistics)"
+
+
+def per_run_time_ratios(curves):
+    """T_f/T_b for each run r (forward-gradient run r against backprop run r)."""
+    val = curves[curves["split"] == "validation"]
+    return [time_to_target(val[val["run"] == r])["T_f/T_b"] for r in sorted(val["run"].unique())]
+
+
+def _mean_sd(values, digits=3, empty="never within the run"):
+    s = pd.Series(values, dtype=float).dropna()
+    if s.empty:
+        return empty
+    return f"{s.mean():.{digits}f} ± {s.std():.{digits}f}" if len(s) > 1 else f"{s.mean():.{digits}f}"
+
+
+def paper_vs_ours(experiment, curves, finals, runtime, device_label):
+    """One row per measure: the paper's number beside ours (mean ± sd over runs)."""
+    paper = paper_results(experiment)
+    t = time_to_target(curves[curves["split"] == "validation"])
+    per_run = per_run_time_ratios(curves)
+    reached = sum(pd.notna(per_run))
+    t_ours = (f"{t['T_f/T_b']:.3f} (mean curves); per run {_mean_sd(per_run)}, {reached}/{len(per_run)} reached"
+              if t["reached"] else f"never within the run ({reached}/{len(per_run)} runs reached)")
+    acc = finals.groupby("method")["test_accuracy"].apply(list)
+    mb = lambda col: (runtime[col] / 2**20).tolist()
+    rows = [
+        ("R_f", paper["R_f"], _mean_sd(runtime["R_f"])),
+        ("R_b", paper["R_b"], _mean_sd(runtime["R_b"])),
+        ("R_f/R_b", paper["R_f/R_b"], _mean_sd(runtime["R_f/R_b"])),
+        ("T_f/T_b", paper["T_f/T_b"] if paper["T_f/T_b"] is not None else "close to R_f/R_b", t_ours),
+        ("peak memory, forward gradient (MiB)", "same as backprop", _mean_sd(mb("peak_memory_fg"), 1, NO_ALLOCATOR)),
+        ("peak memory, backprop (MiB)", "same as forward gradient", _mean_sd(mb("peak_memory_bp"), 1, NO_ALLOCATOR)),
+        ("saved for backward, backprop (MiB)", "not reported", _mean_sd(mb("saved_bytes_bp"), 2)),
+        ("test accuracy, forward gradient", "not reported", _mean_sd(acc.get("forward gradient", []), 4)),
+        ("test accuracy, backprop", "not reported", _mean_sd(acc.get("backprop", []), 4)),
+    ]
+    return pd.DataFrame(rows, columns=["measure", "paper (Titan XP)", f"ours ({device_label})"]).set_index("measure")
+
+
+def verdict(ratios, threshold=1.0):
+    """'holds' if every value is below the threshold, 'partly' if some are, else 'does not hold'.
+    NaN (e.g. a target never reached) counts as not below."""
+    below = [v < threshold for v in pd.Series(ratios, dtype=float)]  # NaN < x is False
+    if below and all(below):
+        return "holds"
+    return "partly" if any(below) else "does not hold"
+
+
+@dataclass
+class MnistResult:
+    experiment: str
+    curves: pd.DataFrame
+    finals: pd.DataFrame
+    runtime: pd.DataFrame
+    table: pd.DataFrame
+    numbers: dict
+
+
+def run_mnist_experiment(experiment, model_name, data, lr, runs, iterations, eval_every, seed=0,
+                         device="cpu", eval_examples=None, timing_repeats=30, progress=True,
+                         device_label=None):
+    """The paper's comparison on MNIST: training curves of both methods, the runtime
+    measures, and the table of the paper's numbers beside ours."""
+    curves, finals = run_training(model_name, data, lr, runs, iterations, eval_every=eval_every,
+                                  seed=seed, device=device, progress=progress,
+                                  eval_examples=eval_examples)
+    runtime = measure_runtime(model_name, data, runs=runs, seed=seed, device=device,
+                              warmup=min(5, timing_repeats), repeats=timing_repeats)
+    label = device_label or str(device)
+    table = paper_vs_ours(experiment, curves, finals, runtime, label)
+    t = time_to_target(curves[curves["split"] == "validation"])
+    per_run = per_run_time_ratios(curves)
+    acc = finals.groupby("method")["test_accuracy"].mean()
+    val = finals.groupby("method")["validation_loss"].mean()
+    numbers = {
+        "R_f": runtime["R_f"].mean(), "R_b": runtime["R_b"].mean(), "ratio": runtime["R_f/R_b"].mean(),
+        "ratio_sd": runtime["R_f/R_b"].std(), "base_ms": 1e3 * runtime["base"].mean(),
+        "fg_ms": 1e3 * runtime["fg"].mean(), "bp_ms": 1e3 * runtime["bp"].mean(),
+        "T_ratio": t["T_f/T_b"], "T_text": describe_ratio(t["T_f/T_b"]), "T_b": t["T_b"],
+        "target": t["target_loss"], "runs_reached": int(pd.notna(per_run).sum()), "runs": runs,
+        "acc_fg": acc.get("forward gradient", float("nan")), "acc_bp": acc.get("backprop", float("nan")),
+        "val_fg": val.get("forward gradient", float("nan")), "val_bp": val.get("backprop", float("nan")),
+        "iterations": iterations, "lr": lr,
+        "runtime_verdict": verdict(runtime["R_f/R_b"]),
+        "time_verdict": verdict(per_run),
+    }
+    return MnistResult(experiment, curves, finals, runtime, table, numbers)
+
+
+def glue_numbers(prefix, numbers):
+    """Glue every number of a result for the prose: {glue:text}`<prefix>_R_f:.3f` etc."""
+    from .report import glue
+    for key, value in numbers.items():
+        glue(f"{prefix}_{key}", value)
+
+
+def depth_scaling(data, depths, runs=10, batch_size=64, seed=0, device="cpu", warmup=5, repeats=30,
+                  width=1024, progress=True):
+    """measure_runtime for the depth-L MLP (no bias) at every depth: one row per (depth, run)."""
+    from tqdm.auto import tqdm
+    rows = []
+    for depth in tqdm(depths, desc="depths", disable=not progress):
+        df = measure_runtime("deep", data, runs=runs, batch_size=batch_size, seed=seed, device=device,
+                             warmup=min(warmup, repeats), repeats=repeats, model_kwargs={"depth": depth, "width": width})
+        rows.append(df.assign(depth=depth))
+    return pd.concat(rows, ignore_index=True)
+
+
+def memory_by_batch(data, batch_sizes, depth=8, seed=0, device="cpu", width=1024):
+    """Peak allocator memory (GPU) and bytes saved for backward of one step of each method,
+    for the depth-`depth` MLP at each batch size. Batch sizes beyond the training set are
+    made by repeating images."""
+    rows = []
+    model = build_model("deep", seed=seed, device=device, depth=depth, width=width)
+    methods = {m: make_method(m, model, F.cross_entropy, 1e-9, seed=seed) for m in ("fg", "bp")}
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    for b in batch_sizes:
+        idx = torch.arange(b, device=data["train"].y.device) % len(data["train"])
+        x, y = data["train"].x[idx], data["train"].y[idx]
+        for m, method in methods.items():
+            step = lambda: method.step(x, y)
+            step()  # allocate .grad and the optimiser's state before measuring
+            rows.append({"batch size": b, "method": METHOD_NAMES[m], "peak memory": peak_memory(step, device),
+                         "saved for backward": saved_bytes(step), "parameters": param_bytes})
+    return pd.DataFrame(rows)

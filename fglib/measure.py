@@ -1,0 +1,127 @@
+"""The paper's measures (Section 5.2) and memory.
+
+    base runtime  one forward pass and the loss on a mini-batch, no derivatives, no update
+    R_f, R_b      time of a full forward-gradient / backprop step, update included, / base
+    T_b           time at which backprop's mean validation loss is lowest
+    T_f           time at which forward gradient's mean validation loss first reaches it
+
+Times are medians over repeats after warm-up, the device synchronised around
+each call; base, forward-gradient and backprop calls are interleaved in every
+round, so that a slow patch of the machine hits all three alike.
+"""
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from .train import synchronize
+
+
+def time_call(fn, device):
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def time_samples(fns, device, warmup=5, repeats=30):
+    """{name: [seconds of each repeat]} for a dict of no-argument callables, interleaved."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            samples[name].append(time_call(fn, device))
+    return samples
+
+
+def median_times(fns, device, warmup=5, repeats=30):
+    """{name: median seconds} for a dict of no-argument callables, interleaved."""
+    return {name: statistics.median(s) for name, s in time_samples(fns, device, warmup, repeats).items()}
+
+
+def base_call(model, loss_fn, x, y):
+    """The base runtime's work: forward and loss, no derivatives."""
+    def run():
+        with torch.no_grad():
+            loss_fn(model(x), y)
+    return run
+
+
+def runtime_ratios(model, methods, loss_fn, x, y, warmup=5, repeats=30):
+    """Base runtime and R = step time / base for each method in `methods` ({name: Method}).
+
+    Every method must train `model` itself (its steps change the weights; the
+    learning rate is small enough that this does not change the cost).
+    """
+    device = next(model.parameters()).device
+    fns = {"base": base_call(model, loss_fn, x, y)}
+    fns.update({name: (lambda m=m: m.step(x, y)) for name, m in methods.items()})
+    times = median_times(fns, device, warmup, repeats)
+    out = {"base": times["base"]}
+    for name in methods:
+        out[name] = times[name]
+        out[f"R_{name}"] = times[name] / times["base"]
+    return out
+
+
+def peak_memory(fn, device):
+    """Peak bytes the CUDA allocator held while `fn` ran (NaN on CPU, where PyTorch
+    keeps no allocator statistics; see `saved_bytes` for what we measure there)."""
+    if torch.device(device).type != "cuda":
+        return float("nan")
+    synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    synchronize(device)
+    return float(torch.cuda.max_memory_allocated(device))
+
+
+def saved_bytes(fn):
+    """Bytes of tensors that autograd stores for a backward pass while `fn` runs:
+    the activation tape of backprop (distinct storages counted once). Forward mode
+    stores none. Works on any device."""
+    seen = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        seen[(storage.data_ptr(), t.device)] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(seen.values())
+
+
+def _mean_curve(validation, method):
+    rows = validation[validation["method"] == method]
+    if rows.empty:
+        raise ValueError(f"no validation rows for method {method!r}")
+    return rows.groupby("iteration")[["time", "loss"]].mean().sort_index()
+
+
+def time_to_target(validation, fg="forward gradient", bp="backprop"):
+    """T_b, T_f and their ratio from validation rows of several runs of both methods.
+
+    `validation` has columns method, run, iteration, time, loss. Losses and times
+    are averaged over runs at each iteration. T_f is NaN, and `reached` False,
+    when forward gradient never reaches backprop's best loss within the run.
+    """
+    bp_curve, fg_curve = _mean_curve(validation, bp), _mean_curve(validation, fg)
+    best = bp_curve["loss"].idxmin()
+    target, t_b = bp_curve.loc[best, "loss"], bp_curve.loc[best, "time"]
+    hit = fg_curve[fg_curve["loss"] <= target]
+    t_f = hit["time"].iloc[0] if len(hit) else float("nan")
+    return {"target_loss": float(target), "T_b": float(t_b), "T_f": float(t_f),
+            "T_f/T_b": float(t_f / t_b) if len(hit) and t_b > 0 else float("nan"),
+            "reached": bool(len(hit))}
+
+
+def describe_ratio(value):
+    """'never within the run' for a missing T_f/T_b, else the number to 3 decimals."""
+    return "never within the run" if not np.isfinite(value) else f"{value:.3f}"

@@ -1,0 +1,105 @@
+"""Forward gradient descent and backpropagation behind one interface.
+
+Both methods fill each parameter's `.grad` with a gradient and let a torch.optim
+optimiser take the step, so plain SGD (the paper), momentum or Adam apply to
+either. The paper's Algorithm 1 (forward gradient descent) is, per iteration t,
+
+    v_t ~ p(v);  f_t, d_t = f(theta_t), grad f(theta_t) . v_t   (one forward-mode pass)
+    theta_{t+1} = theta_t - eta_t d_t v_t
+
+and its learning rate decays as eta_i = eta_0 exp(-i k) with k = 1e-4.
+"""
+import math
+
+import torch
+
+from .directions import check_direction, make_generator, sample_directions
+from .forward_grad import module_jvp
+
+PAPER_DECAY = 1e-4
+OPTIMIZERS = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "adam": torch.optim.Adam}
+
+
+def learning_rate(i, lr0, decay=PAPER_DECAY):
+    """eta_i = eta_0 exp(-i k)."""
+    return lr0 * math.exp(-i * decay)
+
+
+def make_optimizer(params, name, lr):
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
+    extra = {"momentum": 0.9} if name == "momentum" else {}
+    return OPTIMIZERS[name](params, lr=lr, **extra)
+
+
+class Method:
+    """Shared part: optimiser with the exponential decay; `step(x, y)` returns the loss."""
+    name = "method"
+
+    def __init__(self, model, loss_fn, lr, decay=PAPER_DECAY, optimizer="sgd"):
+        if not lr > 0:
+            raise ValueError(f"learning rate must be positive, got {lr}")
+        self.model, self.loss_fn = model, loss_fn
+        self.params = list(model.parameters())
+        self.optimizer = make_optimizer(self.params, optimizer, lr)
+        self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, math.exp(-decay))
+
+    def step(self, x=None, y=None):
+        loss = self.fill_grad(x, y)
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss
+
+    def fill_grad(self, x, y):
+        raise NotImplementedError
+
+
+class ForwardGradientDescent(Method):
+    """Writes g = (1/K) sum_k (grad f . v_k) v_k into .grad: K forward-mode passes, no backward."""
+    name = "forward gradient"
+
+    def __init__(self, model, loss_fn, lr, direction="normal", n_directions=1, seed=0, **kwargs):
+        super().__init__(model, loss_fn, lr, **kwargs)
+        self.direction = check_direction(direction)
+        if int(n_directions) < 1:
+            raise ValueError(f"n_directions must be at least 1, got {n_directions}")
+        self.n_directions = int(n_directions)
+        device = self.params[0].device
+        self.generator = make_generator(seed, device)
+
+    def fill_grad(self, x, y):
+        for k in range(self.n_directions):
+            v = sample_directions(self.params, self.direction, self.generator)
+            loss, d = module_jvp(self.model, self.loss_fn, x, y, v)
+            scale = d / self.n_directions
+            for p, vi in zip(self.params, v):
+                if k == 0:
+                    p.grad = vi.mul_(scale)
+                else:
+                    p.grad.add_(vi.mul_(scale))
+        return loss
+
+
+class Backprop(Method):
+    """Writes the exact gradient from one forward and one backward pass into .grad."""
+    name = "backprop"
+
+    def fill_grad(self, x, y):
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.loss_fn(self.model(x), y)
+        if loss.numel() != 1:
+            raise ValueError(f"the loss must be a scalar, got shape {tuple(loss.shape)}")
+        loss.backward()
+        return loss.detach()
+
+
+METHODS = {"fg": ForwardGradientDescent, "bp": Backprop}
+
+
+def make_method(name, model, loss_fn, lr, seed=0, **kwargs):
+    """'fg' (forward gradient descent) or 'bp' (backpropagation), same arguments."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; choose 'fg' (forward gradient) or 'bp' (backprop)")
+    if name == "fg":
+        return ForwardGradientDescent(model, loss_fn, lr, seed=seed, **kwargs)
+    return Backprop(model, loss_fn, lr, **kwargs)

@@ -1,0 +1,102 @@
+"""Statistics of the forward gradient g = (grad f . v) v at a point with known gradient.
+
+g depends on f only through grad f, so many samples are drawn at once as
+G = (V grad) * V for a matrix V of directions (rows); `forward_gradient`
+computes the same d = grad f . v by forward-mode AD, exactly (see the tests).
+
+For independent v_i with zero mean and unit variance, E[g] = grad f (Theorem 1) and
+
+    E ||g||^2 = (n + 2) ||grad f||^2   for v ~ N(0, I)
+    E ||g||^2 =  n      ||grad f||^2   for Rademacher v (v_i = +-1)
+
+The cosine between g and grad f is |cos(v, grad f)|, of mean about sqrt(2 / (pi n)).
+"""
+import math
+
+import torch
+
+from .directions import sample_direction
+
+
+def forward_gradient_samples(grad, n_samples, kind="normal", generator=None, scale=1.0):
+    """(n_samples, n) forward gradients; `scale` != 1 gives directions of the wrong variance."""
+    V = sample_direction(grad.new_empty(n_samples, grad.numel()), kind, generator) * scale
+    return (V @ grad.flatten())[:, None] * V
+
+
+def z_scores(samples, grad):
+    """(sample mean - grad) / standard error, per component: about N(0, 1) when unbiased."""
+    n = samples.shape[0]
+    return (samples.mean(0) - grad.flatten()) / (samples.std(0) / math.sqrt(n))
+
+
+def expected_second_moment(grad, kind="normal"):
+    n, norm2 = grad.numel(), float(grad.pow(2).sum())
+    return {"normal": (n + 2) * norm2, "rademacher": n * norm2}[kind]
+
+
+def second_moment(grad, n_samples, kind="normal", generator=None, chunk=None):
+    """Monte Carlo E||g||^2 and its standard error; `chunk` bounds memory for large n."""
+    chunk = chunk or max(1, min(n_samples, 2 ** 24 // grad.numel()))
+    values = []
+    for start in range(0, n_samples, chunk):
+        k = min(chunk, n_samples - start)
+        V = sample_direction(grad.new_empty(k, grad.numel()), kind, generator)
+        values.append((V @ grad.flatten()) ** 2 * V.pow(2).sum(1))
+    values = torch.cat(values)
+    return float(values.mean()), float(values.std() / math.sqrt(n_samples))
+
+
+def cosines(grad, n_samples, kind="normal", generator=None, chunk=None):
+    """cos(g, grad f) for n_samples forward gradients."""
+    chunk = chunk or max(1, min(n_samples, 2 ** 24 // grad.numel()))
+    out = []
+    for start in range(0, n_samples, chunk):
+        k = min(chunk, n_samples - start)
+        V = sample_direction(grad.new_empty(k, grad.numel()), kind, generator)
+        out.append((V @ grad.flatten()).abs() / (V.norm(dim=1) * grad.norm()))
+    return torch.cat(out)
+
+
+def mean_error(grad, k_values, repeats, kind="normal", generator=None):
+    """||mean of K forward gradients - grad|| for each K, `repeats` times: rows (K, repeat, error)."""
+    rows = []
+    for k in k_values:
+        for r in range(repeats):
+            g = forward_gradient_samples(grad, k, kind, generator).mean(0)
+            rows.append((k, r, float((g - grad.flatten()).norm())))
+    return rows
+
+
+# Directions that break one assumption of Theorem 1 each. All are N(0, 1) draws z
+# turned into v; E[g] = E[v v^T] grad f, which equals grad f only when E[v v^T] = I.
+def _variance_two(z, rho, generator):
+    return z * math.sqrt(2.0)
+
+
+def _mean_half(z, rho, generator):
+    return z + 0.5
+
+
+def _correlated(z, rho, generator):
+    # one draw shared by all components of a direction: Var v_i = 1, Cov(v_i, v_j) = rho
+    shared = torch.randn(z.shape[0], 1, dtype=z.dtype, generator=generator)
+    return math.sqrt(1 - rho) * z + math.sqrt(rho) * shared
+
+
+BROKEN_DIRECTIONS = {
+    "variance 2": (_variance_two, lambda n, rho: 2 * torch.eye(n)),
+    "mean 0.5": (_mean_half, lambda n, rho: torch.eye(n) + 0.25),
+    "correlated": (_correlated, lambda n, rho: (1 - rho) * torch.eye(n) + rho),
+}
+
+
+def broken_samples(grad, n_samples, case, generator=None, rho=0.8):
+    """Forward gradients with directions that violate Theorem 1, and their expected mean."""
+    if case not in BROKEN_DIRECTIONS:
+        raise ValueError(f"unknown case {case!r}; choose one of {sorted(BROKEN_DIRECTIONS)}")
+    make, second_moment_matrix = BROKEN_DIRECTIONS[case]
+    z = torch.randn(n_samples, grad.numel(), dtype=grad.dtype, generator=generator)
+    V = make(z, rho, generator)
+    expected = second_moment_matrix(grad.numel(), rho).to(grad.dtype) @ grad.flatten()
+    return (V @ grad.flatten())[:, None] * V, expected

@@ -1,0 +1,81 @@
+"""The training loop shared by both methods, and evaluation.
+
+`train` runs a method for N iterations on seeded mini-batches and records, per
+iteration, the training loss and the elapsed training time (the device is
+synchronised before each clock reading; time spent on validation is not
+counted), and the validation loss every `eval_every` iterations. The result is
+a tidy pandas table with columns
+
+    iteration, time, split ('train' or 'validation'), loss
+
+that seaborn plots directly (hue='method' once runs are concatenated).
+"""
+import math
+import time
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import BatchSampler
+
+
+def synchronize(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.no_grad()
+def evaluate(model, split, loss_fn=F.cross_entropy, batch_size=2000):
+    """(mean loss, accuracy) of `model` on a whole Split, in batches."""
+    total_loss, correct = 0.0, 0
+    for i in range(0, len(split), batch_size):
+        x, y = split.x[i:i + batch_size], split.y[i:i + batch_size]
+        out = model(x)
+        total_loss += loss_fn(out, y).item() * len(y)
+        correct += (out.argmax(1) == y).sum().item()
+    return total_loss / len(split), correct / len(split)
+
+
+def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, seed=0,
+          progress=True, desc=None, record=None, eval_examples=None):
+    """Run `method` for `iterations` steps; return the tidy loss table.
+
+    `data` is the dict from `load_data` (or None for a test function, whose
+    model takes no input). The batch order depends only on `seed`. `record`, if
+    given, maps the model to a dict of extra columns for each training row
+    (e.g. the point on a test function's trajectory). `eval_examples` limits the
+    validation loss to the first that many validation images (all by default).
+    """
+    device = method.params[0].device
+    batches = BatchSampler(data["train"], batch_size, seed) if data is not None else None
+    if data is not None:
+        val = data["validation"]
+        val = type(val)(val.x[:eval_examples], val.y[:eval_examples]) if eval_examples else val
+    rows, elapsed = [], 0.0
+
+    def add(i, split, loss):
+        extra = record(method.model) if record is not None and split == "train" else {}
+        rows.append({"iteration": i, "time": elapsed, "split": split, "loss": loss, **extra})
+
+    if data is not None:
+        add(0, "validation", evaluate(method.model, val)[0])
+    else:
+        with torch.no_grad():
+            add(0, "train", method.loss_fn(method.model(None), None).item())
+    for i in tqdm(range(1, iterations + 1), desc=desc or method.name, disable=not progress,
+                  mininterval=1.0):
+        x, y = next(batches) if batches is not None else (None, None)
+        synchronize(device)
+        start = time.perf_counter()
+        loss = method.step(x, y).item()  # .item() waits for the device
+        elapsed += time.perf_counter() - start
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"{method.name}: the training loss became {loss} at iteration {i}; "
+                "the run diverged, try a smaller learning rate")
+        add(i, "train", loss)
+        if data is not None and (i % eval_every == 0 or i == iterations):
+            add(i, "validation", evaluate(method.model, val)[0])
+    return pd.DataFrame(rows)

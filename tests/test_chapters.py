@@ -1,0 +1,39 @@
+"""Every chapter in _toc.yml executes headless with its smoke settings, and is well formed."""
+import json
+import sys
+
+import pytest
+
+from conftest import ROOT, data_folder
+
+sys.path.insert(0, str(ROOT / "tools"))
+import book  # noqa: E402
+
+CHAPTERS = book.chapters()
+
+
+def test_toc_lists_chapters():
+    assert CHAPTERS, "no .ipynb chapter found in _toc.yml"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_is_well_formed(path):
+    cells = json.loads(path.read_text())["cells"]
+    assert "".join(cells[0]["source"]) == book.setup_source(), \
+        "the Colab set-up cell is stale: run python tools/book.py sync-setup"
+    tags = [t for c in cells for t in c.get("metadata", {}).get("tags", [])]
+    assert tags.count("parameters") == 1
+    params = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    assert "smoke = False" in "".join(params["source"])
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_runs_with_smoke_settings(path, tmp_path, monkeypatch):
+    monkeypatch.setenv("FGLIB_DATA", data_folder())
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    book.execute([path], "smoke", tmp_path)
+    out = json.loads((tmp_path / path.name).read_text())
+    errors = [o for c in out["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
+               for c in out["cells"] for o in c.get("outputs", [])), "the chapter drew no figure"

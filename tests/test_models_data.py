@@ -1,0 +1,86 @@
+"""The paper's models (sizes) and the data (the known facts of MNIST)."""
+import urllib.error
+
+import pytest
+import torch
+import torchvision
+
+import fglib
+from fglib.models import count_parameters
+
+
+@pytest.mark.parametrize("name,kwargs,count", [
+    ("logreg", {}, 7_850),
+    ("mlp", {}, 1_863_690),
+    ("cnn", {}, 640 + 3 * 36_928 + 1_049_600 + 10_250),
+    ("deep", {"depth": 1}, 784 * 1024 + 1024 * 10),
+    ("deep", {"depth": 100}, 784 * 1024 + 99 * 1024 * 1024 + 1024 * 10),
+])
+def test_parameter_counts_and_output_shapes(name, kwargs, count):
+    model = fglib.build_model(name, **kwargs)
+    assert count_parameters(model) == count
+    assert model(torch.zeros(5, 1, 28, 28)).shape == (5, 10)
+
+
+def test_deep_mlp_has_no_bias():
+    assert all(p.ndim == 2 for p in fglib.build_model("deep", depth=4).parameters())
+
+
+def test_same_seed_same_initial_weights():
+    a, b = fglib.build_model("mlp", seed=3), fglib.build_model("mlp", seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        fglib.build_model("resnet")
+    with pytest.raises(ValueError, match="unknown test function"):
+        fglib.get_function("himmelblau")
+    with pytest.raises(ValueError, match="depth must be at least 1"):
+        fglib.build_model("deep", depth=0)
+
+
+def test_mnist_facts(mnist):
+    assert [len(mnist[s]) for s in ("train", "validation", "test")] == [50_000, 10_000, 10_000]
+    assert mnist["train"].x.shape[1:] == (1, 28, 28)
+    assert mnist["train"].y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert mnist["test"].y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    raw = torch.cat([mnist[s].x for s in ("train", "validation")])  # normalised
+    assert raw.mean().item() == pytest.approx(0, abs=1e-5)
+    assert raw.std().item() == pytest.approx(1, abs=1e-4)
+
+
+def test_pixel_mean_before_normalisation(mnist):
+    from conftest import data_folder
+    images = torchvision.datasets.MNIST(data_folder(), train=True, download=True).data
+    assert (images.double() / 255).mean().item() == pytest.approx(0.1307, abs=5e-5)
+    assert (images.double() / 255).std().item() == pytest.approx(0.3081, abs=5e-5)
+
+
+def test_sampler_is_seeded_and_covers_the_epoch(mnist):
+    a = fglib.BatchSampler(mnist["validation"], 100, seed=1)
+    b = fglib.BatchSampler(mnist["validation"], 100, seed=1)
+    c = fglib.BatchSampler(mnist["validation"], 100, seed=2)
+    first = [next(a)[1] for _ in range(100)]
+    assert all(torch.equal(x, next(b)[1]) for x in first)
+    assert not torch.equal(first[0], next(c)[1])
+    assert torch.equal(torch.cat(first).bincount(), mnist["validation"].y.bincount())
+
+
+def test_missing_data_without_network_says_where(tmp_path, monkeypatch):
+    def no_network(self):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", no_network)
+    with pytest.raises(FileNotFoundError, match=r"MNIST[/\\]raw.*FGLIB_DATA"):
+        fglib.load_data("mnist", root=tmp_path)
+
+
+def test_data_folder_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("FGLIB_DATA", str(tmp_path / "elsewhere"))
+    assert fglib.data.data_root() == str(tmp_path / "elsewhere")
+    assert fglib.data.data_root("given") == "given"
+
+
+def test_unknown_dataset_is_refused():
+    with pytest.raises(ValueError, match="unknown data set 'cifar'"):
+        fglib.load_data("cifar")

@@ -1,0 +1,66 @@
+"""The training loop: reproducible under a seed, loud when a run diverges; the decay."""
+import math
+
+import pytest
+import torch.nn.functional as F
+
+import fglib
+
+
+def test_learning_rate_decay_values():
+    assert fglib.learning_rate(0, 0.1) == 0.1
+    assert fglib.learning_rate(10_000, 0.1) == pytest.approx(0.1 / math.e)
+    assert fglib.learning_rate(5000, 2e-4) == pytest.approx(2e-4 * math.exp(-0.5))
+
+
+def test_optimizer_follows_the_decay(mnist):
+    method = fglib.make_method("bp", fglib.build_model("logreg", seed=0), F.cross_entropy, lr=0.1)
+    fglib.train(method, mnist, iterations=50, eval_every=50, progress=False)
+    assert method.optimizer.param_groups[0]["lr"] == pytest.approx(fglib.learning_rate(50, 0.1))
+
+
+def curve(mnist, method, seed):
+    model = fglib.build_model("logreg", seed=seed)
+    m = fglib.make_method(method, model, F.cross_entropy, lr=1e-3, seed=seed)
+    return fglib.train(m, mnist, iterations=30, eval_every=10, seed=seed, progress=False)["loss"].tolist()
+
+
+@pytest.mark.parametrize("method", ["fg", "bp"])
+def test_same_seed_same_curve_other_seed_other_curve(mnist, method):
+    assert curve(mnist, method, 0) == curve(mnist, method, 0)
+    assert curve(mnist, method, 0) != curve(mnist, method, 1)
+
+
+def test_table_is_tidy(mnist):
+    m = fglib.make_method("fg", fglib.build_model("logreg"), F.cross_entropy, lr=1e-3)
+    df = fglib.train(m, mnist, iterations=20, eval_every=10, progress=False)
+    assert list(df.columns) == ["iteration", "time", "split", "loss"]
+    assert (df[df.split == "train"].iteration.tolist() == list(range(1, 21)))
+    assert df[df.split == "validation"].iteration.tolist() == [0, 10, 20]
+    assert df.time.is_monotonic_increasing
+
+
+def test_diverging_run_raises(mnist):
+    m = fglib.make_method("fg", fglib.build_model("mlp", seed=0), F.cross_entropy, lr=1e3)
+    with pytest.raises(FloatingPointError, match="smaller learning rate"):
+        fglib.train(m, mnist, iterations=200, progress=False)
+
+
+def test_unknown_method_and_bad_settings_are_refused():
+    model = fglib.build_model("logreg")
+    with pytest.raises(ValueError, match="unknown method 'sgd'"):
+        fglib.make_method("sgd", model, F.cross_entropy, 0.1)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        fglib.make_method("bp", model, F.cross_entropy, 0.1, optimizer="lbfgs")
+    with pytest.raises(ValueError, match="positive"):
+        fglib.make_method("fg", model, F.cross_entropy, -1.0)
+
+
+def test_test_function_runs_follow_the_method():
+    df = fglib.run_function("rosenbrock", lr=5e-4, runs=2, iterations=50)
+    bp = df[df.method == "backprop"]
+    # backprop is deterministic: both runs follow the same path; forward gradient runs differ
+    assert bp[bp.run == 0].loss.tolist() == bp[bp.run == 1].loss.tolist()
+    fg = df[df.method == "forward gradient"]
+    assert fg[fg.run == 0].loss.tolist() != fg[fg.run == 1].loss.tolist()
+    assert {"x", "y"} <= set(df.columns)
