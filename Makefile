@@ -7,7 +7,6 @@ BIN    := $(VENV)/bin
 # MNIST: the offline copy beside the checkout when there is one, else ./data (downloaded).
 FGLIB_DATA ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data),$(abspath data))
 export FGLIB_DATA
-export MPLBACKEND := Agg
 
 .PHONY: book test chapters-full clean
 

@@ -80,7 +80,7 @@ def measure_runtime(model_name, data, runs=5, batch_size=64, lr=1e-6, seed=0, de
         for m, method in methods.items():
             step = lambda: method.step(x, y)
             row[f"peak_memory_{m}"] = peak_memory(step, device)
-            row[f"saved_bytes_{m}"] = saved_bytes(step)
+            row[f"saved_bytes_{m}"] = saved_bytes(step, exclude=list(model.parameters()))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -209,5 +209,6 @@ def memory_by_batch(data, batch_sizes, depth=8, seed=0, device="cpu", width=1024
             step = lambda: method.step(x, y)
             step()  # allocate .grad and the optimiser's state before measuring
             rows.append({"batch size": b, "method": METHOD_NAMES[m], "peak memory": peak_memory(step, device),
-                         "saved for backward": saved_bytes(step), "parameters": param_bytes})
+                         "saved for backward": saved_bytes(step, exclude=list(model.parameters())),
+                         "parameters": param_bytes})
     return pd.DataFrame(rows)

@@ -82,15 +82,18 @@ def peak_memory(fn, device):
     return float(torch.cuda.max_memory_allocated(device))
 
 
-def saved_bytes(fn):
-    """Bytes of tensors that autograd stores for a backward pass while `fn` runs:
-    the activation tape of backprop (distinct storages counted once). Forward mode
-    stores none. Works on any device."""
+def saved_bytes(fn, exclude=()):
+    """Bytes of tensors that autograd stores for a backward pass while `fn` runs: the
+    activation tape of backprop. Forward mode stores none. Each saved tensor counts its own
+    elements once (views of one tensor once); tensors whose memory belongs to one of
+    `exclude` (e.g. the parameters, which exist anyway) are not counted. Any device."""
+    excluded = {t.data_ptr() for t in exclude}
     seen = {}
 
     def pack(t):
-        storage = t.untyped_storage()
-        seen[(storage.data_ptr(), t.device)] = storage.nbytes()
+        if t.data_ptr() not in excluded:
+            seen[(t.data_ptr(), t.device)] = max(seen.get((t.data_ptr(), t.device), 0),
+                                                 t.numel() * t.element_size())
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

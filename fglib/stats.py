@@ -35,27 +35,26 @@ def expected_second_moment(grad, kind="normal"):
     return {"normal": (n + 2) * norm2, "rademacher": n * norm2}[kind]
 
 
-def second_moment(grad, n_samples, kind="normal", generator=None, chunk=None):
-    """Monte Carlo E||g||^2 and its standard error; `chunk` bounds memory for large n."""
+def _direction_chunks(grad, n_samples, kind, generator, chunk):
+    """Matrices of directions (rows), n_samples rows in all; `chunk` rows at a time bound memory."""
     chunk = chunk or max(1, min(n_samples, 2 ** 24 // grad.numel()))
-    values = []
     for start in range(0, n_samples, chunk):
-        k = min(chunk, n_samples - start)
-        V = sample_direction(grad.new_empty(k, grad.numel()), kind, generator)
-        values.append((V @ grad.flatten()) ** 2 * V.pow(2).sum(1))
-    values = torch.cat(values)
+        yield sample_direction(grad.new_empty(min(chunk, n_samples - start), grad.numel()), kind, generator)
+
+
+def second_moment(grad, n_samples, kind="normal", generator=None, chunk=None):
+    """Monte Carlo E||g||^2 and its standard error."""
+    g = grad.flatten()
+    values = torch.cat([(V @ g) ** 2 * V.pow(2).sum(1)
+                        for V in _direction_chunks(grad, n_samples, kind, generator, chunk)])
     return float(values.mean()), float(values.std() / math.sqrt(n_samples))
 
 
 def cosines(grad, n_samples, kind="normal", generator=None, chunk=None):
     """cos(g, grad f) for n_samples forward gradients."""
-    chunk = chunk or max(1, min(n_samples, 2 ** 24 // grad.numel()))
-    out = []
-    for start in range(0, n_samples, chunk):
-        k = min(chunk, n_samples - start)
-        V = sample_direction(grad.new_empty(k, grad.numel()), kind, generator)
-        out.append((V @ grad.flatten()).abs() / (V.norm(dim=1) * grad.norm()))
-    return torch.cat(out)
+    g = grad.flatten()
+    return torch.cat([(V @ g).abs() / (V.norm(dim=1) * g.norm())
+                      for V in _direction_chunks(grad, n_samples, kind, generator, chunk)])
 
 
 def mean_error(grad, k_values, repeats, kind="normal", generator=None):

@@ -65,7 +65,7 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
         with torch.no_grad():
             add(0, "train", method.loss_fn(method.model(None), None).item())
     for i in tqdm(range(1, iterations + 1), desc=desc or method.name, disable=not progress,
-                  mininterval=1.0):
+                  mininterval=5.0):
         x, y = next(batches) if batches is not None else (None, None)
         synchronize(device)
         start = time.perf_counter()

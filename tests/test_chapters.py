@@ -30,7 +30,6 @@ def test_chapter_is_well_formed(path):
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_chapter_runs_with_smoke_settings(path, tmp_path, monkeypatch):
     monkeypatch.setenv("FGLIB_DATA", data_folder())
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     book.execute([path], "smoke", tmp_path)
     out = json.loads((tmp_path / path.name).read_text())
     errors = [o for c in out["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]

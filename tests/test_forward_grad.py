@@ -90,3 +90,19 @@ def test_unknown_direction_is_refused():
         fglib.sample_direction(torch.zeros(3), "uniform")
     with pytest.raises(ValueError, match="unknown direction"):
         fglib.ForwardGradientDescent(fglib.build_model("logreg"), F.cross_entropy, 0.1, direction="sphere")
+
+
+def test_k_directions_average_k_forward_gradients():
+    """With n_directions=K the step uses the mean of K forward gradients, drawn in order."""
+    model = fglib.build_model("logreg", seed=0, dtype=torch.float64)
+    x, y = torch.randn(16, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (16,))
+    params = list(model.parameters())
+    gen = fglib.make_generator(7)
+    expected = [torch.zeros_like(p) for p in params]
+    for _ in range(3):
+        fg = fglib.module_forward_gradient(model, F.cross_entropy, x, y, generator=gen)
+        expected = [e + g / 3 for e, g in zip(expected, fg.g)]
+    method = fglib.ForwardGradientDescent(model, F.cross_entropy, lr=0.1, n_directions=3, seed=7)
+    method.fill_grad(x, y)
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.grad, e)

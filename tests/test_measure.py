@@ -68,3 +68,14 @@ def test_sweep_picks_best_rate_and_records_divergence(mnist):
     table = compare_at_best(curves, finals)
     assert table["iterations to target"].notna().all()
     assert set(table.index) == {"backprop", "forward gradient"}
+
+
+def test_saved_bytes_counts_the_activations_not_the_weights():
+    """Backprop through the MLP keeps the input and the two hidden ReLU outputs (plus the small
+    softmax output and labels); the 7 MB of weights it also references are not counted."""
+    model = fglib.build_model("mlp", seed=0)
+    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    bp = fglib.make_method("bp", model, F.cross_entropy, 1e-6)
+    counted = fglib.saved_bytes(lambda: bp.step(x, y), exclude=list(model.parameters()))
+    activations = 64 * (784 + 1024 + 1024) * 4
+    assert activations <= counted <= activations + 10_000
