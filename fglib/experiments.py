@@ -15,7 +15,7 @@ from .measure import describe_ratio, peak_memory, runtime_ratios, saved_bytes, t
 from .paper import paper_results
 from .methods import make_method
 from .models import build_model
-from .train import evaluate, train
+from .train import evaluate, progress_bar, train
 
 METHOD_NAMES = {"fg": "forward gradient", "bp": "backprop"}
 
@@ -185,9 +185,8 @@ def glue_numbers(prefix, numbers):
 def depth_scaling(data, depths, runs=10, batch_size=64, seed=0, device="cpu", warmup=5, repeats=30,
                   width=1024, progress=True):
     """measure_runtime for the depth-L MLP (no bias) at every depth: one row per (depth, run)."""
-    from tqdm.auto import tqdm
     rows = []
-    for depth in tqdm(depths, desc="depths", disable=not progress):
+    for depth in progress_bar(depths, desc="depths", disable=not progress):
         df = measure_runtime("deep", data, runs=runs, batch_size=batch_size, seed=seed, device=device,
                              warmup=min(warmup, repeats), repeats=repeats, model_kwargs={"depth": depth, "width": width})
         rows.append(df.assign(depth=depth))

@@ -128,3 +128,36 @@ def time_to_target(validation, fg="forward gradient", bp="backprop"):
 def describe_ratio(value):
     """'never within the run' for a missing T_f/T_b, else the number to 3 decimals."""
     return "never within the run" if not np.isfinite(value) else f"{value:.3f}"
+
+
+def step_breakdown(model, loss_fn, x, y, kind="normal", seed=0, warmup=5, repeats=30):
+    """Median milliseconds of the parts of each method's step, to see where the time goes.
+
+    forward gradient: draw v (one random number per parameter), the forward-mode pass
+    (value and directional derivative), form g = d v; backprop: the forward pass with
+    recording and the backward pass; both: the SGD update. Plus the base runtime.
+    """
+    from .directions import make_generator, sample_directions
+    from .forward_grad import module_jvp
+    device = next(model.parameters()).device
+    params = list(model.parameters())
+    gen = make_generator(seed, device)
+    v = sample_directions(params, kind, gen)
+    d = module_jvp(model, loss_fn, x, y, v)[1]
+    for p in params:  # gradients to update with
+        p.grad = torch.zeros_like(p)
+    sgd = torch.optim.SGD(params, lr=1e-9)
+
+    def forward_backward():
+        sgd.zero_grad(set_to_none=False)
+        loss_fn(model(x), y).backward()
+
+    medians = median_times({
+        ("base", "forward and loss, no derivatives"): base_call(model, loss_fn, x, y),
+        ("forward gradient", "draw v"): lambda: sample_directions(params, kind, gen),
+        ("forward gradient", "forward-mode pass"): lambda: module_jvp(model, loss_fn, x, y, v),
+        ("forward gradient", "form g = d v"): lambda: [vi.mul(d) for vi in v],
+        ("backprop", "forward (recording) and backward"): forward_backward,
+        ("both", "SGD update"): sgd.step,
+    }, device, warmup, repeats)
+    return {key: 1e3 * t for key, t in medians.items()}

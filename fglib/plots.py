@@ -25,6 +25,7 @@ def loss_plot(curves, x="iteration", split="train", ax=None, smooth=1, log=True,
                  ax=ax, linewidth=1.2)
     if log:
         ax.set_yscale("log")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(5))
     ax.set_ylabel(f"{split} loss")
     ax.set_xlabel("iteration" if x == "iteration" else "training time (s)")
     if title:

@@ -29,7 +29,12 @@ def environment(device, **params):
 
 
 def glue(name, value, display=False):
-    """myst_nb.glue when the book is being built; elsewhere (e.g. Colab) just returns the value."""
+    """myst_nb.glue when the book is being built; elsewhere (e.g. Colab) just returns the value.
+
+    NumPy and PyTorch scalars become plain Python numbers, so that `{glue:text}` can format them.
+    """
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
     try:
         from myst_nb import glue as myst_glue
     except ImportError:
@@ -42,16 +47,15 @@ def save_results(name, results, folder="results", smoke=False):
     """Write a chapter's headline results to <folder>/<name>.json for the verdict chapter.
 
     Smoke runs write nothing, so that tests never overwrite the published results.
+    Returns nothing (so that a notebook cell ending with it shows no output).
     """
     import json
     import os
     if smoke:
         return None
     os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, f"{name}.json")
-    with open(path, "w") as f:
+    with open(os.path.join(folder, f"{name}.json"), "w") as f:
         json.dump(results, f, indent=1, default=float)
-    return path
 
 
 def load_results(folder="results"):

@@ -12,13 +12,21 @@ that seaborn plots directly (hue='method' once runs are concatenated).
 """
 import math
 import time
+import warnings
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .data import BatchSampler
+
+
+def progress_bar(iterable, **kwargs):
+    """tqdm's notebook bar where ipywidgets are installed, its text bar elsewhere (quietly)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tqdm.auto warns when it falls back to text
+        from tqdm.auto import tqdm
+    return tqdm(iterable, **kwargs)
 
 
 def synchronize(device):
@@ -64,7 +72,7 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     else:
         with torch.no_grad():
             add(0, "train", method.loss_fn(method.model(None), None).item())
-    for i in tqdm(range(1, iterations + 1), desc=desc or method.name, disable=not progress,
+    for i in progress_bar(range(1, iterations + 1), desc=desc or method.name, disable=not progress,
                   mininterval=5.0):
         x, y = next(batches) if batches is not None else (None, None)
         synchronize(device)

@@ -20,7 +20,7 @@ def _grade(flags):
     return "holds" if all(flags) else ("partly" if any(flags) else "does not hold")
 
 
-def _mnist(results):
+def mnist_results(results):
     """{experiment label: numbers} for the MNIST experiments that have results."""
     out = {}
     if "logreg" in results:
@@ -37,7 +37,7 @@ def claim_unbiased(r):
     if not u:
         return ("Theorem 1: proof", NOT_RUN, "", NOT_RUN)
     ok = u["max_abs_z"] < 4.5 and u["max_second_moment_deviation_se"] < 4.5
-    ours = (f"max |z| of the mean {u['max_abs_z']:.2f} over {u['z_samples']:,} samples; "
+    ours = (f"largest z-score of the mean {u['max_abs_z']:.2f} over {u['z_samples']:,} samples; "
             f"E‖g‖² = (n+2)‖∇f‖² within {u['max_second_moment_deviation_se']:.1f} SE up to n = {u['max_dim']:,}")
     spread = f"K-slope {min(u['slopes'].values()):.3f} to {max(u['slopes'].values()):.3f} (theory −0.5)"
     return ("Theorem 1: proof", ours + f" ({u['device']})", spread, "holds" if ok else "does not hold")
@@ -59,18 +59,18 @@ def claim_test_functions(r):
 
 
 def claim_runtime(r):
-    rows = _mnist(r)
+    rows = mnist_results(r)
     if not rows:
         return ("R_f/R_b: 0.555 / 0.592 / 0.649", NOT_RUN, "", NOT_RUN)
     ours = "; ".join(f"{k} {v['ratio']:.2f}" for k, v in rows.items())
-    spread = "; ".join(f"± {v['ratio_sd']:.2f}" for v in rows.values())
+    spread = "sd over runs: " + "; ".join(f"{k} {v['ratio_sd']:.2f}" for k, v in rows.items())
     device = next(iter(rows.values()))["device"]
     return ("R_f/R_b: logreg 0.555, MLP 0.592, CNN 0.649", f"R_f/R_b: {ours} ({device})", spread,
             _grade(v["runtime_verdict"] == "holds" for v in rows.values()))
 
 
 def claim_time_to_loss(r):
-    rows = _mnist(r)
+    rows = mnist_results(r)
     if not rows:
         return ("T_f/T_b: 0.553 / ≈R_f/R_b / 0.211 / 0.514", NOT_RUN, "", NOT_RUN)
     ours = "; ".join(f"{k} {v['T_text']}" for k, v in rows.items())
@@ -144,3 +144,17 @@ def to_markdown(table):
         cells[-1] = f"**{cells[-1]}**"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def ratio_comparison(results):
+    """R_f/R_b and T_f/T_b, the paper's beside ours, one row per experiment and source."""
+    paper_keys = {"logistic regression": "logreg", "MLP, lr 2e-05": "mlp, lr 2e-05",
+                  "MLP, lr 0.0002": "mlp, lr 0.0002", "CNN": "cnn"}
+    rows = []
+    for label, numbers in mnist_results(results).items():
+        paper = RESULTS.get(paper_keys.get(label, ""), {})
+        for measure, ours in (("R_f/R_b", numbers["ratio"]), ("T_f/T_b", numbers["T_ratio"])):
+            rows.append({"experiment": label, "measure": measure, "source": "paper", "value": paper.get(measure)})
+            rows.append({"experiment": label, "measure": measure, "source": f"ours ({numbers['device']})",
+                         "value": ours})
+    return pd.DataFrame(rows, columns=["experiment", "measure", "source", "value"]).astype({"value": float})

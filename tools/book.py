@@ -5,6 +5,7 @@
     python tools/book.py execute --mode full -p runs=3 cnn   # one chapter, one setting changed
     python tools/book.py execute --mode smoke --out DIR   # smoke settings, results in DIR (tests)
     python tools/book.py sync-setup               # rewrite the first cell of every chapter
+    python tools/book.py strip-paths              # make machine paths in outputs relative
 
 Chapters are the .ipynb files listed in _toc.yml, so a new chapter needs no change here.
 """
@@ -73,7 +74,14 @@ def execute(paths, mode, out_dir=None, overrides=None):
         print(f"executing {path.relative_to(ROOT)} ({mode}, {params or 'defaults'}) ...", flush=True)
         pm.execute_notebook(str(path), str(target), parameters=params, cwd=str(path.parent),
                             kernel_name="python3", progress_bar=False)
+        strip_machine_paths(target)
         print(f"  done in {time.perf_counter() - start:.0f} s -> {target}", flush=True)
+
+
+def strip_machine_paths(path):
+    """Make the paths papermill and warnings wrote into a notebook relative to the repository."""
+    text = path.read_text()
+    path.write_text(text.replace(str(ROOT) + "/", ""))
 
 
 def sync_setup(paths):
@@ -83,6 +91,7 @@ def sync_setup(paths):
         if SETUP_TAG not in first.get("metadata", {}).get("tags", []):
             raise SystemExit(f"{path}: the first cell must be tagged {SETUP_TAG!r}")
         first["source"] = setup_source().splitlines(keepends=True)
+        first["metadata"]["tags"] = [SETUP_TAG, "hide-input"]  # folded away in the rendered book
         path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
@@ -96,10 +105,15 @@ def main(argv=None):
                     help="override a parameter (YAML value), e.g. -p runs=3 -p device=cpu")
     ex.add_argument("only", nargs="*", help="chapter names (e.g. unbiasedness); default all")
     sub.add_parser("sync-setup")
+    sub.add_parser("strip-paths")
     args = parser.parse_args(argv)
     paths = chapters()
     if args.command == "sync-setup":
         return sync_setup(paths)
+    if args.command == "strip-paths":
+        for path in paths:
+            strip_machine_paths(path)
+        return None
     if args.only:
         unknown = set(args.only) - {p.stem for p in paths}
         if unknown:
