@@ -21,7 +21,7 @@ METHOD_NAMES = {"fg": "forward gradient", "bp": "backprop"}
 
 
 def run_function(name, lr, runs=10, iterations=1000, seed=0, methods=("fg", "bp"),
-                 progress=True, **method_kwargs):
+                 progress=False, **method_kwargs):
     """Optimise a test function from its start point; rows carry the point (x, y)."""
     tf = get_function(name)
     curves = []
@@ -30,7 +30,7 @@ def run_function(name, lr, runs=10, iterations=1000, seed=0, methods=("fg", "bp"
             model = PointModel(tf.f, tf.start)
             method = make_method(m, model, value_loss, lr, seed=seed + r, decay=0.0, **method_kwargs)
             point = lambda model: dict(zip("xy", model.theta.tolist()))
-            df = train(method, None, iterations, seed=seed + r, progress=False, record=point)
+            df = train(method, None, iterations, seed=seed + r, progress=progress, record=point)
             curves.append(df.assign(method=METHOD_NAMES[m], run=r))
     return pd.concat(curves, ignore_index=True)
 
