@@ -72,10 +72,27 @@ def execute(paths, mode, out_dir=None, overrides=None):
         target.parent.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         print(f"executing {path.relative_to(ROOT)} ({mode}, {params or 'defaults'}) ...", flush=True)
-        pm.execute_notebook(str(path), str(target), parameters=params, cwd=str(path.parent),
-                            kernel_name="python3", progress_bar=False)
+        pm.execute_notebook(without_injected_parameters(path), str(target), parameters=params,
+                            cwd=str(path.parent), kernel_name="python3", progress_bar=False)
+        record_input_path(target, path)
         strip_machine_paths(target)
         print(f"  done in {time.perf_counter() - start:.0f} s -> {target}", flush=True)
+
+
+def without_injected_parameters(path):
+    """The notebook minus the parameters a previous run injected, so that they never carry over."""
+    import nbformat
+    nb = nbformat.read(str(path), as_version=4)
+    nb.cells = [c for c in nb.cells if "injected-parameters" not in c.metadata.get("tags", [])]
+    nb.metadata.pop("papermill", None)
+    return nb
+
+
+def record_input_path(target, path):
+    """Papermill records an in-memory input as the whole notebook; record the file instead."""
+    nb = json.loads(target.read_text())
+    nb["metadata"]["papermill"]["input_path"] = str(path.relative_to(ROOT))
+    target.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
 def strip_machine_paths(path):
