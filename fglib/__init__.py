@@ -1,9 +1,19 @@
 """fglib: forward gradients (Baydin et al. 2022) in PyTorch, with backprop beside them.
 
-    forward_gradient, module_forward_gradient   g = (grad f . v) v in one forward pass
-    ForwardGradientDescent, Backprop            two methods, one interface, any torch.optim
-    build_model, FUNCTIONS, load_data           the paper's models, test functions, MNIST
-    train, run_training, measure_runtime        the loop and the paper's measures
+The method, one idea per module:
+
+    directions     the laws of the random direction v
+    forward_grad   d = grad f . v and g = d v in one forward pass
+    methods        forward gradient descent and backprop behind one interface (any torch.optim)
+    models, functions, data   the paper's networks, test functions and MNIST
+    train          the training loop and evaluation
+    measure        the paper's runtime measures, memory, time to target
+    stats          the estimator's mean, variance and cosine
+    numerics       finite differences and the complex step against the exact derivative
+    device         choosing, naming and synchronising the device
+
+The book's machinery (experiments, sweep, verdict, tables, plots, reports) is the
+subpackage `fglib.book`. Everything a user needs is importable from `fglib` itself.
 """
 from .directions import DIRECTIONS, make_generator, sample_direction, sample_directions
 from .forward_grad import ForwardGradient, forward_gradient, jvp, module_forward_gradient, module_jvp
@@ -12,10 +22,11 @@ from .models import MODELS, build_model, count_parameters
 from .data import BatchSampler, load_data
 from .methods import Backprop, ForwardGradientDescent, learning_rate, make_method, PAPER_DECAY
 from .train import evaluate, train
-from .measure import (median_times, peak_memory, runtime_ratios, saved_bytes, time_to_target,
-                      describe_ratio)
-from .experiments import measure_runtime, run_function, run_training
-from .report import device_name, environment, glue, load_results, resolve_device, save_results
-from . import experiments, measure, paper, plots, report, stats, sweep, verdict
+from .measure import (describe_ratio, median_times, peak_memory, runtime_ratios, saved_bytes,
+                      time_to_target)
+from .device import device_name, resolve_device
+from . import book, measure, numerics, stats
+from .book.experiments import measure_runtime, run_function, run_training
+from .book.report import environment, glue, load_results, save_results
 
 __version__ = "0.1.0"

@@ -7,19 +7,22 @@ normalised with the training images' mean and standard deviation
 (0.1307 and 0.3081 for MNIST).
 
 The data folder is the `root` argument, else the FGLIB_DATA environment
-variable, else ./data; torchvision downloads into it when the files are
-missing and the network is there.
+variable, else ./data (relative to the working directory); torchvision downloads
+into it when the files are missing and the network is there.
 """
 import os
 from dataclasses import dataclass
 
 import torch
 
+from . import checks
+
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 N_VALIDATION = 10_000
 
 
 def data_root(root=None):
+    """The folder that holds (or will hold) the data: root, else $FGLIB_DATA, else 'data'."""
     return os.fspath(root or os.environ.get("FGLIB_DATA") or "data")
 
 
@@ -52,8 +55,10 @@ def load_data(name="mnist", root=None, device="cpu", dtype=torch.float32, limit=
 
     `limit` keeps only the first that many images of each split (for quick checks).
     """
-    if name not in DATASETS:
-        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
+    checks.choice("name", name, DATASETS)
+    checks.device("device", device)
+    checks.floating_dtype("dtype", dtype)
+    limit = checks.optional_count("limit", limit)
     root = data_root(root)
     train_x, train_y = _load_split(name, root, train=True)
     test_x, test_y = _load_split(name, root, train=False)
@@ -78,10 +83,9 @@ class BatchSampler:
     """
 
     def __init__(self, split, batch_size=64, seed=0):
-        if not 0 < batch_size <= len(split):
-            raise ValueError(f"batch_size must be in 1..{len(split)}, got {batch_size}")
+        batch_size = checks.integer("batch_size", batch_size, minimum=1, maximum=len(split))
         self.split, self.batch_size = split, batch_size
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator().manual_seed(checks.seed("seed", seed))
         self._order, self._pos = None, len(split)
 
     def __iter__(self):

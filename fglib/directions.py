@@ -8,13 +8,20 @@ mean and unit variance (Baydin et al. 2022, Theorem 1). Two such laws:
 """
 import torch
 
+from . import checks
+
 DIRECTIONS = ("normal", "rademacher")
 
 
-def check_direction(kind):
-    if kind not in DIRECTIONS:
-        raise ValueError(f"unknown direction {kind!r}; choose one of {DIRECTIONS}")
-    return kind
+def check_direction(kind, name="direction"):
+    return checks.choice(name, kind, DIRECTIONS)
+
+
+def check_generator(generator, like):
+    """A generator must live on the device of the tensors it fills."""
+    if generator is not None and generator.device.type != like.device.type:
+        raise ValueError(f"generator is on {generator.device} but the parameters are on {like.device}; "
+                         f"make it with fglib.make_generator(seed, {str(like.device)!r})")
 
 
 def sample_direction(like, kind="normal", generator=None):
@@ -22,7 +29,8 @@ def sample_direction(like, kind="normal", generator=None):
 
     The generator must live on `like`'s device (see `make_generator`).
     """
-    check_direction(kind)
+    check_direction(kind, "kind")
+    check_generator(generator, like)
     if kind == "normal":
         return torch.randn(like.shape, dtype=like.dtype, device=like.device, generator=generator)
     v = torch.empty(like.shape, dtype=like.dtype, device=like.device)
@@ -36,4 +44,5 @@ def sample_directions(tensors, kind="normal", generator=None):
 
 def make_generator(seed, device="cpu"):
     """A seeded torch.Generator on `device`, so that directions are reproducible."""
-    return torch.Generator(device=torch.device(device)).manual_seed(int(seed))
+    seed, device = checks.seed("seed", seed), checks.device("device", device)
+    return torch.Generator(device=torch.device(device)).manual_seed(seed)

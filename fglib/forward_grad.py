@@ -15,6 +15,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch.func import functional_call
 
+from . import checks
 from .directions import sample_direction, sample_directions
 
 
@@ -38,6 +39,10 @@ def _scalar_value_and_tangent(out):
 
 def jvp(f, theta, v):
     """(f(theta), grad f(theta) . v) in one forward pass; f maps a tensor to a scalar."""
+    if not isinstance(v, torch.Tensor) or v.shape != theta.shape:
+        raise ValueError(f"v must be a tensor of theta's shape {tuple(theta.shape)}, got "
+                         f"{tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
+    checks.same_place("theta", theta, v=v)
     with torch.no_grad(), fwAD.dual_level():
         out = f(fwAD.make_dual(theta.detach(), v))
         return _scalar_value_and_tangent(out)
@@ -51,22 +56,47 @@ def forward_gradient(f, theta, v=None, kind="normal", generator=None):
     return ForwardGradient(loss, d, d * v)
 
 
-def module_jvp(model, loss_fn, x, y, directions):
-    """(loss, grad loss . v) for all parameters of `model` at once, one forward pass.
+def check_directions(params, directions):
+    """One direction per parameter, of its shape, device and dtype; otherwise a clear error
+    (a short list would otherwise be silently cut by zip, and d would be wrong)."""
+    directions = list(directions)
+    if len(directions) != len(params):
+        raise ValueError(f"directions has {len(directions)} tensors but there are {len(params)} "
+                         "parameters to perturb; give one direction per parameter, in "
+                         "model.parameters() order")
+    for i, (p, v) in enumerate(zip(params, directions)):
+        if v.shape != p.shape:
+            raise ValueError(f"directions[{i}] has shape {tuple(v.shape)} but parameter {i} has shape "
+                             f"{tuple(p.shape)}")
+        checks.same_place(f"parameter {i}", p, **{f"directions[{i}]": v})
+    return directions
 
-    `directions` holds one tensor per parameter, in `model.parameters()` order.
+
+def module_jvp(model, loss_fn, x, y, directions, params=None):
+    """(loss, grad loss . v) with respect to `params`, in one forward pass.
+
+    `params` defaults to all of `model.parameters()` (forward mode needs no requires_grad);
+    `directions` holds one tensor per parameter in `params`, in that order. Parameters of the
+    model not in `params` are held constant (forward gradient descent passes only the
+    parameters with requires_grad, as backprop would train).
     """
+    params = list(model.parameters()) if params is None else list(params)
+    directions = check_directions(params, directions)
+    if isinstance(x, torch.Tensor) and params:
+        checks.same_place("the model's parameters", params[0], x=x)
+    tangent_of = {id(p): v for p, v in zip(params, directions)}
     with torch.no_grad(), fwAD.dual_level():
-        dual = {name: fwAD.make_dual(p.detach(), v)
-                for (name, p), v in zip(model.named_parameters(), directions)}
+        dual = {name: fwAD.make_dual(p.detach(), tangent_of[id(p)]) if id(p) in tangent_of else p.detach()
+                for name, p in model.named_parameters()}
         out = loss_fn(functional_call(model, dual, (x,)), y)
         return _scalar_value_and_tangent(out)
 
 
-def module_forward_gradient(model, loss_fn, x, y, kind="normal", generator=None, directions=None):
-    """The forward gradient of loss_fn(model(x), y) with respect to every parameter."""
-    params = list(model.parameters())
+def module_forward_gradient(model, loss_fn, x, y, kind="normal", generator=None, directions=None,
+                            params=None):
+    """The forward gradient of loss_fn(model(x), y) with respect to `params` (default: all)."""
+    params = list(model.parameters()) if params is None else list(params)
     if directions is None:
         directions = sample_directions(params, kind, generator)
-    loss, d = module_jvp(model, loss_fn, x, y, directions)
+    loss, d = module_jvp(model, loss_fn, x, y, directions, params)
     return ForwardGradient(loss, d, [d * v for v in directions])

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import checks
+
 
 def beale(theta):
     x, y = theta[..., 0], theta[..., 1]
@@ -38,8 +40,7 @@ FUNCTIONS = {
 
 
 def get_function(name):
-    if name not in FUNCTIONS:
-        raise ValueError(f"unknown test function {name!r}; choose one of {sorted(FUNCTIONS)}")
+    checks.choice("name", name, FUNCTIONS)
     return FUNCTIONS[name]
 
 

@@ -9,13 +9,15 @@ Times are medians over repeats after warm-up, the device synchronised around
 each call; base, forward-gradient and backprop calls are interleaved in every
 round, so that a slow patch of the machine hits all three alike.
 """
+import numbers
 import statistics
 import time
 
 import numpy as np
 import torch
 
-from .train import synchronize
+from . import checks
+from .device import synchronize
 
 
 def time_call(fn, device):
@@ -28,8 +30,9 @@ def time_call(fn, device):
 
 def time_samples(fns, device, warmup=5, repeats=30):
     """{name: [seconds of each repeat]} for a dict of no-argument callables, interleaved."""
-    if repeats < 1:
-        raise ValueError(f"repeats must be at least 1, got {repeats}")
+    warmup, repeats = checks.integer("warmup", warmup, minimum=0), checks.count("repeats", repeats)
+    if not fns or not all(callable(fn) for fn in fns.values()):
+        raise TypeError(f"fns must be a non-empty dict of no-argument callables, got {fns!r}")
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -73,7 +76,7 @@ def runtime_ratios(model, methods, loss_fn, x, y, warmup=5, repeats=30):
 def peak_memory(fn, device):
     """Peak bytes the CUDA allocator held while `fn` ran (NaN on CPU, where PyTorch
     keeps no allocator statistics; see `saved_bytes` for what we measure there)."""
-    if torch.device(device).type != "cuda":
+    if torch.device(checks.device("device", device)).type != "cuda":
         return float("nan")
     synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
@@ -87,6 +90,8 @@ def saved_bytes(fn, exclude=()):
     activation tape of backprop. Forward mode stores none. Each saved tensor counts its own
     elements once (views of one tensor once); tensors whose memory belongs to one of
     `exclude` (e.g. the parameters, which exist anyway) are not counted. Any device."""
+    if not callable(fn):
+        raise TypeError(f"fn must be a no-argument callable (e.g. lambda: method.step(x, y)), got {fn!r}")
     excluded = {t.data_ptr() for t in exclude}
     seen = {}
 
@@ -102,6 +107,10 @@ def saved_bytes(fn, exclude=()):
 
 
 def _mean_curve(validation, method):
+    missing = {"method", "iteration", "time", "loss"} - set(validation.columns)
+    if missing:
+        raise ValueError(f"validation must have columns method, iteration, time and loss; "
+                         f"it lacks {sorted(missing)}")
     rows = validation[validation["method"] == method]
     if rows.empty:
         raise ValueError(f"no validation rows for method {method!r}")
@@ -125,8 +134,16 @@ def time_to_target(validation, fg="forward gradient", bp="backprop"):
             "reached": bool(len(hit))}
 
 
+def per_run_time_ratios(curves):
+    """T_f/T_b for each run r (forward-gradient run r against backprop run r)."""
+    val = curves[curves["split"] == "validation"]
+    return [time_to_target(val[val["run"] == r])["T_f/T_b"] for r in sorted(val["run"].unique())]
+
+
 def describe_ratio(value):
     """'never within the run' for a missing T_f/T_b, else the number to 3 decimals."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"value must be a number (NaN for never), got {value!r}")
     return "never within the run" if not np.isfinite(value) else f"{value:.3f}"
 
 

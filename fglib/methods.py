@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from . import checks
 from .directions import check_direction, make_generator, sample_directions
 from .forward_grad import module_jvp
 
@@ -22,12 +23,13 @@ OPTIMIZERS = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "adam": torch
 
 def learning_rate(i, lr0, decay=PAPER_DECAY):
     """eta_i = eta_0 exp(-i k)."""
+    i, lr0 = checks.integer("i", i, minimum=0), checks.rate("lr0", lr0)
+    decay = checks.real("decay", decay, minimum=0)
     return lr0 * math.exp(-i * decay)
 
 
 def make_optimizer(params, name, lr):
-    if name not in OPTIMIZERS:
-        raise ValueError(f"unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}")
+    checks.choice("optimizer", name, OPTIMIZERS)
     extra = {"momentum": 0.9} if name == "momentum" else {}
     return OPTIMIZERS[name](params, lr=lr, **extra)
 
@@ -37,10 +39,11 @@ class Method:
     name = "method"
 
     def __init__(self, model, loss_fn, lr, decay=PAPER_DECAY, optimizer="sgd"):
-        if not lr > 0:
-            raise ValueError(f"learning rate must be positive, got {lr}")
+        lr, decay = checks.rate("lr", lr), checks.real("decay", decay, minimum=0)
         self.model, self.loss_fn = model, loss_fn
-        self.params = list(model.parameters())
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("model has no parameter with requires_grad=True: there is nothing to train")
         self.optimizer = make_optimizer(self.params, optimizer, lr)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, math.exp(-decay))
 
@@ -61,16 +64,13 @@ class ForwardGradientDescent(Method):
     def __init__(self, model, loss_fn, lr, direction="normal", n_directions=1, seed=0, **kwargs):
         super().__init__(model, loss_fn, lr, **kwargs)
         self.direction = check_direction(direction)
-        if int(n_directions) < 1:
-            raise ValueError(f"n_directions must be at least 1, got {n_directions}")
-        self.n_directions = int(n_directions)
-        device = self.params[0].device
-        self.generator = make_generator(seed, device)
+        self.n_directions = checks.count("n_directions", n_directions)
+        self.generator = make_generator(checks.seed("seed", seed), self.params[0].device)
 
     def fill_grad(self, x, y):
         for k in range(self.n_directions):
             v = sample_directions(self.params, self.direction, self.generator)
-            loss, d = module_jvp(self.model, self.loss_fn, x, y, v)
+            loss, d = module_jvp(self.model, self.loss_fn, x, y, v, params=self.params)
             scale = d / self.n_directions
             for p, vi in zip(self.params, v):
                 if k == 0:
@@ -98,8 +98,7 @@ METHODS = {"fg": ForwardGradientDescent, "bp": Backprop}
 
 def make_method(name, model, loss_fn, lr, seed=0, **kwargs):
     """'fg' (forward gradient descent) or 'bp' (backpropagation), same arguments."""
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose 'fg' (forward gradient) or 'bp' (backprop)")
+    checks.choice("name", name, METHODS)  # 'fg': forward gradient, 'bp': backprop
     if name == "fg":
         return ForwardGradientDescent(model, loss_fn, lr, seed=seed, **kwargs)
     return Backprop(model, loss_fn, lr, **kwargs)

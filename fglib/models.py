@@ -10,7 +10,10 @@ Padding of the CNN: the paper does not state it. We use none ("valid"
 convolutions): 28 -> 26 -> 24 -> pool 12 -> 10 -> 8 -> pool 4, so the flattened
 size is 64*4*4 = 1024, the same width as the linear layer that follows.
 """
+import torch
 from torch import nn
+
+from . import checks
 
 IMAGE_PIXELS, N_CLASSES, WIDTH = 28 * 28, 10, 1024
 
@@ -43,10 +46,9 @@ def cnn(channels=64, hidden=WIDTH):
 def deep_mlp(depth, width=WIDTH):
     """`depth` hidden layers of `width` units (784 -> width, then depth-1 of width -> width),
     each followed by ReLU, then a linear read-out to 10 classes; no biases anywhere."""
-    if int(depth) < 1:
-        raise ValueError(f"depth must be at least 1, got {depth}")
+    depth, width = checks.count("depth", depth), checks.count("width", width)
     layers = [nn.Flatten(), nn.Linear(IMAGE_PIXELS, width, bias=False), nn.ReLU()]
-    for _ in range(int(depth) - 1):
+    for _ in range(depth - 1):
         layers += [nn.Linear(width, width, bias=False), nn.ReLU()]
     layers.append(nn.Linear(width, N_CLASSES, bias=False))
     return nn.Sequential(*layers)
@@ -57,14 +59,17 @@ MODELS = {"logreg": logistic_regression, "mlp": mlp, "cnn": cnn, "deep": deep_ml
 
 def build_model(name, seed=None, device="cpu", dtype=None, **kwargs):
     """A fresh model by name; `seed` fixes its initial weights."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    checks.choice("name", name, MODELS)
+    checks.device("device", device)
+    checks.floating_dtype("dtype", dtype)
     if seed is not None:
-        import torch
-        torch.manual_seed(int(seed))
+        torch.manual_seed(checks.seed("seed", seed))
     model = MODELS[name](**kwargs)
     return model.to(device=device, dtype=dtype)
 
 
 def count_parameters(model):
+    """The number of parameters (trainable or not) of a torch.nn.Module."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {model!r}")
     return sum(p.numel() for p in model.parameters())

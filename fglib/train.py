@@ -18,7 +18,10 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import checks
 from .data import BatchSampler
+from .device import synchronize
+from .methods import Method
 
 
 def progress_bar(iterable, **kwargs):
@@ -29,14 +32,10 @@ def progress_bar(iterable, **kwargs):
     return tqdm(iterable, **kwargs)
 
 
-def synchronize(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.no_grad()
 def evaluate(model, split, loss_fn=F.cross_entropy, batch_size=2000):
     """(mean loss, accuracy) of `model` on a whole Split, in batches."""
+    batch_size = checks.count("batch_size", batch_size)
     total_loss, correct = 0.0, 0
     for i in range(0, len(split), batch_size):
         x, y = split.x[i:i + batch_size], split.y[i:i + batch_size]
@@ -44,6 +43,15 @@ def evaluate(model, split, loss_fn=F.cross_entropy, batch_size=2000):
         total_loss += loss_fn(out, y).item() * len(y)
         correct += (out.argmax(1) == y).sum().item()
     return total_loss / len(split), correct / len(split)
+
+
+def stop_if_not_finite(method_name, split, iteration, loss):
+    """A NaN or infinite loss stops the run, saying which loss, when, and what to try."""
+    if not math.isfinite(loss):
+        raise FloatingPointError(
+            f"{method_name}: the {'training' if split == 'train' else 'validation'} loss became {loss} "
+            f"at iteration {iteration}; the run diverged: try a smaller learning rate "
+            "(or check the data and the model for NaN)")
 
 
 def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, seed=0,
@@ -56,7 +64,17 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     (e.g. the point on a test function's trajectory). `eval_examples` limits the
     validation loss to the first that many validation images (all by default).
     """
+    if not isinstance(method, Method):
+        raise TypeError(f"method must be a method from fglib.make_method, got {type(method).__name__}")
+    if data is not None and not (isinstance(data, dict) and {"train", "validation"} <= set(data)):
+        raise TypeError("data must be the dict from fglib.load_data (with 'train' and 'validation'), "
+                        f"or None for a test function; got {type(data).__name__}")
+    iterations, batch_size = checks.count("iterations", iterations), checks.count("batch_size", batch_size)
+    eval_every, seed = checks.count("eval_every", eval_every), checks.seed("seed", seed)
+    eval_examples = checks.optional_count("eval_examples", eval_examples)
     device = method.params[0].device
+    if data is not None:
+        checks.same_place("the model's parameters", method.params[0], **{"data['train'].x": data["train"].x})
     batches = BatchSampler(data["train"], batch_size, seed) if data is not None else None
     if data is not None:
         val = data["validation"]
@@ -64,6 +82,7 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     rows, elapsed = [], 0.0
 
     def add(i, split, loss):
+        stop_if_not_finite(method.name, split, i, loss)
         extra = record(method.model) if record is not None and split == "train" else {}
         rows.append({"iteration": i, "time": elapsed, "split": split, "loss": loss, **extra})
 
@@ -79,10 +98,6 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
         start = time.perf_counter()
         loss = method.step(x, y).item()  # .item() waits for the device
         elapsed += time.perf_counter() - start
-        if not math.isfinite(loss):
-            raise FloatingPointError(
-                f"{method.name}: the training loss became {loss} at iteration {i}; "
-                "the run diverged, try a smaller learning rate")
         add(i, "train", loss)
         if data is not None and (i % eval_every == 0 or i == iterations):
             add(i, "validation", evaluate(method.model, val)[0])

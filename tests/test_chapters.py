@@ -36,3 +36,28 @@ def test_chapter_runs_with_smoke_settings(path, tmp_path, monkeypatch):
     assert not errors
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                for c in out["cells"] for o in c.get("outputs", [])), "the chapter drew no figure"
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_parameters_are_checked_right_after_the_parameters_cell(path):
+    import ast
+    cells = json.loads(path.read_text())["cells"]
+    i = next(k for k, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", []))
+    j = i + 2 if "injected-parameters" in cells[i + 1].get("metadata", {}).get("tags", []) else i + 1
+    targets = [t for node in ast.parse("".join(cells[i]["source"])).body if isinstance(node, ast.Assign)
+               for t in node.targets]
+    names = [n.id for t in targets for n in (t.elts if isinstance(t, ast.Tuple) else [t])]
+    call = "".join(cells[j]["source"])
+    assert "check_parameters(" in call
+    assert not [n for n in names if f"{n}={n}" not in call], "a parameter is not checked"
+
+
+def test_a_bad_parameter_fails_before_any_data_is_loaded(tmp_path, monkeypatch):
+    """An unknown model in the measuring chapter is reported by name, from the check cell."""
+    import papermill
+    monkeypatch.setenv("FGLIB_DATA", str(tmp_path / "no-data-here"))  # loading data would fail otherwise
+    path = next(p for p in CHAPTERS if p.stem == "measuring")
+    with pytest.raises(papermill.PapermillExecutionError) as err:
+        book.execute([path], "smoke", tmp_path, overrides={"model_name": "resnet"})
+    assert "model_name must be one of" in str(err.value)
+    assert "load_data" not in str(err.value)

@@ -85,13 +85,6 @@ def test_non_scalar_loss_is_refused():
         fglib.Backprop(model, per_example, lr=0.1).step(x, y)
 
 
-def test_unknown_direction_is_refused():
-    with pytest.raises(ValueError, match="unknown direction 'uniform'"):
-        fglib.sample_direction(torch.zeros(3), "uniform")
-    with pytest.raises(ValueError, match="unknown direction"):
-        fglib.ForwardGradientDescent(fglib.build_model("logreg"), F.cross_entropy, 0.1, direction="sphere")
-
-
 def test_k_directions_average_k_forward_gradients():
     """With n_directions=K the step uses the mean of K forward gradients, drawn in order."""
     model = fglib.build_model("logreg", seed=0, dtype=torch.float64)

@@ -59,7 +59,7 @@ def test_bad_repeats_refused():
 
 
 def test_sweep_picks_best_rate_and_records_divergence(mnist):
-    from fglib.sweep import best_rates, compare_at_best, lr_sweep
+    from fglib.book.sweep import best_rates, compare_at_best, lr_sweep
     curves, finals = lr_sweep("logreg", mnist, {"fg": [1e-4, 1e-3, 1e38], "bp": [1e-3, 1e-1]},
                               runs=1, iterations=60, eval_every=30)
     assert finals[finals.lr == 1e38].diverged.all()

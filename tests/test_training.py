@@ -46,16 +46,6 @@ def test_diverging_run_raises(mnist):
         fglib.train(m, mnist, iterations=200, progress=False)
 
 
-def test_unknown_method_and_bad_settings_are_refused():
-    model = fglib.build_model("logreg")
-    with pytest.raises(ValueError, match="unknown method 'sgd'"):
-        fglib.make_method("sgd", model, F.cross_entropy, 0.1)
-    with pytest.raises(ValueError, match="unknown optimizer"):
-        fglib.make_method("bp", model, F.cross_entropy, 0.1, optimizer="lbfgs")
-    with pytest.raises(ValueError, match="positive"):
-        fglib.make_method("fg", model, F.cross_entropy, -1.0)
-
-
 def test_test_function_runs_follow_the_method():
     df = fglib.run_function("rosenbrock", lr=5e-4, runs=2, iterations=50)
     bp = df[df.method == "backprop"]

@@ -1,6 +1,6 @@
 """The verdict table is generated from saved results, and says so when a result is missing."""
 import fglib
-from fglib import verdict
+from fglib.book import verdict
 
 
 def test_missing_results_say_not_run_yet():
@@ -20,8 +20,8 @@ def test_runtime_claim_follows_the_numbers():
 
 
 def test_verdict_words():
-    assert fglib.experiments.verdict([0.5, 0.6]) == "holds"
-    assert fglib.experiments.verdict([0.5, 1.2]) == "partly"
-    assert fglib.experiments.verdict([1.5, 1.2]) == "does not hold"
-    assert fglib.experiments.verdict([0.5, float("nan")]) == "partly"
-    assert fglib.experiments.verdict([float("nan")]) == "does not hold"
+    assert fglib.book.verdict.grade_ratios([0.5, 0.6]) == "holds"
+    assert fglib.book.verdict.grade_ratios([0.5, 1.2]) == "partly"
+    assert fglib.book.verdict.grade_ratios([1.5, 1.2]) == "does not hold"
+    assert fglib.book.verdict.grade_ratios([0.5, float("nan")]) == "partly"
+    assert fglib.book.verdict.grade_ratios([float("nan")]) == "does not hold"

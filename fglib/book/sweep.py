@@ -10,6 +10,7 @@ import math
 
 import pandas as pd
 
+from .. import checks
 from .experiments import METHOD_NAMES, run_training
 
 
@@ -17,6 +18,10 @@ def lr_sweep(model_name, data, rates, runs=2, iterations=2000, eval_every=100, s
              device="cpu", progress=False, **kwargs):
     """rates: {'fg': [...], 'bp': [...]}. Returns (curves, finals) with an `lr` column;
     diverged runs appear in finals with validation_loss = inf and diverged = True."""
+    if not isinstance(rates, dict) or not rates:
+        raise TypeError(f"rates must be a dict {{'fg': [...], 'bp': [...]}}, got {rates!r}")
+    rates = {checks.choice("rates key", m, METHOD_NAMES): checks.rates(f"rates[{m!r}]", r)
+             for m, r in rates.items()}
     curves, finals = [], []
     for m, method_rates in rates.items():
         for lr in method_rates:

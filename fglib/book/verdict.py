@@ -12,6 +12,15 @@ from .paper import DEPTH_BANDS, RESULTS
 NOT_RUN = "not run yet"
 
 
+def grade_ratios(ratios, threshold=1.0):
+    """'holds' if every value is below the threshold, 'partly' if some are, else 'does not hold'.
+    NaN (e.g. a target never reached) counts as not below."""
+    below = [v < threshold for v in pd.Series(ratios, dtype=float)]  # NaN < x is False
+    if below and all(below):
+        return "holds"
+    return "partly" if any(below) else "does not hold"
+
+
 def _grade(flags):
     """'holds' if all flags are true, 'partly' if some are, 'does not hold' if none."""
     flags = list(flags)

@@ -10,20 +10,35 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .functions import PointModel, get_function, value_loss
-from .measure import describe_ratio, peak_memory, runtime_ratios, saved_bytes, time_to_target
-from .paper import paper_results
-from .methods import make_method
-from .models import build_model
-from .train import evaluate, progress_bar, train
+from .. import checks
+from ..functions import PointModel, get_function, value_loss
+from ..measure import (describe_ratio, peak_memory, per_run_time_ratios, runtime_ratios, saved_bytes,
+                       time_to_target)
+from ..methods import make_method
+from ..methods import METHODS
+from ..models import MODELS, build_model
+from ..train import evaluate, progress_bar, train
+from .tables import paper_vs_ours
+from .verdict import grade_ratios
 
 METHOD_NAMES = {"fg": "forward gradient", "bp": "backprop"}
+
+
+def _common(lr, runs, iterations, seed, methods):
+    """The arguments every experiment shares, checked before any work starts."""
+    if isinstance(methods, str) or not methods:
+        raise TypeError(f"methods must be a non-empty tuple of 'fg' and/or 'bp', got {methods!r}")
+    for m in methods:
+        checks.choice("methods", m, METHODS)
+    return (checks.rate("lr", lr), checks.count("runs", runs), checks.count("iterations", iterations),
+            checks.seed("seed", seed))
 
 
 def run_function(name, lr, runs=10, iterations=1000, seed=0, methods=("fg", "bp"),
                  progress=False, **method_kwargs):
     """Optimise a test function from its start point; rows carry the point (x, y)."""
     tf = get_function(name)
+    lr, runs, iterations, seed = _common(lr, runs, iterations, seed, methods)
     curves = []
     for r in range(runs):
         for m in methods:
@@ -43,6 +58,9 @@ def run_training(model_name, data, lr, runs=5, iterations=1000, batch_size=64, e
     curves: iteration, time, split, loss, method, run (train and validation rows).
     finals: method, run, test_loss, test_accuracy, validation_loss.
     """
+    lr, runs, iterations, seed = _common(lr, runs, iterations, seed, methods)
+    checks.choice("model_name", model_name, MODELS)
+    checks.device("device", device)
     curves, finals = [], []
     for r in range(runs):
         for m in methods:
@@ -67,6 +85,9 @@ def measure_runtime(model_name, data, runs=5, batch_size=64, lr=1e-6, seed=0, de
     R_f/R_b, peak CUDA memory of each step (NaN on CPU) and bytes saved for
     backward by each step.
     """
+    checks.choice("model_name", model_name, MODELS)
+    runs, batch_size, seed = checks.count("runs", runs), checks.count("batch_size", batch_size), checks.seed("seed", seed)
+    checks.rate("lr", lr)
     rows = []
     for r in range(runs):
         g = torch.Generator().manual_seed(seed + r)
@@ -83,55 +104,6 @@ def measure_runtime(model_name, data, runs=5, batch_size=64, lr=1e-6, seed=0, de
             row[f"saved_bytes_{m}"] = saved_bytes(step, exclude=list(model.parameters()))
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-NO_ALLOCATOR = "not measured (CPU: no allocator statistics)"
-
-
-def per_run_time_ratios(curves):
-    """T_f/T_b for each run r (forward-gradient run r against backprop run r)."""
-    val = curves[curves["split"] == "validation"]
-    return [time_to_target(val[val["run"] == r])["T_f/T_b"] for r in sorted(val["run"].unique())]
-
-
-def _mean_sd(values, digits=3, empty="never within the run"):
-    s = pd.Series(values, dtype=float).dropna()
-    if s.empty:
-        return empty
-    return f"{s.mean():.{digits}f} ± {s.std():.{digits}f}" if len(s) > 1 else f"{s.mean():.{digits}f}"
-
-
-def paper_vs_ours(experiment, curves, finals, runtime, device_label):
-    """One row per measure: the paper's number beside ours (mean ± sd over runs)."""
-    paper = paper_results(experiment)
-    t = time_to_target(curves[curves["split"] == "validation"])
-    per_run = per_run_time_ratios(curves)
-    reached = sum(pd.notna(per_run))
-    t_ours = (f"{t['T_f/T_b']:.3f} (mean curves); per run {_mean_sd(per_run)}, {reached}/{len(per_run)} reached"
-              if t["reached"] else f"never within the run ({reached}/{len(per_run)} runs reached)")
-    acc = finals.groupby("method")["test_accuracy"].apply(list)
-    mb = lambda col: (runtime[col] / 2**20).tolist()
-    rows = [
-        ("R_f", paper["R_f"], _mean_sd(runtime["R_f"])),
-        ("R_b", paper["R_b"], _mean_sd(runtime["R_b"])),
-        ("R_f/R_b", paper["R_f/R_b"], _mean_sd(runtime["R_f/R_b"])),
-        ("T_f/T_b", paper["T_f/T_b"] if paper["T_f/T_b"] is not None else "close to R_f/R_b", t_ours),
-        ("peak memory, forward gradient (MiB)", "same as backprop", _mean_sd(mb("peak_memory_fg"), 1, NO_ALLOCATOR)),
-        ("peak memory, backprop (MiB)", "same as forward gradient", _mean_sd(mb("peak_memory_bp"), 1, NO_ALLOCATOR)),
-        ("saved for backward, backprop (MiB)", "not reported", _mean_sd(mb("saved_bytes_bp"), 2)),
-        ("test accuracy, forward gradient", "not reported", _mean_sd(acc.get("forward gradient", []), 4)),
-        ("test accuracy, backprop", "not reported", _mean_sd(acc.get("backprop", []), 4)),
-    ]
-    return pd.DataFrame(rows, columns=["measure", "paper (Titan XP)", f"ours ({device_label})"]).set_index("measure")
-
-
-def verdict(ratios, threshold=1.0):
-    """'holds' if every value is below the threshold, 'partly' if some are, else 'does not hold'.
-    NaN (e.g. a target never reached) counts as not below."""
-    below = [v < threshold for v in pd.Series(ratios, dtype=float)]  # NaN < x is False
-    if below and all(below):
-        return "holds"
-    return "partly" if any(below) else "does not hold"
 
 
 @dataclass
@@ -169,22 +141,16 @@ def run_mnist_experiment(experiment, model_name, data, lr, runs, iterations, eva
         "acc_fg": acc.get("forward gradient", float("nan")), "acc_bp": acc.get("backprop", float("nan")),
         "val_fg": val.get("forward gradient", float("nan")), "val_bp": val.get("backprop", float("nan")),
         "iterations": iterations, "lr": lr,
-        "runtime_verdict": verdict(runtime["R_f/R_b"]),
-        "time_verdict": verdict(per_run),
+        "runtime_verdict": grade_ratios(runtime["R_f/R_b"]),
+        "time_verdict": grade_ratios(per_run),
     }
     return MnistResult(experiment, curves, finals, runtime, table, numbers)
-
-
-def glue_numbers(prefix, numbers):
-    """Glue every number of a result for the prose: {glue:text}`<prefix>_R_f:.3f` etc."""
-    from .report import glue
-    for key, value in numbers.items():
-        glue(f"{prefix}_{key}", value)
 
 
 def depth_scaling(data, depths, runs=10, batch_size=64, seed=0, device="cpu", warmup=5, repeats=30,
                   width=1024, progress=True):
     """measure_runtime for the depth-L MLP (no bias) at every depth: one row per (depth, run)."""
+    depths = checks.counts("depths", depths)
     rows = []
     for depth in progress_bar(depths, desc="depths", disable=not progress):
         df = measure_runtime("deep", data, runs=runs, batch_size=batch_size, seed=seed, device=device,
@@ -197,6 +163,7 @@ def memory_by_batch(data, batch_sizes, depth=8, seed=0, device="cpu", width=1024
     """Peak allocator memory (GPU) and bytes saved for backward of one step of each method,
     for the depth-`depth` MLP at each batch size. Batch sizes beyond the training set are
     made by repeating images."""
+    batch_sizes = checks.counts("batch_sizes", batch_sizes)
     rows = []
     model = build_model("deep", seed=seed, device=device, depth=depth, width=width)
     methods = {m: make_method(m, model, F.cross_entropy, 1e-9, seed=seed) for m in ("fg", "bp")}

@@ -4,20 +4,7 @@ import platform
 import pandas as pd
 import torch
 
-
-def resolve_device(device="auto"):
-    """'auto' picks the GPU when there is one, else the CPU."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} was asked for but no CUDA GPU is visible; use 'auto' or 'cpu'")
-    return device
-
-
-def device_name(device):
-    if torch.device(device).type == "cuda":
-        return torch.cuda.get_device_name(torch.device(device))
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+from ..device import device_name
 
 
 def environment(device, **params):
@@ -33,6 +20,8 @@ def glue(name, value, display=False):
 
     NumPy and PyTorch scalars become plain Python numbers, so that `{glue:text}` can format them.
     """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty string (the key the prose cites), got {name!r}")
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
     try:
@@ -43,6 +32,12 @@ def glue(name, value, display=False):
     return value
 
 
+def glue_numbers(prefix, numbers):
+    """Glue every number of a result for the prose: {glue:text}`<prefix>_R_f:.3f` etc."""
+    for key, value in numbers.items():
+        glue(f"{prefix}_{key}", value)
+
+
 def save_results(name, results, folder="results", smoke=False):
     """Write a chapter's headline results to <folder>/<name>.json for the verdict chapter.
 
@@ -51,6 +46,10 @@ def save_results(name, results, folder="results", smoke=False):
     """
     import json
     import os
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be a plain file stem such as 'mlp', got {name!r}")
+    if not isinstance(results, dict):
+        raise TypeError(f"results must be a dict of numbers and strings, got {type(results).__name__}")
     if smoke:
         return None
     os.makedirs(folder, exist_ok=True)
@@ -62,4 +61,7 @@ def load_results(folder="results"):
     """{name: results} for every saved chapter result."""
     import json
     import pathlib
+    if not pathlib.Path(folder).is_dir():
+        raise FileNotFoundError(f"folder {folder!r} does not exist: run the chapters first "
+                                "(python tools/book.py execute), or pass the folder that holds results/*.json")
     return {p.stem: json.loads(p.read_text()) for p in sorted(pathlib.Path(folder).glob("*.json"))}

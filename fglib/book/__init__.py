@@ -1,0 +1,13 @@
+"""The book's machinery, built on the method in fglib's top-level modules.
+
+    experiments  one call per experiment of the paper: seeded runs of both methods
+    sweep        a learning-rate sweep per method
+    paper        the numbers the paper reports (quotations, not measurements)
+    tables       the paper's numbers beside ours
+    verdict      the six claims, graded from the chapters' saved results
+    plots        the figures
+    parameters   a chapter's papermill parameters, checked before any work
+    report       what a chapter records (device, versions, parameters) and glues into prose
+"""
+from . import experiments, paper, parameters, plots, report, sweep, tables, verdict
+from .parameters import check_parameters

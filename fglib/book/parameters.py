@@ -1,0 +1,61 @@
+"""A chapter's papermill parameters, checked before any data is loaded.
+
+Each chapter calls `check_parameters(name=value, ...)` in the cell right after its
+parameters cell, so that a bad `-p` on papermill's command line fails at once with a
+message naming the parameter, not at the bottom of a long traceback. Every parameter
+name a chapter uses must have a rule here.
+"""
+from .. import checks
+from ..methods import METHODS
+from ..models import MODELS
+
+
+def _count_or_counts_by_model(name, value):
+    """An integer, or {model: integer} (the learning-rate sweep's iterations per model)."""
+    if isinstance(value, dict):
+        return {checks.choice(f"{name} key", k, MODELS): checks.count(f"{name}[{k!r}]", v)
+                for k, v in value.items()}
+    return checks.count(name, value)
+
+
+def _rates_by_method(name, value):
+    if not isinstance(value, dict) or not value:
+        raise TypeError(f"{name} must be a dict {{'fg': [...], 'bp': [...]}}, got {value!r}")
+    return {checks.choice(f"{name} key", k, METHODS): checks.rates(f"{name}[{k!r}]", v)
+            for k, v in value.items()}
+
+
+def _models(name, value):
+    if isinstance(value, str) or not value:
+        raise TypeError(f"{name} must be a non-empty list of model names, got {value!r}")
+    return [checks.choice(f"{name}[{i}]", m, MODELS) for i, m in enumerate(value)]
+
+
+def _folder(name, value):
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"{name} must be a folder name, got {value!r}")
+    return value
+
+
+COUNTS = ("runs", "eval_every", "timing_repeats", "repeats", "mc_repeats", "n_steps", "n_figure_samples",
+          "variance_samples", "broken_samples", "z_samples", "memory_depth", "beale_iterations",
+          "rosenbrock_iterations")
+RULES = {
+    "smoke": checks.boolean, "seed": checks.seed, "device": checks.device,
+    "lr": checks.rate, "beale_lr": checks.rate, "rosenbrock_lr": checks.rate,
+    "learning_rates": checks.rates, "rates": _rates_by_method,
+    "iterations": _count_or_counts_by_model, "eval_examples": checks.optional_count,
+    "sizes": checks.counts, "depths": checks.counts, "batch_sizes": checks.counts,
+    "k_values": checks.counts, "dims": checks.counts,
+    "model_name": lambda name, value: checks.choice(name, value, MODELS), "models": _models,
+    "results_dir": _folder,
+    **{name: checks.count for name in COUNTS},
+}
+
+
+def check_parameters(**params):
+    """Check every chapter parameter by its rule; an unknown name is itself an error."""
+    for name, value in params.items():
+        if name not in RULES:
+            raise KeyError(f"no rule for chapter parameter {name!r}: add one to fglib/book/parameters.py")
+        RULES[name](name, value)
