@@ -8,6 +8,13 @@ tangent beside every value (dual numbers). The forward gradient is
 
 No backward pass and no autograd graph are involved: everything here works
 under torch.no_grad() on tensors that do not require grad.
+
+Three engines compute the same (f, d), exactly:
+
+    forward_ad  PyTorch's dual tensors (torch.autograd.forward_ad) with functional_call
+    func        torch.func.jvp with functional_call (what public ports such as orobix/fwdgrad use)
+    fglib       fglib's own engine (fglib.engine): a value and tangent rule per layer, no autograd
+    auto        fglib's engine when it has a rule for every layer and the loss, else forward_ad
 """
 from dataclasses import dataclass
 
@@ -16,6 +23,7 @@ import torch.autograd.forward_ad as fwAD
 from torch.func import functional_call
 
 from . import checks
+from . import engine as fglib_engine
 from .directions import sample_direction, sample_directions
 
 
@@ -27,8 +35,14 @@ class ForwardGradient:
     g: object
 
 
-def _scalar_value_and_tangent(out):
-    primal, tangent = fwAD.unpack_dual(out)
+ENGINES = ("auto", "fglib", "forward_ad", "func")
+
+
+def check_engine(name):
+    return checks.choice("engine", name, ENGINES)
+
+
+def _scalar(primal, tangent):
     if primal.numel() != 1:
         raise ValueError(f"the loss must be a scalar, got shape {tuple(primal.shape)}; "
                          "reduce it (e.g. .mean() over the batch) first")
@@ -37,22 +51,35 @@ def _scalar_value_and_tangent(out):
     return primal.reshape(()), tangent.reshape(())
 
 
-def jvp(f, theta, v):
-    """(f(theta), grad f(theta) . v) in one forward pass; f maps a tensor to a scalar."""
+def _scalar_value_and_tangent(out):
+    return _scalar(*fwAD.unpack_dual(out))
+
+
+def jvp(f, theta, v, engine="forward_ad"):
+    """(f(theta), grad f(theta) . v) in one forward pass; f maps a tensor to a scalar.
+
+    engine 'fglib' (or 'auto') runs f on fglib's dual numbers, which know +, -, *, ** and indexing.
+    """
+    check_engine(engine)
     if not isinstance(v, torch.Tensor) or v.shape != theta.shape:
         raise ValueError(f"v must be a tensor of theta's shape {tuple(theta.shape)}, got "
                          f"{tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
     checks.same_place("theta", theta, v=v)
+    if engine in ("fglib", "auto"):
+        return _scalar(*fglib_engine.jvp(f, theta.detach(), v))
+    if engine == "func":
+        with torch.no_grad():
+            return _scalar(*torch.func.jvp(f, (theta.detach(),), (v,)))
     with torch.no_grad(), fwAD.dual_level():
         out = f(fwAD.make_dual(theta.detach(), v))
         return _scalar_value_and_tangent(out)
 
 
-def forward_gradient(f, theta, v=None, kind="normal", generator=None):
+def forward_gradient(f, theta, v=None, kind="normal", generator=None, engine="forward_ad"):
     """The forward gradient of a function of one tensor (e.g. a test function)."""
     if v is None:
         v = sample_direction(theta, kind, generator)
-    loss, d = jvp(f, theta, v)
+    loss, d = jvp(f, theta, v, engine)
     return ForwardGradient(loss, d, d * v)
 
 
@@ -72,18 +99,31 @@ def check_directions(params, directions):
     return directions
 
 
-def module_jvp(model, loss_fn, x, y, directions, params=None):
+def module_jvp(model, loss_fn, x, y, directions, params=None, engine="auto"):
     """(loss, grad loss . v) with respect to `params`, in one forward pass.
 
     `params` defaults to all of `model.parameters()` (forward mode needs no requires_grad);
     `directions` holds one tensor per parameter in `params`, in that order. Parameters of the
     model not in `params` are held constant (forward gradient descent passes only the
-    parameters with requires_grad, as backprop would train).
+    parameters with requires_grad, as backprop would train). `engine`: see ENGINES above.
     """
+    check_engine(engine)
     params = list(model.parameters()) if params is None else list(params)
     directions = check_directions(params, directions)
     if isinstance(x, torch.Tensor) and params:
         checks.same_place("the model's parameters", params[0], x=x)
+    if engine == "auto":
+        engine = "fglib" if fglib_engine.supports(model, loss_fn) else "forward_ad"
+    run = {"fglib": _jvp_fglib, "func": _jvp_func, "forward_ad": _jvp_forward_ad}[engine]
+    return run(model, loss_fn, x, y, params, directions)
+
+
+def _jvp_fglib(model, loss_fn, x, y, params, directions):
+    tangents = {id(p): v for p, v in zip(params, directions)}
+    return _scalar(*fglib_engine.module_jvp(model, loss_fn, x, y, tangents))
+
+
+def _jvp_forward_ad(model, loss_fn, x, y, params, directions):
     tangent_of = {id(p): v for p, v in zip(params, directions)}
     with torch.no_grad(), fwAD.dual_level():
         dual = {name: fwAD.make_dual(p.detach(), tangent_of[id(p)]) if id(p) in tangent_of else p.detach()
@@ -92,11 +132,28 @@ def module_jvp(model, loss_fn, x, y, directions, params=None):
         return _scalar_value_and_tangent(out)
 
 
+def _jvp_func(model, loss_fn, x, y, params, directions):
+    """torch.func.jvp over the perturbed parameters, the others passed as constants."""
+    perturbed = {id(p) for p in params}
+    names = [name for name, p in model.named_parameters() if id(p) in perturbed]
+    fixed = {name: p.detach() for name, p in model.named_parameters() if id(p) not in perturbed}
+    by_id = {id(p): v for p, v in zip(params, directions)}
+    named = dict(model.named_parameters())
+    primals = tuple(named[n].detach() for n in names)
+    tangents = tuple(by_id[id(named[n])] for n in names)
+
+    def f(*values):
+        return loss_fn(functional_call(model, {**fixed, **dict(zip(names, values))}, (x,)), y)
+
+    with torch.no_grad():
+        return _scalar(*torch.func.jvp(f, primals, tangents))
+
+
 def module_forward_gradient(model, loss_fn, x, y, kind="normal", generator=None, directions=None,
-                            params=None):
+                            params=None, engine="auto"):
     """The forward gradient of loss_fn(model(x), y) with respect to `params` (default: all)."""
     params = list(model.parameters()) if params is None else list(params)
     if directions is None:
         directions = sample_directions(params, kind, generator)
-    loss, d = module_jvp(model, loss_fn, x, y, directions, params)
+    loss, d = module_jvp(model, loss_fn, x, y, directions, params, engine)
     return ForwardGradient(loss, d, [d * v for v in directions])

@@ -8,6 +8,11 @@ either. The paper's Algorithm 1 (forward gradient descent) is, per iteration t,
     theta_{t+1} = theta_t - eta_t d_t v_t
 
 and its learning rate decays as eta_i = eta_0 exp(-i k) with k = 1e-4.
+
+Both methods get the same update: torch.optim with foreach=True (one fused pass over all
+parameters), so that neither carries overhead the other does not. `compile=True` runs each
+method's derivative computation through torch.compile (eager against eager, compiled
+against compiled).
 """
 import math
 
@@ -15,7 +20,8 @@ import torch
 
 from . import checks
 from .directions import check_direction, make_generator, sample_directions
-from .forward_grad import module_jvp
+from . import engine as fglib_engine
+from .forward_grad import check_engine, module_jvp
 
 PAPER_DECAY = 1e-4
 OPTIMIZERS = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "adam": torch.optim.Adam}
@@ -31,15 +37,16 @@ def learning_rate(i, lr0, decay=PAPER_DECAY):
 def make_optimizer(params, name, lr):
     checks.choice("optimizer", name, OPTIMIZERS)
     extra = {"momentum": 0.9} if name == "momentum" else {}
-    return OPTIMIZERS[name](params, lr=lr, **extra)
+    return OPTIMIZERS[name](params, lr=lr, foreach=True, **extra)
 
 
 class Method:
     """Shared part: optimiser with the exponential decay; `step(x, y)` returns the loss."""
     name = "method"
 
-    def __init__(self, model, loss_fn, lr, decay=PAPER_DECAY, optimizer="sgd"):
+    def __init__(self, model, loss_fn, lr, decay=PAPER_DECAY, optimizer="sgd", compile=False):
         lr, decay = checks.rate("lr", lr), checks.real("decay", decay, minimum=0)
+        self.compile = checks.boolean("compile", compile)
         self.model, self.loss_fn = model, loss_fn
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
@@ -58,25 +65,54 @@ class Method:
 
 
 class ForwardGradientDescent(Method):
-    """Writes g = (1/K) sum_k (grad f . v_k) v_k into .grad: K forward-mode passes, no backward."""
+    """Writes g = (1/K) sum_k (grad f . v_k) v_k into .grad: K forward-mode passes, no backward.
+
+    Each direction v_k is drawn from its own step seed, itself drawn from `seed`: the seed (8
+    bytes) is enough to re-create v_k anywhere. With regenerate=True the step keeps no copy of
+    v between the forward-mode pass and the update: the update re-draws it from the seed
+    (MeZO's trick; bit-identical). `engine` picks the forward-mode implementation (see
+    fglib.forward_grad.ENGINES).
+    """
     name = "forward gradient"
 
-    def __init__(self, model, loss_fn, lr, direction="normal", n_directions=1, seed=0, **kwargs):
+    def __init__(self, model, loss_fn, lr, direction="normal", n_directions=1, seed=0, engine="auto",
+                 regenerate=False, **kwargs):
         super().__init__(model, loss_fn, lr, **kwargs)
         self.direction = check_direction(direction)
         self.n_directions = checks.count("n_directions", n_directions)
-        self.generator = make_generator(checks.seed("seed", seed), self.params[0].device)
+        self.engine = check_engine(engine)
+        if self.engine == "auto":
+            self.engine = "fglib" if fglib_engine.supports(model, loss_fn) else "forward_ad"
+        self.regenerate = checks.boolean("regenerate", regenerate)
+        self.seeds = torch.Generator().manual_seed(checks.seed("seed", seed))
+        self.generator = make_generator(0, self.params[0].device)
+        self.last_seeds = []
+        self._jvp = self._make_jvp()
+
+    def _make_jvp(self):
+        def jvp(x, y, *v):
+            return module_jvp(self.model, self.loss_fn, x, y, v, self.params, self.engine)
+        return torch.compile(jvp) if self.compile else jvp
+
+    def directions(self, step_seed):
+        """v for one step seed: the same seed always gives the same v, bit for bit."""
+        self.generator.manual_seed(step_seed)
+        return sample_directions(self.params, self.direction, self.generator)
 
     def fill_grad(self, x, y):
-        for k in range(self.n_directions):
-            v = sample_directions(self.params, self.direction, self.generator)
-            loss, d = module_jvp(self.model, self.loss_fn, x, y, v, params=self.params)
-            scale = d / self.n_directions
-            for p, vi in zip(self.params, v):
-                if k == 0:
-                    p.grad = vi.mul_(scale)
-                else:
-                    p.grad.add_(vi.mul_(scale))
+        grads, self.last_seeds = None, []
+        for _ in range(self.n_directions):
+            step_seed = int(torch.randint(2 ** 62, (), generator=self.seeds))
+            self.last_seeds.append(step_seed)
+            v = self.directions(step_seed)
+            loss, d = self._jvp(x, y, *v)
+            if self.regenerate:
+                del v
+                v = self.directions(step_seed)
+            torch._foreach_mul_(v, d / self.n_directions)
+            grads = v if grads is None else torch._foreach_add(grads, v)
+        for p, g in zip(self.params, grads):
+            p.grad = g
         return loss
 
 
@@ -84,9 +120,14 @@ class Backprop(Method):
     """Writes the exact gradient from one forward and one backward pass into .grad."""
     name = "backprop"
 
+    def __init__(self, model, loss_fn, lr, **kwargs):
+        super().__init__(model, loss_fn, lr, **kwargs)
+        forward = lambda x, y: self.loss_fn(self.model(x), y)
+        self._forward = torch.compile(forward) if self.compile else forward
+
     def fill_grad(self, x, y):
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss_fn(self.model(x), y)
+        loss = self._forward(x, y)
         if loss.numel() != 1:
             raise ValueError(f"the loss must be a scalar, got shape {tuple(loss.shape)}")
         loss.backward()
