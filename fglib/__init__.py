@@ -7,7 +7,9 @@ The method, one idea per module:
     methods        forward gradient descent and backprop behind one interface (any torch.optim)
     models, functions, data   the paper's networks, test functions and MNIST
     train          the training loop and evaluation
+    engine         fglib's own forward-mode engine: a value and tangent rule per layer
     measure        the paper's runtime measures, memory, time to target
+    timing         fair timing: warm-up, sync, rotating interleaved rounds, machine load
     stats          the estimator's mean, variance and cosine
     numerics       finite differences and the complex step against the exact derivative
     device         choosing, naming and synchronising the device
@@ -15,6 +17,10 @@ The method, one idea per module:
 The book's machinery (experiments, sweep, verdict, tables, plots, reports) is the
 subpackage `fglib.book`. Everything a user needs is importable from `fglib` itself.
 """
+from . import quiet
+
+quiet.silence_known_noise()
+
 from .directions import DIRECTIONS, make_generator, sample_direction, sample_directions
 from .forward_grad import ForwardGradient, forward_gradient, jvp, module_forward_gradient, module_jvp
 from .functions import FUNCTIONS, PointModel, beale, get_function, rosenbrock, value_loss
@@ -22,10 +28,10 @@ from .models import MODELS, build_model, count_parameters
 from .data import BatchSampler, load_data
 from .methods import Backprop, ForwardGradientDescent, learning_rate, make_method, PAPER_DECAY
 from .train import evaluate, train
-from .measure import (describe_ratio, median_times, peak_memory, runtime_ratios, saved_bytes,
-                      time_to_target)
+from .measure import describe_ratio, peak_memory, runtime_ratios, saved_bytes, time_to_target
+from .timing import keep_freed_memory, median_times
 from .device import device_name, resolve_device
-from . import book, measure, numerics, stats
+from . import book, engine, measure, numerics, stats, timing
 from .book.experiments import measure_runtime, run_function, run_training
 from .book.report import environment, glue, load_results, save_results
 

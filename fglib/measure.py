@@ -5,47 +5,17 @@
     T_b           time at which backprop's mean validation loss is lowest
     T_f           time at which forward gradient's mean validation loss first reaches it
 
-Times are medians over repeats after warm-up, the device synchronised around
-each call; base, forward-gradient and backprop calls are interleaved in every
-round, so that a slow patch of the machine hits all three alike.
+Times come from fglib.timing: medians over quiet rounds after warm-up, the device
+synchronised around each call, base, forward-gradient and backprop calls interleaved
+in every round in a rotating order, so that a slow patch of the machine hits all alike.
 """
 import numbers
-import statistics
-import time
 
 import numpy as np
 import torch
 
 from . import checks
-from .device import synchronize
-
-
-def time_call(fn, device):
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
-
-
-def time_samples(fns, device, warmup=5, repeats=30):
-    """{name: [seconds of each repeat]} for a dict of no-argument callables, interleaved."""
-    warmup, repeats = checks.integer("warmup", warmup, minimum=0), checks.count("repeats", repeats)
-    if not fns or not all(callable(fn) for fn in fns.values()):
-        raise TypeError(f"fns must be a non-empty dict of no-argument callables, got {fns!r}")
-    for _ in range(warmup):
-        for fn in fns.values():
-            fn()
-    samples = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            samples[name].append(time_call(fn, device))
-    return samples
-
-
-def median_times(fns, device, warmup=5, repeats=30):
-    """{name: median seconds} for a dict of no-argument callables, interleaved."""
-    return {name: statistics.median(s) for name, s in time_samples(fns, device, warmup, repeats).items()}
+from .timing import median_times
 
 
 def base_call(model, loss_fn, x, y):
@@ -147,12 +117,13 @@ def describe_ratio(value):
     return "never within the run" if not np.isfinite(value) else f"{value:.3f}"
 
 
-def step_breakdown(model, loss_fn, x, y, kind="normal", seed=0, warmup=5, repeats=30):
+def step_breakdown(model, loss_fn, x, y, kind="normal", seed=0, warmup=5, repeats=30, engine="auto"):
     """Median milliseconds of the parts of each method's step, to see where the time goes.
 
     forward gradient: draw v (one random number per parameter), the forward-mode pass
-    (value and directional derivative), form g = d v; backprop: the forward pass with
-    recording and the backward pass; both: the SGD update. Plus the base runtime.
+    (value and directional derivative, with `engine`), form g = d v; backprop: the forward
+    pass with recording and the backward pass; both: the foreach SGD update. Plus the base
+    runtime.
     """
     from .directions import make_generator, sample_directions
     from .forward_grad import module_jvp
@@ -160,10 +131,10 @@ def step_breakdown(model, loss_fn, x, y, kind="normal", seed=0, warmup=5, repeat
     params = list(model.parameters())
     gen = make_generator(seed, device)
     v = sample_directions(params, kind, gen)
-    d = module_jvp(model, loss_fn, x, y, v)[1]
+    d = module_jvp(model, loss_fn, x, y, v, engine=engine)[1]
     for p in params:  # gradients to update with
         p.grad = torch.zeros_like(p)
-    sgd = torch.optim.SGD(params, lr=1e-9)
+    sgd = torch.optim.SGD(params, lr=1e-9, foreach=True)
 
     def forward_backward():
         sgd.zero_grad(set_to_none=False)
@@ -172,8 +143,8 @@ def step_breakdown(model, loss_fn, x, y, kind="normal", seed=0, warmup=5, repeat
     medians = median_times({
         ("base", "forward and loss, no derivatives"): base_call(model, loss_fn, x, y),
         ("forward gradient", "draw v"): lambda: sample_directions(params, kind, gen),
-        ("forward gradient", "forward-mode pass"): lambda: module_jvp(model, loss_fn, x, y, v),
-        ("forward gradient", "form g = d v"): lambda: [vi.mul(d) for vi in v],
+        ("forward gradient", "forward-mode pass"): lambda: module_jvp(model, loss_fn, x, y, v, engine=engine),
+        ("forward gradient", "form g = d v"): lambda: torch._foreach_mul(v, d),
         ("backprop", "forward (recording) and backward"): forward_backward,
         ("both", "SGD update"): sgd.step,
     }, device, warmup, repeats)

@@ -6,11 +6,12 @@ synchronised before each clock reading; time spent on validation is not
 counted), and the validation loss every `eval_every` iterations. The result is
 a tidy pandas table with columns
 
-    iteration, time, split ('train' or 'validation'), loss
+    iteration, time, split ('train' or 'validation'), loss, accuracy (validation rows only)
 
 that seaborn plots directly (hue='method' once runs are concatenated).
 """
 import math
+import os
 import time
 import warnings
 
@@ -25,11 +26,17 @@ from .methods import Method
 
 
 def progress_bar(iterable, **kwargs):
-    """tqdm's notebook bar where ipywidgets are installed, its text bar elsewhere (quietly)."""
+    """tqdm's notebook bar where ipywidgets are installed, its text bar elsewhere (quietly).
+
+    FGLIB_PROGRESS=text (set by tools/book.py for papermill runs) asks for the text bar.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tqdm.auto warns when it falls back to text
-        from tqdm.auto import tqdm
-    return tqdm(iterable, **kwargs)
+        if os.environ.get("FGLIB_PROGRESS") == "text":
+            from tqdm.std import tqdm
+        else:
+            from tqdm.auto import tqdm
+        return tqdm(iterable, **kwargs)
 
 
 @torch.no_grad()
@@ -55,8 +62,12 @@ def stop_if_not_finite(method_name, split, iteration, loss):
 
 
 def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, seed=0,
-          progress=True, desc=None, record=None, eval_examples=None):
+          progress=True, desc=None, record=None, eval_examples=None, eval_at=None):
     """Run `method` for `iterations` steps; return the tidy loss table.
+
+    The validation loss and accuracy are evaluated at iteration 0, every `eval_every`
+    iterations and at the last one; or, if `eval_at` is given, at exactly those iterations
+    (e.g. fglib.to_target.eval_schedule's log-spaced ones).
 
     `data` is the dict from `load_data` (or None for a test function, whose
     model takes no input). The batch order depends only on `seed`. `record`, if
@@ -72,6 +83,10 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     iterations, batch_size = checks.count("iterations", iterations), checks.count("batch_size", batch_size)
     eval_every, seed = checks.count("eval_every", eval_every), checks.seed("seed", seed)
     eval_examples = checks.optional_count("eval_examples", eval_examples)
+    if eval_at is None:
+        eval_at = {0, iterations, *range(eval_every, iterations + 1, eval_every)}
+    else:
+        eval_at = {checks.integer("eval_at[i]", i, minimum=0, maximum=iterations) for i in eval_at}
     device = method.params[0].device
     if data is not None:
         checks.same_place("the model's parameters", method.params[0], **{"data['train'].x": data["train"].x})
@@ -81,13 +96,14 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
         val = type(val)(val.x[:eval_examples], val.y[:eval_examples]) if eval_examples else val
     rows, elapsed = [], 0.0
 
-    def add(i, split, loss):
+    def add(i, split, loss, accuracy=math.nan):
         stop_if_not_finite(method.name, split, i, loss)
         extra = record(method.model) if record is not None and split == "train" else {}
-        rows.append({"iteration": i, "time": elapsed, "split": split, "loss": loss, **extra})
+        rows.append({"iteration": i, "time": elapsed, "split": split, "loss": loss, "accuracy": accuracy,
+                     **extra})
 
-    if data is not None:
-        add(0, "validation", evaluate(method.model, val)[0])
+    if data is not None and 0 in eval_at:
+        add(0, "validation", *evaluate(method.model, val))
     else:
         with torch.no_grad():
             add(0, "train", method.loss_fn(method.model(None), None).item())
@@ -99,6 +115,6 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
         loss = method.step(x, y).item()  # .item() waits for the device
         elapsed += time.perf_counter() - start
         add(i, "train", loss)
-        if data is not None and (i % eval_every == 0 or i == iterations):
-            add(i, "validation", evaluate(method.model, val)[0])
+        if data is not None and i in eval_at:
+            add(i, "validation", *evaluate(method.model, val))
     return pd.DataFrame(rows)

@@ -19,8 +19,9 @@ def test_toc_lists_chapters():
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_chapter_is_well_formed(path):
     cells = json.loads(path.read_text())["cells"]
-    assert "".join(cells[0]["source"]) == book.setup_source(), \
-        "the Colab set-up cell is stale: run python tools/book.py sync-setup"
+    assert cells[0]["cell_type"] == "markdown" and cells[0]["source"][0].startswith("# "), "a chapter opens with its title"
+    assert "".join(cells[1]["source"]) == book.setup_source(), \
+        "the Colab set-up cell is stale or misplaced: run python tools/book.py sync-setup"
     tags = [t for c in cells for t in c.get("metadata", {}).get("tags", [])]
     assert tags.count("parameters") == 1
     params = next(c for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
@@ -61,3 +62,9 @@ def test_a_bad_parameter_fails_before_any_data_is_loaded(tmp_path, monkeypatch):
         book.execute([path], "smoke", tmp_path, overrides={"model_name": "resnet"})
     assert "model_name must be one of" in str(err.value)
     assert "load_data" not in str(err.value)
+
+
+def test_status_page_is_generated_from_the_run_records():
+    """book/status.md is exactly what tools/book.py writes from the run records: never typed."""
+    assert (ROOT / "book" / "status.md").read_text() == book.status_text(), \
+        "book/status.md is stale: run python tools/book.py status"

@@ -123,6 +123,7 @@ CASES = [
     ("median_times fns", lambda: fglib.median_times({}, "cpu"), TypeError, "fns"),
     ("runtime_ratios repeats", lambda: fglib.runtime_ratios(logreg(), {}, F.cross_entropy, X, Y, repeats=-1),
      ValueError, "repeats"),
+    ("keep_freed_memory threshold", lambda: fglib.keep_freed_memory(threshold=-1), ValueError, "threshold"),
     ("peak_memory device", lambda: fglib.peak_memory(lambda: None, "gpu"), ValueError, "device"),
     ("saved_bytes fn", lambda: fglib.saved_bytes("step"), TypeError, "fn"),
     ("time_to_target columns", lambda: fglib.time_to_target(pd.DataFrame({"loss": [1.0]})), ValueError,

@@ -34,7 +34,8 @@ def test_same_seed_same_curve_other_seed_other_curve(mnist, method):
 def test_table_is_tidy(mnist):
     m = fglib.make_method("fg", fglib.build_model("logreg"), F.cross_entropy, lr=1e-3)
     df = fglib.train(m, mnist, iterations=20, eval_every=10, progress=False)
-    assert list(df.columns) == ["iteration", "time", "split", "loss"]
+    assert list(df.columns) == ["iteration", "time", "split", "loss", "accuracy"]
+    assert df[df.split == "train"].accuracy.isna().all() and df[df.split == "validation"].accuracy.between(0, 1).all()
     assert (df[df.split == "train"].iteration.tolist() == list(range(1, 21)))
     assert df[df.split == "validation"].iteration.tolist() == [0, 10, 20]
     assert df.time.is_monotonic_increasing

@@ -1,6 +1,95 @@
-"""The verdict table is generated from saved results, and says so when a result is missing."""
+"""The grader: fabricated results (too short, levelled, noise-level difference) get the grades
+the rules say, and the verdict table is generated from saved results."""
+import math
+
+import pandas as pd
+
 import fglib
+from fglib import to_target
 from fglib.book import verdict
+
+
+def curves(fg_losses, bp_losses, runs=3, noise=0.0):
+    """Validation rows of `runs` paired runs; run r's losses are shifted by r * noise."""
+    rows = []
+    for method, losses in (("forward gradient", fg_losses), ("backprop", bp_losses)):
+        for r in range(runs):
+            rows += [{"method": method, "run": r, "split": "validation", "iteration": 100 * i, "time": 0.01 * i,
+                      "loss": loss + r * noise} for i, loss in enumerate(losses)]
+    return pd.DataFrame(rows)
+
+
+FALLING = [2.3, 1.5, 1.0, 0.8, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2]   # still 20% down in the last fifth
+LEVELLED = [2.3, 1.0, 0.6, 0.45, 0.41, 0.40, 0.40, 0.40, 0.40, 0.40, 0.40]
+
+
+def grade(fg, bp, s_fg=1.0, s_bp=1.0, noise=0.0):
+    c = curves(fg, bp, noise=noise)
+    parts = to_target.decompose(c, s_fg, s_bp)
+    levelled, fall = to_target.levelled_off(c)
+    return verdict.grade_time_to_target(parts, levelled, fall, 1000)
+
+
+def test_too_short_is_not_judged_and_says_what_would_settle_it():
+    word, why = grade(LEVELLED, FALLING)
+    assert word == "not judged" and "run too short" in why and "fell" in why
+
+
+def test_levelled_and_clearly_faster_holds():
+    fast = [2.3, 0.6, 0.4, 0.38, 0.38, 0.38, 0.38, 0.38, 0.38, 0.38, 0.38]  # reaches 0.40 at 200 vs 500
+    word, _ = grade(fast, LEVELLED, s_fg=1.0, s_bp=1.0)
+    assert word == "holds"
+
+
+def test_the_step_cost_enters_the_product():
+    fast = [2.3, 0.6, 0.4, 0.38, 0.38, 0.38, 0.38, 0.38, 0.38, 0.38, 0.38]
+    word, why = grade(fast, LEVELLED, s_fg=5.0, s_bp=1.0)  # 0.4 x 5 = 2
+    assert word == "does not hold" and "T_f/T_b = 2.00" in why
+
+
+def test_noise_level_difference_is_not_judged():
+    """The two methods reach the target at nearly the same iteration, runs scattered around
+    parity: the 95% interval contains 1."""
+    rows = []
+    for r, hit in enumerate([4, 6, 5]):  # forward-gradient runs reach 0.40 at 400, 600, 500
+        fg = [2.3] + [0.9] * (hit - 1) + [0.39] * (11 - hit)
+        rows.append(curves(fg, LEVELLED, runs=1).assign(run=r))
+    c = pd.concat(rows)
+    parts = to_target.decompose(c, 1.0, 1.0)
+    assert parts["I_ratio"] == [0.8, 1.2, 1.0]
+    word, why = verdict.grade_time_to_target(parts, True, 0.0, 1000)
+    assert word == "not judged" and "contains 1" in why
+
+
+def test_never_reached_does_not_hold_and_sometimes_is_partly():
+    word, _ = grade([2.3] * 11, LEVELLED)
+    assert word == "does not hold"
+    rows = [curves([2.3] * 11, LEVELLED, runs=1).assign(run=0), curves(LEVELLED, LEVELLED, runs=1).assign(run=1)]
+    c = pd.concat(rows)
+    word, _ = verdict.grade_time_to_target(to_target.decompose(c, 1.0, 1.0), True, 0.0, 1000)
+    assert word == "partly"
+
+
+def test_eval_schedule_is_dense_early():
+    s = to_target.eval_schedule(30_000, 60)
+    assert s[0] == 0 and s[-1] == 30_000 and s[:5] == [0, 1, 2, 3, 4]
+    assert len(s) <= 62 and all(b > a for a, b in zip(s, s[1:]))
+
+
+def test_confidence_interval_covers_the_mean_95_percent_of_the_time():
+    import torch
+    g = torch.Generator().manual_seed(0)
+    hits = 0
+    for _ in range(2000):
+        m, half, n = to_target.mean_ci(torch.randn(5, generator=g).tolist())
+        hits += abs(m) <= half
+    assert 0.93 < hits / 2000 < 0.97
+
+
+MNIST = {"device": "CPU (test)", "ratio": 1.8, "ratio_sd": 0.1, "ratio_forward_ad": 2.2, "engine": "fglib",
+         "runtime_verdict": "does not hold", "T_ratio": math.nan, "I_ratio": math.nan, "I_ratio_ci": math.nan,
+         "S_ratio": 1.8, "time_verdict": "not judged", "time_verdict_why": "run too short", "runs_reached": 0,
+         "runs": 5, "iterations": 2000}
 
 
 def test_missing_results_say_not_run_yet():
@@ -8,15 +97,26 @@ def test_missing_results_say_not_run_yet():
     assert len(table) == 6 and (table["verdict"] == verdict.NOT_RUN).all()
 
 
-def test_runtime_claim_follows_the_numbers():
-    numbers = {"device": "cpu", "ratio": 1.8, "ratio_sd": 0.1, "runtime_verdict": "does not hold",
-               "T_ratio": float("nan"), "T_text": "never within the run", "runs_reached": 0, "runs": 2}
-    table = verdict.claims_table({"logreg": numbers, "cnn": {**numbers, "ratio": 0.5, "runtime_verdict": "holds",
-                                                             "T_ratio": 0.4, "T_text": "0.400", "runs_reached": 2}})
-    row3, row4 = table.set_index("#").loc[3], table.set_index("#").loc[4]
-    assert row3["verdict"] == "partly" and "1.80" in row3["ours"] and "0.50" in row3["ours"]
-    assert row4["verdict"] == "partly" and "never within the run" in row4["ours"]
-    assert "](logreg.ipynb)" in verdict.to_markdown(table)
+def test_cpu_speed_claims_are_not_reproduced_rather_than_refuted_and_gpu_column_fills_in():
+    table = verdict.claims_table({"logreg": MNIST}).set_index("#")
+    assert table.loc[3, "verdict"] == verdict.NOT_ON_CPU
+    assert table.loc[3, "GPU"] == verdict.UNTESTED_GPU
+    assert table.loc[4, "verdict"] == "not judged" and "run too short" in table.loc[4, "ours"]
+    assert "engine fglib" in table.loc[3, "evidence"] and "5 × 2,000" in table.loc[4, "evidence"]
+    gpu = {"logreg": {**MNIST, "ratio": 0.5, "runtime_verdict": "holds", "device": "H100"}}
+    assert verdict.claims_table({"logreg": MNIST}, gpu).set_index("#").loc[3, "GPU"] == "holds"
+    assert verdict.claims_table({}).set_index("#").loc[1, "GPU"] == verdict.DEVICE_FREE
+    assert "](logreg.ipynb)" in verdict.to_markdown(table.reset_index())
+
+
+def test_claim_two_needs_both_halves():
+    t = {"device": "cpu", "runs": 10, "levels": {"beale": 1e-3, "rosenbrock": 1e-2},
+         "reach": {"beale": {"backprop": 556, "forward gradient": 547},
+                   "rosenbrock": {"backprop": 9086, "forward gradient": 9095}},
+         "backprop_over_fg_time_per_iteration": {"beale": 1.05, "rosenbrock": 0.44}}
+    assert verdict.claims_table({"test_functions": t}).set_index("#").loc[2, "verdict"] == "partly"
+    t["backprop_over_fg_time_per_iteration"]["rosenbrock"] = 1.1
+    assert verdict.claims_table({"test_functions": t}).set_index("#").loc[2, "verdict"] == "holds"
 
 
 def test_verdict_words():

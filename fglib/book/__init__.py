@@ -3,11 +3,13 @@
     experiments  one call per experiment of the paper: seeded runs of both methods
     sweep        a learning-rate sweep per method
     paper        the numbers the paper reports (quotations, not measurements)
-    tables       the paper's numbers beside ours
+    tables       the paper's numbers beside ours; tables formatted for reading
+    style        one figure style for the book
+    implementations  every way of taking a forward-gradient step, timed together
     verdict      the six claims, graded from the chapters' saved results
     plots        the figures
     parameters   a chapter's papermill parameters, checked before any work
     report       what a chapter records (device, versions, parameters) and glues into prose
 """
-from . import experiments, paper, parameters, plots, report, sweep, tables, verdict
+from . import experiments, implementations, paper, parameters, plots, report, style, sweep, tables, verdict
 from .parameters import check_parameters

@@ -12,14 +12,15 @@ import torch.nn.functional as F
 
 from .. import checks
 from ..functions import PointModel, get_function, value_loss
-from ..measure import (describe_ratio, peak_memory, per_run_time_ratios, runtime_ratios, saved_bytes,
+from ..measure import (describe_ratio, peak_memory, runtime_ratios, saved_bytes,
                        time_to_target)
 from ..methods import make_method
 from ..methods import METHODS
 from ..models import MODELS, build_model
+from ..to_target import decompose, eval_schedule, levelled_off
 from ..train import evaluate, progress_bar, train
 from .tables import paper_vs_ours
-from .verdict import grade_ratios
+from .verdict import grade_ratios, grade_time_to_target
 
 METHOD_NAMES = {"fg": "forward gradient", "bp": "backprop"}
 
@@ -52,7 +53,7 @@ def run_function(name, lr, runs=10, iterations=1000, seed=0, methods=("fg", "bp"
 
 def run_training(model_name, data, lr, runs=5, iterations=1000, batch_size=64, eval_every=100,
                  seed=0, methods=("fg", "bp"), device="cpu", progress=True, model_kwargs=None,
-                 eval_examples=None, **method_kwargs):
+                 eval_examples=None, eval_at=None, **method_kwargs):
     """Train each method `runs` times; return (curves, finals).
 
     curves: iteration, time, split, loss, method, run (train and validation rows).
@@ -68,7 +69,7 @@ def run_training(model_name, data, lr, runs=5, iterations=1000, batch_size=64, e
             method = make_method(m, model, F.cross_entropy, lr, seed=seed + r, **method_kwargs)
             df = train(method, data, iterations, batch_size, eval_every, seed=seed + r,
                        progress=progress, desc=f"{METHOD_NAMES[m]}, run {r + 1}/{runs}",
-                       eval_examples=eval_examples)
+                       eval_examples=eval_examples, eval_at=eval_at)
             curves.append(df.assign(method=METHOD_NAMES[m], run=r))
             test_loss, test_acc = evaluate(model, data["test"])
             val_loss, _ = evaluate(model, data["validation"])
@@ -81,9 +82,10 @@ def measure_runtime(model_name, data, runs=5, batch_size=64, lr=1e-6, seed=0, de
                     warmup=5, repeats=30, model_kwargs=None):
     """Base runtime, R_f, R_b and memory of one step, for `runs` fresh models.
 
-    Returns one row per run: base (s), fg and bp step times (s), R_f, R_b,
-    R_f/R_b, peak CUDA memory of each step (NaN on CPU) and bytes saved for
-    backward by each step.
+    Forward gradients are timed with fglib's engine (the fastest exact one, see the
+    implementations chapter) and, beside it, with PyTorch's forward_ad. Returns one row per
+    run: base (s), step times (s) of fg, fg_forward_ad and bp, R_f, R_f (forward_ad), R_b,
+    R_f/R_b for both, peak CUDA memory of each step (NaN on CPU) and bytes saved for backward.
     """
     checks.choice("model_name", model_name, MODELS)
     runs, batch_size, seed = checks.count("runs", runs), checks.count("batch_size", batch_size), checks.seed("seed", seed)
@@ -94,11 +96,14 @@ def measure_runtime(model_name, data, runs=5, batch_size=64, lr=1e-6, seed=0, de
         idx = torch.randint(len(data["train"]), (batch_size,), generator=g).to(data["train"].y.device)
         x, y = data["train"].x[idx], data["train"].y[idx]
         model = build_model(model_name, seed=seed + r, device=device, **(model_kwargs or {}))
-        methods = {m: make_method(m, model, F.cross_entropy, lr, seed=seed + r) for m in ("fg", "bp")}
+        methods = {"fg": make_method("fg", model, F.cross_entropy, lr, seed=seed + r, engine="fglib"),
+                   "fg_forward_ad": make_method("fg", model, F.cross_entropy, lr, seed=seed + r, engine="forward_ad"),
+                   "bp": make_method("bp", model, F.cross_entropy, lr)}
         t = runtime_ratios(model, methods, F.cross_entropy, x, y, warmup, repeats)
-        row = {"run": r, "base": t["base"], "fg": t["fg"], "bp": t["bp"],
-               "R_f": t["R_fg"], "R_b": t["R_bp"], "R_f/R_b": t["R_fg"] / t["R_bp"]}
-        for m, method in methods.items():
+        row = {"run": r, "base": t["base"], "fg": t["fg"], "fg_forward_ad": t["fg_forward_ad"], "bp": t["bp"],
+               "R_f": t["R_fg"], "R_f (forward_ad)": t["R_fg_forward_ad"], "R_b": t["R_bp"],
+               "R_f/R_b": t["R_fg"] / t["R_bp"], "R_f/R_b (forward_ad)": t["R_fg_forward_ad"] / t["R_bp"]}
+        for m, method in ((m, methods[m]) for m in ("fg", "bp")):
             step = lambda: method.step(x, y)
             row[f"peak_memory_{m}"] = peak_memory(step, device)
             row[f"saved_bytes_{m}"] = saved_bytes(step, exclude=list(model.parameters()))
@@ -116,34 +121,39 @@ class MnistResult:
     numbers: dict
 
 
-def run_mnist_experiment(experiment, model_name, data, lr, runs, iterations, eval_every, seed=0,
+def run_mnist_experiment(experiment, model_name, data, lr, runs, iterations, eval_points=60, seed=0,
                          device="cpu", eval_examples=None, timing_repeats=30, progress=True,
                          device_label=None):
-    """The paper's comparison on MNIST: training curves of both methods, the runtime
-    measures, and the table of the paper's numbers beside ours."""
-    curves, finals = run_training(model_name, data, lr, runs, iterations, eval_every=eval_every,
-                                  seed=seed, device=device, progress=progress,
-                                  eval_examples=eval_examples)
+    """The paper's comparison on MNIST: training curves of both methods (evaluated on a
+    log-spaced schedule), the runtime measures, time to target decomposed as T = I x S, and
+    the table of the paper's numbers beside ours."""
+    curves, finals = run_training(model_name, data, lr, runs, iterations, seed=seed, device=device,
+                                  progress=progress, eval_examples=eval_examples,
+                                  eval_at=eval_schedule(iterations, eval_points))
     runtime = measure_runtime(model_name, data, runs=runs, seed=seed, device=device,
                               warmup=min(5, timing_repeats), repeats=timing_repeats)
     label = device_label or str(device)
-    table = paper_vs_ours(experiment, curves, finals, runtime, label)
     t = time_to_target(curves[curves["split"] == "validation"])
-    per_run = per_run_time_ratios(curves)
+    parts = decompose(curves, runtime["fg"].median(), runtime["bp"].median())
+    levelled, fall = levelled_off(curves)
     acc = finals.groupby("method")["test_accuracy"].mean()
     val = finals.groupby("method")["validation_loss"].mean()
     numbers = {
         "R_f": runtime["R_f"].mean(), "R_b": runtime["R_b"].mean(), "ratio": runtime["R_f/R_b"].mean(),
-        "ratio_sd": runtime["R_f/R_b"].std(), "base_ms": 1e3 * runtime["base"].mean(),
+        "ratio_sd": runtime["R_f/R_b"].std(), "ratio_forward_ad": runtime["R_f/R_b (forward_ad)"].mean(),
+        "engine": "fglib", "base_ms": 1e3 * runtime["base"].mean(),
         "fg_ms": 1e3 * runtime["fg"].mean(), "bp_ms": 1e3 * runtime["bp"].mean(),
-        "T_ratio": t["T_f/T_b"], "T_text": describe_ratio(t["T_f/T_b"]), "T_b": t["T_b"],
-        "target": t["target_loss"], "runs_reached": int(pd.notna(per_run).sum()), "runs": runs,
+        "T_wall_ratio": t["T_f/T_b"], "T_b": t["T_b"], "target": parts["target"],
+        "I_ratio": parts["I_ratio_mean"], "I_ratio_ci": parts["I_ratio_ci"], "S_ratio": parts["S_ratio"],
+        "T_ratio": parts["T_ratio"], "T_text": describe_ratio(parts["T_ratio"]),
+        "runs_reached": parts["runs_reached"], "runs": runs, "bp_levelled": bool(levelled), "bp_fall": fall,
         "acc_fg": acc.get("forward gradient", float("nan")), "acc_bp": acc.get("backprop", float("nan")),
         "val_fg": val.get("forward gradient", float("nan")), "val_bp": val.get("backprop", float("nan")),
         "iterations": iterations, "lr": lr,
         "runtime_verdict": grade_ratios(runtime["R_f/R_b"]),
-        "time_verdict": grade_ratios(per_run),
     }
+    numbers["time_verdict"], numbers["time_verdict_why"] = grade_time_to_target(parts, levelled, fall, iterations)
+    table = paper_vs_ours(experiment, curves, finals, runtime, label, numbers)
     return MnistResult(experiment, curves, finals, runtime, table, numbers)
 
 
@@ -178,3 +188,28 @@ def memory_by_batch(data, batch_sizes, depth=8, seed=0, device="cpu", width=1024
                          "saved for backward": saved_bytes(step, exclude=list(model.parameters())),
                          "parameters": param_bytes})
     return pd.DataFrame(rows)
+
+
+def function_summary(results):
+    """For run_function's results {name: curves}: one row per (function, method) with the time
+    per iteration (µs), the final loss (median and worst run) and the median final distance to
+    the function's minimum."""
+    rows = []
+    for name, curves in results.items():
+        train = curves[curves["split"] == "train"]
+        last = train[train["iteration"] == train["iteration"].max()]
+        minimum = torch.tensor(get_function(name).minimum, dtype=torch.float64)
+        for method, d in last.groupby("method"):
+            points = torch.tensor(d[["x", "y"]].to_numpy(), dtype=torch.float64)
+            rows.append({"function": name, "method": method,
+                         "time per iteration (µs)": 1e6 * d["time"].median() / d["iteration"].iloc[0],
+                         "final loss, median": d["loss"].median(), "final loss, worst run": d["loss"].max(),
+                         "distance to minimum, median": float((points - minimum).norm(dim=1).median())})
+    return pd.DataFrame(rows)
+
+
+def iterations_to(curves, level):
+    """{method: median over runs of the first iteration whose training loss is below `level`}."""
+    train = curves[curves["split"] == "train"]
+    first = train[train["loss"] < level].groupby(["method", "run"])["iteration"].min()
+    return first.groupby("method").median()

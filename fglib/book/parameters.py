@@ -39,9 +39,9 @@ def _folder(name, value):
 
 COUNTS = ("runs", "eval_every", "timing_repeats", "repeats", "mc_repeats", "n_steps", "n_figure_samples",
           "variance_samples", "broken_samples", "z_samples", "memory_depth", "beale_iterations",
-          "rosenbrock_iterations")
+          "rosenbrock_iterations", "batch_repeats", "eval_points")
 RULES = {
-    "smoke": checks.boolean, "seed": checks.seed, "device": checks.device,
+    "smoke": checks.boolean, "compile_variants": checks.boolean, "seed": checks.seed, "device": checks.device,
     "lr": checks.rate, "beale_lr": checks.rate, "rosenbrock_lr": checks.rate,
     "learning_rates": checks.rates, "rates": _rates_by_method,
     "iterations": _count_or_counts_by_model, "eval_examples": checks.optional_count,

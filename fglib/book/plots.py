@@ -18,6 +18,7 @@ def _prepare(curves, split, smooth):
 
 def loss_plot(curves, x="iteration", split="train", ax=None, smooth=1, log=True, title=None):
     """Loss against iteration or time (x='time'), one line per method, runs shaded."""
+    from .style import plain_log_ticks
     ax = ax or plt.gca()
     rows = _prepare(curves, split, smooth)
     xcol = "mean time (s)" if x == "time" else "iteration"
@@ -25,7 +26,8 @@ def loss_plot(curves, x="iteration", split="train", ax=None, smooth=1, log=True,
                  ax=ax, linewidth=1.2)
     if log:
         ax.set_yscale("log")
-    ax.xaxis.set_major_locator(plt.MaxNLocator(5))
+        plain_log_ticks(ax, "y")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(4))
     ax.set_ylabel(f"{split} loss")
     ax.set_xlabel("iteration" if x == "iteration" else "training time (s)")
     if title:
@@ -34,15 +36,19 @@ def loss_plot(curves, x="iteration", split="train", ax=None, smooth=1, log=True,
 
 
 def comparison_figure(curves, title=None, smooth=50):
-    """The paper's four panels: train and validation loss, per iteration and per time."""
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), constrained_layout=True)
-    loss_plot(curves, "iteration", "train", axes[0], smooth)
-    loss_plot(curves, "time", "train", axes[1], smooth)
-    loss_plot(curves, "iteration", "validation", axes[2])
-    loss_plot(curves, "time", "validation", axes[3])
-    for ax in axes[1:]:
+    """The paper's four panels in a 2 x 2 grid: training loss (top) and validation loss
+    (bottom), against iterations (left) and training time (right); one legend, outside."""
+    from .style import WIDTH, legend_outside
+    fig, axes = plt.subplots(2, 2, figsize=(WIDTH, 5.6), layout="constrained")
+    loss_plot(curves, "iteration", "train", axes[0, 0], smooth)
+    loss_plot(curves, "time", "train", axes[0, 1], smooth)
+    loss_plot(curves, "iteration", "validation", axes[1, 0])
+    loss_plot(curves, "time", "validation", axes[1, 1])
+    for ax in axes.flat:
         if ax.get_legend():
             ax.get_legend().remove()
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
     if title:
         fig.suptitle(title)
     return fig
@@ -77,19 +83,22 @@ def trajectories(curves, tf, ax=None):
         for run, path in rows[rows["method"] == method].groupby("run"):
             ax.plot(path["x"], path["y"], color=PALETTE[method], linewidth=width, alpha=alpha, zorder=z,
                     label=method if run == rows["run"].min() else None)
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper right")
     return ax
 
 
-def arrow(ax, start, vector, color, label=None, **kwargs):
+def arrow(ax, start, vector, color, label=None, lw=1.5, ls="-", **kwargs):
+    """An arrow from `start` along `vector`; its legend entry has the arrow's colour, width and style."""
     ax.annotate("", xy=(start[0] + vector[0], start[1] + vector[1]), xytext=start,
-                arrowprops=dict(arrowstyle="-|>", color=color, lw=kwargs.pop("lw", 1.5), **kwargs))
+                arrowprops=dict(arrowstyle="-|>", color=color, lw=lw, ls=ls, **kwargs))
     if label:  # an invisible line gives the legend an entry
-        ax.plot([], [], color=color, label=label)
+        ax.plot([], [], color=color, lw=lw, ls=ls, label=label)
 
 
 def runtime_plot(runtime, paper=None, ax=None, title=None):
-    """R_f, R_b and R_f/R_b of each run as points, the paper's values as black bars."""
+    """R_f, R_b and R_f/R_b of each run as points, the paper's values as black bars; the legend
+    sits outside the data."""
+    from .style import legend_outside
     ax = ax or plt.gca()
     cols = ["R_f", "R_b", "R_f/R_b"]
     long = runtime.melt(id_vars="run", value_vars=cols, var_name="measure", value_name="value")
@@ -97,8 +106,8 @@ def runtime_plot(runtime, paper=None, ax=None, title=None):
                   size=7, jitter=0.1, ax=ax, legend=False)
     if paper:
         for i, c in enumerate(cols):
-            ax.hlines(paper[c], i - 0.3, i + 0.3, color="black", lw=2, label="paper" if i == 0 else None)
-        ax.legend()
-    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+            ax.hlines(paper[c], i - 0.3, i + 0.3, color="black", lw=2, label="paper (Titan XP)" if i == 0 else None)
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":", label="ratio 1")
     ax.set(ylabel="ratio", xlabel="", title=title or "cost of a step relative to the base runtime")
+    legend_outside(ax)
     return ax

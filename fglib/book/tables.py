@@ -1,7 +1,9 @@
 """Tables the chapters show: the paper's numbers beside ours, formatted for reading."""
+import math
+
 import pandas as pd
 
-from ..measure import per_run_time_ratios, time_to_target
+from ..measure import describe_ratio
 from .paper import paper_results
 
 NO_ALLOCATOR = "not measured (CPU: no allocator statistics)"
@@ -15,25 +17,82 @@ def mean_sd(values, digits=3, empty="never within the run"):
     return f"{s.mean():.{digits}f} ± {s.std():.{digits}f}" if len(s) > 1 else f"{s.mean():.{digits}f}"
 
 
-def paper_vs_ours(experiment, curves, finals, runtime, device_label):
-    """One row per measure: the paper's number beside ours (mean ± sd over runs)."""
+def paper_vs_ours(experiment, curves, finals, runtime, device_label, numbers):
+    """One row per measure: the paper's number beside ours (mean ± sd over runs, or mean ± 95%
+    interval where marked), with T_f/T_b decomposed as (I_f/I_b) x (S_f/S_b)."""
     paper = paper_results(experiment)
-    t = time_to_target(curves[curves["split"] == "validation"])
-    per_run = per_run_time_ratios(curves)
-    reached = sum(pd.notna(per_run))
-    t_ours = (f"{t['T_f/T_b']:.3f} (mean curves); per run {mean_sd(per_run)}, {reached}/{len(per_run)} reached"
-              if t["reached"] else f"never within the run ({reached}/{len(per_run)} runs reached)")
     acc = finals.groupby("method")["test_accuracy"].apply(list)
     mb = lambda col: (runtime[col] / 2**20).tolist()
+    ci = f" ± {numbers['I_ratio_ci']:.2f} (95%)" if math.isfinite(numbers["I_ratio_ci"]) else ""
+    reached = f"{numbers['runs_reached']}/{numbers['runs']} runs reached backprop's best loss"
+    i_text = f"{numbers['I_ratio']:.2f}{ci}; {reached}" if math.isfinite(numbers["I_ratio"]) else f"never; {reached}"
+    t_text = f"{numbers['T_ratio']:.2f}" if math.isfinite(numbers["T_ratio"]) else "never within the run"
     rows = [
-        ("R_f", paper["R_f"], mean_sd(runtime["R_f"])),
+        ("R_f, fglib engine", paper["R_f"], mean_sd(runtime["R_f"])),
+        ("R_f, PyTorch forward_ad", "–", mean_sd(runtime["R_f (forward_ad)"])),
         ("R_b", paper["R_b"], mean_sd(runtime["R_b"])),
-        ("R_f/R_b", paper["R_f/R_b"], mean_sd(runtime["R_f/R_b"])),
-        ("T_f/T_b", paper["T_f/T_b"] if paper["T_f/T_b"] is not None else "close to R_f/R_b", t_ours),
+        ("R_f/R_b, fglib engine", paper["R_f/R_b"], mean_sd(runtime["R_f/R_b"])),
+        ("R_f/R_b, PyTorch forward_ad", "–", mean_sd(runtime["R_f/R_b (forward_ad)"])),
+        ("I_f/I_b: iterations to backprop's best loss", "not reported", i_text),
+        ("S_f/S_b: time per step", "not reported", f"{numbers['S_ratio']:.2f}"),
+        ("T_f/T_b = (I_f/I_b) × (S_f/S_b)", paper["T_f/T_b"] if paper["T_f/T_b"] is not None else "close to R_f/R_b",
+         t_text),
+        ("T_f/T_b, wall clock of the mean curves", "–", describe_ratio(numbers["T_wall_ratio"])),
         ("peak memory, forward gradient (MiB)", "same as backprop", mean_sd(mb("peak_memory_fg"), 1, NO_ALLOCATOR)),
         ("peak memory, backprop (MiB)", "same as forward gradient", mean_sd(mb("peak_memory_bp"), 1, NO_ALLOCATOR)),
         ("saved for backward, backprop (MiB)", "not reported", mean_sd(mb("saved_bytes_bp"), 2)),
         ("test accuracy, forward gradient", "not reported", mean_sd(acc.get("forward gradient", []), 4)),
         ("test accuracy, backprop", "not reported", mean_sd(acc.get("backprop", []), 4)),
     ]
-    return pd.DataFrame(rows, columns=["measure", "paper (Titan XP)", f"ours ({device_label})"]).set_index("measure")
+    return pd.DataFrame(rows, columns=["measure", "paper (Titan XP)", f"ours ({device_label})"])
+
+
+NOT_MEASURED = "–"
+
+
+def significant(x, digits=3):
+    """A number to `digits` significant figures, written plainly (12.3, 0.0456, 1,230);
+    an exponent only outside 1e-4 to 1e6; '–' for a missing value."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return NOT_MEASURED
+    if isinstance(x, str):
+        return x
+    if x == 0:
+        return "0"
+    if not 1e-4 <= abs(x) < 1e6:
+        return f"{x:.{digits - 1}e}"
+    rounded = float(f"{x:.{digits}g}")
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
+    return f"{rounded:,.{decimals}f}"
+
+
+def show(df, digits=3, integers=(), note=None):
+    """A table made for reading: no index column, numbers to `digits` significant figures,
+    integer columns with thousands separators, '–' where a value was not measured, and a
+    footnote (`note`) saying why, when there is any '–'."""
+    from IPython.display import Markdown
+    table = df.reset_index(drop=not _named_index(df))
+    cells = table.copy().astype(object)
+    for col in table.columns:
+        if col in integers:
+            cells[col] = [NOT_MEASURED if v != v else f"{int(v):,}" for v in table[col]]
+        elif pd.api.types.is_numeric_dtype(table[col]):
+            cells[col] = [significant(v, digits) for v in table[col]]
+    align = ["right" if pd.api.types.is_numeric_dtype(table[c]) else "left" for c in table.columns]
+    text = cells.to_markdown(index=False, disable_numparse=True, colalign=align)
+    if note and (cells == NOT_MEASURED).any().any():
+        text += f"\n\n{NOT_MEASURED}: {note}"
+    return Markdown(text)
+
+
+def _named_index(df):
+    return any(name is not None for name in df.index.names)
+
+
+def runtime_table(runtime):
+    """measure_runtime's rows for reading: one row per run, times in milliseconds."""
+    ms = lambda col: 1e3 * runtime[col]
+    return pd.DataFrame({
+        "run": runtime["run"] + 1, "base (ms)": ms("base"), "FG step, fglib engine (ms)": ms("fg"),
+        "FG step, forward_ad (ms)": ms("fg_forward_ad"), "BP step (ms)": ms("bp"),
+        "R_f": runtime["R_f"], "R_b": runtime["R_b"], "R_f/R_b": runtime["R_f/R_b"]})

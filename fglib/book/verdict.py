@@ -21,6 +21,38 @@ def grade_ratios(ratios, threshold=1.0):
     return "partly" if any(below) else "does not hold"
 
 
+NOT_JUDGED = "not judged"
+
+
+def grade_time_to_target(parts, levelled, fall, iterations, threshold=0.01):
+    """(grade, why) for T_f/T_b < 1 from a decomposition (fglib.to_target.decompose).
+
+    not judged   backprop's validation loss had not levelled off (it still fell by `threshold`
+                 or more over the last fifth of the run), or the 95% interval of
+                 T_f/T_b = (I_f/I_b) x (S_f/S_b) contains 1 (the evidence cannot tell)
+    holds        every run reached the target and the whole interval is below 1
+    does not hold  no run reached backprop's best loss, or the whole interval is above 1
+    partly       some runs reached the target and others did not
+    """
+    if not levelled:
+        return (NOT_JUDGED, f"run too short: backprop's validation loss still fell {100 * fall:.1f}% over the "
+                f"last fifth of {iterations:,} iterations; a run long enough that it falls less than "
+                f"{100 * threshold:g}% would settle it")
+    n, runs = parts["runs_reached"], parts["runs"]
+    if n == 0:
+        return "does not hold", f"no forward-gradient run reached backprop's best loss ({runs} runs)"
+    if n < runs:
+        return "partly", f"{n} of {runs} forward-gradient runs reached backprop's best loss"
+    half = parts["I_ratio_ci"] if math.isfinite(parts["I_ratio_ci"]) else math.inf
+    low, high = [(parts["I_ratio_mean"] + s * half) * parts["S_ratio"] for s in (-1, 1)]
+    interval = f"T_f/T_b = {parts['T_ratio']:.2f}, 95% interval {low:.2f} to {high:.2f}"
+    if high < 1:
+        return "holds", interval
+    if low > 1:
+        return "does not hold", interval
+    return NOT_JUDGED, interval + ": it contains 1, so the evidence cannot tell"
+
+
 def _grade(flags):
     """'holds' if all flags are true, 'partly' if some are, 'does not hold' if none."""
     flags = list(flags)
@@ -41,72 +73,127 @@ def mnist_results(results):
     return out
 
 
+NOT_ON_CPU = "not reproduced on this CPU"
+UNTESTED_GPU = "untested on GPU"
+DEVICE_FREE = "n/a (device-independent)"
+
+
+def _row(paper, ours="", evidence="", verdict=NOT_RUN, rule=""):
+    return {"paper": paper, "ours": ours, "evidence": evidence, "verdict": verdict, "rule": rule}
+
+
+def _combine(grades):
+    """One grade from several experiments' grades."""
+    grades = list(grades)
+    if not grades:
+        return NOT_RUN
+    for word in ("holds", "does not hold", NOT_JUDGED):
+        if all(g == word for g in grades):
+            return word
+    if all(g in (NOT_JUDGED, "holds") for g in grades) or all(g in (NOT_JUDGED, "does not hold") for g in grades):
+        return NOT_JUDGED if sum(g == NOT_JUDGED for g in grades) > len(grades) / 2 else "partly"
+    return "partly"
+
+
 def claim_unbiased(r):
     u = r.get("unbiasedness")
+    paper = "Theorem 1: proof"
     if not u:
-        return ("Theorem 1: proof", NOT_RUN, "", NOT_RUN)
+        return _row(paper)
     ok = u["max_abs_z"] < 4.5 and u["max_second_moment_deviation_se"] < 4.5
     ours = (f"largest z-score of the mean {u['max_abs_z']:.2f} over {u['z_samples']:,} samples; "
-            f"E‖g‖² = (n+2)‖∇f‖² within {u['max_second_moment_deviation_se']:.1f} SE up to n = {u['max_dim']:,}")
-    spread = f"K-slope {min(u['slopes'].values()):.3f} to {max(u['slopes'].values()):.3f} (theory −0.5)"
-    return ("Theorem 1: proof", ours + f" ({u['device']})", spread, "holds" if ok else "does not hold")
+            f"E‖g‖² = (n+2)‖∇f‖² within {u['max_second_moment_deviation_se']:.1f} SE up to n = {u['max_dim']:,}; "
+            f"error of the mean falls with K at slopes {min(u['slopes'].values()):.3f} to "
+            f"{max(u['slopes'].values()):.3f} (theory −0.5)")
+    return _row(paper, ours, f"{u['device']}; Monte Carlo with fixed seeds", "holds" if ok else "does not hold",
+                "holds if every |z| < 4.5 and the second moment is within 4.5 SE")
 
 
 def claim_test_functions(r):
     t = r.get("test_functions")
+    paper = "alike in expectation; FG slightly faster per iteration"
     if not t:
-        return ("alike in expectation (figure)", NOT_RUN, "", NOT_RUN)
-    parts, flags = [], []
+        return _row(paper)
+    parts, alike, faster = [], [], []
+    speed = t["backprop_over_fg_time_per_iteration"]
     for name, reach in t["reach"].items():
         fg, bp = reach.get("forward gradient", math.nan), reach.get("backprop", math.nan)
         ratio = fg / bp if bp else math.nan
-        flags.append(0.67 <= ratio <= 1.5 if math.isfinite(ratio) else False)
-        parts.append(f"{name}: FG/BP iterations to loss {t['levels'][name]:g} = {ratio:.2f}")
-    speed = ", ".join(f"{k} {v:.2f}" for k, v in t["backprop_over_fg_time_per_iteration"].items())
-    return ("alike in expectation; FG slightly faster per iteration",
-            "; ".join(parts) + f" ({t['device']})", f"BP/FG time per iteration: {speed}", _grade(flags))
+        alike.append(0.67 <= ratio <= 1.5 if math.isfinite(ratio) else False)
+        faster.append(speed.get(name, 0) > 1)
+        parts.append(f"{name}: FG/BP iterations to loss {t['levels'][name]:g} = {ratio:.2f}, "
+                     f"BP/FG time per iteration {speed.get(name, math.nan):.2f}")
+    grade = _grade(alike + faster)
+    return _row(paper, "; ".join(parts), f"{t['device']}; {t['runs']} runs per method",
+                grade, "both halves: iteration ratio within 0.67–1.5, and BP/FG time per iteration > 1, "
+                       "on each function")
 
 
-def claim_runtime(r):
+def claim_runtime(r, cpu=True):
     rows = mnist_results(r)
+    paper = "R_f/R_b: logreg 0.555, MLP 0.592, CNN 0.649"
     if not rows:
-        return ("R_f/R_b: 0.555 / 0.592 / 0.649", NOT_RUN, "", NOT_RUN)
-    ours = "; ".join(f"{k} {v['ratio']:.2f}" for k, v in rows.items())
-    spread = "sd over runs: " + "; ".join(f"{k} {v['ratio_sd']:.2f}" for k, v in rows.items())
+        return _row(paper)
+    ours = "; ".join(f"{k} {v['ratio']:.2f} ± {v['ratio_sd']:.2f}"
+                     + (f" (forward_ad {v['ratio_forward_ad']:.2f})" if "ratio_forward_ad" in v else "")
+                     for k, v in rows.items())
     device = next(iter(rows.values()))["device"]
-    return ("R_f/R_b: logreg 0.555, MLP 0.592, CNN 0.649", f"R_f/R_b: {ours} ({device})", spread,
-            _grade(v["runtime_verdict"] == "holds" for v in rows.values()))
+    engine = next(iter(rows.values())).get("engine", "forward_ad")
+    grade = _grade(v["runtime_verdict"] == "holds" for v in rows.values())
+    if cpu and grade != "holds":
+        grade = NOT_ON_CPU
+    runs = ", ".join(f"{k}: {v['runs']}" for k, v in rows.items())
+    return _row(paper, ours, f"{device}; engine {engine}; runs {runs}", grade,
+                "holds if R_f/R_b < 1 in every experiment (median over interleaved repeats)")
 
 
-def claim_time_to_loss(r):
+def claim_time_to_loss(r, cpu=True):
     rows = mnist_results(r)
+    paper = "T_f/T_b: logreg 0.553, MLP 0.211 (lr 2e-4), CNN 0.514"
     if not rows:
-        return ("T_f/T_b: 0.553 / ≈R_f/R_b / 0.211 / 0.514", NOT_RUN, "", NOT_RUN)
-    ours = "; ".join(f"{k} {v['T_text']}" for k, v in rows.items())
-    spread = "; ".join(f"{k}: {v['runs_reached']}/{v['runs']} runs reached" for k, v in rows.items())
+        return _row(paper)
+    parts, grades = [], []
+    for k, v in rows.items():
+        grade = v.get("time_verdict", NOT_JUDGED)
+        if "I_ratio" not in v:  # results saved before the decomposition existed
+            grade, why = NOT_JUDGED, "saved before T = I × S was measured; re-run the chapter"
+        else:
+            why = v.get("time_verdict_why", "")
+            ci = f" ± {v['I_ratio_ci']:.2f}" if math.isfinite(v.get("I_ratio_ci", math.nan)) else ""
+            parts_text = (f"I_f/I_b {v['I_ratio']:.2f}{ci} × S_f/S_b {v['S_ratio']:.2f}"
+                          if math.isfinite(v["I_ratio"]) else "I_f/I_b: never reached")
+            why = f"{parts_text}; {why}"
+        grades.append(grade)
+        parts.append(f"{k}: {grade} ({why})")
     device = next(iter(rows.values()))["device"]
-    flags = [math.isfinite(v["T_ratio"]) and v["T_ratio"] < 1 for v in rows.values()]
-    return ("T_f/T_b: logreg 0.553, MLP 0.211 (lr 2e-4), CNN 0.514", f"T_f/T_b: {ours} ({device})", spread,
-            _grade(flags))
+    runs = ", ".join(f"{k}: {v['runs']} × {v['iterations']:,}" for k, v in rows.items())
+    return _row(paper, "; ".join(parts), f"{device}; runs × iterations {runs}", _combine(grades),
+                "per experiment: not judged until backprop levels off (< 1% fall over the last fifth) "
+                "or when the 95% interval of (I_f/I_b) × (S_f/S_b) contains 1")
 
 
-def claim_depth(r):
+def claim_depth(r, cpu=True):
     s = r.get("scaling")
+    paper = "R_f/R_b < 0.6 to 10 layers, ≈0.8 at 100"
     if not s:
-        return ("R_f/R_b < 0.6 to 10 layers, ≈0.8 at 100", NOT_RUN, "", NOT_RUN)
+        return _row(paper)
     ratios = {int(k): v for k, v in s["ratio_by_depth"].items()}
     sds = {int(k): v for k, v in s["ratio_sd_by_depth"].items()}
     deepest = max(ratios)
-    ours = (f"R_f/R_b {min(ratios.values()):.2f} to {max(ratios.values()):.2f}; "
-            f"{ratios[deepest]:.2f} at depth {deepest} ({s['device']})")
-    spread = f"sd up to {max(v for v in sds.values() if math.isfinite(v)):.2f} over {s['runs']} runs"
-    return ("R_f/R_b < 0.6 to 10 layers, ≈0.8 at 100", ours, spread, s["verdict"])
+    ours = (f"R_f/R_b {min(ratios.values()):.2f} to {max(ratios.values()):.2f}; {ratios[deepest]:.2f} at depth "
+            f"{deepest}; sd up to {max(v for v in sds.values() if math.isfinite(v)):.2f}")
+    grade = s["verdict"]
+    if cpu and grade != "holds":
+        grade = NOT_ON_CPU
+    return _row(paper, ours, f"{s['device']}; engine {s.get('engine', 'forward_ad')}; {s['runs']} runs per depth",
+                grade, "holds if R_f/R_b < 1 at every depth")
 
 
-def claim_memory(r):
+def claim_memory(r, cpu=True):
     s = r.get("scaling")
+    paper = "< 0.1% difference (batch 64)"
     if not s:
-        return ("< 0.1% difference", NOT_RUN, "", NOT_RUN)
+        return _row(paper)
     mem = pd.DataFrame(s["memory"])
     bp = mem[mem["method"] == "backprop"].set_index("batch size")
     fg = mem[mem["method"] == "forward gradient"].set_index("batch size")
@@ -115,44 +202,58 @@ def claim_memory(r):
         diff = 100 * (bp["peak memory (MiB)"] - fg["peak memory (MiB)"]) / bp["peak memory (MiB)"]
         ours = f"peak memory difference {diff[b0]:.2f}% at batch {b0}, {diff[b1]:.1f}% at batch {b1}"
         verdict = "holds" if abs(diff[b1]) < 0.1 else ("partly" if abs(diff[b0]) < 1 else "does not hold")
+        rule = "holds if peak memory differs by < 0.1% at every batch size"
     else:
         share = bp["saved for backward (MiB)"] / bp["parameters (MiB)"]
         ours = (f"backprop stores activations of {100 * share[b0]:.1f}% of the weights' size at batch {b0}, "
-                f"{100 * share[b1]:.0f}% at batch {b1}; forward gradient stores none (CPU: no peak measure)")
+                f"{100 * share[b1]:.0f}% at batch {b1}; forward gradient stores none")
         verdict = "partly" if share[b0] < 0.1 else "does not hold"
-    return ("< 0.1% difference (batch 64)", ours + f" ({s['device']})", "deterministic", verdict)
+        rule = "CPU: no peak allocator; judged from bytes saved for backward (< 10% of the weights: partly)"
+    return _row(paper, ours, f"{s['device']}; depth {s.get('memory_depth', 8)}", verdict, rule)
 
 
 CLAIMS = [
-    (1, "the forward gradient is unbiased", claim_unbiased, "unbiasedness"),
-    (2, "FG and backprop behave alike on test functions", claim_test_functions, "test_functions"),
-    (3, "R_f < R_b on every architecture", claim_runtime, "measuring"),
-    (4, "T_f/T_b < 1 on MNIST", claim_time_to_loss, "logreg"),
-    (5, "R_f/R_b < 1 as depth grows to 100", claim_depth, "scaling"),
-    (6, "no memory difference", claim_memory, "scaling"),
+    (1, "the forward gradient is unbiased", claim_unbiased, "unbiasedness", False),
+    (2, "FG and backprop behave alike on test functions", claim_test_functions, "test_functions", False),
+    (3, "$R_f < R_b$ on every architecture", claim_runtime, "measuring", True),
+    (4, "$T_f/T_b < 1$ on MNIST", claim_time_to_loss, "logreg", True),
+    (5, "$R_f/R_b < 1$ as depth grows to 100", claim_depth, "scaling", True),
+    (6, "no memory difference", claim_memory, "scaling", True),
 ]
 
 
-def claims_table(results):
-    """One row per claim, from the dict of saved chapter results."""
+def claims_table(results, gpu_results=None):
+    """One row per claim, from the dict of saved CPU results, with a GPU column from the GPU
+    results ('untested on GPU' where there are none)."""
     rows = []
-    for number, claim, judge, chapter in CLAIMS:
-        paper, ours, spread, verdict = judge(results)
-        rows.append({"#": number, "claim": claim, "paper": paper, "ours": ours, "spread": spread,
-                     "verdict": verdict, "chapter": chapter})
+    for number, claim, judge, chapter, on_device in CLAIMS:
+        row = judge(results, cpu=True) if on_device else judge(results)
+        if not on_device:
+            gpu = DEVICE_FREE
+        elif gpu_results and judge(gpu_results, cpu=False)["verdict"] != NOT_RUN:
+            gpu = judge(gpu_results, cpu=False)["verdict"]
+        else:
+            gpu = UNTESTED_GPU
+        rows.append({"#": number, "claim": claim, **row, "GPU": gpu, "chapter": chapter})
     return pd.DataFrame(rows)
 
 
 def to_markdown(table):
     """The table as MyST Markdown, each row linking to its chapter."""
-    cols = ["#", "claim", "paper", "ours", "spread", "verdict"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    cols = ["#", "claim", "paper", "ours", "evidence", "verdict", "GPU"]
+    names = {"verdict": "verdict (CPU)", "GPU": "verdict (GPU)"}
+    lines = ["| " + " | ".join(names.get(c, c) for c in cols) + " |", "|" + " --- |" * len(cols)]
     for _, row in table.iterrows():
         cells = [str(row[c]).replace("|", "/") for c in cols]
         cells[1] = f"[{cells[1]}]({row['chapter']}.ipynb)"
-        cells[-1] = f"**{cells[-1]}**"
+        cells[5] = f"**{cells[5]}**"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def rules_markdown(table):
+    """How each row's grade was decided, as a numbered list under the table."""
+    return "\n".join(f"{row['#']}. {row['rule']}" for _, row in table.iterrows() if row["rule"])
 
 
 def ratio_comparison(results):

@@ -1,0 +1,195 @@
+"""The implementations chapter's benchmark: every way of taking a forward-gradient step, and
+backprop, timed against each other in one interleaved run (fglib.timing).
+
+Each variant trains its own copy of the same initial model with a learning rate too small
+to change the cost. Ratios are taken per round (a variant's time over the base runtime,
+or over backprop's, measured in the same round), then summarised by their median and
+interquartile range over the quiet rounds.
+"""
+import copy
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+from .. import checks
+from ..device import synchronize
+from ..measure import base_call
+from ..methods import make_method
+from ..models import MODELS, build_model
+from ..timing import quiet, ratio_samples, timed_rounds
+
+LR = 1e-9
+
+
+def fwdgrad_style(model, seed):
+    """A step computed the way the public port orobix/fwdgrad computes it, written here as a
+    baseline (not copied): torch.func.jvp over functional_call with a tuple of parameters, one
+    randn per parameter, and an in-place update p -= lr d v per parameter."""
+    names = [n for n, _ in model.named_parameters()]
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+
+    def step(x, y):
+        with torch.no_grad():
+            params = tuple(p.detach() for p in model.parameters())
+            tangents = tuple(torch.randn(p.shape, generator=gen, device=p.device, dtype=p.dtype) for p in params)
+            f = lambda *ps: F.cross_entropy(functional_call(model, dict(zip(names, ps)), (x,)), y)
+            loss, d = torch.func.jvp(f, params, tangents)
+            for p, v in zip(params, tangents):
+                p.sub_(LR * d * v)
+        return loss
+    return step
+
+
+VARIANTS = {
+    # label: (method, keyword arguments); None: the fwdgrad-style baseline
+    "backprop": ("bp", {}),
+    "FG, fglib engine": ("fg", {"engine": "fglib"}),
+    "FG, fglib engine, Rademacher": ("fg", {"engine": "fglib", "direction": "rademacher"}),
+    "FG, forward_ad": ("fg", {"engine": "forward_ad"}),
+    "FG, torch.func.jvp": ("fg", {"engine": "func"}),
+    "fwdgrad-style baseline": (None, {}),
+    "backprop, compiled": ("bp", {"compile": True}),
+    "FG, fglib engine, compiled": ("fg", {"engine": "fglib", "compile": True}),
+    "FG, fglib engine, Rademacher, compiled": ("fg", {"engine": "fglib", "direction": "rademacher",
+                                                      "compile": True}),
+}
+
+
+def reference_of(label):
+    """Each variant is compared with backprop at its own level of optimisation."""
+    return "backprop, compiled" if label.endswith("compiled") else "backprop"
+
+
+def make_steps(model, x, y, labels, seed=0):
+    """{label: no-argument step} for each variant, each on its own copy of `model`, plus 'base'."""
+    steps = {"base": base_call(model, F.cross_entropy, x, y)}
+    for label in labels:
+        if label not in VARIANTS:
+            raise ValueError(f"labels must be among {sorted(VARIANTS)}, got {label!r}")
+        method, kwargs = VARIANTS[label]
+        own = copy.deepcopy(model)
+        if method is None:
+            step = fwdgrad_style(own, seed)
+            steps[label] = lambda step=step: step(x, y)
+        else:
+            m = make_method(method, own, F.cross_entropy, LR, seed=seed, **kwargs)
+            steps[label] = lambda m=m: m.step(x, y)
+    return steps
+
+
+def batch(data, batch_size, seed=0):
+    """A fixed mini-batch of `batch_size` training images (repeated beyond the training set)."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(len(data["train"]), (batch_size,), generator=g).to(data["train"].y.device)
+    return data["train"].x[idx], data["train"].y[idx]
+
+
+def summarise(rounds, labels):
+    """One row per variant: median ms, R (per-round time / base) and R / R_b against the
+    backprop of the same optimisation level, each as a median with its interquartile range."""
+    calm = quiet(rounds)
+    rows = []
+    for label in labels:
+        r = ratio_samples(calm, label, "base")
+        row = {"variant": label, "median (ms)": 1e3 * calm.loc[calm["name"] == label, "seconds"].median(),
+               "R": r.median(), "R q25": r.quantile(0.25), "R q75": r.quantile(0.75)}
+        ref = reference_of(label)
+        if ref in labels and ref != label:
+            q = ratio_samples(calm, label, ref)
+            row.update({"R/R_b": q.median(), "R/R_b q25": q.quantile(0.25), "R/R_b q75": q.quantile(0.75)})
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out.attrs["quiet rounds"] = int(calm["round"].nunique())
+    out.attrs["rounds"] = int(rounds["round"].nunique())
+    return out
+
+
+def compare_variants(model_name, data, batch_size=64, labels=tuple(VARIANTS), warmup=5, repeats=100,
+                     seed=0, device="cpu"):
+    """Time every variant in one interleaved run; returns (summary table, raw rounds)."""
+    checks.choice("model_name", model_name, MODELS)
+    batch_size, repeats = checks.count("batch_size", batch_size), checks.count("repeats", repeats)
+    model = build_model(model_name, seed=seed, device=device)
+    x, y = batch(data, batch_size, seed)
+    steps = make_steps(model, x, y, list(labels), seed)
+    rounds = timed_rounds(steps, device, warmup, repeats)
+    return summarise(rounds, list(labels)), rounds
+
+
+# ---- work done: FLOPs, and the floor of the same products run bare --------------------------
+
+HEAVY = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+         torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default}
+
+
+class RecordProducts(TorchDispatchMode):
+    """Records every matrix product and convolution a computation runs (operator and inputs)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in HEAVY:
+            self.calls.append((func, [a.detach().clone() if isinstance(a, torch.Tensor) else a for a in args],
+                               dict(kwargs or {})))
+        return func(*args, **(kwargs or {}))
+
+
+def flops(fn):
+    """Floating-point operations of one call of fn (PyTorch's FLOP counter: products and convolutions)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def bare_products(fn):
+    """A no-argument callable that runs the same products and convolutions as fn, and nothing else."""
+    recorder = RecordProducts()
+    with recorder:
+        fn()
+    calls = recorder.calls
+
+    def run():
+        with torch.no_grad():
+            for func, args, kwargs in calls:
+                func(*args, **kwargs)
+    return run
+
+
+def work_and_floor(model_name, data, batch_size=64, warmup=5, repeats=50, seed=0, device="cpu", kind="normal"):
+    """For the fastest eager forward-gradient step (fglib engine) and eager backprop: FLOPs,
+    median time, GFLOP/s, and the floor: the same products run bare, plus drawing v and
+    the update (timed separately). One row per method."""
+    from ..directions import make_generator, sample_directions
+    model = build_model(model_name, seed=seed, device=device)
+    x, y = batch(data, batch_size, seed)
+    methods = {"forward gradient": make_method("fg", copy.deepcopy(model), F.cross_entropy, LR, seed=seed,
+                                               engine="fglib", direction=kind),
+               "backprop": make_method("bp", copy.deepcopy(model), F.cross_entropy, LR)}
+    params = list(methods["forward gradient"].params)
+    gen = make_generator(seed, device)
+    for m in methods.values():
+        m.step(x, y)  # creates .grad for the update alone
+    fns = {}
+    for name, m in methods.items():
+        fns[name] = lambda m=m: m.step(x, y)
+        fns[f"{name}: products"] = bare_products(lambda m=m: m.fill_grad(x, y))
+        fns[f"{name}: update"] = m.optimizer.step
+    fns["draw v"] = lambda: sample_directions(params, kind, gen)
+    rounds = quiet(timed_rounds(fns, device, warmup, repeats))
+    med = rounds.groupby("name")["seconds"].median()
+    rows = []
+    for name, m in methods.items():
+        floor = med[f"{name}: products"] + med[f"{name}: update"] + (med["draw v"] if name == "forward gradient" else 0)
+        work = flops(lambda: m.fill_grad(x, y))
+        rows.append({"method": name, "GFLOP per step": work / 1e9, "step (ms)": 1e3 * med[name],
+                     "products alone (ms)": 1e3 * med[f"{name}: products"], "floor (ms)": 1e3 * floor,
+                     "step / floor": med[name] / floor, "GFLOP/s": work / 1e9 / med[name]})
+    synchronize(device)
+    return pd.DataFrame(rows)

@@ -1,0 +1,61 @@
+"""One figure style for the whole book, set once by each chapter with `use()`.
+
+A page of the book is about 720 px wide. Figures are drawn at most 7.5 inches wide at 100 dpi
+(750 px), so they are shown close to their own size and 10-point text stays at least 9 points
+on screen at 100% zoom. Panels go in grids of at most two columns; legends sit outside the
+data; tick labels are plain numbers (no 2.28×10^0 on log axes).
+"""
+import matplotlib as mpl
+import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator
+
+WIDTH = 7.5  # inches, the page's width
+RC = {
+    "figure.dpi": 100, "savefig.dpi": 100, "figure.figsize": (WIDTH, 3.6),
+    "figure.constrained_layout.use": True,
+    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 10,
+    "ytick.labelsize": 10, "legend.fontsize": 10, "figure.titlesize": 11,
+    "legend.frameon": False, "axes.spines.top": False, "axes.spines.right": False,
+    "axes.grid": True, "grid.alpha": 0.3,
+}
+
+
+def use():
+    """Apply the book's style (matplotlib rcParams)."""
+    mpl.rcParams.update(RC)
+
+
+def plain(x, _pos=None):
+    """A tick label as a plain number: 0.001, 0.5, 2, 300, 40,000."""
+    if x == 0:
+        return "0"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.6g}"
+
+
+def plain_log_ticks(ax, axis="y"):
+    """Log-scale ticks at 1, 2, 5 x 10^k, labelled as plain numbers."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(plain))
+    target.set_minor_formatter(FuncFormatter(lambda *_: ""))
+
+
+def legend_outside(ax, title=None):
+    """The legend to the right of the axes, off the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend():
+        ax.get_legend().remove()
+    if handles:
+        ax.legend(handles, labels, title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+
+
+def grid(n, columns=2, height=3.0):
+    """A figure with n panels in rows of at most `columns`, the page's width."""
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, min(n, columns), figsize=(WIDTH, height * rows), squeeze=False,
+                             layout="constrained")
+    for ax in axes.flat[n:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n])

@@ -1,0 +1,127 @@
+"""Time to a target loss, decomposed: T = I x S.
+
+    I   iterations a run needs to reach the target validation loss (its first evaluation at or
+        below the target), one number per run
+    S   the median time of one training step, measured interleaved (fglib.timing)
+    T_f / T_b = (I_f / I_b) x (S_f / S_b)
+
+I is a property of the optimisation: for the same seeds it is the same on any device. S is a
+property of the device and the implementation. A CPU run therefore answers the optimisation
+half of the paper's claim for every device, and a step-time measurement on a GPU completes
+it. The wall-clock T_f / T_b, which mixes both with the machine's noise, is kept beside the
+product as a cross-check.
+
+Evaluations follow a log-spaced schedule (dense early), so that a run that reaches the target
+early is not rounded up to a coarse evaluation grid.
+
+A run can be graded only once backprop has levelled off: its validation loss fell by less
+than `threshold` (relative) over the last `fraction` of the run. Otherwise the target itself
+(backprop's best loss) is still moving, and the comparison is "not judged".
+"""
+import math
+
+import numpy as np
+import pandas as pd
+
+from . import checks
+
+
+def eval_schedule(iterations, points=60):
+    """About `points` iterations from 1 to `iterations`, log-spaced (dense early), plus 0
+    (the initial model) and the last iteration."""
+    iterations, points = checks.count("iterations", iterations), checks.count("points", points)
+    grid = np.unique(np.round(np.logspace(0, math.log10(iterations), points)).astype(int))
+    return sorted({0, *grid.tolist(), iterations})
+
+
+def _validation(curves):
+    missing = {"method", "run", "iteration", "loss", "split"} - set(curves.columns)
+    if missing:
+        raise ValueError(f"curves must have columns method, run, split, iteration and loss; it lacks {sorted(missing)}")
+    return curves[curves["split"] == "validation"]
+
+
+def iterations_to_target(curves, target):
+    """{(method, run): first evaluated iteration with validation loss <= target, or NaN}."""
+    checks.real("target", target)
+    out = {}
+    for (method, run), rows in _validation(curves).groupby(["method", "run"]):
+        hit = rows[rows["loss"] <= target].sort_values("iteration")
+        out[(method, run)] = float(hit["iteration"].iloc[0]) if len(hit) else math.nan
+    return out
+
+
+def relative_fall(curve, fraction=0.2):
+    """How much a validation curve (iteration, loss) fell over its last `fraction`, relative to
+    its final value: (loss at the start of that stretch - final loss) / final loss."""
+    curve = curve.sort_values("iteration")
+    start = curve["iteration"].max() * (1 - fraction)
+    before = curve[curve["iteration"] <= start]
+    first = before["loss"].iloc[-1] if len(before) else curve["loss"].iloc[0]
+    final = curve["loss"].iloc[-1]
+    return float((first - final) / abs(final))
+
+
+def levelled_off(curves, method="backprop", fraction=0.2, threshold=0.01):
+    """(verdict, fall): whether `method`'s mean validation loss fell by less than `threshold`
+    (relative) over the last `fraction` of the run."""
+    rows = _validation(curves)
+    mean = rows[rows["method"] == method].groupby("iteration")["loss"].mean().reset_index()
+    if mean.empty:
+        raise ValueError(f"no validation rows for method {method!r}")
+    fall = relative_fall(mean, fraction)
+    return fall < threshold, fall
+
+
+# Student's t distribution, 97.5% quantile, for 1 to 30 degrees of freedom (standard tables).
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042]
+
+
+def t975(dof):
+    """The 97.5% quantile of Student's t; beyond 30 degrees of freedom, 30's (slightly wide)."""
+    return T975[min(dof, 30) - 1]
+
+
+def mean_ci(values):
+    """(mean, half-width of the 95% t confidence interval, n) over the finite values."""
+    v = np.asarray([x for x in values if np.isfinite(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan, 0
+    if len(v) == 1:
+        return float(v[0]), math.nan, 1
+    half = t975(len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(half), len(v)
+
+
+def decompose(curves, step_fg, step_bp, target=None, fg="forward gradient", bp="backprop"):
+    """T_f / T_b = (I_f / I_b) x (S_f / S_b), with the target backprop's best mean validation
+    loss unless one is given. step_fg, step_bp: median seconds per step (interleaved).
+
+    Returns the target, I per run for each method, the paired per-run ratios I_f / I_b with
+    their mean and 95% CI, S_f / S_b, their product, and the wall-clock T_f / T_b per run.
+    """
+    rows = _validation(curves)
+    if target is None:
+        target = float(rows[rows["method"] == bp].groupby("iteration")["loss"].mean().min())
+    reach = iterations_to_target(curves, target)
+    runs = sorted(rows["run"].unique())
+    i_f = [reach.get((fg, r), math.nan) for r in runs]
+    i_b = [reach.get((bp, r), math.nan) for r in runs]
+    ratios = [f / b if np.isfinite(f) and np.isfinite(b) and b > 0 else math.nan for f, b in zip(i_f, i_b)]
+    mean, half, n = mean_ci(ratios)
+    s_ratio = step_fg / step_bp
+    wall = [_wall_time(rows, fg, r, f) / _wall_time(rows, bp, r, b) if np.isfinite(f) and np.isfinite(b) else math.nan
+            for r, f, b in zip(runs, i_f, i_b)]
+    return {"target": target, "I_f": i_f, "I_b": i_b, "I_ratio": ratios, "I_ratio_mean": mean,
+            "I_ratio_ci": half, "runs_reached": n, "runs": len(runs), "S_f": step_fg, "S_b": step_bp,
+            "S_ratio": s_ratio, "T_ratio": mean * s_ratio if n else math.nan, "T_wall_ratio": wall}
+
+
+def _wall_time(rows, method, run, iteration):
+    hit = rows[(rows["method"] == method) & (rows["run"] == run) & (rows["iteration"] == iteration)]
+    if "time" not in hit.columns or hit.empty:
+        return math.nan
+    t = float(hit["time"].iloc[0])
+    return t if t > 0 else math.nan
