@@ -9,10 +9,13 @@ The method, one idea per module:
     train          the training loop and evaluation
     engine         fglib's own forward-mode engine: a value and tangent rule per layer
     measure        the paper's runtime measures, memory, time to target
+    to_target      time to a target loss decomposed, T = I x S, and when a run can be judged
     timing         fair timing: warm-up, sync, rotating interleaved rounds, machine load
     stats          the estimator's mean, variance and cosine
     numerics       finite differences and the complex step against the exact derivative
     device         choosing, naming and synchronising the device
+    checks         the argument checks every public function uses
+    quiet          known third-party warnings, silenced once
 
 The book's machinery (experiments, sweep, verdict, tables, plots, reports) is the
 subpackage `fglib.book`. Everything a user needs is importable from `fglib` itself.
@@ -31,7 +34,8 @@ from .train import evaluate, train
 from .measure import describe_ratio, peak_memory, runtime_ratios, saved_bytes, time_to_target
 from .timing import keep_freed_memory, median_times
 from .device import device_name, resolve_device
-from . import book, engine, measure, numerics, stats, timing
+from .to_target import decompose, eval_schedule, levelled_off
+from . import book, checks, engine, measure, numerics, stats, timing, to_target
 from .book.experiments import measure_runtime, run_function, run_training
 from .book.report import environment, glue, load_results, save_results
 

@@ -103,6 +103,7 @@ def decompose(curves, step_fg, step_bp, target=None, fg="forward gradient", bp="
     their mean and 95% CI, S_f / S_b, their product, and the wall-clock T_f / T_b per run.
     """
     rows = _validation(curves)
+    step_fg, step_bp = checks.real("step_fg", step_fg, positive=True), checks.real("step_bp", step_bp, positive=True)
     if target is None:
         target = float(rows[rows["method"] == bp].groupby("iteration")["loss"].mean().min())
     reach = iterations_to_target(curves, target)

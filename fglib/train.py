@@ -62,12 +62,16 @@ def stop_if_not_finite(method_name, split, iteration, loss):
 
 
 def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, seed=0,
-          progress=True, desc=None, record=None, eval_examples=None, eval_at=None):
+          progress=True, desc=None, record=None, eval_examples=None, eval_at=None, on_diverge="raise"):
     """Run `method` for `iterations` steps; return the tidy loss table.
 
     The validation loss and accuracy are evaluated at iteration 0, every `eval_every`
     iterations and at the last one; or, if `eval_at` is given, at exactly those iterations
     (e.g. fglib.to_target.eval_schedule's log-spaced ones).
+
+    A NaN or infinite loss raises FloatingPointError (on_diverge='raise'), or, with
+    on_diverge='stop', ends the run there: the table then holds the rows up to the last finite
+    loss and its attribute `diverged_at` the iteration of the first non-finite one.
 
     `data` is the dict from `load_data` (or None for a test function, whose
     model takes no input). The batch order depends only on `seed`. `record`, if
@@ -83,6 +87,7 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     iterations, batch_size = checks.count("iterations", iterations), checks.count("batch_size", batch_size)
     eval_every, seed = checks.count("eval_every", eval_every), checks.seed("seed", seed)
     eval_examples = checks.optional_count("eval_examples", eval_examples)
+    checks.choice("on_diverge", on_diverge, ("raise", "stop"))
     if eval_at is None:
         eval_at = {0, iterations, *range(eval_every, iterations + 1, eval_every)}
     else:
@@ -107,14 +112,23 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     else:
         with torch.no_grad():
             add(0, "train", method.loss_fn(method.model(None), None).item())
+    diverged_at = None
     for i in progress_bar(range(1, iterations + 1), desc=desc or method.name, disable=not progress,
-                  mininterval=5.0):
+                          mininterval=5.0):
         x, y = next(batches) if batches is not None else (None, None)
         synchronize(device)
         start = time.perf_counter()
         loss = method.step(x, y).item()  # .item() waits for the device
         elapsed += time.perf_counter() - start
-        add(i, "train", loss)
-        if data is not None and i in eval_at:
-            add(i, "validation", *evaluate(method.model, val))
-    return pd.DataFrame(rows)
+        try:
+            add(i, "train", loss)
+            if data is not None and i in eval_at:
+                add(i, "validation", *evaluate(method.model, val))
+        except FloatingPointError:
+            if on_diverge == "raise":
+                raise
+            diverged_at = i
+            break
+    table = pd.DataFrame(rows)
+    table.attrs["diverged_at"] = diverged_at
+    return table

@@ -131,6 +131,13 @@ CASES = [
     ("describe_ratio value", lambda: fglib.describe_ratio("fast"), TypeError, "value"),
     ("resolve_device", lambda: fglib.resolve_device("tpu"), ValueError, "device"),
     ("device_name", lambda: fglib.device_name(3), TypeError, "device"),
+    # time to target
+    ("eval_schedule iterations", lambda: fglib.eval_schedule(0), ValueError, "iterations"),
+    ("eval_schedule points", lambda: fglib.eval_schedule(100, 2.5), TypeError, "points"),
+    ("decompose curves", lambda: fglib.decompose(pd.DataFrame({"loss": [1.0]}), 1.0, 1.0), ValueError, "curves"),
+    ("decompose step_fg", lambda: fglib.decompose(pd.DataFrame({"method": [], "run": [], "split": [], "iteration": [],
+                                                                "loss": []}), 0.0, 1.0), ValueError, "step_fg"),
+    ("levelled_off curves", lambda: fglib.levelled_off(pd.DataFrame({"loss": [1.0]})), ValueError, "curves"),
     # experiments
     ("run_function runs zero", lambda: fglib.run_function("beale", 0.01, runs=0), ValueError, "runs"),
     ("run_function lr string", lambda: fglib.run_function("beale", "0.01"), TypeError, "lr"),

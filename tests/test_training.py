@@ -55,3 +55,18 @@ def test_test_function_runs_follow_the_method():
     fg = df[df.method == "forward gradient"]
     assert fg[fg.run == 0].loss.tolist() != fg[fg.run == 1].loss.tolist()
     assert {"x", "y"} <= set(df.columns)
+
+
+def test_a_diverging_run_can_stop_and_say_when(mnist):
+    """on_diverge='stop' keeps the finite rows and records where the loss stopped being finite."""
+    m = fglib.make_method("fg", fglib.build_model("mlp", seed=0), F.cross_entropy, lr=1e3)
+    df = fglib.train(m, mnist, iterations=200, progress=False, on_diverge="stop")
+    assert df.attrs["diverged_at"] is not None and df["iteration"].max() < df.attrs["diverged_at"]
+    assert df["loss"].map(math.isfinite).all()
+
+
+def test_diverged_test_function_runs_are_counted():
+    df = fglib.run_function("beale", lr=10.0, runs=2, iterations=50, methods=("fg",))
+    assert df.groupby("run")["diverged"].first().all()
+    summary = fglib.book.experiments.function_summary({"beale": df})
+    assert summary["runs that diverged"].tolist() == [2] and summary["final loss, median"].isna().all()

@@ -37,7 +37,10 @@ def _common(lr, runs, iterations, seed, methods):
 
 def run_function(name, lr, runs=10, iterations=1000, seed=0, methods=("fg", "bp"),
                  progress=False, **method_kwargs):
-    """Optimise a test function from its start point; rows carry the point (x, y)."""
+    """Optimise a test function from its start point; rows carry the point (x, y).
+
+    A run whose loss becomes NaN or infinite stops there and is kept: its rows end early and
+    its `diverged` column is True, so a chapter can count and show the runs that diverged."""
     tf = get_function(name)
     lr, runs, iterations, seed = _common(lr, runs, iterations, seed, methods)
     curves = []
@@ -46,8 +49,9 @@ def run_function(name, lr, runs=10, iterations=1000, seed=0, methods=("fg", "bp"
             model = PointModel(tf.f, tf.start)
             method = make_method(m, model, value_loss, lr, seed=seed + r, decay=0.0, **method_kwargs)
             point = lambda model: dict(zip("xy", model.theta.tolist()))
-            df = train(method, None, iterations, seed=seed + r, progress=progress, record=point)
-            curves.append(df.assign(method=METHOD_NAMES[m], run=r))
+            df = train(method, None, iterations, seed=seed + r, progress=progress, record=point,
+                       on_diverge="stop")
+            curves.append(df.assign(method=METHOD_NAMES[m], run=r, diverged=df.attrs["diverged_at"] is not None))
     return pd.concat(curves, ignore_index=True)
 
 
@@ -193,18 +197,23 @@ def memory_by_batch(data, batch_sizes, depth=8, seed=0, device="cpu", width=1024
 def function_summary(results):
     """For run_function's results {name: curves}: one row per (function, method) with the time
     per iteration (µs), the final loss (median and worst run) and the median final distance to
-    the function's minimum."""
+    the function's minimum, over the runs that did not diverge (NaN when none finished), and
+    how many runs diverged."""
     rows = []
     for name, curves in results.items():
-        train = curves[curves["split"] == "train"]
-        last = train[train["iteration"] == train["iteration"].max()]
         minimum = torch.tensor(get_function(name).minimum, dtype=torch.float64)
-        for method, d in last.groupby("method"):
-            points = torch.tensor(d[["x", "y"]].to_numpy(), dtype=torch.float64)
+        for method, runs in curves.groupby("method"):
+            diverged = runs.groupby("run")["diverged"].first() if "diverged" in runs else pd.Series(False)
+            train = runs[(runs["split"] == "train") & ~runs["run"].isin(diverged[diverged].index)]
+            last = train[train["iteration"] == train["iteration"].max()]
+            points = torch.tensor(last[["x", "y"]].to_numpy(), dtype=torch.float64).reshape(-1, 2)
             rows.append({"function": name, "method": method,
-                         "time per iteration (µs)": 1e6 * d["time"].median() / d["iteration"].iloc[0],
-                         "final loss, median": d["loss"].median(), "final loss, worst run": d["loss"].max(),
-                         "distance to minimum, median": float((points - minimum).norm(dim=1).median())})
+                         "time per iteration (µs)": 1e6 * last["time"].median() / last["iteration"].iloc[0]
+                         if len(last) else float("nan"),
+                         "final loss, median": last["loss"].median(), "final loss, worst run": last["loss"].max(),
+                         "distance to minimum, median": float((points - minimum).norm(dim=1).median())
+                         if len(last) else float("nan"),
+                         "runs that diverged": int(diverged.sum())})
     return pd.DataFrame(rows)
 
 
