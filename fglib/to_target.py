@@ -14,9 +14,12 @@ product as a cross-check.
 Evaluations follow a log-spaced schedule (dense early), so that a run that reaches the target
 early is not rounded up to a coarse evaluation grid.
 
-A run can be graded only once backprop has levelled off: its validation loss fell by less
-than `threshold` (relative) over the last `fraction` of the run. Otherwise the target itself
-(backprop's best loss) is still moving, and the comparison is "not judged".
+A run can be graded only once backprop has learned and levelled off (`judgeable`): its best
+validation loss is below 90% of the chance-level loss (ln 10 for ten balanced classes: a
+network stuck near chance has not started to learn, and a flat start must not pass for a
+levelled end), and its loss fell by less than 1% (relative) over the last fifth of the run.
+Otherwise the target itself (backprop's best loss) is still moving, and the comparison is
+"not judged".
 """
 import math
 
@@ -82,6 +85,24 @@ T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2
 def t975(dof):
     """The 97.5% quantile of Student's t; beyond 30 degrees of freedom, 30's (slightly wide)."""
     return T975[min(dof, 30) - 1]
+
+
+def judgeable(curves, chance_loss, iterations, method="backprop", learned_below=0.9, fraction=0.2,
+              threshold=0.01):
+    """(True, '') when a time-to-target comparison on these curves can be graded, else
+    (False, why, in words, with what run would settle it)."""
+    rows = _validation(curves)
+    best = rows[rows["method"] == method].groupby("iteration")["loss"].mean().min()
+    if best > learned_below * chance_loss:
+        return False, (f"run too short: backprop's best validation loss {best:.3f} is within "
+                       f"{100 * (1 - learned_below):g}% of the chance level {chance_loss:.3f} after "
+                       f"{iterations:,} iterations, so the network had not started to learn")
+    levelled, fall = levelled_off(curves, method, fraction, threshold)
+    if not levelled:
+        return False, (f"run too short: backprop's validation loss still fell {100 * fall:.1f}% over the last "
+                       f"fifth of {iterations:,} iterations; a run long enough that it falls less than "
+                       f"{100 * threshold:g}% would settle it")
+    return True, ""
 
 
 def mean_ci(values):

@@ -23,16 +23,26 @@ FALLING = [2.3, 1.5, 1.0, 0.8, 0.6, 0.5, 0.4, 0.35, 0.3, 0.25, 0.2]   # still 20
 LEVELLED = [2.3, 1.0, 0.6, 0.45, 0.41, 0.40, 0.40, 0.40, 0.40, 0.40, 0.40]
 
 
+CHANCE = math.log(10)
+
+
 def grade(fg, bp, s_fg=1.0, s_bp=1.0, noise=0.0):
     c = curves(fg, bp, noise=noise)
     parts = to_target.decompose(c, s_fg, s_bp)
-    levelled, fall = to_target.levelled_off(c)
-    return verdict.grade_time_to_target(parts, levelled, fall, 1000)
+    ok, why = to_target.judgeable(c, CHANCE, 1000)
+    return verdict.grade_time_to_target(parts, None if ok else why)
 
 
 def test_too_short_is_not_judged_and_says_what_would_settle_it():
     word, why = grade(LEVELLED, FALLING)
     assert word == "not judged" and "run too short" in why and "fell" in why
+
+
+def test_a_network_that_has_not_started_to_learn_is_not_judged():
+    """A flat curve near chance level has 'levelled off' only in name: not judged, and says why."""
+    stuck = [2.3026, 2.300, 2.298, 2.297, 2.297, 2.297, 2.297, 2.297, 2.297, 2.297, 2.297]
+    word, why = grade(stuck, stuck)
+    assert word == "not judged" and "had not started to learn" in why
 
 
 def test_levelled_and_clearly_faster_holds():
@@ -57,7 +67,7 @@ def test_noise_level_difference_is_not_judged():
     c = pd.concat(rows)
     parts = to_target.decompose(c, 1.0, 1.0)
     assert parts["I_ratio"] == [0.8, 1.2, 1.0]
-    word, why = verdict.grade_time_to_target(parts, True, 0.0, 1000)
+    word, why = verdict.grade_time_to_target(parts)
     assert word == "not judged" and "contains 1" in why
 
 
@@ -66,7 +76,7 @@ def test_never_reached_does_not_hold_and_sometimes_is_partly():
     assert word == "does not hold"
     rows = [curves([2.3] * 11, LEVELLED, runs=1).assign(run=0), curves(LEVELLED, LEVELLED, runs=1).assign(run=1)]
     c = pd.concat(rows)
-    word, _ = verdict.grade_time_to_target(to_target.decompose(c, 1.0, 1.0), True, 0.0, 1000)
+    word, _ = verdict.grade_time_to_target(to_target.decompose(c, 1.0, 1.0))
     assert word == "partly"
 
 

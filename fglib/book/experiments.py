@@ -4,6 +4,7 @@ Run r uses seed `seed + r` for everything random: the model's initial weights
 (the same for both methods), the order of the mini-batches (the same for both
 methods) and the forward gradient's directions.
 """
+import math
 from dataclasses import dataclass
 
 import pandas as pd
@@ -16,8 +17,8 @@ from ..measure import (describe_ratio, peak_memory, runtime_ratios, saved_bytes,
                        time_to_target)
 from ..methods import make_method
 from ..methods import METHODS
-from ..models import MODELS, build_model
-from ..to_target import decompose, eval_schedule, levelled_off
+from ..models import MODELS, N_CLASSES, build_model
+from ..to_target import decompose, eval_schedule, judgeable, levelled_off
 from ..train import evaluate, progress_bar, train
 from .tables import paper_vs_ours
 from .verdict import grade_ratios, grade_time_to_target
@@ -140,6 +141,7 @@ def run_mnist_experiment(experiment, model_name, data, lr, runs, iterations, eva
     t = time_to_target(curves[curves["split"] == "validation"])
     parts = decompose(curves, runtime["fg"].median(), runtime["bp"].median())
     levelled, fall = levelled_off(curves)
+    ok, why_not = judgeable(curves, math.log(N_CLASSES), iterations)
     acc = finals.groupby("method")["test_accuracy"].mean()
     val = finals.groupby("method")["validation_loss"].mean()
     numbers = {
@@ -156,7 +158,7 @@ def run_mnist_experiment(experiment, model_name, data, lr, runs, iterations, eva
         "iterations": iterations, "lr": lr,
         "runtime_verdict": grade_ratios(runtime["R_f/R_b"]),
     }
-    numbers["time_verdict"], numbers["time_verdict_why"] = grade_time_to_target(parts, levelled, fall, iterations)
+    numbers["time_verdict"], numbers["time_verdict_why"] = grade_time_to_target(parts, None if ok else why_not)
     table = paper_vs_ours(experiment, curves, finals, runtime, label, numbers)
     return MnistResult(experiment, curves, finals, runtime, table, numbers)
 

@@ -24,20 +24,18 @@ def grade_ratios(ratios, threshold=1.0):
 NOT_JUDGED = "not judged"
 
 
-def grade_time_to_target(parts, levelled, fall, iterations, threshold=0.01):
+def grade_time_to_target(parts, not_judged_because=None):
     """(grade, why) for T_f/T_b < 1 from a decomposition (fglib.to_target.decompose).
 
-    not judged   backprop's validation loss had not levelled off (it still fell by `threshold`
-                 or more over the last fifth of the run), or the 95% interval of
+    not judged   the run cannot be graded (`not_judged_because`, from fglib.to_target.judgeable:
+                 backprop had not learned or not levelled off), or the 95% interval of
                  T_f/T_b = (I_f/I_b) x (S_f/S_b) contains 1 (the evidence cannot tell)
     holds        every run reached the target and the whole interval is below 1
     does not hold  no run reached backprop's best loss, or the whole interval is above 1
     partly       some runs reached the target and others did not
     """
-    if not levelled:
-        return (NOT_JUDGED, f"run too short: backprop's validation loss still fell {100 * fall:.1f}% over the "
-                f"last fifth of {iterations:,} iterations; a run long enough that it falls less than "
-                f"{100 * threshold:g}% would settle it")
+    if not_judged_because:
+        return NOT_JUDGED, not_judged_because
     n, runs = parts["runs_reached"], parts["runs"]
     if n == 0:
         return "does not hold", f"no forward-gradient run reached backprop's best loss ({runs} runs)"
@@ -168,8 +166,9 @@ def claim_time_to_loss(r, cpu=True):
     device = next(iter(rows.values()))["device"]
     runs = ", ".join(f"{k}: {v['runs']} × {v['iterations']:,}" for k, v in rows.items())
     return _row(paper, "; ".join(parts), f"{device}; runs × iterations {runs}", _combine(grades),
-                "per experiment: not judged until backprop levels off (< 1% fall over the last fifth) "
-                "or when the 95% interval of (I_f/I_b) × (S_f/S_b) contains 1")
+                "per experiment: not judged until backprop has learned (best loss below 90% of chance, ln 10) "
+                "and levelled off (< 1% fall over the last fifth), or when the 95% interval of "
+                "(I_f/I_b) × (S_f/S_b) contains 1")
 
 
 def claim_depth(r, cpu=True):
