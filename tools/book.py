@@ -135,8 +135,9 @@ def status_text():
             params = meta.get("parameters") or {}
             settings = "full defaults" if not params else "reduced: " + ", ".join(f"{k} = {v}" for k, v in params.items())
             lines.append(f"| {{doc}}`{path.stem}` | {when} | – | – | {minutes} | {settings} |")
-    lines += ["", "–: not recorded (the chapter last ran before run records were introduced; its time and "
-              "settings come from papermill's metadata in the notebook)."]
+    if any("| – | – |" in line for line in lines):
+        lines += ["", "–: not recorded (the chapter last ran before run records were introduced; its time and "
+                  "settings come from papermill's metadata in the notebook)."]
     return "\n".join(lines) + "\n"
 
 
