@@ -99,24 +99,24 @@ def floating_dtype(name, value):
     return value
 
 
-def rates(name, values):
-    """A non-empty list of learning rates."""
+def _list_of(name, values, check, what):
+    """A non-empty list, each element passing `check` (named name[i] in errors)."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        _fail(TypeError, name, values, "a list of positive numbers")
+        _fail(TypeError, name, values, f"a list of {what}")
     values = list(values)
     if not values:
-        _fail(ValueError, name, values, "a non-empty list of positive numbers")
-    return [rate(f"{name}[{i}]", v) for i, v in enumerate(values)]
+        _fail(ValueError, name, values, f"a non-empty list of {what}")
+    return [check(f"{name}[{i}]", v) for i, v in enumerate(values)]
+
+
+def rates(name, values):
+    """A non-empty list of learning rates."""
+    return _list_of(name, values, rate, "positive numbers")
 
 
 def counts(name, values):
     """A non-empty list of positive integers (e.g. depths or batch sizes)."""
-    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
-        _fail(TypeError, name, values, "a list of positive integers")
-    values = list(values)
-    if not values:
-        _fail(ValueError, name, values, "a non-empty list of positive integers")
-    return [count(f"{name}[{i}]", v) for i, v in enumerate(values)]
+    return _list_of(name, values, count, "positive integers")
 
 
 def same_place(reference_name, reference, **tensors):

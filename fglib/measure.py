@@ -104,12 +104,6 @@ def time_to_target(validation, fg="forward gradient", bp="backprop"):
             "reached": bool(len(hit))}
 
 
-def per_run_time_ratios(curves):
-    """T_f/T_b for each run r (forward-gradient run r against backprop run r)."""
-    val = curves[curves["split"] == "validation"]
-    return [time_to_target(val[val["run"] == r])["T_f/T_b"] for r in sorted(val["run"].unique())]
-
-
 def describe_ratio(value):
     """'never within the run' for a missing T_f/T_b, else the number to 3 decimals."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):

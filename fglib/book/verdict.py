@@ -16,9 +16,7 @@ def grade_ratios(ratios, threshold=1.0):
     """'holds' if every value is below the threshold, 'partly' if some are, else 'does not hold'.
     NaN (e.g. a target never reached) counts as not below."""
     below = [v < threshold for v in pd.Series(ratios, dtype=float)]  # NaN < x is False
-    if below and all(below):
-        return "holds"
-    return "partly" if any(below) else "does not hold"
+    return _grade(below) if below else "does not hold"
 
 
 NOT_JUDGED = "not judged"
@@ -107,21 +105,29 @@ def claim_unbiased(r):
                 "holds if every |z| < 4.5 and the second moment is within 4.5 SE")
 
 
+ALIKE = (0.67, 1.5)  # forward gradient / backprop iterations to a loss level that count as "alike"
+
+
+def alike(ratio):
+    """Claim 2's first half for one function: the iteration ratio lies within ALIKE."""
+    return math.isfinite(ratio) and ALIKE[0] <= ratio <= ALIKE[1]
+
+
 def claim_test_functions(r):
     t = r.get("test_functions")
     paper = "alike in expectation; FG slightly faster per iteration"
     if not t:
         return _row(paper)
-    parts, alike, faster = [], [], []
+    parts, similar, faster = [], [], []
     speed = t["backprop_over_fg_time_per_iteration"]
     for name, reach in t["reach"].items():
         fg, bp = reach.get("forward gradient", math.nan), reach.get("backprop", math.nan)
         ratio = fg / bp if bp else math.nan
-        alike.append(0.67 <= ratio <= 1.5 if math.isfinite(ratio) else False)
+        similar.append(alike(ratio))
         faster.append(speed.get(name, 0) > 1)
         parts.append(f"{name}: FG/BP iterations to loss {t['levels'][name]:g} = {ratio:.2f}, "
                      f"BP/FG time per iteration {speed.get(name, math.nan):.2f}")
-    grade = _grade(alike + faster)
+    grade = _grade(similar + faster)
     return _row(paper, "; ".join(parts), f"{t['device']}; {t['runs']} runs per method",
                 grade, "both halves: iteration ratio within 0.67–1.5, and BP/FG time per iteration > 1, "
                        "on each function")
@@ -248,6 +254,29 @@ def to_markdown(table):
         cells[5] = f"**{cells[5]}**"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def best_normal_ratio(results):
+    """The lowest forward-gradient / backprop step ratio the implementations chapter measured with
+    normal directions (any engine, eager or compiled), as text, or None before it has run."""
+    ratios = results.get("implementations", {}).get("R_f/R_b", {})
+    normal = {k: v for k, v in ratios.items() if "Rademacher" not in k and "FG" in k and v == v}
+    if not normal:
+        return None
+    key = min(normal, key=normal.get)
+    return f"{normal[key]:.2f} ({key})"
+
+
+def sweep_summary(results):
+    """One clause per model of the learning-rate sweep: forward gradients' time to the common
+    target in units of backprop's, or None before the sweep has run."""
+    sweep, parts = results.get("lr_sweep", {}), []
+    for model in ("logreg", "mlp"):
+        rows = {r["method"]: r for r in sweep.get(model, [])}
+        if len(rows) == 2 and rows["backprop"]["time to target (s)"] > 0:
+            ratio = rows["forward gradient"]["time to target (s)"] / rows["backprop"]["time to target (s)"]
+            parts.append(f"{model}: forward gradients took {ratio:.1f} times backprop's time to the common target")
+    return "; ".join(parts) or None
 
 
 def rules_markdown(table):
