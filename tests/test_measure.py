@@ -58,16 +58,54 @@ def test_bad_repeats_refused():
         fglib.median_times({"a": lambda: None}, "cpu", repeats=0)
 
 
-def test_sweep_picks_best_rate_and_records_divergence(mnist):
-    from fglib.book.sweep import best_rates, compare_at_best, lr_sweep
-    curves, finals = lr_sweep("logreg", mnist, {"fg": [1e-4, 1e-3, 1e38], "bp": [1e-3, 1e-1]},
-                              runs=1, iterations=60, eval_every=30)
-    assert finals[finals.lr == 1e38].diverged.all()
-    best = best_rates(finals)
-    assert best == {"backprop": 0.1, "forward gradient": 1e-3}
-    table = compare_at_best(curves, finals)
-    assert table["iterations to target"].notna().all()
-    assert set(table.index) == {"backprop", "forward gradient"}
+def test_sweep_stops_at_the_first_divergent_rate(mnist):
+    """Rates run in increasing order; the first divergent one is recorded and those above it
+    are skipped, not run."""
+    from fglib.book.sweep import DIVERGED, SKIPPED, lr_sweep
+    curves, finals = lr_sweep("logreg", mnist, {"fg": [1e38, 1e-3, 1e39], "bp": [1e-1]},
+                              runs=1, iterations=40, eval_points=5)
+    status = finals.set_index(["method", "lr"])["status"]
+    assert status[("forward gradient", 1e38)] == DIVERGED and status[("forward gradient", 1e39)] == SKIPPED
+    assert set(curves.lr) == {1e-3, 1e-1}
+
+
+def sweep_curves(hits):
+    """Fabricated validation curves: hits[(method, lr)] = iteration at which each run's loss
+    drops from 2.0 to 0.3 (None: never)."""
+    rows = []
+    for (method, lr), per_run in hits.items():
+        for run, hit in enumerate(per_run):
+            for i in (0, 10, 20, 50, 100, 200, 500, 1000):
+                low = hit is not None and i >= hit
+                rows.append({"method": method, "lr": lr, "run": run, "split": "validation", "iteration": i,
+                             "loss": 0.3 if low else 2.0, "accuracy": 0.95 if low else 0.5})
+    return pd.DataFrame(rows)
+
+
+def sweep_finals(hits, diverged=()):
+    rows = [{"method": m, "lr": lr, "run": 0, "status": "ran"} for m, lr in hits]
+    return pd.DataFrame(rows + [{"method": m, "lr": lr, "run": -1, "status": "diverged"} for m, lr in diverged])
+
+
+def test_sweep_compares_each_method_at_its_own_best_rate_pair_by_pair():
+    from fglib.book.sweep import compare_at_best
+    hits = {("forward gradient", 1e-4): [500, 1000, None], ("forward gradient", 1e-3): [200, 200, 500],
+            ("backprop", 0.01): [200, 200, 200], ("backprop", 0.1): [50, 100, 50]}
+    table = compare_at_best(sweep_curves(hits), sweep_finals(hits, [("backprop", 1.0)]), {"loss": [0.5]},
+                            step_fg=2.0, step_bp=1.0, iterations=1000)
+    row = table.iloc[0]
+    assert row["best rate, forward gradient"] == 1e-3 and row["best rate, backprop"] == 0.1
+    assert row["I_f/I_b"] == pytest.approx((4 + 2 + 10) / 3) and row["T_f/T_b"] == pytest.approx(2 * 16 / 3)
+    assert "forward gradient" in row["note"] and "backprop" not in row["note"]  # 1e-3 is fg's top, no divergence
+
+
+def test_sweep_gives_no_ratio_when_forward_gradients_never_reach_the_target():
+    from fglib.book.sweep import compare_at_best
+    hits = {("forward gradient", 1e-4): [None, None], ("backprop", 0.1): [50, 50]}
+    table = compare_at_best(sweep_curves(hits), sweep_finals(hits), {"accuracy": [0.9]}, 1.0, 1.0, iterations=1000)
+    row = table.iloc[0]
+    assert row["target"] == "validation accuracy ≥ 90%" and math.isnan(row["T_f/T_b"])
+    assert "I_f/I_b > 20" in row["note"]
 
 
 def test_saved_bytes_counts_the_activations_not_the_weights():

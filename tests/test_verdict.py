@@ -135,3 +135,20 @@ def test_verdict_words():
     assert fglib.book.verdict.grade_ratios([1.5, 1.2]) == "does not hold"
     assert fglib.book.verdict.grade_ratios([0.5, float("nan")]) == "partly"
     assert fglib.book.verdict.grade_ratios([float("nan")]) == "does not hold"
+
+
+def test_each_pair_is_judged_against_its_own_backprop_run():
+    """Backprop runs scattered around their mean: every one reaches its own best loss, so no
+    pair is lost to the mean curve's minimum (which no single run need reach)."""
+    c = curves(LEVELLED, LEVELLED, runs=3, noise=0.02)   # run r levels off at 0.40 + 0.02 r
+    parts = to_target.decompose(c, 1.0, 1.0)
+    assert parts["runs_reached"] == 3 and parts["I_ratio"] == [1.0, 1.0, 1.0]
+    assert [round(t, 4) for t in parts["targets"]] == [0.404, 0.4242, 0.4444]
+    mean_min = c[c.method == "backprop"].groupby("iteration")["loss"].mean().min()
+    assert to_target.decompose(c, 1.0, 1.0, target=mean_min)["runs"] < 3  # run 2 never reaches the mean's best
+
+
+def test_tolerance_must_be_non_negative():
+    import pytest
+    with pytest.raises(ValueError, match="tolerance"):
+        to_target.decompose(curves(LEVELLED, LEVELLED), 1.0, 1.0, tolerance=-0.1)

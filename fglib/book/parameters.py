@@ -25,6 +25,18 @@ def _rates_by_method(name, value):
             for k, v in value.items()}
 
 
+def _targets(name, value):
+    """{'loss': [levels], 'accuracy': [levels]}: the learning-rate sweep's fixed targets."""
+    if not isinstance(value, dict) or not value or set(value) - {"loss", "accuracy"}:
+        raise TypeError(f"{name} must be a dict with keys 'loss' and/or 'accuracy', each a list of levels, "
+                        f"got {value!r}")
+    for k, v in value.items():
+        levels = checks.rates(f"{name}[{k!r}]", v)
+        if k == "accuracy" and max(levels) > 1:
+            raise ValueError(f"{name}['accuracy'] levels are fractions between 0 and 1, got {v!r}")
+    return value
+
+
 def _models(name, value):
     if isinstance(value, str) or not value:
         raise TypeError(f"{name} must be a non-empty list of model names, got {value!r}")
@@ -48,7 +60,7 @@ RULES = {
     "sizes": checks.counts, "depths": checks.counts, "batch_sizes": checks.counts,
     "k_values": checks.counts, "dims": checks.counts,
     "model_name": lambda name, value: checks.choice(name, value, MODELS), "models": _models,
-    "results_dir": _folder,
+    "results_dir": _folder, "targets": _targets,
     **{name: checks.count for name in COUNTS},
 }
 

@@ -1,73 +1,156 @@
-"""A learning-rate sweep for each method separately, and a comparison at each one's best rate.
+"""A learning-rate sweep for each method separately, and time to fixed targets at each one's
+best rate, decomposed as T = I x S.
 
-The paper gave both methods the same learning rate. A fair second look tunes each
-on its own: for every method and rate, a few seeded runs; the best rate of a method
-is the one with the lowest mean final validation loss (a run that diverges counts
-as infinitely bad); then both methods at their best rates are compared by the time
-and the iterations they need to reach a common target validation loss.
+The paper gave both methods the same learning rate. A fair second look tunes each on its own:
+
+- Each method's rates run in increasing order, with `runs` seeded runs per rate (run r has
+  seed `seed + r` for both methods: the same initial weights and data order), up to and
+  including the first rate at which a run diverges; higher rates are skipped. A grid that
+  reaches divergence has its best rate inside it, unless the best is its lowest rate.
+- The targets are fixed before the sweep runs (e.g. validation loss 0.5, validation accuracy
+  90%), not read off the results, so neither method's run length decides them.
+- For each target and method, the best rate is the one whose runs all reach the target in the
+  fewest iterations on average (I, read on a log-spaced evaluation schedule). Step time S does
+  not depend on the rate, so that rate also has the shortest time to target.
+- At the two best rates, I_f / I_b is taken pair by pair (same seed) with its mean and 95%
+  interval, and T_f / T_b = (I_f / I_b) x (S_f / S_b) with S from interleaved step timings.
+  Where forward gradients never reach a target within the run, there is no ratio: only the
+  lower bound (run length / I_b) that the run implies.
 """
 import math
 
+import numpy as np
 import pandas as pd
 
 from .. import checks
+from ..to_target import eval_schedule, mean_ci
 from .experiments import METHOD_NAMES, run_training
 
+DIVERGED, SKIPPED, RAN = "diverged", "skipped: above a divergent rate", "ran"
 
-def lr_sweep(model_name, data, rates, runs=2, iterations=2000, eval_every=100, seed=0,
+
+def lr_sweep(model_name, data, rates, runs=3, iterations=2000, eval_points=40, seed=0,
              device="cpu", progress=False, **kwargs):
-    """rates: {'fg': [...], 'bp': [...]}. Returns (curves, finals) with an `lr` column;
-    diverged runs appear in finals with validation_loss = inf and diverged = True."""
+    """rates: {'fg': [...], 'bp': [...]}. Returns (curves, finals): curves with an `lr` column;
+    finals one row per (method, lr, run) with its `status` (ran, diverged or skipped)."""
     if not isinstance(rates, dict) or not rates:
         raise TypeError(f"rates must be a dict {{'fg': [...], 'bp': [...]}}, got {rates!r}")
-    rates = {checks.choice("rates key", m, METHOD_NAMES): checks.rates(f"rates[{m!r}]", r)
+    rates = {checks.choice("rates key", m, METHOD_NAMES): sorted(checks.rates(f"rates[{m!r}]", r))
              for m, r in rates.items()}
+    eval_at = eval_schedule(checks.count("iterations", iterations), checks.count("eval_points", eval_points))
     curves, finals = [], []
     for m, method_rates in rates.items():
+        status = RAN
         for lr in method_rates:
+            if status != RAN:
+                finals.append(pd.DataFrame([{"method": METHOD_NAMES[m], "run": -1, "lr": lr, "status": SKIPPED}]))
+                continue
             try:
-                c, f = run_training(model_name, data, lr, runs, iterations, eval_every=eval_every,
-                                    seed=seed, methods=(m,), device=device, progress=progress, **kwargs)
+                c, f = run_training(model_name, data, lr, runs, iterations, seed=seed, methods=(m,),
+                                    device=device, progress=progress, eval_at=eval_at, **kwargs)
                 curves.append(c.assign(lr=lr))
-                finals.append(f.assign(lr=lr, diverged=False))
+                finals.append(f.assign(lr=lr, status=RAN))
             except FloatingPointError:
-                finals.append(pd.DataFrame([{"method": METHOD_NAMES[m], "run": -1, "lr": lr,
-                                             "validation_loss": math.inf, "test_accuracy": math.nan,
-                                             "test_loss": math.inf, "diverged": True}]))
+                status = DIVERGED
+                finals.append(pd.DataFrame([{"method": METHOD_NAMES[m], "run": -1, "lr": lr, "status": DIVERGED}]))
     return pd.concat(curves, ignore_index=True), pd.concat(finals, ignore_index=True)
 
 
-def best_rates(finals):
-    """{method: rate with the lowest mean final validation loss}."""
-    mean = finals.groupby(["method", "lr"])["validation_loss"].mean()
-    return {method: float(s.idxmin()[1]) for method, s in mean.groupby(level="method")}
+def target_label(column, level):
+    """'validation loss ≤ 0.5' or 'validation accuracy ≥ 90%'."""
+    return f"validation loss ≤ {level:g}" if column == "loss" else f"validation accuracy ≥ {100 * level:g}%"
 
 
-def reach(curves, target):
-    """Mean-over-runs validation curve of each (method, lr): first iteration and time at or
-    below `target` (NaN when never reached)."""
+def iterations_to_targets(curves, targets):
+    """targets: {'loss': [levels], 'accuracy': [levels]}. One row per (target, method, lr, run):
+    the first evaluated iteration at which the validation loss is at or below the level (or the
+    accuracy at or above it), NaN when the run never got there."""
+    unknown = set(targets) - {"loss", "accuracy"}
+    if unknown:
+        raise ValueError(f"targets may only have the keys 'loss' and 'accuracy', got {sorted(unknown)}")
     val = curves[curves["split"] == "validation"]
     rows = []
-    for (method, lr), d in val.groupby(["method", "lr"]):
-        mean = d.groupby("iteration")[["time", "loss"]].mean().sort_index()
-        hit = mean[mean["loss"] <= target]
-        rows.append({"method": method, "lr": lr,
-                     "iterations to target": hit.index[0] if len(hit) else math.nan,
-                     "time to target (s)": hit["time"].iloc[0] if len(hit) else math.nan,
-                     "best validation loss": mean["loss"].min()})
+    for column, levels in targets.items():
+        for level in checks.rates(f"targets[{column!r}]", levels):
+            hit = val["loss"] <= level if column == "loss" else val["accuracy"] >= level
+            first = val[hit].groupby(["method", "lr", "run"])["iteration"].min()
+            for key in val.groupby(["method", "lr", "run"]).groups:
+                rows.append({"target": target_label(column, level), "method": key[0], "lr": key[1], "run": key[2],
+                             "iterations": float(first.get(key, math.nan))})
     return pd.DataFrame(rows)
 
 
-def compare_at_best(curves, finals):
-    """Each method at its own best rate: iterations and time to the common target (the
-    higher of the two methods' best mean validation losses, so both reach it) and accuracy."""
-    best = best_rates(finals)
-    table = reach(curves, math.inf)
-    at_best = table[[table.loc[i, "lr"] == best[table.loc[i, "method"]] for i in table.index]]
-    target = at_best["best validation loss"].max()
-    out = reach(curves, target)
-    out = out[[out.loc[i, "lr"] == best[out.loc[i, "method"]] for i in out.index]].set_index("method")
-    acc = finals[~finals["diverged"]].groupby(["method", "lr"])["test_accuracy"].mean()
-    out["test accuracy"] = [acc[(m, best[m])] for m in out.index]
-    out["target validation loss"] = target
-    return out
+def best_rates(reach):
+    """One row per (target, method): the rate whose runs all reached the target in the fewest
+    iterations on average, or NaN when no rate's runs all reached it."""
+    rows = []
+    for (target, method), d in reach.groupby(["target", "method"], sort=False):
+        per_rate = d.groupby("lr")["iterations"].agg(["mean", "count", "size"])
+        full = per_rate[per_rate["count"] == per_rate["size"]]
+        best = full["mean"].idxmin() if len(full) else math.nan
+        rows.append({"target": target, "method": method, "lr": best})
+    return pd.DataFrame(rows)
+
+
+def on_edge(finals, method, lr):
+    """Whether `lr` is the lowest rate that ran for `method`, or its highest with no divergent
+    rate above it: then a rate outside the grid might be better."""
+    mine = finals[finals["method"] == method]
+    ran = sorted(mine.loc[mine["status"] == RAN, "lr"].unique())
+    diverged = (mine["status"] == DIVERGED).any()
+    return len(ran) > 0 and (lr == ran[0] or (lr == ran[-1] and not diverged))
+
+
+def compare_at_best(curves, finals, targets, step_fg, step_bp, iterations,
+                    fg="forward gradient", bp="backprop"):
+    """One row per target: each method's best rate, its mean iterations to the target, the
+    paired I_f / I_b (mean and 95% half-width), S_f / S_b, T_f / T_b and, in words, what a
+    missing number means."""
+    s_ratio = checks.real("step_fg", step_fg, positive=True) / checks.real("step_bp", step_bp, positive=True)
+    reach = iterations_to_targets(curves, targets)
+    best = best_rates(reach).set_index(["target", "method"])["lr"]
+    rows = []
+    for target in reach["target"].unique():
+        lr_f, lr_b = best.get((target, fg), math.nan), best.get((target, bp), math.nan)
+        i_f = _runs(reach, target, fg, lr_f)
+        i_b = _runs(reach, target, bp, lr_b)
+        row = {"target": target, "best rate, forward gradient": lr_f, "best rate, backprop": lr_b,
+               "I_f": np.nanmean(i_f) if len(i_f) else math.nan, "I_b": np.nanmean(i_b) if len(i_b) else math.nan,
+               "I_f/I_b": math.nan, "±95%": math.nan, "S_f/S_b": s_ratio, "T_f/T_b": math.nan, "note": ""}
+        edge = [name for name, m, lr in (("forward gradient", fg, lr_f), ("backprop", bp, lr_b))
+                if np.isfinite(lr) and on_edge(finals, m, lr)]
+        if not np.isfinite(lr_b):
+            row["note"] = "backprop never reached it"
+        elif not np.isfinite(lr_f):
+            bound = iterations / row["I_b"]
+            row["note"] = f"forward gradients did not reach it in {iterations:,} iterations: I_f/I_b > {bound:.0f}"
+        else:
+            ratios = [f / max(b, 1) for f, b in zip(i_f, i_b)]
+            row["I_f/I_b"], row["±95%"], _ = mean_ci(ratios)
+            row["T_f/T_b"] = row["I_f/I_b"] * s_ratio
+        if edge:
+            row["note"] = "; ".join(filter(None, [row["note"], f"best rate at the grid's edge: {' and '.join(edge)}"]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _runs(reach, target, method, lr):
+    """Iterations to `target` of each run (ordered by run) of `method` at `lr`."""
+    if not np.isfinite(lr):
+        return []
+    d = reach[(reach["target"] == target) & (reach["method"] == method) & (reach["lr"] == lr)]
+    return d.sort_values("run")["iterations"].tolist()
+
+
+def describe(rows):
+    """One clause per target of a compare_at_best table (as records): T_f/T_b with its two
+    factors, or what a missing number means."""
+    parts = []
+    for row in rows:
+        if math.isfinite(row["T_f/T_b"]):
+            ci = f" ± {row['±95%']:.2f}" if math.isfinite(row["±95%"]) else ""
+            parts.append(f"to {row['target']}, T_f/T_b = {row['T_f/T_b']:.2f} "
+                         f"(I_f/I_b {row['I_f/I_b']:.2f}{ci} × S_f/S_b {row['S_f/S_b']:.2f})")
+        else:
+            parts.append(f"to {row['target']}, {row['note'].split('; best rate')[0]}")
+    return "; ".join(parts)

@@ -29,16 +29,16 @@ def grade_time_to_target(parts, not_judged_because=None):
                  backprop had not learned or not levelled off), or the 95% interval of
                  T_f/T_b = (I_f/I_b) x (S_f/S_b) contains 1 (the evidence cannot tell)
     holds        every run reached the target and the whole interval is below 1
-    does not hold  no run reached backprop's best loss, or the whole interval is above 1
+    does not hold  no forward-gradient run came within 1% of its backprop twin's best loss, or the whole interval is above 1
     partly       some runs reached the target and others did not
     """
     if not_judged_because:
         return NOT_JUDGED, not_judged_because
     n, runs = parts["runs_reached"], parts["runs"]
     if n == 0:
-        return "does not hold", f"no forward-gradient run reached backprop's best loss ({runs} runs)"
+        return "does not hold", f"no forward-gradient run came within 1% of its backprop twin's best loss ({runs} pairs)"
     if n < runs:
-        return "partly", f"{n} of {runs} forward-gradient runs reached backprop's best loss"
+        return "partly", f"{n} of {runs} forward-gradient runs came within 1% of their backprop twin's best loss"
     half = parts["I_ratio_ci"] if math.isfinite(parts["I_ratio_ci"]) else math.inf
     low, high = [(parts["I_ratio_mean"] + s * half) * parts["S_ratio"] for s in (-1, 1)]
     interval = f"T_f/T_b = {parts['T_ratio']:.2f}, 95% interval {low:.2f} to {high:.2f}"
@@ -268,14 +268,12 @@ def best_normal_ratio(results):
 
 
 def sweep_summary(results):
-    """One clause per model of the learning-rate sweep: forward gradients' time to the common
-    target in units of backprop's, or None before the sweep has run."""
-    sweep, parts = results.get("lr_sweep", {}), []
-    for model in ("logreg", "mlp"):
-        rows = {r["method"]: r for r in sweep.get(model, [])}
-        if len(rows) == 2 and rows["backprop"]["time to target (s)"] > 0:
-            ratio = rows["forward gradient"]["time to target (s)"] / rows["backprop"]["time to target (s)"]
-            parts.append(f"{model}: forward gradients took {ratio:.1f} times backprop's time to the common target")
+    """One clause per model of the learning-rate sweep (each method at its own best rate, time
+    to fixed targets decomposed), or None before the sweep has run."""
+    from .sweep import describe
+    sweep = results.get("lr_sweep", {})
+    parts = [f"{model}: {describe(sweep[model])}" for model in ("logreg", "mlp")
+             if isinstance(sweep.get(model), list) and sweep[model] and "T_f/T_b" in sweep[model][0]]
     return "; ".join(parts) or None
 
 
