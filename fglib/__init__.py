@@ -12,6 +12,7 @@ The method, one idea per module:
     to_target      time to a target loss decomposed, T = I x S, and when a run can be judged
     timing         fair timing: warm-up, sync, rotating interleaved rounds, machine load
     stats          the estimator's mean, variance and cosine
+    zeroth_order   finite differences along v (SPSA, MeZO) beside the exact forward gradient
     numerics       finite differences and the complex step against the exact derivative
     device         choosing, naming and synchronising the device
     checks         the argument checks every public function uses
@@ -31,11 +32,12 @@ from .models import MODELS, build_model, count_parameters
 from .data import BatchSampler, load_data
 from .methods import Backprop, ForwardGradientDescent, learning_rate, make_method, PAPER_DECAY
 from .train import evaluate, train
-from .measure import describe_ratio, peak_memory, runtime_ratios, saved_bytes, time_to_target
+from .zeroth_order import FiniteDifferenceDescent, InPlaceFiniteDifference, finite_difference
+from .measure import describe_ratio, peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes, time_to_target
 from .timing import keep_freed_memory, median_times
 from .device import device_name, resolve_device
 from .to_target import decompose, eval_schedule, levelled_off
-from . import book, checks, engine, measure, numerics, stats, timing, to_target
+from . import book, checks, engine, measure, numerics, stats, timing, to_target, zeroth_order
 from .book.experiments import measure_runtime, run_function, run_training
 from .book.report import environment, glue, load_results, save_results
 

@@ -10,9 +10,12 @@ synchronised around each call, base, forward-gradient and backprop calls interle
 in every round in a rotating order, so that a slow patch of the machine hits all alike.
 """
 import numbers
+import weakref
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from . import checks
 from .timing import median_times
@@ -53,6 +56,48 @@ def peak_memory(fn, device):
     fn()
     synchronize(device)
     return float(torch.cuda.max_memory_allocated(device))
+
+
+class _TensorBytes(TorchDispatchMode):
+    """Counts the bytes of every new storage an operation returns, and takes them off when the
+    storage is freed (a weak reference's finalizer); keeps the peak of the running total."""
+
+    def __init__(self):
+        super().__init__()
+        self.live, self.now, self.peak = {}, 0, 0
+
+    def _free(self, key):
+        self.now -= self.live.pop(key, 0)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        for t in tree_leaves(out):
+            if not isinstance(t, torch.Tensor):
+                continue
+            storage = t.untyped_storage()
+            key = (storage.data_ptr(), storage.device)
+            if key[0] in inputs or key in self.live or storage.nbytes() == 0:
+                continue  # an in-place result, a view of an input, or already counted
+            self.live[key] = storage.nbytes()
+            self.now += storage.nbytes()
+            self.peak = max(self.peak, self.now)
+            weakref.finalize(storage, self._free, key)
+        return out
+
+
+def peak_tensor_bytes(fn):
+    """Peak bytes held at once by the tensors that `fn` creates, on any device: every PyTorch
+    operation's new outputs are counted while they are alive (the activations, the tape, the
+    directions, the gradients, temporaries). Memory that existed before (the parameters, the
+    batch) is not counted, nor scratch space a kernel uses internally. On a GPU, compare with
+    `peak_memory`, the CUDA allocator's own figure."""
+    if not callable(fn):
+        raise TypeError(f"fn must be a no-argument callable (e.g. lambda: method.step(x, y)), got {fn!r}")
+    counter = _TensorBytes()
+    with counter:
+        fn()
+    return counter.peak
 
 
 def saved_bytes(fn, exclude=()):

@@ -138,8 +138,10 @@ METHODS = {"fg": ForwardGradientDescent, "bp": Backprop}
 
 
 def make_method(name, model, loss_fn, lr, seed=0, **kwargs):
-    """'fg' (forward gradient descent) or 'bp' (backpropagation), same arguments."""
-    checks.choice("name", name, METHODS)  # 'fg': forward gradient, 'bp': backprop
-    if name == "fg":
-        return ForwardGradientDescent(model, loss_fn, lr, seed=seed, **kwargs)
-    return Backprop(model, loss_fn, lr, **kwargs)
+    """'fg' (forward gradient descent) or 'bp' (backpropagation), or the zeroth-order 'fd'
+    (finite differences along the same directions, SPSA) and 'fd_inplace' (MeZO's in-place
+    scheme) from fglib.zeroth_order; same arguments, plus each method's own."""
+    checks.choice("name", name, METHODS)
+    if name == "bp":
+        return Backprop(model, loss_fn, lr, **kwargs)
+    return METHODS[name](model, loss_fn, lr, seed=seed, **kwargs)

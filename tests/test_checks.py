@@ -102,6 +102,14 @@ CASES = [
     ("make_method name", lambda: fglib.make_method("sgd", logreg(), F.cross_entropy, 0.1), ValueError,
      "name must be one of"),
     ("learning_rate i", lambda: fglib.learning_rate(-1, 0.1), ValueError, "i must"),
+    # zeroth order
+    ("FiniteDifferenceDescent h", lambda: fglib.FiniteDifferenceDescent(logreg(), F.cross_entropy, 0.1, h=-1.0),
+     ValueError, "h must be a positive"),
+    ("InPlaceFiniteDifference scheme", lambda: fglib.InPlaceFiniteDifference(logreg(), F.cross_entropy, 0.1,
+                                                                            scheme="left"), ValueError, "scheme"),
+    ("finite_difference v", lambda: fglib.finite_difference(logreg(), F.cross_entropy, X, Y, [], 1e-3), ValueError,
+     "one tensor per parameter"),
+    ("peak_tensor_bytes fn", lambda: fglib.peak_tensor_bytes(3), TypeError, "fn must be"),
     ("learning_rate lr0", lambda: fglib.learning_rate(0, "0.1"), TypeError, "lr0"),
     # the loop
     ("train iterations negative", lambda: train(iterations=-5), ValueError, "iterations"),

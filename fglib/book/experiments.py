@@ -23,7 +23,8 @@ from ..train import evaluate, progress_bar, train
 from .tables import paper_vs_ours
 from .verdict import grade_ratios, grade_time_to_target
 
-METHOD_NAMES = {"fg": "forward gradient", "bp": "backprop"}
+METHOD_NAMES = {"fg": "forward gradient", "bp": "backprop", "fd": "finite difference",
+                "fd_inplace": "finite difference, in place"}
 
 
 def _common(lr, runs, iterations, seed, methods):

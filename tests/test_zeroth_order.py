@@ -1,0 +1,185 @@
+"""Finite differences along v (SPSA, MeZO): convergence to the exact d, exactness on a quadratic,
+unbiasedness, the in-place scheme's exact restore and its memory, and clear errors."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import fglib
+from fglib import stats
+from fglib.zeroth_order import InPlaceFiniteDifference, finite_difference
+
+A = torch.tensor([[3.0, 1.0, 0.0], [1.0, 2.0, -0.5], [0.0, -0.5, 1.0]], dtype=torch.float64)
+B = torch.tensor([0.5, -1.0, 2.0], dtype=torch.float64)
+START = [0.3, -0.7, 1.1]
+
+
+def quadratic(theta):
+    return 0.5 * theta @ (A @ theta) + B @ theta
+
+
+def quartic(theta):
+    return (theta ** 4).sum()
+
+
+def batch(model, dtype=torch.float64, n=32):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, 1, 28, 28, generator=g, dtype=dtype), torch.randint(0, 10, (n,), generator=g)
+
+
+def small_mlp():
+    return fglib.build_model("deep", seed=0, depth=3, width=64).double()
+
+
+def directions(model, seed=1):
+    return fglib.sample_directions(list(model.parameters()), "normal", fglib.make_generator(seed))
+
+
+@pytest.mark.parametrize("scheme,order", [("forward", 1), ("central", 2)])
+def test_difference_converges_to_the_exact_derivative_at_its_order(scheme, order):
+    """float64, logistic regression on MNIST-shaped data (smooth: in a ReLU network a kink
+    crossed between theta - hv and theta + hv breaks the order until h is small enough): the
+    error against forward mode's exact d falls like h^order."""
+    model = fglib.build_model("logreg", seed=0).double()
+    x, y = batch(model)
+    v = directions(model)
+    _, d = fglib.module_jvp(model, F.cross_entropy, x, y, v)
+    errors = [abs(float(finite_difference(model, F.cross_entropy, x, y, v, h, scheme)[1] - d))
+              for h in (1e-4, 1e-5)]
+    assert errors[1] < 1e-3 * abs(float(d))
+    assert 10 ** (order - 0.3) < errors[0] / errors[1] < 10 ** (order + 0.3)
+
+
+def test_central_difference_is_exact_for_a_quadratic_at_any_h():
+    model = fglib.PointModel(quadratic, START)
+    v = [torch.tensor([1.0, 2.0, -1.0], dtype=torch.float64)]
+    exact = float((A @ model.theta.detach() + B) @ v[0])
+    for h in (1e-3, 0.5, 10.0):
+        _, d = finite_difference(model, fglib.value_loss, None, None, v, h, "central")
+        assert float(d) == pytest.approx(exact, rel=1e-12)
+    _, d = finite_difference(model, fglib.value_loss, None, None, v, 0.5, "forward")
+    assert abs(float(d) - exact) > 0.1  # the one-sided difference is not: it carries (h/2) v'Av
+
+
+def gradient_samples(f, h, n=20_000):
+    model = fglib.PointModel(f, START)
+    gen = fglib.make_generator(5)
+    out = []
+    for _ in range(n):
+        v = torch.randn(3, dtype=torch.float64, generator=gen)
+        out.append(finite_difference(model, fglib.value_loss, None, None, [v], h, "central")[1] * v)
+    theta = model.theta.detach().clone().requires_grad_(True)
+    return torch.stack(out), torch.autograd.grad(f(theta), theta)[0]
+
+
+def test_central_difference_gradient_is_unbiased_on_a_quadratic():
+    samples, grad = gradient_samples(quadratic, 1e-4)
+    assert stats.z_scores(samples, grad).abs().max() < 4.5
+
+
+def test_the_same_test_detects_the_bias_of_a_large_h_on_a_quartic():
+    """Control: for sum(theta^4) the central difference carries (h^2/6) D^3f[v,v,v], whose
+    mean along v is 12 h^2 theta: the test must reject it at h = 1."""
+    samples, grad = gradient_samples(quartic, 1.0)
+    assert stats.z_scores(samples, grad).abs().max() > 20
+
+
+def test_same_seed_gives_forward_gradient_and_finite_difference_the_same_directions():
+    model = fglib.build_model("logreg", seed=0).double()
+    x, y = batch(model)
+    fg = fglib.make_method("fg", model, F.cross_entropy, 1e-3, seed=7)
+    fd = fglib.make_method("fd", model, F.cross_entropy, 1e-3, seed=7, h=1e-5)
+    fg.fill_grad(x, y)
+    g_fg = [p.grad.clone() for p in fg.params]
+    fd.fill_grad(x, y)
+    assert fg.last_seeds == fd.last_seeds
+    for a, b in zip(g_fg, fd.params):
+        torch.testing.assert_close(b.grad, a, rtol=1e-5, atol=1e-9)
+
+
+def naive_mezo_perturbation(model, h, seed):
+    """MeZO's scheme: theta += h v; theta -= 2 h v; theta += h v, in place."""
+    params = list(model.parameters())
+    with torch.no_grad():
+        for scale in (h, -2 * h, h):
+            for p, v in zip(params, directions(model, seed)):
+                p.add_(v, alpha=scale)
+
+
+def test_in_place_scheme_leaves_the_weights_bit_identical_at_learning_rate_zero():
+    model = fglib.build_model("mlp", seed=0)
+    x, y = batch(model, torch.float32)
+    before = [p.detach().clone() for p in model.parameters()]
+    method = InPlaceFiniteDifference(model, F.cross_entropy, 1e-3, h=1e-2, seed=0)
+    method.optimizer.param_groups[0]["lr"] = 0.0
+    for _ in range(3):
+        method.step(x, y)
+    assert all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    # control: adding and subtracting the perturbation in place does change some weights
+    naive_mezo_perturbation(model, 1e-2, 1)
+    assert not all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+
+
+def test_in_place_step_is_the_finite_difference_along_its_regenerated_direction():
+    model = small_mlp()
+    x, y = batch(model)
+    method = InPlaceFiniteDifference(model, F.cross_entropy, 0.1, h=1e-5, seed=3, decay=0.5)
+    before = [p.detach().clone() for p in model.parameters()]
+    loss = method.step(x, y)
+    seed = method.last_seeds[0]
+    v = [method.direction_of(seed, p) for p in method.params]
+    copy = small_mlp()
+    _, d = finite_difference(copy, F.cross_entropy, x, y, v, 1e-5, "central")
+    for b, p, vi in zip(before, model.parameters(), v):
+        torch.testing.assert_close(p.detach(), b - 0.1 * d * vi, rtol=1e-10, atol=1e-12)
+    assert method.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * math.exp(-0.5))  # the decay applies
+    with torch.no_grad():
+        assert float(loss) == pytest.approx(float(F.cross_entropy(copy(x), y)), rel=1e-6)
+
+
+def test_in_place_scheme_needs_no_parameter_sized_buffer():
+    """Measured: beyond inference, one step holds about one layer's perturbed weight, a
+    quarter of the parameters of this 4-layer network; the out-of-place difference holds at
+    least a full copy (control)."""
+    model = fglib.build_model("deep", seed=0, depth=4, width=512)
+    x, y = batch(model, torch.float32, 64)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    largest = max(p.numel() * p.element_size() for p in model.parameters())
+    inference = fglib.peak_tensor_bytes(fglib.measure.base_call(model, F.cross_entropy, x, y))
+    in_place = InPlaceFiniteDifference(model, F.cross_entropy, 1e-6, h=1e-2)
+    extra = fglib.peak_tensor_bytes(lambda: in_place.step(x, y)) - inference
+    assert extra <= largest * 1.05 and extra < params / 2
+    out_of_place = fglib.make_method("fd", model, F.cross_entropy, 1e-6, h=1e-2)
+    out_of_place.step(x, y)
+    assert fglib.peak_tensor_bytes(lambda: out_of_place.step(x, y)) - inference >= params
+
+
+def test_peak_tensor_bytes_counts_what_is_alive_at_once():
+    def work():
+        a = torch.empty(10_000_000, dtype=torch.uint8)
+        del a
+        b = torch.empty(20_000_000, dtype=torch.uint8)
+        c = torch.empty(5_000_000, dtype=torch.uint8)
+        b.add_(1)  # in place: no new memory
+        del b, c
+    assert fglib.peak_tensor_bytes(work) == 25_000_000
+
+
+@pytest.mark.parametrize("h", [0.0, -1e-3, float("inf"), float("nan")])
+def test_bad_h_is_refused_with_its_name(h):
+    model = small_mlp()
+    with pytest.raises(ValueError, match="h must be a positive finite number"):
+        fglib.make_method("fd", model, F.cross_entropy, 1e-3, h=h)
+    with pytest.raises(ValueError, match="h must be"):
+        InPlaceFiniteDifference(model, F.cross_entropy, 1e-3, h=h)
+
+
+def test_in_place_scheme_refuses_an_optimiser_with_state():
+    with pytest.raises(ValueError, match="optimizer must be 'sgd'"):
+        InPlaceFiniteDifference(small_mlp(), F.cross_entropy, 1e-3, optimizer="adam")
+
+
+def test_bad_scheme_is_refused():
+    with pytest.raises(ValueError, match="scheme"):
+        fglib.make_method("fd", small_mlp(), F.cross_entropy, 1e-3, scheme="backward")
