@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from .. import checks
 from ..functions import PointModel, get_function, value_loss
-from ..measure import (describe_ratio, peak_memory, runtime_ratios, saved_bytes,
+from ..measure import (describe_ratio, peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes,
                        time_to_target)
 from ..methods import make_method
 from ..methods import METHODS
@@ -68,18 +68,30 @@ def run_training(model_name, data, lr, runs=5, iterations=1000, batch_size=64, e
     lr, runs, iterations, seed = _common(lr, runs, iterations, seed, methods)
     checks.choice("model_name", model_name, MODELS)
     checks.device("device", device)
+    make_model = lambda s: build_model(model_name, seed=s, device=device, **(model_kwargs or {}))
+    return train_methods(make_model, data, {METHOD_NAMES[m]: (m, lr, method_kwargs) for m in methods}, runs,
+                         iterations, batch_size, eval_every, seed, progress, eval_examples, eval_at)
+
+
+def train_methods(make_model, data, methods, runs, iterations, batch_size=64, eval_every=100, seed=0,
+                  progress=True, eval_examples=None, eval_at=None):
+    """Train several methods `runs` times each on fresh models; return (curves, finals).
+
+    make_model(seed) builds the model; methods maps a label to (make_method name, lr, keyword
+    arguments), so one method can appear with different settings. Run r uses seed `seed + r`
+    for the initial weights, the mini-batches and the directions, for every method alike."""
     curves, finals = [], []
     for r in range(runs):
-        for m in methods:
-            model = build_model(model_name, seed=seed + r, device=device, **(model_kwargs or {}))
-            method = make_method(m, model, F.cross_entropy, lr, seed=seed + r, **method_kwargs)
+        for label, (name, lr, kwargs) in methods.items():
+            model = make_model(seed + r)
+            method = make_method(name, model, F.cross_entropy, lr, seed=seed + r, **kwargs)
             df = train(method, data, iterations, batch_size, eval_every, seed=seed + r,
-                       progress=progress, desc=f"{METHOD_NAMES[m]}, run {r + 1}/{runs}",
+                       progress=progress, desc=f"{label}, run {r + 1}/{runs}",
                        eval_examples=eval_examples, eval_at=eval_at)
-            curves.append(df.assign(method=METHOD_NAMES[m], run=r))
+            curves.append(df.assign(method=label, run=r))
             test_loss, test_acc = evaluate(model, data["test"])
             val_loss, _ = evaluate(model, data["validation"])
-            finals.append({"method": METHOD_NAMES[m], "run": r, "test_loss": test_loss,
+            finals.append({"method": label, "run": r, "test_loss": test_loss,
                            "test_accuracy": test_acc, "validation_loss": val_loss})
     return pd.concat(curves, ignore_index=True), pd.DataFrame(finals)
 
@@ -91,7 +103,8 @@ def measure_runtime(model_name, data, runs=5, batch_size=64, lr=1e-6, seed=0, de
     Forward gradients are timed with fglib's engine (the fastest exact one, see the
     implementations chapter) and, beside it, with PyTorch's forward_ad. Returns one row per
     run: base (s), step times (s) of fg, fg_forward_ad and bp, R_f, R_f (forward_ad), R_b,
-    R_f/R_b for both, peak CUDA memory of each step (NaN on CPU) and bytes saved for backward.
+    R_f/R_b for both, peak CUDA memory of each step (NaN on CPU), peak tensor memory (any device)
+    and bytes saved for backward.
     """
     checks.choice("model_name", model_name, MODELS)
     runs, batch_size, seed = checks.count("runs", runs), checks.count("batch_size", batch_size), checks.seed("seed", seed)
@@ -112,6 +125,7 @@ def measure_runtime(model_name, data, runs=5, batch_size=64, lr=1e-6, seed=0, de
         for m, method in ((m, methods[m]) for m in ("fg", "bp")):
             step = lambda: method.step(x, y)
             row[f"peak_memory_{m}"] = peak_memory(step, device)
+            row[f"peak_tensor_{m}"] = peak_tensor_bytes(step)
             row[f"saved_bytes_{m}"] = saved_bytes(step, exclude=list(model.parameters()))
         rows.append(row)
     return pd.DataFrame(rows)
@@ -191,7 +205,8 @@ def depth_scaling(data, depths, runs=10, batch_size=64, seed=0, device="cpu", wa
 
 
 def memory_by_batch(data, batch_sizes, depth=8, seed=0, device="cpu", width=1024):
-    """Peak allocator memory (GPU) and bytes saved for backward of one step of each method,
+    """Peak allocator memory (GPU), peak tensor memory (any device, fglib.peak_tensor_bytes) and
+    bytes saved for backward of one step of each method,
     for the depth-`depth` MLP at each batch size. Batch sizes beyond the training set are
     made by repeating images."""
     batch_sizes = checks.counts("batch_sizes", batch_sizes)
@@ -206,6 +221,7 @@ def memory_by_batch(data, batch_sizes, depth=8, seed=0, device="cpu", width=1024
             step = lambda: method.step(x, y)
             step()  # allocate .grad and the optimiser's state before measuring
             rows.append({"batch size": b, "method": METHOD_NAMES[m], "peak memory": peak_memory(step, device),
+                         "peak tensor memory": peak_tensor_bytes(step),
                          "saved for backward": saved_bytes(step, exclude=list(model.parameters())),
                          "parameters": param_bytes})
     return pd.DataFrame(rows)

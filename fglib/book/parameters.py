@@ -37,6 +37,20 @@ def _targets(name, value):
     return value
 
 
+def _rate_by_model(name, value):
+    """{model: learning rate}."""
+    if not isinstance(value, dict) or not value:
+        raise TypeError(f"{name} must be a dict {{model name: learning rate}}, got {value!r}")
+    return {checks.choice(f"{name} key", k, MODELS): checks.rate(f"{name}[{k!r}]", v) for k, v in value.items()}
+
+
+def _integers(name, value):
+    """A non-empty list of integers (e.g. the exponents k of h = 10^k)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__") or not list(value):
+        raise TypeError(f"{name} must be a non-empty list of integers, got {value!r}")
+    return [checks.integer(f"{name}[{i}]", k) for i, k in enumerate(value)]
+
+
 def _models(name, value):
     if isinstance(value, str) or not value:
         raise TypeError(f"{name} must be a non-empty list of model names, got {value!r}")
@@ -51,7 +65,7 @@ def _folder(name, value):
 
 COUNTS = ("runs", "eval_every", "timing_repeats", "repeats", "mc_repeats", "n_steps", "n_figure_samples",
           "variance_samples", "broken_samples", "z_samples", "memory_depth", "beale_iterations",
-          "rosenbrock_iterations", "batch_repeats", "eval_points")
+          "rosenbrock_iterations", "batch_repeats", "eval_points", "n_directions", "quant_iterations")
 RULES = {
     "smoke": checks.boolean, "compile_variants": checks.boolean, "seed": checks.seed, "device": checks.device,
     "lr": checks.rate, "beale_lr": checks.rate, "rosenbrock_lr": checks.rate,
@@ -61,6 +75,8 @@ RULES = {
     "k_values": checks.counts, "dims": checks.counts,
     "model_name": lambda name, value: checks.choice(name, value, MODELS), "models": _models,
     "results_dir": _folder, "targets": _targets,
+    "train_models": _models, "fg_lr": _rate_by_model, "bp_lr": _rate_by_model, "exponents": _integers,
+    "target_loss": checks.rate, "quant_step": checks.rate, "quant_h": checks.rate,
     **{name: checks.count for name in COUNTS},
 }
 
