@@ -1,6 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make book   install, execute chapters that have no outputs, render the HTML (_build/html)
 #   make test   install, run the test suite (it executes every chapter with its smoke settings)
+# and a third opens the chapters interactively:
+#   make lab    install, start JupyterLab on book/ (fglib importable, the data folder found)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +10,7 @@ BIN    := $(VENV)/bin
 FGLIB_DATA ?= $(if $(wildcard ../shared/data/MNIST/raw),$(abspath ../shared/data),$(abspath data))
 export FGLIB_DATA
 
-.PHONY: book test chapters-full clean
+.PHONY: book test lab chapters-full clean
 
 book: $(VENV)/.installed
 	$(BIN)/python tools/book.py execute --mode missing
@@ -17,6 +19,9 @@ book: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
+
+lab: $(VENV)/.installed
+	$(BIN)/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/book $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Re-run every chapter with its full settings, in place (long; a GPU helps).
 chapters-full: $(VENV)/.installed

@@ -1,0 +1,133 @@
+"""JupyterLab, the interactive way into the book: a real server on a free loopback port with a
+token and no browser, asked through its REST API for the contents of book/; a kernel started
+through it imports fglib and finds the data folder; then everything is shut down, within a
+bounded time, with no process left behind."""
+import asyncio
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+START_TIMEOUT, CALL_TIMEOUT = 90, 60
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def call(base, token, path, method="GET"):
+    request = urllib.request.Request(f"{base}{path}", method=method, data=b"{}" if method == "POST" else None,
+                                     headers={"Authorization": f"token {token}"})
+    with urllib.request.urlopen(request, timeout=CALL_TIMEOUT) as response:
+        body = response.read()
+        return json.loads(body) if body else None
+
+
+def processes_mentioning(text):
+    """PIDs whose command line contains `text` (the test's own runtime folder)."""
+    found = []
+    for proc in pathlib.Path("/proc").glob("[0-9]*"):
+        try:
+            if text in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """(base url, token) of a JupyterLab server rooted at the repository; shut down afterwards."""
+    port, token = free_port(), uuid.uuid4().hex
+    runtime = tmp_path / "runtime"
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+           "FGLIB_PROGRESS": "text"}
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={ROOT}"] + (["--allow-root"] if os.geteuid() == 0 else [])
+    log = open(tmp_path / "lab.log", "wb")
+    server = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                call(base, token, "/api/status")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not start: {(tmp_path / 'lab.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield base, token
+    finally:
+        try:
+            call(base, token, "/api/shutdown", "POST")  # shuts its kernels down too
+            server.wait(timeout=30)
+        except Exception:
+            if server.poll() is None:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait(timeout=10)
+        log.close()
+        deadline = time.monotonic() + 15
+        while processes_mentioning(str(runtime)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = processes_mentioning(str(runtime))
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"processes left behind: {left}"
+
+
+async def execute(base, token, kernel_id, code):
+    """Run `code` in the kernel over its websocket channel; return (status, stdout)."""
+    from tornado.websocket import websocket_connect
+    ws = await websocket_connect(f"{base.replace('http', 'ws')}/api/kernels/{kernel_id}/channels?token={token}")
+    msg_id = uuid.uuid4().hex
+    ws.write_message(json.dumps({
+        "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
+                   "msg_type": "execute_request", "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
+        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
+                    "allow_stdin": False, "stop_on_error": True}}))
+    status, out = None, []
+    while True:
+        message = json.loads(await asyncio.wait_for(ws.read_message(), CALL_TIMEOUT))
+        if message.get("parent_header", {}).get("msg_id") != msg_id:
+            continue
+        kind, content = message["msg_type"], message["content"]
+        if kind == "stream":
+            out.append(content["text"])
+        elif kind == "error":
+            out.append("\n".join(content["traceback"]))
+        elif kind == "execute_reply":
+            status = content["status"]
+        elif kind == "status" and content["execution_state"] == "idle" and status is not None:
+            ws.close()
+            return status, "".join(out)
+
+
+def test_jupyterlab_lists_the_book_and_its_kernel_imports_fglib(lab):
+    base, token = lab
+    listing = call(base, token, "/api/contents/book")
+    names = {item["name"] for item in listing["content"]}
+    assert {"intro.md", "logreg.ipynb", "mlp.ipynb"} <= names
+    with pytest.raises(urllib.error.HTTPError):  # the token is required
+        urllib.request.urlopen(f"{base}/api/contents/book", timeout=CALL_TIMEOUT)
+    kernel = call(base, token, "/api/kernels", "POST")
+    code = ("import os, fglib\nfrom fglib.data import data_root\n"
+            "print(fglib.__file__)\nprint(os.path.isdir(os.path.join(data_root(), 'MNIST')))")
+    status, out = asyncio.run(execute(base, token, kernel["id"], code))
+    assert status == "ok", out
+    path, data_found = out.split()
+    assert pathlib.Path(path).resolve().is_relative_to(ROOT) and data_found == "True"
