@@ -125,9 +125,12 @@ def test_jupyterlab_lists_the_book_and_its_kernel_imports_fglib(lab):
     with pytest.raises(urllib.error.HTTPError):  # the token is required
         urllib.request.urlopen(f"{base}/api/contents/book", timeout=CALL_TIMEOUT)
     kernel = call(base, token, "/api/kernels", "POST")
-    code = ("import os, fglib\nfrom fglib.data import data_root\n"
-            "print(fglib.__file__)\nprint(os.path.isdir(os.path.join(data_root(), 'MNIST')))")
+    code = ("import os, fglib\nfrom fglib.data import data_root\nfrom fglib.train import progress_bar\n"
+            "print(fglib.__file__)\nprint(os.path.isdir(os.path.join(data_root(), 'MNIST')))\n"
+            "os.environ.pop('FGLIB_PROGRESS', None)\nimport tqdm.notebook\n"
+            "print(isinstance(progress_bar(range(2)), tqdm.notebook.tqdm))")
     status, out = asyncio.run(execute(base, token, kernel["id"], code))
     assert status == "ok", out
-    path, data_found = out.split()
+    path, data_found, bar = out.split()
     assert pathlib.Path(path).resolve().is_relative_to(ROOT) and data_found == "True"
+    assert bar == "True"  # ipywidgets is there: the bar is tqdm's notebook widget
