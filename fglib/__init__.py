@@ -13,6 +13,7 @@ The method, one idea per module:
     timing         fair timing: warm-up, sync, rotating interleaved rounds, machine load
     stats          the estimator's mean, variance and cosine
     zeroth_order   finite differences along v (SPSA, MeZO) beside the exact forward gradient
+    distributed    data-parallel forward gradients on torch.distributed (run with torchrun)
     numerics       finite differences and the complex step against the exact derivative
     device         choosing, naming and synchronising the device
     checks         the argument checks every public function uses
@@ -37,7 +38,7 @@ from .measure import describe_ratio, peak_memory, peak_tensor_bytes, runtime_rat
 from .timing import keep_freed_memory, median_times
 from .device import device_name, resolve_device
 from .to_target import decompose, eval_schedule, levelled_off
-from . import book, checks, engine, measure, numerics, stats, timing, to_target, zeroth_order
+from . import book, checks, distributed, engine, measure, numerics, stats, timing, to_target, zeroth_order
 from .book.experiments import measure_runtime, run_function, run_training
 from .book.report import environment, glue, load_results, save_results
 
