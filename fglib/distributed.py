@@ -196,9 +196,13 @@ def main(argv=None):
     parser.add_argument("--timeout", type=float, default=60, help="seconds a collective may wait")
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--out", default=None, help="folder for the results (rank 0)")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu"],
+                        help="auto: one GPU per worker (NCCL) when there are enough, else CPU (gloo)")
     args = parser.parse_args(argv)
-    rank, world = init(timeout_s=args.timeout)
-    device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    on_gpu = args.device == "auto" and torch.cuda.device_count() > int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1
+    device = f"cuda:{local_rank}" if on_gpu else "cpu"
+    rank, world = init("nccl" if on_gpu else "gloo", timeout_s=args.timeout)
     dtype = getattr(torch, args.dtype)
     data = load_data("mnist", device=device, limit=args.limit, dtype=dtype)
     try:
