@@ -152,3 +152,20 @@ def test_tolerance_must_be_non_negative():
     import pytest
     with pytest.raises(ValueError, match="tolerance"):
         to_target.decompose(curves(LEVELLED, LEVELLED), 1.0, 1.0, tolerance=-0.1)
+
+
+def memory_results(fg_peaks, bp_peaks, batches=(64, 4096)):
+    rows = []
+    for b, f, p in zip(batches, fg_peaks, bp_peaks):
+        rows += [{"batch size": b, "method": "forward gradient", "peak tensor memory (MiB)": f,
+                  "saved for backward (MiB)": 0.0, "parameters (MiB)": 30.0},
+                 {"batch size": b, "method": "backprop", "peak tensor memory (MiB)": p,
+                  "saved for backward (MiB)": 2.0, "parameters (MiB)": 30.0}]
+    return {"scaling": {"device": "CPU (test)", "memory": rows, "on_gpu": False, "memory_depth": 8}}
+
+
+def test_memory_claim_is_graded_from_peak_tensor_memory_on_any_device():
+    assert verdict.claim_memory(memory_results([30.1, 60.0], [30.0, 60.2]))["verdict"] == "holds"
+    row = verdict.claim_memory(memory_results([31.5, 90.0], [30.0, 60.0]))
+    assert row["verdict"] == "partly" and "+5.0% against backprop's at batch 64" in row["ours"]
+    assert verdict.claim_memory(memory_results([45.0, 90.0], [30.0, 60.0]))["verdict"] == "does not hold"
