@@ -12,7 +12,8 @@ and its learning rate decays as eta_i = eta_0 exp(-i k) with k = 1e-4.
 Both methods get the same update: torch.optim with foreach=True (one fused pass over all
 parameters), so that neither carries overhead the other does not. `compile=True` runs each
 method's derivative computation through torch.compile (eager against eager, compiled
-against compiled).
+against compiled); `compile="reduce-overhead"` also records it as a CUDA graph on a GPU
+(one launch per step instead of one per kernel), and "max-autotune" searches kernels.
 """
 import math
 
@@ -40,13 +41,24 @@ def make_optimizer(params, name, lr):
     return OPTIMIZERS[name](params, lr=lr, foreach=True, **extra)
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
+
+
+def compile_mode(value):
+    """compile=: False (eager), True (torch.compile's default mode) or one of its modes;
+    returns None for eager, else the mode's name."""
+    if isinstance(value, str):
+        return checks.choice("compile", value, COMPILE_MODES)
+    return "default" if checks.boolean("compile", value) else None
+
+
 class Method:
     """Shared part: optimiser with the exponential decay; `step(x, y)` returns the loss."""
     name = "method"
 
     def __init__(self, model, loss_fn, lr, decay=PAPER_DECAY, optimizer="sgd", compile=False):
         lr, decay = checks.rate("lr", lr), checks.real("decay", decay, minimum=0)
-        self.compile = checks.boolean("compile", compile)
+        self.compile = compile_mode(compile)
         self.model, self.loss_fn = model, loss_fn
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
@@ -92,7 +104,7 @@ class ForwardGradientDescent(Method):
     def _make_jvp(self):
         def jvp(x, y, *v):
             return module_jvp(self.model, self.loss_fn, x, y, v, self.params, self.engine)
-        return torch.compile(jvp) if self.compile else jvp
+        return torch.compile(jvp, mode=self.compile) if self.compile else jvp
 
     def directions(self, step_seed):
         """v for one step seed: the same seed always gives the same v, bit for bit."""
@@ -123,7 +135,7 @@ class Backprop(Method):
     def __init__(self, model, loss_fn, lr, **kwargs):
         super().__init__(model, loss_fn, lr, **kwargs)
         forward = lambda x, y: self.loss_fn(self.model(x), y)
-        self._forward = torch.compile(forward) if self.compile else forward
+        self._forward = torch.compile(forward, mode=self.compile) if self.compile else forward
 
     def fill_grad(self, x, y):
         self.optimizer.zero_grad(set_to_none=True)

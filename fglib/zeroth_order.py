@@ -78,7 +78,7 @@ class FiniteDifferenceDescent(ForwardGradientDescent):
     def _make_jvp(self):
         def estimate(x, y, *v):
             return finite_difference(self.model, self.loss_fn, x, y, v, self.h, self.scheme, self.params)
-        return torch.compile(estimate) if self.compile else estimate
+        return torch.compile(estimate, mode=self.compile) if self.compile else estimate
 
 
 class InPlaceFiniteDifference(Method):

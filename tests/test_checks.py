@@ -93,6 +93,7 @@ CASES = [
     ("ForwardGradientDescent engine", lambda: fg(engine="jax"), ValueError, "engine must be one of"),
     ("ForwardGradientDescent regenerate", lambda: fg(regenerate="yes"), TypeError, "regenerate"),
     ("ForwardGradientDescent compile", lambda: fg(compile=1), TypeError, "compile"),
+    ("ForwardGradientDescent compile mode", lambda: fg(compile="fast"), ValueError, "compile must be one of"),
     ("module_jvp engine", lambda: fglib.module_jvp(logreg(), F.cross_entropy, X, Y, params(), engine="x"),
      ValueError, "engine"),
     ("jvp engine", lambda: fglib.jvp(fglib.beale, torch.zeros(2), torch.zeros(2), engine="jax"), ValueError,

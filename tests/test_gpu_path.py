@@ -61,3 +61,15 @@ def test_gpu_results_sit_beside_cpu_results(tmp_path):
     fglib.save_results("mlp", {"lr 2e-05": {"device": "CPU (x86_64, 2 threads)", "ratio": 2.0}}, folder=tmp_path)
     assert fglib.load_results(tmp_path)["mlp"]["lr 2e-05"]["ratio"] == 2.0
     assert fglib.load_results(tmp_path / "gpu")["mlp"]["lr 2e-05"]["ratio"] == 0.5
+
+
+def test_cuda_graph_variants_are_timed_only_on_a_gpu_against_backprop_with_cuda_graphs():
+    from fglib.book import implementations as impl
+    cpu, gpu = impl.variants_for("cpu"), impl.variants_for("cuda")
+    assert not any(impl.GPU_ONLY in v for v in cpu) and sum(impl.GPU_ONLY in v for v in gpu) == 3
+    assert impl.reference_of("FG, fglib engine, CUDA graphs") == "backprop, CUDA graphs"
+    assert impl.variants_for("cpu", compiled=False) == [v for v in impl.VARIANTS
+                                                         if "compiled" not in v and impl.GPU_ONLY not in v]
+    import torch.nn.functional as F
+    method = fglib.make_method("fg", fglib.build_model("logreg"), F.cross_entropy, 1e-3, compile="reduce-overhead")
+    assert method.compile == "reduce-overhead"

@@ -56,12 +56,28 @@ VARIANTS = {
     "FG, fglib engine, compiled": ("fg", {"engine": "fglib", "compile": True}),
     "FG, fglib engine, Rademacher, compiled": ("fg", {"engine": "fglib", "direction": "rademacher",
                                                       "compile": True}),
+    # GPU only: compiled and recorded as CUDA graphs (torch.compile's "reduce-overhead")
+    "backprop, CUDA graphs": ("bp", {"compile": "reduce-overhead"}),
+    "FG, fglib engine, CUDA graphs": ("fg", {"engine": "fglib", "compile": "reduce-overhead"}),
+    "FG, fglib engine, Rademacher, CUDA graphs": ("fg", {"engine": "fglib", "direction": "rademacher",
+                                                         "compile": "reduce-overhead"}),
 }
+GPU_ONLY = "CUDA graphs"
 
 
 def reference_of(label):
     """Each variant is compared with backprop at its own level of optimisation."""
-    return "backprop, compiled" if label.endswith("compiled") else "backprop"
+    for level in ("compiled", GPU_ONLY):
+        if label.endswith(level):
+            return f"backprop, {level}"
+    return "backprop"
+
+
+def variants_for(device, compiled=True):
+    """The variants worth timing on `device`: CUDA graphs only on a GPU, compiled ones if asked."""
+    on_gpu = str(device).startswith("cuda")
+    return [label for label in VARIANTS if (compiled or "compiled" not in label and GPU_ONLY not in label)
+            and (on_gpu or GPU_ONLY not in label)]
 
 
 def make_steps(model, x, y, labels, seed=0):
