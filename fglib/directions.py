@@ -1,10 +1,17 @@
 """Random directions v for the forward gradient g = (grad f . v) v.
 
-The estimator is unbiased when the components v_i are independent with zero
-mean and unit variance (Baydin et al. 2022, Theorem 1). Two such laws:
+The estimator is unbiased when E[v v^T] = I (Baydin et al. 2022, Theorem 1, asks for
+independent components with zero mean and unit variance; E[v v^T] = I is all the proof
+uses). The laws here:
 
-    normal      v_i ~ N(0, 1)          (the paper's choice)
-    rademacher  v_i = +1 or -1, p=1/2  (same mean and variance, lower E||g||^2)
+    normal      v_i ~ N(0, 1)                 (the paper's choice)    E||g||^2 = (n + 2)||grad f||^2
+    rademacher  v_i = +1 or -1, p=1/2         (64 signs per word)     E||g||^2 =  n      ||grad f||^2
+    sphere      v = sqrt(n) z / ||z||, z normal: uniform on the sphere of radius sqrt(n)
+                (components not independent, but E[v v^T] = I)      E||g||^2 =  n      ||grad f||^2
+    orthogonal  K directions at once, orthogonal to each other, each uniform on the sphere
+                of radius sqrt(n) (`orthogonal_directions`): the mean of their K forward
+                gradients is unbiased, with less variance than K independent ones, and exact
+                (= grad f) when K = n
 
 A direction over all parameters is drawn in one call, into one flat buffer with a view
 per parameter. Rademacher signs come from random 64-bit words, 64 signs per word: each
@@ -24,7 +31,8 @@ import torch
 
 from . import checks
 
-DIRECTIONS = ("normal", "rademacher")
+DIRECTIONS = ("normal", "rademacher", "sphere", "orthogonal")
+ONE_AT_A_TIME = ("normal", "rademacher", "sphere")   # "orthogonal" draws K together
 STREAMS = 4
 _SIGN_TABLES, _POOL = {}, []
 
@@ -76,7 +84,48 @@ def flat_direction(n, kind, dtype, device, generator=None):
     """One direction of n components, drawn in one call."""
     if kind == "rademacher":
         return rademacher(n, dtype, device, generator)
-    return torch.randn(n, dtype=dtype, device=device, generator=generator)
+    if kind == "orthogonal":
+        raise ValueError("direction 'orthogonal' draws K directions together: use orthogonal_directions "
+                         "(or ForwardGradientDescent(direction='orthogonal', n_directions=K))")
+    z = torch.randn(n, dtype=dtype, device=device, generator=generator)
+    return z.mul_(n ** 0.5 / z.norm()) if kind == "sphere" else z
+
+
+def direction_rows(rows, n, kind, dtype=torch.float64, device="cpu", generator=None):
+    """A (rows, n) matrix whose rows are independent directions of n components."""
+    if kind == "sphere":
+        z = torch.randn(rows, n, dtype=dtype, device=device, generator=generator)
+        return z.mul_(n ** 0.5 / z.norm(dim=1, keepdim=True))
+    if kind == "orthogonal":  # independent blocks of n rows (and one shorter), orthogonal within each
+        full, rest = divmod(rows, n)
+        parts = [orthogonal_rows(n, n, dtype, device, generator, blocks=full)] if full else []
+        parts += [orthogonal_rows(rest, n, dtype, device, generator)] if rest else []
+        return torch.cat(parts)
+    return flat_direction(rows * n, kind, dtype, device, generator).view(rows, n)
+
+
+def orthogonal_rows(k, n, dtype=torch.float64, device="cpu", generator=None, blocks=1):
+    """(blocks * k, n): for each block, sqrt(n) times the first k columns of a Haar-random
+    orthogonal matrix, from the QR factorisation of an n x k normal matrix with the signs of
+    R's diagonal moved into Q (Mezzadri 2007), so that each row is uniform on the sphere of
+    radius sqrt(n). Blocks are independent, factorised in one batched call."""
+    if k > n:
+        raise ValueError(f"n_directions ({k}) must be at most the number of parameters ({n}) for "
+                         "orthogonal directions")
+    q, r = torch.linalg.qr(torch.randn(blocks, n, k, dtype=dtype, device=device, generator=generator))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1))[:, None, :] * n ** 0.5
+    return q.transpose(1, 2).reshape(blocks * k, n).contiguous()
+
+
+def orthogonal_directions(tensors, k, generator=None):
+    """K directions over all the tensors, orthogonal to each other: a list of K lists of views
+    (one per tensor), as sample_directions gives one."""
+    tensors = list(tensors)
+    check_generator(generator, tensors[0])
+    sizes = [t.numel() for t in tensors]
+    rows = orthogonal_rows(checks.count("n_directions", k), sum(sizes), tensors[0].dtype, tensors[0].device,
+                           generator)
+    return [[part.view(t.shape) for part, t in zip(row.split(sizes), tensors)] for row in rows]
 
 
 def sample_direction(like, kind="normal", generator=None):
@@ -91,7 +140,8 @@ def sample_direction(like, kind="normal", generator=None):
 
 def sample_directions(tensors, kind="normal", generator=None):
     """One direction per tensor, together one v over all parameters: drawn as one flat
-    buffer (one random call), returned as a view of it per tensor."""
+    buffer (one random call), returned as a view of it per tensor. (For 'orthogonal', which
+    draws K together, see orthogonal_directions.)"""
     check_direction(kind, "kind")
     tensors = list(tensors)
     if not tensors:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from . import checks
+from .directions import ONE_AT_A_TIME
 from .methods import Backprop, ForwardGradientDescent
 
 MODES = ("shared", "independent")
@@ -96,6 +97,7 @@ class DistributedForwardGradient(ForwardGradientDescent):
 
     def __init__(self, model, loss_fn, lr, mode="shared", communicator=None, **kwargs):
         super().__init__(model, loss_fn, lr, **kwargs)
+        checks.choice("direction", self.direction, ONE_AT_A_TIME)
         self.mode = checks.choice("mode", mode, MODES)
         self.comm = communicator or Communicator()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()

@@ -20,7 +20,7 @@ import math
 import torch
 
 from . import checks
-from .directions import check_direction, make_generator, sample_directions
+from .directions import check_direction, make_generator, orthogonal_directions, sample_directions
 from . import engine as fglib_engine
 from .forward_grad import check_engine, module_jvp
 
@@ -96,6 +96,9 @@ class ForwardGradientDescent(Method):
         if self.engine == "auto":
             self.engine = "fglib" if fglib_engine.supports(model, loss_fn) else "forward_ad"
         self.regenerate = checks.boolean("regenerate", regenerate)
+        if self.regenerate and self.direction == "orthogonal":
+            raise ValueError("regenerate=True needs directions drawn one at a time; 'orthogonal' draws all K "
+                             "together (and must hold them to orthogonalise): use regenerate=False")
         self.seeds = torch.Generator().manual_seed(checks.seed("seed", seed))
         self.generator = make_generator(0, self.params[0].device)
         self.last_seeds = []
@@ -107,16 +110,26 @@ class ForwardGradientDescent(Method):
         return torch.compile(jvp, mode=self.compile) if self.compile else jvp
 
     def directions(self, step_seed):
-        """v for one step seed: the same seed always gives the same v, bit for bit."""
+        """v for one step seed: the same seed always gives the same v, bit for bit. For
+        direction='orthogonal', the K orthogonal directions of that seed (a list of K)."""
         self.generator.manual_seed(step_seed)
+        if self.direction == "orthogonal":
+            return orthogonal_directions(self.params, self.n_directions, self.generator)
         return sample_directions(self.params, self.direction, self.generator)
+
+    def _draws(self):
+        """(step seed, v) for the step's K directions: K seeds, or one seed for an orthogonal block."""
+        if self.direction == "orthogonal":
+            step_seed = int(torch.randint(2 ** 62, (), generator=self.seeds))
+            return [(step_seed, v) for v in self.directions(step_seed)]
+        seeds = [int(torch.randint(2 ** 62, (), generator=self.seeds)) for _ in range(self.n_directions)]
+        return ((s, self.directions(s)) for s in seeds)
 
     def fill_grad(self, x, y):
         grads, self.last_seeds = None, []
-        for _ in range(self.n_directions):
-            step_seed = int(torch.randint(2 ** 62, (), generator=self.seeds))
-            self.last_seeds.append(step_seed)
-            v = self.directions(step_seed)
+        for step_seed, v in self._draws():
+            if step_seed not in self.last_seeds:
+                self.last_seeds.append(step_seed)
             loss, d = self._jvp(x, y, *v)
             if self.regenerate:
                 del v

@@ -7,7 +7,8 @@ computes the same d = grad f . v by forward-mode AD, exactly (see the tests).
 For independent v_i with zero mean and unit variance, E[g] = grad f (Theorem 1) and
 
     E ||g||^2 = (n + 2) ||grad f||^2   for v ~ N(0, I)
-    E ||g||^2 =  n      ||grad f||^2   for Rademacher v (v_i = +-1)
+    E ||g||^2 =  n      ||grad f||^2   for Rademacher v (v_i = +-1), and v uniform on the sphere
+                                       of radius sqrt(n)
 
 The cosine between g and grad f is |cos(v, grad f)|, of mean about sqrt(2 / (pi n)).
 """
@@ -15,12 +16,14 @@ import math
 
 import torch
 
-from .directions import sample_direction
+from .directions import check_direction, direction_rows
 
 
 def forward_gradient_samples(grad, n_samples, kind="normal", generator=None, scale=1.0):
-    """(n_samples, n) forward gradients; `scale` != 1 gives directions of the wrong variance."""
-    V = sample_direction(grad.new_empty(n_samples, grad.numel()), kind, generator) * scale
+    """(n_samples, n) forward gradients; `scale` != 1 gives directions of the wrong variance.
+    For kind='orthogonal' the n_samples directions are orthogonal to each other."""
+    V = direction_rows(n_samples, grad.numel(), check_direction(kind, "kind"), grad.dtype, grad.device,
+                       generator) * scale
     return (V @ grad.flatten())[:, None] * V
 
 
@@ -32,14 +35,14 @@ def z_scores(samples, grad):
 
 def expected_second_moment(grad, kind="normal"):
     n, norm2 = grad.numel(), float(grad.pow(2).sum())
-    return {"normal": (n + 2) * norm2, "rademacher": n * norm2}[kind]
+    return {"normal": (n + 2) * norm2, "rademacher": n * norm2, "sphere": n * norm2, "orthogonal": n * norm2}[kind]
 
 
 def _direction_chunks(grad, n_samples, kind, generator, chunk):
     """Matrices of directions (rows), n_samples rows in all; `chunk` rows at a time bound memory."""
     chunk = chunk or max(1, min(n_samples, 2 ** 24 // grad.numel()))
     for start in range(0, n_samples, chunk):
-        yield sample_direction(grad.new_empty(min(chunk, n_samples - start), grad.numel()), kind, generator)
+        yield direction_rows(min(chunk, n_samples - start), grad.numel(), kind, grad.dtype, grad.device, generator)
 
 
 def second_moment(grad, n_samples, kind="normal", generator=None, chunk=None):

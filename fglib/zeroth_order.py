@@ -27,7 +27,7 @@ import torch
 from torch.func import functional_call
 
 from . import checks
-from .directions import check_direction, sample_direction
+from .directions import ONE_AT_A_TIME, sample_direction
 from .engine import layers_of
 from .methods import METHODS, ForwardGradientDescent, Method
 
@@ -96,7 +96,7 @@ class InPlaceFiniteDifference(Method):
             raise ValueError("compile=True is not supported by the in-place scheme; use FiniteDifferenceDescent")
         super().__init__(model, loss_fn, lr, **kwargs)
         self.h, self.scheme = check_h(h), checks.choice("scheme", scheme, SCHEMES)
-        self.direction = check_direction(direction)
+        self.direction = checks.choice("direction", direction, ONE_AT_A_TIME)
         self.layers = layers_of(model)
         self.seeds = torch.Generator().manual_seed(checks.seed("seed", seed))
         self.generator = torch.Generator(self.params[0].device)

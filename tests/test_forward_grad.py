@@ -19,7 +19,7 @@ ENGINES = ["fglib", "forward_ad", "func"]
 
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("kind", fglib.DIRECTIONS)
+@pytest.mark.parametrize("kind", fglib.directions.ONE_AT_A_TIME)
 def test_module_jvp_matches_backprop_float64(name, kind, engine):
     model = fglib.build_model(name, seed=0, dtype=torch.float64, **MODELS[name])
     x = torch.randn(8, 1, 28, 28, dtype=torch.float64)
@@ -201,3 +201,16 @@ def test_rademacher_signs_use_every_bit():
     assert abs(neighbours) < 4.5 / (20_000 * 63) ** 0.5
     control = torch.empty(20_000, dtype=torch.int64).random_(generator=fglib.make_generator(0))
     assert not _balanced(_signs_from(control))
+
+
+def test_orthogonal_directions_of_one_step_are_orthogonal_and_regenerated_from_one_seed():
+    model = fglib.build_model("logreg", seed=0).double()
+    method = fglib.make_method("fg", model, F.cross_entropy, 1e-3, direction="orthogonal", n_directions=4)
+    method.fill_grad(torch.randn(8, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (8,)))
+    assert len(method.last_seeds) == 1
+    block = method.directions(method.last_seeds[0])
+    flat = torch.stack([torch.cat([t.flatten() for t in v]) for v in block])
+    n = flat.shape[1]
+    torch.testing.assert_close(flat @ flat.T, n * torch.eye(4, dtype=torch.float64))
+    with pytest.raises(ValueError, match="regenerate=True needs directions drawn one at a time"):
+        fglib.make_method("fg", model, F.cross_entropy, 1e-3, direction="orthogonal", regenerate=True)

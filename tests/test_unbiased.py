@@ -66,3 +66,37 @@ def test_broken_directions_are_biased_as_predicted(case):
     samples, expected = stats.broken_samples(GRAD, N, case, fglib.make_generator(6))
     assert stats.z_scores(samples, expected).abs().max() < 4.5  # mean is E[vv^T] grad ...
     assert stats.z_scores(samples, GRAD).abs().max() > 10       # ... not grad
+
+
+def test_sphere_directions_have_the_rademacher_second_moment():
+    """v uniform on the sphere of radius sqrt(n): E||g||^2 = n ||grad f||^2, not (n + 2)."""
+    grad = torch.randn(10, dtype=torch.float64, generator=torch.Generator().manual_seed(10))
+    mean, se = stats.second_moment(grad, 100_000, "sphere", fglib.make_generator(1))
+    assert abs(mean - stats.expected_second_moment(grad, "sphere")) < 4.5 * se
+    assert abs(mean - stats.expected_second_moment(grad, "normal")) > 4.5 * se
+
+
+def test_orthogonal_directions_are_orthogonal_of_length_sqrt_n_and_exact_when_k_is_n():
+    n = GRAD.numel()
+    V = fglib.directions.orthogonal_rows(n, n, generator=fglib.make_generator(6))
+    torch.testing.assert_close(V @ V.T, n * torch.eye(n, dtype=torch.float64))
+    g = ((V @ GRAD)[:, None] * V).mean(0)
+    torch.testing.assert_close(g, GRAD)  # K = n orthogonal directions recover the gradient exactly
+
+
+def test_orthogonal_directions_cut_the_error_of_the_mean_below_independent_ones():
+    """K = 3 of n = 6: the mean of K forward gradients is unbiased either way. Its squared error
+    is (n + 1)/K ||grad f||^2 for independent normal directions and n/K - 1 times ||grad f||^2
+    for an orthogonal block (the projection onto a random K-dimensional subspace, scaled by
+    n/K): measured against both formulas."""
+    gen, blocks, k = fglib.make_generator(7), 20_000, 3
+    draws = {"normal": fglib.directions.direction_rows(blocks * k, GRAD.numel(), "normal", generator=gen),
+             "orthogonal": fglib.directions.orthogonal_rows(k, GRAD.numel(), generator=gen, blocks=blocks)}
+    err = {}
+    for kind, V in draws.items():
+        V = V.view(blocks, k, -1)
+        g = ((V @ GRAD)[..., None] * V).mean(1)          # the mean of each block's K forward gradients
+        err[kind] = float((g - GRAD).pow(2).sum(1).mean())
+    n, norm2 = GRAD.numel(), float(GRAD.pow(2).sum())
+    assert err["normal"] == pytest.approx((n + 1) / k * norm2, rel=0.05)
+    assert err["orthogonal"] == pytest.approx((n / k - 1) * norm2, rel=0.05)
