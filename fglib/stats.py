@@ -14,8 +14,10 @@ The cosine between g and grad f is |cos(v, grad f)|, of mean about sqrt(2 / (pi 
 """
 import math
 
+import pandas as pd
 import torch
 
+from . import checks
 from .directions import check_direction, direction_rows
 
 
@@ -68,6 +70,41 @@ def mean_error(grad, k_values, repeats, kind="normal", generator=None):
             g = forward_gradient_samples(grad, k, kind, generator).mean(0)
             rows.append((k, r, float((g - grad.flatten()).norm())))
     return rows
+
+
+def expected_squared_error(grad_norm2, n, kind="normal", k=1):
+    """E||g_K - grad f||^2 for the mean g_K of K forward gradients, in units of ||grad f||^2 =
+    grad_norm2: (n + 1)/K for normal directions, (n - 1)/K for Rademacher and sphere ones, and
+    n/K - 1 for K orthogonal directions (a random K-dimensional projection, scaled by n/K)."""
+    factor = {"normal": (n + 1) / k, "rademacher": (n - 1) / k, "sphere": (n - 1) / k,
+              "orthogonal": n / k - 1}[check_direction(kind, "kind")]
+    return factor * grad_norm2
+
+
+def network_errors(model, loss_fn, x, y, kind="normal", n_samples=100, n_directions=1, seed=0, engine="auto"):
+    """The forward gradient of a network's mini-batch loss at its current weights, against
+    backprop's exact gradient of the same loss: one row per sample (each the mean of
+    `n_directions` forward gradients, as a training step takes it) with the squared error
+    ||g - grad f||^2, the cosine between g and grad f, and the squared error of each parameter
+    tensor (columns named after them). Also returns ||grad f||^2. The weights do not change."""
+    from .methods import ForwardGradientDescent
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    exact = torch.autograd.grad(loss_fn(model(x), y), params)
+    grad_norm2 = float(sum(g.pow(2).sum() for g in exact))
+    method = ForwardGradientDescent(model, loss_fn, 1.0, direction=kind, n_directions=n_directions, seed=seed,
+                                    engine=engine)
+    rows = []
+    for _ in range(checks.count("n_samples", n_samples)):
+        method.fill_grad(x, y)
+        errors = {name: float((p.grad - g).pow(2).sum()) for (name, p), g in zip(named, exact)}
+        dot = float(sum((p.grad * g).sum() for p, g in zip(params, exact)))
+        norm = math.sqrt(float(sum(p.grad.pow(2).sum() for p in params)))
+        rows.append({"squared error": sum(errors.values()), "cosine": dot / (norm * math.sqrt(grad_norm2)),
+                     **{f"squared error, {name}": e for name, e in errors.items()}})
+    for p in params:
+        p.grad = None
+    return pd.DataFrame(rows), grad_norm2
 
 
 # Directions that break one assumption of Theorem 1 each. All are N(0, 1) draws z

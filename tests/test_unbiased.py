@@ -100,3 +100,20 @@ def test_orthogonal_directions_cut_the_error_of_the_mean_below_independent_ones(
     n, norm2 = GRAD.numel(), float(GRAD.pow(2).sum())
     assert err["normal"] == pytest.approx((n + 1) / k * norm2, rel=0.05)
     assert err["orthogonal"] == pytest.approx((n / k - 1) * norm2, rel=0.05)
+
+
+@pytest.mark.parametrize("kind,k", [("normal", 1), ("rademacher", 1), ("orthogonal", 4)])
+def test_error_on_a_network_matches_the_formula_and_splits_by_layer_size(kind, k):
+    """Logistic regression in float64 at its initial weights: the mean squared error of the
+    forward gradient against backprop's gradient is the formula's, within 4.5 standard errors,
+    and each parameter tensor carries about its share of the parameters, n_l / n, of it."""
+    model = fglib.build_model("logreg", seed=0).double()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 1, 28, 28, dtype=torch.float64, generator=g), torch.randint(0, 10, (32,), generator=g)
+    rows, norm2 = stats.network_errors(model, torch.nn.functional.cross_entropy, x, y, kind, 300, k, seed=2)
+    n = fglib.count_parameters(model)
+    expected = stats.expected_squared_error(norm2, n, kind, k)
+    se = rows["squared error"].std() / math.sqrt(len(rows))
+    assert abs(rows["squared error"].mean() - expected) < 4.5 * se
+    share = rows["squared error, 1.bias"].mean() / rows["squared error"].mean()
+    assert share == pytest.approx(10 / n, rel=0.3)
