@@ -118,6 +118,20 @@ def module_jvp(model, loss_fn, x, y, directions, params=None, engine="auto"):
     return run(model, loss_fn, x, y, params, directions)
 
 
+def module_jvp_batched(model, loss_fn, x, y, directions, params=None, engine="auto"):
+    """(loss, d) for K directions in one pass: `directions` is a list of K direction lists (as
+    module_jvp takes one); d has shape (K,). The K tangents travel together through each layer
+    (torch.func.vmap over module_jvp), so each weight is read once for all K."""
+    directions = [check_directions(list(model.parameters()) if params is None else list(params), v)
+                  for v in directions]
+    if not directions:
+        raise ValueError("directions must hold at least one direction list")
+    stacked = [torch.stack(parts) for parts in zip(*directions)]
+    one = lambda *v: module_jvp(model, loss_fn, x, y, list(v), params, engine)
+    loss, d = torch.func.vmap(one)(*stacked)
+    return loss[0], d
+
+
 def _jvp_fglib(model, loss_fn, x, y, params, directions):
     tangents = {id(p): v for p, v in zip(params, directions)}
     return _scalar(*fglib_engine.module_jvp(model, loss_fn, x, y, tangents))

@@ -22,7 +22,7 @@ import torch
 from . import checks
 from .directions import check_direction, make_generator, orthogonal_directions, sample_directions
 from . import engine as fglib_engine
-from .forward_grad import check_engine, module_jvp
+from .forward_grad import check_engine, module_jvp, module_jvp_batched
 
 PAPER_DECAY = 1e-4
 OPTIMIZERS = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "adam": torch.optim.Adam}
@@ -83,12 +83,13 @@ class ForwardGradientDescent(Method):
     bytes) is enough to re-create v_k anywhere. With regenerate=True the step keeps no copy of
     v between the forward-mode pass and the update: the update re-draws it from the seed
     (MeZO's trick; bit-identical). `engine` picks the forward-mode implementation (see
-    fglib.forward_grad.ENGINES).
+    fglib.forward_grad.ENGINES). batched=True carries the K tangents through one pass
+    (torch.func.vmap) instead of K passes.
     """
     name = "forward gradient"
 
     def __init__(self, model, loss_fn, lr, direction="normal", n_directions=1, seed=0, engine="auto",
-                 regenerate=False, **kwargs):
+                 regenerate=False, batched=False, **kwargs):
         super().__init__(model, loss_fn, lr, **kwargs)
         self.direction = check_direction(direction)
         self.n_directions = checks.count("n_directions", n_directions)
@@ -96,6 +97,10 @@ class ForwardGradientDescent(Method):
         if self.engine == "auto":
             self.engine = "fglib" if fglib_engine.supports(model, loss_fn) else "forward_ad"
         self.regenerate = checks.boolean("regenerate", regenerate)
+        self.batched = checks.boolean("batched", batched)
+        if self.regenerate and self.batched:
+            raise ValueError("regenerate=True keeps no copy of v, but batched=True needs all K directions at "
+                             "once: choose one")
         if self.regenerate and self.direction == "orthogonal":
             raise ValueError("regenerate=True needs directions drawn one at a time; 'orthogonal' draws all K "
                              "together (and must hold them to orthogonalise): use regenerate=False")
@@ -126,6 +131,8 @@ class ForwardGradientDescent(Method):
         return ((s, self.directions(s)) for s in seeds)
 
     def fill_grad(self, x, y):
+        if self.batched:
+            return self._fill_grad_batched(x, y)
         grads, self.last_seeds = None, []
         for step_seed, v in self._draws():
             if step_seed not in self.last_seeds:
@@ -138,6 +145,18 @@ class ForwardGradientDescent(Method):
             grads = v if grads is None else torch._foreach_add(grads, v)
         for p, g in zip(self.params, grads):
             p.grad = g
+        return loss
+
+
+    def _fill_grad_batched(self, x, y):
+        """The K tangents in one pass (module_jvp_batched); g = (1/K) sum_k d_k v_k."""
+        draws = list(self._draws())
+        self.last_seeds = list(dict.fromkeys(s for s, _ in draws))
+        directions = [v for _, v in draws]
+        loss, d = module_jvp_batched(self.model, self.loss_fn, x, y, directions, self.params, self.engine)
+        weights = d / len(directions)
+        for i, p in enumerate(self.params):
+            p.grad = torch.einsum("k,k...->...", weights, torch.stack([v[i] for v in directions]))
         return loss
 
 

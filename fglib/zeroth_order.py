@@ -72,6 +72,9 @@ class FiniteDifferenceDescent(ForwardGradientDescent):
 
     def __init__(self, model, loss_fn, lr, h=1e-3, scheme="central", **kwargs):
         self.h, self.scheme = check_h(h), checks.choice("scheme", scheme, SCHEMES)
+        if kwargs.get("batched"):
+            raise ValueError("batched=True carries tangents through forward mode; finite differences have "
+                             "none: leave batched=False")
         super().__init__(model, loss_fn, lr, **kwargs)
         self.engine = f"{self.scheme} difference, h = {self.h:g}"
 

@@ -93,6 +93,7 @@ CASES = [
     ("ForwardGradientDescent engine", lambda: fg(engine="jax"), ValueError, "engine must be one of"),
     ("ForwardGradientDescent regenerate", lambda: fg(regenerate="yes"), TypeError, "regenerate"),
     ("ForwardGradientDescent compile", lambda: fg(compile=1), TypeError, "compile"),
+    ("ForwardGradientDescent batched", lambda: fg(batched=1), TypeError, "batched"),
     ("ForwardGradientDescent compile mode", lambda: fg(compile="fast"), ValueError, "compile must be one of"),
     ("module_jvp engine", lambda: fglib.module_jvp(logreg(), F.cross_entropy, X, Y, params(), engine="x"),
      ValueError, "engine"),
