@@ -66,7 +66,7 @@ def _folder(name, value):
 COUNTS = ("runs", "eval_every", "timing_repeats", "repeats", "mc_repeats", "n_steps", "n_figure_samples",
           "variance_samples", "broken_samples", "z_samples", "memory_depth", "beale_iterations",
           "rosenbrock_iterations", "batch_repeats", "eval_points", "n_directions", "quant_iterations",
-          "batch_size", "limit")
+          "batch_size", "limit", "n_samples", "trained_steps")
 RULES = {
     "smoke": checks.boolean, "compile_variants": checks.boolean, "seed": checks.seed, "device": checks.device,
     "lr": checks.rate, "beale_lr": checks.rate, "rosenbrock_lr": checks.rate,
@@ -79,6 +79,7 @@ RULES = {
     "train_models": _models, "fg_lr": _rate_by_model, "bp_lr": _rate_by_model, "exponents": _integers,
     "target_loss": checks.rate, "quant_step": checks.rate, "quant_h": checks.rate, "worlds": checks.counts,
     "latency_us": checks.rate,
+    "k_model": lambda name, value: checks.choice(name, value, MODELS),
     **{name: checks.count for name in COUNTS},
 }
 
