@@ -209,3 +209,45 @@ def work_and_floor(model_name, data, batch_size=64, warmup=5, repeats=50, seed=0
                      "step / floor": med[name] / floor, "GFLOP/s": work / 1e9 / med[name]})
     synchronize(device)
     return pd.DataFrame(rows)
+
+
+# ---- the chapter's targets -----------------------------------------------------------------------
+
+def pick(summary, model, variant, col="R/R_b"):
+    """One number of the summary table (NaN when that model or variant was not timed)."""
+    row = summary[(summary["model"] == model) & (summary["variant"] == variant)]
+    return float(row[col].iloc[0]) if len(row) else float("nan")
+
+
+def status(value, limit):
+    """'met', 'not met, by x%' or 'not measured' for value <= limit."""
+    if value != value:
+        return "not measured"
+    return "met" if value <= limit else f"not met, by {100 * (value / limit - 1):.0f}%"
+
+
+def targets_table(summary, work, models, labels, device):
+    """The targets the engine work set itself, each with our number and whether it was met."""
+    rows = []
+    for name in models:
+        r = pick(summary, name, "FG, fglib engine", "median (ms)") / pick(summary, name, "fwdgrad-style baseline",
+                                                                          "median (ms)")
+        rows.append({"target": f"{name.upper()}: fglib step / fwdgrad-style step < 1", "ours": r,
+                     "status": status(r, 0.999)})
+    for name, limit in (("mlp", 1.15), ("cnn", 1.0)):
+        if name not in models:
+            continue
+        for variant in ("FG, fglib engine", "FG, fglib engine, Rademacher", "FG, fglib engine, compiled",
+                        "FG, fglib engine, Rademacher, compiled"):
+            if variant in labels:
+                r = pick(summary, name, variant)
+                rows.append({"target": f"{name.upper()}, {variant[4:]}: R_f/R_b ≤ {limit}", "ours": r,
+                             "status": status(r, limit)})
+    for name, ratio in zip(work["model"], work["step / floor"].where(work["method"] == "forward gradient")):
+        if ratio == ratio:
+            rows.append({"target": f"{name.upper()}: forward-gradient step within 1.2× its floor", "ours": ratio,
+                         "status": status(ratio, 1.2)})
+    on_gpu = str(device).startswith("cuda")
+    rows.append({"target": "GPU: R_f/R_b ≤ 0.555 / 0.592 / 0.649", "ours": float("nan"),
+                 "status": "see the table above" if on_gpu else "untested on GPU"})
+    return pd.DataFrame(rows)
