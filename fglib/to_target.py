@@ -129,7 +129,8 @@ def decompose(curves, step_fg, step_bp, target=None, tolerance=0.01, fg="forward
     validation loss times (1 + tolerance): every backprop run reaches its target by
     construction (its I_b is when it came within `tolerance` of its best), and the question is
     whether, and when, the forward-gradient run with the same seed gets there too. A fixed
-    `target` applies to every pair; a pair in which backprop never reaches it is left out.
+    `target` applies to every pair. A pair is left out when backprop never reaches its target,
+    or when either run starts at or below it (the target then asks for no learning).
 
     Returns the targets, I per run for each method, the paired ratios I_f / I_b with their mean
     and 95% CI, how many pairs reached, S_f / S_b, their product, and the wall-clock T_f / T_b
@@ -146,16 +147,25 @@ def decompose(curves, step_fg, step_bp, target=None, tolerance=0.01, fg="forward
         targets = [checks.real("target", target)] * len(runs)
     i_f = [_first_at_or_below(rows, fg, r, t) for r, t in zip(runs, targets)]
     i_b = [_first_at_or_below(rows, bp, r, t) for r, t in zip(runs, targets)]
-    paired = [np.isfinite(b) for b in i_b]
+    # a pair counts when backprop reaches the target and neither run starts at or below it
+    # (a target the initial model already meets asks for no learning, and gives I = 0)
+    paired = [np.isfinite(b) and _initial(rows, fg, r) > t and _initial(rows, bp, r) > t
+              for r, t, b in zip(runs, targets, i_b)]
     ratios = [f / max(b, 1) if np.isfinite(f) and ok else math.nan for f, b, ok in zip(i_f, i_b, paired)]
     mean, half, n = mean_ci(ratios)
     s_ratio = step_fg / step_bp
-    wall = [_wall_time(rows, fg, r, f) / _wall_time(rows, bp, r, b) if np.isfinite(f) and np.isfinite(b) else math.nan
-            for r, f, b in zip(runs, i_f, i_b)]
+    wall = [_wall_time(rows, fg, r, f) / _wall_time(rows, bp, r, b) if np.isfinite(f) and ok else math.nan
+            for r, f, b, ok in zip(runs, i_f, i_b, paired)]
     return {"target": float(np.nanmean(targets)) if np.isfinite(targets).any() else math.nan, "targets": targets,
             "I_f": i_f, "I_b": i_b, "I_ratio": ratios, "I_ratio_mean": mean, "I_ratio_ci": half,
             "runs_reached": n, "runs": int(sum(paired)), "S_f": step_fg, "S_b": step_bp,
             "S_ratio": s_ratio, "T_ratio": mean * s_ratio if n else math.nan, "T_wall_ratio": wall}
+
+
+def _initial(rows, method, run):
+    """The validation loss of (method, run) at its first evaluation (the initial model)."""
+    mine = rows[(rows["method"] == method) & (rows["run"] == run)].sort_values("iteration")
+    return float(mine["loss"].iloc[0]) if len(mine) else math.nan
 
 
 def _first_at_or_below(rows, method, run, target):

@@ -169,3 +169,11 @@ def test_memory_claim_is_graded_from_peak_tensor_memory_on_any_device():
     row = verdict.claim_memory(memory_results([31.5, 90.0], [30.0, 60.0]))
     assert row["verdict"] == "partly" and "+5.0% against backprop's at batch 64" in row["ours"]
     assert verdict.claim_memory(memory_results([45.0, 90.0], [30.0, 60.0]))["verdict"] == "does not hold"
+
+
+def test_a_target_the_initial_model_already_meets_pairs_nothing():
+    """A network that has not learned: backprop's best is within 1% of the start, so the
+    target is met at iteration 0 and an iteration ratio would read 0. No pair counts."""
+    stuck = [2.3026, 2.300, 2.298, 2.297, 2.297, 2.297, 2.297, 2.297, 2.297, 2.297, 2.297]
+    parts = to_target.decompose(curves(stuck, stuck), 1.0, 1.0)
+    assert parts["runs"] == 0 and parts["runs_reached"] == 0 and math.isnan(parts["T_ratio"])

@@ -167,7 +167,7 @@ def run_mnist_experiment(experiment, model_name, data, lr, runs, iterations, eva
         "T_wall_ratio": t["T_f/T_b"], "T_b": t["T_b"], "target": parts["target"],
         "I_ratio": parts["I_ratio_mean"], "I_ratio_ci": parts["I_ratio_ci"], "S_ratio": parts["S_ratio"],
         "T_ratio": parts["T_ratio"], "T_text": describe_ratio(parts["T_ratio"]),
-        "runs_reached": parts["runs_reached"], "runs": runs, "bp_levelled": bool(levelled), "bp_fall": fall,
+        "runs_reached": parts["runs_reached"], "runs": runs, "pairs": parts["runs"], "bp_levelled": bool(levelled), "bp_fall": fall,
         "acc_fg": acc.get("forward gradient", float("nan")), "acc_bp": acc.get("backprop", float("nan")),
         "val_fg": val.get("forward gradient", float("nan")), "val_bp": val.get("backprop", float("nan")),
         "iterations": iterations, "lr": lr,

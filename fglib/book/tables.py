@@ -24,9 +24,12 @@ def paper_vs_ours(experiment, curves, finals, runtime, device_label, numbers):
     acc = finals.groupby("method")["test_accuracy"].apply(list)
     mb = lambda col: (runtime[col] / 2**20).tolist()
     ci = f" ± {numbers['I_ratio_ci']:.2f} (95%)" if math.isfinite(numbers["I_ratio_ci"]) else ""
-    reached = f"{numbers['runs_reached']}/{numbers['runs']} pairs reached: forward gradient came within 1% of its backprop twin's best loss"
+    pairs = numbers.get("pairs", numbers["runs"])
+    reached = f"{numbers['runs_reached']}/{pairs} pairs reached: forward gradient came within 1% of its backprop twin's best loss"
     i_text = f"{numbers['I_ratio']:.2f}{ci}; {reached}" if math.isfinite(numbers["I_ratio"]) else f"never; {reached}"
     t_text = f"{numbers['T_ratio']:.2f}" if math.isfinite(numbers["T_ratio"]) else "never within the run"
+    if pairs == 0:
+        i_text = t_text = NO_PAIR
     rows = [
         ("R_f, fglib engine", paper["R_f"], mean_sd(runtime["R_f"])),
         ("R_f, PyTorch forward_ad", "–", mean_sd(runtime["R_f (forward_ad)"])),
@@ -48,6 +51,7 @@ def paper_vs_ours(experiment, curves, finals, runtime, device_label, numbers):
 
 
 NOT_MEASURED = "–"
+NO_PAIR = "no comparable pair: the initial model already met backprop's best loss (nothing learned)"
 
 
 def significant(x, digits=3):

@@ -35,6 +35,8 @@ def grade_time_to_target(parts, not_judged_because=None):
     if not_judged_because:
         return NOT_JUDGED, not_judged_because
     n, runs = parts["runs_reached"], parts["runs"]
+    if runs == 0:
+        return NOT_JUDGED, "no comparable pair of runs: the initial models already met backprop's best loss"
     if n == 0:
         return "does not hold", f"no forward-gradient run came within 1% of its backprop twin's best loss ({runs} pairs)"
     if n < runs:
@@ -165,7 +167,8 @@ def claim_time_to_loss(r, cpu=True):
             why = v.get("time_verdict_why", "")
             ci = f" ± {v['I_ratio_ci']:.2f}" if math.isfinite(v.get("I_ratio_ci", math.nan)) else ""
             parts_text = (f"I_f/I_b {v['I_ratio']:.2f}{ci} × S_f/S_b {v['S_ratio']:.2f}"
-                          if math.isfinite(v["I_ratio"]) else "I_f/I_b: never reached")
+                          if math.isfinite(v["I_ratio"]) else
+                          "I_f/I_b: no comparable pair" if v.get("pairs", 1) == 0 else "I_f/I_b: never reached")
             why = f"{parts_text}; {why}"
         grades.append(grade)
         parts.append(f"{k}: {grade} ({why})")
