@@ -35,7 +35,8 @@ CHUNKS = {
     "mlp": ("claim 4, MLP at both rates (the paper's settings)", 8, [("mlp", {})]),
     "cnn": ("claim 4, CNN (3 of the paper's 5 runs, to fit one chunk)", 8, [("cnn", {"runs": 3})]),
     "sweep": ("the learning-rate sweep (logistic regression and MLP)", 8, [("lr_sweep", {})]),
-    "beyond": ("beyond the paper: finite differences against forward gradients", 6, [("zeroth_order", {})]),
+    "beyond": ("beyond the paper: variance and K, finite differences, several workers", 8,
+               [("variance", {}), ("zeroth_order", {}), ("distributed", {})]),
     "rest": ("the other chapters, and the verdict", 8,
              [("forward_reverse", {}), ("unbiasedness", {}), ("test_functions", {}), ("verdict", {})]),
 }
