@@ -42,7 +42,7 @@ def init(backend=None, timeout_s=60):
     the environment): gloo on CPU, NCCL when CUDA is there. Returns (rank, world size)."""
     if "RANK" not in os.environ:
         raise RuntimeError("fglib.distributed.init() must run under torchrun (RANK and WORLD_SIZE are not set); "
-                           "e.g. torchrun --nproc-per-node 2 tools/train_distributed.py ...")
+                           "e.g. torchrun --nproc-per-node 2 -m fglib.distributed ...")
     backend = backend or ("nccl" if torch.cuda.is_available() else "gloo")
     timeout = datetime.timedelta(seconds=checks.real("timeout_s", timeout_s, positive=True))
     dist.init_process_group(backend, timeout=timeout)
@@ -122,19 +122,9 @@ class DistributedForwardGradient(ForwardGradientDescent):
             pairs = [(int(s), float(d)) for row in gathered
                      for s, d in zip(row[:k].tolist(), row[k:2 * k].view(torch.float64).tolist())]
             loss = gathered[:, -1].view(torch.float64).mean()
-        self._apply(pairs)
+        self.write_grad((value / len(pairs), self.directions(s)) for s, value in pairs)
         self.last_seeds = [s for s, _ in pairs]
         return loss.to(self.params[0].dtype)
-
-    def _apply(self, pairs):
-        """grad = mean over the pairs of d * v(seed), each v re-created from its seed."""
-        grads = None
-        for s, d in pairs:
-            v = self.directions(s)
-            torch._foreach_mul_(v, d / len(pairs))
-            grads = v if grads is None else torch._foreach_add(grads, v)
-        for p, g in zip(self.params, grads):
-            p.grad = g
 
 
 class DistributedBackprop(Backprop):

@@ -133,20 +133,30 @@ class ForwardGradientDescent(Method):
     def fill_grad(self, x, y):
         if self.batched:
             return self._fill_grad_batched(x, y)
-        grads, self.last_seeds = None, []
-        for step_seed, v in self._draws():
-            if step_seed not in self.last_seeds:
-                self.last_seeds.append(step_seed)
-            loss, d = self._jvp(x, y, *v)
-            if self.regenerate:
-                del v
-                v = self.directions(step_seed)
-            torch._foreach_mul_(v, d / self.n_directions)
+        self.last_seeds, losses = [], []
+
+        def terms():
+            for step_seed, v in self._draws():
+                if step_seed not in self.last_seeds:
+                    self.last_seeds.append(step_seed)
+                loss, d = self._jvp(x, y, *v)
+                losses.append(loss)
+                if self.regenerate:
+                    del v
+                    v = self.directions(step_seed)
+                yield d / self.n_directions, v
+
+        self.write_grad(terms())
+        return losses[-1]
+
+    def write_grad(self, terms):
+        """p.grad = sum of weight * v over the (weight, v) terms, each v scaled in place."""
+        grads = None
+        for weight, v in terms:
+            torch._foreach_mul_(v, weight)
             grads = v if grads is None else torch._foreach_add(grads, v)
         for p, g in zip(self.params, grads):
             p.grad = g
-        return loss
-
 
     def _fill_grad_batched(self, x, y):
         """The K tangents in one pass (module_jvp_batched); g = (1/K) sum_k d_k v_k."""
