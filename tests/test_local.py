@@ -3,6 +3,7 @@ against backprop of the loss each targets, unbiased by a statistical test with a
 fails, no backward pass in any forward-gradient path, determinism and clear errors."""
 import math
 
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -234,3 +235,17 @@ def test_frozen_parameters_stay_untouched(name):
     method.step(x, y)
     assert frozen.grad is None and torch.equal(frozen, before)
     assert all(p.grad is not None for p in method.params)
+
+
+def test_ren_et_al_numbers_sit_beside_ours_each_with_its_gap_to_its_own_backprop():
+    """Every one of our six methods gets Ren et al.'s name and quoted errors; gaps are taken
+    within a column (theirs against their BP on the same LocalMixer, ours against ours)."""
+    from fglib.book.local import REN_MNIST, REN_NAMES, beside_ren
+    table = pd.DataFrame({"method": list(REN_NAMES), "test error (%)": [2.0, 2.5, 30.0, 20.0, 40.0, 10.0],
+                          "± sd": [0.1, 0.2, 1.0, 1.0, 1.0, float("nan")]})
+    out = beside_ren(table).set_index("method")
+    assert list(out["Ren et al.'s name"]) == ["BP", "LG-BP", "FG-W", "FG-A", "LG-FG-W", "LG-FG-A"]
+    assert out.loc["local FG-A", "ours: test error % (gap)"] == "10.00 (+8.00)"  # no sd from a single run
+    assert out.loc["FG-A", "ours: test error % (gap)"] == "20.00 ± 1.00 (+18.00)"
+    gap = REN_MNIST["LG-FG-A"]["M/1/16"][0] - REN_MNIST["BP"]["M/1/16"][0]
+    assert out.loc["local FG-A", "Ren et al., M/1/16: test error % (gap)"].endswith(f"({gap:+.2f})")

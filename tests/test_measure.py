@@ -144,3 +144,53 @@ def test_saved_bytes_counts_the_activations_not_the_weights():
     counted = fglib.saved_bytes(lambda: bp.step(x, y), exclude=list(model.parameters()))
     activations = 64 * (784 + 1024 + 1024) * 4
     assert activations <= counted <= activations + 10_000
+
+
+def k_finals(hits, losses):
+    """Finals for fabricated K runs: hits keyed (label, lr) as in sweep_curves, K from the label."""
+    from fglib.book.variance import k_label
+    ks = {k_label(k): k for k in (1, 4, 16)}
+    return pd.DataFrame([{"method": m, "lr": lr, "run": r, "status": "ran", "test_accuracy": 0.9,
+                          "validation_loss": losses[(m, lr)], "K": ks.get(m, math.nan)}
+                         for (m, lr), runs in hits.items() for r in range(len(runs))])
+
+
+def test_k_directions_pay_only_when_the_whole_interval_of_the_time_ratio_is_below_one():
+    """T(K)/T(1) = [K I(K) / I(1)] x [S(K) / (K S(1))], pair by pair: K = 4 needs a tenth of
+    K = 1's iterations in both pairs (0.4 of its directions) and its step costs half of 4 steps,
+    so T(4)/T(1) = 0.2 with no spread: pays; K = 16 needs the same iterations as K = 1 at equal
+    step cost per direction: 16 times the time, does not pay."""
+    from fglib.book.variance import k_label, k_pays, k_table
+    hits = {(k_label(1), 1e-4): [200, 500], (k_label(1), 1e-3): [100, 200],
+            (k_label(4), 1e-3): [10, 20], (k_label(16), 1e-2): [100, 200], ("backprop", 0.1): [10, 20]}
+    losses = {(k_label(1), 1e-4): 0.5, (k_label(1), 1e-3): 0.4, (k_label(4), 1e-3): 0.3,
+              (k_label(16), 1e-2): 0.3, ("backprop", 0.1): 0.1}
+    curves, finals = sweep_curves(hits), k_finals(hits, losses)
+    ms = {k_label(1): 2.0, k_label(4): 4.0, k_label(16): 32.0, "backprop": 1.0}
+    pays = k_pays(curves, finals, ms, 0.5).set_index("K")
+    assert pays.loc[4, "directions / those of K = 1"] == pytest.approx(0.4) and pays.loc[4, "±95%"] == 0
+    assert pays.loc[4, "engine factor"] == pytest.approx(0.5) and pays.loc[4, "T / T(K = 1)"] == pytest.approx(0.2)
+    assert pays.loc[4, "verdict"] == "pays for itself"
+    assert pays.loc[16, "T / T(K = 1)"] == pytest.approx(16.0) and pays.loc[16, "verdict"] == "does not pay"
+    table = k_table(curves, finals, ms, 0.5, 1000).set_index("method")
+    assert table.loc[k_label(16), "T / T_backprop"] == pytest.approx(150 * 32 / 15)
+    assert table.loc[k_label(1), "best rate"] == 1e-3 and table.loc["backprop", "K"] != table.loc["backprop", "K"]
+
+
+def test_k_directions_are_not_judged_when_a_run_misses_the_target():
+    from fglib.book.variance import k_label, k_pays
+    hits = {(k_label(1), 1e-3): [100, None], (k_label(4), 1e-3): [20, 20], ("backprop", 0.1): [10, 10]}
+    losses = {key: 0.4 for key in hits}
+    pays = k_pays(sweep_curves(hits), k_finals(hits, losses), {k_label(1): 1.0, k_label(4): 2.0, "backprop": 1.0}, 0.5)
+    assert pays.iloc[0]["verdict"].startswith("not judged") and math.isnan(pays.iloc[0]["T / T(K = 1)"])
+
+
+def test_k_sweep_refuses_a_budget_below_the_largest_k_and_bad_grids(mnist):
+    from fglib.book.variance import check_k_rates, k_sweep
+    with pytest.raises(ValueError, match="budget"):
+        k_sweep("logreg", mnist, {1: [1e-3], 16: [1e-3]}, [0.1], budget=8, runs=1, eval_points=2)
+    with pytest.raises(ValueError, match=r"k_rates key"):
+        check_k_rates("k_rates", {0: [1e-3]})
+    with pytest.raises(TypeError, match="k_rates"):
+        check_k_rates("k_rates", [1e-3])
+    assert list(check_k_rates("k_rates", {4: [1e-3], 1: [1e-4]})) == [1, 4]

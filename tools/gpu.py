@@ -35,8 +35,10 @@ CHUNKS = {
     "mlp": ("claim 4, MLP at both rates (the paper's settings)", 8, [("mlp", {})]),
     "cnn": ("claim 4, CNN (3 of the paper's 5 runs, to fit one chunk)", 8, [("cnn", {"runs": 3})]),
     "sweep": ("the learning-rate sweep (logistic regression and MLP)", 8, [("lr_sweep", {})]),
-    "beyond": ("beyond the paper: variance and K, finite differences, several workers", 8,
-               [("variance", {}), ("zeroth_order", {}), ("distributed", {})]),
+    "variance": ("beyond the paper: variance, and whether K directions pay for themselves (MLP)", 8,
+                 [("variance", {})]),
+    "beyond": ("beyond the paper: finite differences, several workers", 6,
+               [("zeroth_order", {}), ("distributed", {})]),
     "local": ("beyond the paper: activity perturbation and local losses (MLP, full sweep)", 6,
               [("local_losses", {})]),
     "optimisers": ("beyond the paper: momentum and Adam, each tuned, and Fashion-MNIST (MLP)", 8,
@@ -49,7 +51,7 @@ CHUNKS = {
 def plan():
     for i, (name, (settles, minutes, work)) in enumerate(CHUNKS.items(), 1):
         chapters = ", ".join(c + (f" ({p})" if p else "") for c, p in work)
-        print(f"{i}. {name:7s} ~{minutes} min  {settles}: {chapters}")
+        print(f"{i}. {name:10s} ~{minutes} min  {settles}: {chapters}")
 
 
 def run(chunk, out, smoke=False):

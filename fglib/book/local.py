@@ -26,6 +26,21 @@ PALETTE = {"backprop": "#DD8452", "FG-W": "#4C72B0", "FG-A": "#55A868",
            "local backprop": "#C44E52", "local FG-W": "#8172B3", "local FG-A": "#937860"}
 RELABEL = {METHOD_NAMES[m]: LABELS[m] for m in LABELS}
 
+# Quoted, not measured: Ren, Kornblith, Liao and Hinton (ICLR 2023), Table 3 (MNIST, supervised),
+# test / train error in %, for two sizes of their LocalMixer (their Table 2: S/1/1 is one block
+# of 256 channels in 1 group, 272K parameters; M/1/16 one block of 512 channels in 16 groups,
+# each group with its own local loss, 429K parameters). Their names for our six methods.
+REN_NAMES = {"backprop": "BP", "local backprop": "LG-BP", "FG-W": "FG-W", "FG-A": "FG-A",
+             "local FG-W": "LG-FG-W", "local FG-A": "LG-FG-A"}
+REN_MNIST = {  # method: {network: (test error, train error)}
+    "BP": {"S/1/1": (2.66, 0.00), "M/1/16": (2.41, 0.00)},
+    "LG-BP": {"S/1/1": (2.43, 0.00), "M/1/16": (2.81, 0.00)},
+    "FG-W": {"S/1/1": (9.25, 8.93), "M/1/16": (8.56, 8.64)},
+    "FG-A": {"S/1/1": (3.24, 1.53), "M/1/16": (3.76, 1.75)},
+    "LG-FG-W": {"S/1/1": (9.25, 8.93), "M/1/16": (5.66, 4.59)},
+    "LG-FG-A": {"S/1/1": (3.24, 1.53), "M/1/16": (2.55, 0.00)},
+}
+
 
 def model_for(method, base):
     """The network a method trains: the plain `base` ('mlp') or its LocalNet ('local_mlp')."""
@@ -160,4 +175,22 @@ def ren_findings(errors, table):
                          "on the paper's MLP, not their LocalMixer",
                  "verdict": {"higher": "does not hold here", "lower": "holds (FG better)",
                              "indistinguishable": "holds here", "one run": "cannot tell from one run"}[word]})
+    return pd.DataFrame(rows)
+
+
+def beside_ren(table):
+    """at_best_rates' table (our six methods) beside Ren et al.'s MNIST test errors (REN_MNIST,
+    quoted): one row per method with their name for it, their test error on each LocalMixer
+    and ours (mean ± sd), each in % with its gap to the same column's backprop in points."""
+    ours = table.set_index("method")
+    base = ours.loc["backprop", "test error (%)"]
+    rows = []
+    for method, ren in REN_NAMES.items():
+        row = {"method": method, "Ren et al.'s name": ren}
+        for net, (test, _) in REN_MNIST[ren].items():
+            row[f"Ren et al., {net}: test error % (gap)"] = f"{test:.2f} ({test - REN_MNIST['BP'][net][0]:+.2f})"
+        mean, sd = ours.loc[method, "test error (%)"], ours.loc[method, "± sd"]
+        spread = f" ± {sd:.2f}" if sd == sd else ""
+        row["ours: test error % (gap)"] = f"{mean:.2f}{spread} ({mean - base:+.2f})"
+        rows.append(row)
     return pd.DataFrame(rows)

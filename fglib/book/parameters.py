@@ -63,6 +63,12 @@ def _settings(name, value):
     return check_settings(name, value)
 
 
+def _k_rates(name, value):
+    """{K: [rates]}: the variance chapter's grid for each number of directions."""
+    from .variance import check_k_rates
+    return check_k_rates(name, value)
+
+
 def _folder(name, value):
     if not isinstance(value, str) or not value:
         raise TypeError(f"{name} must be a folder name, got {value!r}")
@@ -72,7 +78,7 @@ def _folder(name, value):
 COUNTS = ("runs", "eval_every", "timing_repeats", "repeats", "mc_repeats", "n_steps", "n_figure_samples",
           "variance_samples", "broken_samples", "z_samples", "memory_depth", "beale_iterations",
           "rosenbrock_iterations", "batch_repeats", "eval_points", "n_directions", "quant_iterations",
-          "batch_size", "limit", "n_samples", "trained_steps")
+          "batch_size", "limit", "n_samples", "trained_steps", "k_budget", "k_runs", "k_eval_points")
 RULES = {
     "smoke": checks.boolean, "compile_variants": checks.boolean, "seed": checks.seed, "device": checks.device,
     "lr": checks.rate, "beale_lr": checks.rate, "rosenbrock_lr": checks.rate,
@@ -87,6 +93,7 @@ RULES = {
     "latency_us": checks.rate,
     "k_model": lambda name, value: checks.choice(name, value, MODELS),
     "optimizer_rates": _settings, "fashion_local_rates": checks.rates,
+    "k_rates": _k_rates, "k_bp_rates": checks.rates, "k_target_loss": checks.rate,
     **{name: checks.count for name in COUNTS},
 }
 

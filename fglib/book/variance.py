@@ -1,5 +1,15 @@
 """The variance chapter's experiments: the forward gradient's error on the book's networks for
-each direction law and K, beside the formulas, and the cost of K directions per step."""
+each direction law and K, beside the formulas, the cost of K directions per step, and whether
+K directions pay for themselves in time to target.
+
+With K directions per step, time to target decomposes as
+
+    T(K) / T(1) = [K I(K) / I(1)] x [S(K) / (K S(1))]
+
+The first factor is the directions drawn to reach the target, relative to K = 1: a property of
+the optimisation (below 1 when averaging lets each direction count for more). The second is
+what a step with K directions costs against K steps with one: a property of the engine and the
+device (below 1 when one batched pass carries K tangents more cheaply than K passes)."""
 import copy
 import math
 
@@ -7,12 +17,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .. import checks
 from ..data import BatchSampler
 from ..measure import base_call
 from ..methods import make_method
 from ..models import build_model, count_parameters
 from ..stats import expected_squared_error, network_errors
 from ..timing import median_times
+from ..to_target import mean_ci
+from .sweep import at_best_rates, best_final_rates, iterations_to_targets, lr_sweep
 
 
 def trained_copy(model, data, steps, lr=0.1, seed=0, method="bp"):
@@ -68,3 +81,115 @@ def k_costs(model_name, x, y, ks, seed=0, warmup=3, repeats=10, device="cpu"):
              "step time (ms)": 1e3 * times[(k, batched)], "S / S_backprop": times[(k, batched)] / times["backprop"]}
             for k, batched in (key for key in calls if isinstance(key, tuple))]
     return pd.DataFrame(rows), times["backprop"]
+
+
+def k_label(k):
+    """'forward gradient, K = 4'."""
+    return f"forward gradient, K = {k}"
+
+
+def check_k_rates(name, value):
+    """{K: [rates]}, e.g. {1: [1e-4, 3e-4], 4: [3e-4, 1e-3]}, in increasing K."""
+    if not isinstance(value, dict) or not value:
+        raise TypeError(f"{name} must be a dict {{K: [learning rates]}}, e.g. {{1: [1e-4], 4: [3e-4]}}, "
+                        f"got {value!r}")
+    return {checks.count(f"{name} key", k): checks.rates(f"{name}[{k!r}]", value[k]) for k in sorted(value)}
+
+
+def k_sweep(model_name, data, k_rates, bp_rates, budget, runs, eval_points, seed=0, device="cpu",
+            eval_examples=None):
+    """Forward gradient descent with K directions per step, for each K of k_rates ({K: [rates]}),
+    each swept on its own grid by lr_sweep's rule, for budget // K iterations: every K draws the
+    same number of directions per run. Backprop runs `budget` iterations over bp_rates. Run r
+    has seed seed + r throughout. Returns (curves, finals) labelled by k_label and 'backprop'."""
+    k_rates = check_k_rates("k_rates", k_rates)
+    budget = checks.count("budget", budget)
+    if budget < max(k_rates):
+        raise ValueError(f"budget ({budget} directions per run) must be at least the largest K ({max(k_rates)}), "
+                         "so that every K runs at least one iteration")
+    curves, finals = [], []
+    for k, rates in k_rates.items():
+        c, f = lr_sweep(model_name, data, {"fg": rates}, runs, budget // k, eval_points, seed, device,
+                        eval_examples=eval_examples, n_directions=k)
+        curves.append(c.assign(method=k_label(k), K=k))
+        finals.append(f.assign(method=k_label(k), K=k))
+    c, f = lr_sweep(model_name, data, {"bp": bp_rates}, runs, budget, eval_points, seed, device,
+                    eval_examples=eval_examples)
+    return pd.concat(curves + [c], ignore_index=True), pd.concat(finals + [f], ignore_index=True)
+
+
+def k_step_ms(costs, bp_seconds):
+    """{label: ms per step} from k_costs: for each K the faster of K passes and one batched pass
+    (both compute the same estimate), and backprop's step."""
+    fastest = costs.groupby("K")["step time (ms)"].min()
+    return {**{k_label(k): float(ms) for k, ms in fastest.items()}, "backprop": 1e3 * bp_seconds}
+
+
+def k_table(curves, finals, step_ms, target_loss, budget):
+    """One row per K (and backprop) at its best rate (lowest final validation loss): test error,
+    iterations I to the validation-loss target, directions to it relative to the smallest K,
+    S and T = I x S relative to the smallest K and to backprop."""
+    best = best_final_rates(finals)
+    ks = finals.groupby("method", sort=False)["K"].first()
+    k1 = int(ks.min())
+    table = at_best_rates(curves, finals, best, step_ms, target_loss, budget, reference=k_label(k1))
+    to_bp = at_best_rates(curves, finals, best, step_ms, target_loss, budget, reference="backprop")
+    table.insert(1, "K", table["method"].map(ks).values)
+    table.insert(2, "at the grid's edge", best["at the grid's edge"].values)
+    table = table.rename(columns={f"{x} / {x}_{k_label(k1)}": f"{x} / {x}(K = {k1})" for x in "IST"})
+    table[f"directions / those of K = {k1}"] = table[f"I / I(K = {k1})"] * table["K"] / k1
+    table["T / T_backprop"] = to_bp["T / T_backprop"].values
+    return table
+
+
+def k_pays(curves, finals, step_ms, target_loss):
+    """For each K above the smallest (k1), at each one's best rate: the directions to the
+    validation-loss target relative to k1's, K I(K) / (k1 I(k1)), pair by pair (run r against
+    run r: same seed) with its 95% interval; the engine factor S(K) k1 / (K S(k1)); their
+    product T(K) / T(k1); and a verdict: 'pays for itself' when the whole interval of T(K)/T(k1)
+    lies below 1, 'does not pay' when above, 'cannot tell' when it straddles 1 (or one run gives
+    no interval), and 'not judged' when a run of either K missed the target or started at or
+    below it."""
+    best = best_final_rates(finals).set_index("method")["lr"]
+    ks = finals.dropna(subset=["K"]).groupby("method")["K"].first().astype(int).sort_values()
+    reach = iterations_to_targets(curves, {"loss": [target_loss]})
+
+    def runs(label):
+        d = reach[(reach["method"] == label) & (reach["lr"] == best[label])]
+        return d.sort_values("run")["iterations"].to_numpy()
+
+    k1 = int(ks.iloc[0])
+    rows = []
+    for label, k in ks.iloc[1:].items():
+        engine = step_ms[label] * k1 / (k * step_ms[k_label(k1)])
+        i_k, i_1 = runs(label), runs(k_label(k1))
+        row = {"K": k, "directions / those of K = 1": math.nan, "±95%": math.nan, "engine factor": engine,
+               "T / T(K = 1)": math.nan, "verdict": "not judged: a run missed the target"}
+        if len(i_k) and len(i_k) == len(i_1) and all(map(math.isfinite, [*i_k, *i_1])) and min(*i_k, *i_1) == 0:
+            row["verdict"] = "not judged: a run started at or below the target"
+        elif len(i_k) and len(i_k) == len(i_1) and all(map(math.isfinite, [*i_k, *i_1])):
+            mean, half, _ = mean_ci(list(k * i_k / (k1 * i_1)))
+            low, high = (mean - half) * engine, (mean + half) * engine
+            row.update({"directions / those of K = 1": mean, "±95%": half, "T / T(K = 1)": mean * engine,
+                        "verdict": "pays for itself" if high < 1 else "does not pay" if low > 1 else "cannot tell"})
+        rows.append(row)
+    return pd.DataFrame(rows).rename(columns=lambda c: c.replace("K = 1", f"K = {k1}"))
+
+
+def describe_k(pays):
+    """One clause per row of k_pays: 'with K = 4, 0.93 ± 0.12 times the directions of K = 1,
+    a step costing 0.96 of K steps with one: T(4)/T(1) = 0.89, cannot tell'."""
+    k1 = next(c for c in pays.columns if c.startswith("T / T(K = "))[len("T / T(K = "):-1]
+    parts = []
+    for row in pays.to_dict("records"):
+        head = f"with K = {row['K']}"
+        dirs, t = row[f"directions / those of K = {k1}"], row[f"T / T(K = {k1})"]
+        if math.isfinite(dirs):
+            ci = f" ± {row['±95%']:.2f}" if math.isfinite(row["±95%"]) else ""
+            parts.append(f"{head}, {dirs:.2f}{ci} times the directions of K = {k1} and a step costing "
+                         f"{row['engine factor']:.2f} of {row['K']} steps with {k1}: "
+                         f"T({row['K']})/T({k1}) = {t:.2f}, {row['verdict']}")
+        else:
+            parts.append(f"{head}, {row['verdict']} (a step costs {row['engine factor']:.2f} of "
+                         f"{row['K']} steps with {k1})")
+    return "; ".join(parts)
