@@ -194,3 +194,15 @@ def test_k_sweep_refuses_a_budget_below_the_largest_k_and_bad_grids(mnist):
     with pytest.raises(TypeError, match="k_rates"):
         check_k_rates("k_rates", [1e-3])
     assert list(check_k_rates("k_rates", {4: [1e-3], 1: [1e-4]})) == [1, 4]
+
+
+def test_k_directions_cannot_tell_when_the_interval_straddles_one():
+    """Pairs that disagree (K = 4 takes 0.4 and then 1.6 of K = 1's directions, at equal cost
+    per direction) give an interval around 1: no verdict either way."""
+    from fglib.book.variance import describe_k, k_label, k_pays
+    hits = {(k_label(1), 1e-3): [100, 50], (k_label(4), 1e-3): [10, 20], ("backprop", 0.1): [10, 10]}
+    losses = {key: 0.4 for key in hits}
+    pays = k_pays(sweep_curves(hits), k_finals(hits, losses), {k_label(1): 1.0, k_label(4): 4.0, "backprop": 1.0}, 0.5)
+    row = pays.iloc[0]
+    assert row["directions / those of K = 1"] == pytest.approx(1.0) and row["verdict"] == "cannot tell"
+    assert "T(4)/T(1) = 1.00, cannot tell" in describe_k(pays)
