@@ -167,7 +167,7 @@ def test_k_directions_pay_only_when_the_whole_interval_of_the_time_ratio_is_belo
               (k_label(16), 1e-2): 0.3, ("backprop", 0.1): 0.1}
     curves, finals = sweep_curves(hits), k_finals(hits, losses)
     ms = {k_label(1): 2.0, k_label(4): 4.0, k_label(16): 32.0, "backprop": 1.0}
-    pays = k_pays(curves, finals, ms, 0.5).set_index("K")
+    pays = k_pays(curves, finals, ms, 0.5, budget=1000).set_index("K")
     assert pays.loc[4, "directions / those of K = 1"] == pytest.approx(0.4) and pays.loc[4, "±95%"] == 0
     assert pays.loc[4, "engine factor"] == pytest.approx(0.5) and pays.loc[4, "T / T(K = 1)"] == pytest.approx(0.2)
     assert pays.loc[4, "verdict"] == "pays for itself"
@@ -177,12 +177,29 @@ def test_k_directions_pay_only_when_the_whole_interval_of_the_time_ratio_is_belo
     assert table.loc[k_label(1), "best rate"] == 1e-3 and table.loc["backprop", "K"] != table.loc["backprop", "K"]
 
 
-def test_k_directions_are_not_judged_when_a_run_misses_the_target():
+def test_k_directions_bound_the_ratio_when_a_run_misses_its_budget():
+    """Every run draws the same budget of directions (1,000), so a K = 1 run that missed the
+    target bounds the ratio from above (it needed more than 1,000 directions), a K = 4 run that
+    missed bounds it from below; both missing in one pair, or bounds both ways, is not judged."""
     from fglib.book.variance import k_label, k_pays
-    hits = {(k_label(1), 1e-3): [100, None], (k_label(4), 1e-3): [20, 20], ("backprop", 0.1): [10, 10]}
-    losses = {key: 0.4 for key in hits}
-    pays = k_pays(sweep_curves(hits), k_finals(hits, losses), {k_label(1): 1.0, k_label(4): 2.0, "backprop": 1.0}, 0.5)
-    assert pays.iloc[0]["verdict"].startswith("not judged") and math.isnan(pays.iloc[0]["T / T(K = 1)"])
+
+    def pays(h1, h4, ms4=4.0):
+        hits = {(k_label(1), 1e-3): h1, (k_label(4), 1e-3): h4, ("backprop", 0.1): [10, 10]}
+        finals = k_finals(hits, {key: 0.4 for key in hits})
+        return k_pays(sweep_curves(hits), finals, {k_label(1): 1.0, k_label(4): ms4, "backprop": 1.0}, 0.5,
+                      budget=1000).iloc[0]
+
+    upper = pays([None, None], [50, 50])  # 4 x 50 / 1000 = 0.2 at most, in both pairs
+    assert upper["bound"] == "<" and upper["directions / those of K = 1"] == pytest.approx(0.2)
+    assert upper["verdict"] == "pays for itself"
+    lower = pays([100, 100], [None, None])  # K = 4 needed more than 1000 / 100 = 10 times the directions
+    assert lower["bound"] == ">" and lower["directions / those of K = 1"] == pytest.approx(10)
+    assert lower["verdict"] == "does not pay"
+    assert pays([100, 100], [None, None], ms4=0.01)["verdict"] == "cannot tell"  # a lower bound cannot show it pays
+    mixed = pays([100, None], [20, 20])  # 0.8 exactly and at most 0.08: an upper bound, wide
+    assert mixed["bound"] == "<" and mixed["verdict"] == "cannot tell"
+    assert pays([None, 100], [None, 20])["verdict"].startswith("not judged: both")
+    assert pays([None, 100], [20, None])["verdict"].startswith("not judged: the runs that missed")
 
 
 def test_k_sweep_refuses_a_budget_below_the_largest_k_and_bad_grids(mnist):
@@ -202,7 +219,8 @@ def test_k_directions_cannot_tell_when_the_interval_straddles_one():
     from fglib.book.variance import describe_k, k_label, k_pays
     hits = {(k_label(1), 1e-3): [100, 50], (k_label(4), 1e-3): [10, 20], ("backprop", 0.1): [10, 10]}
     losses = {key: 0.4 for key in hits}
-    pays = k_pays(sweep_curves(hits), k_finals(hits, losses), {k_label(1): 1.0, k_label(4): 4.0, "backprop": 1.0}, 0.5)
+    pays = k_pays(sweep_curves(hits), k_finals(hits, losses), {k_label(1): 1.0, k_label(4): 4.0, "backprop": 1.0}, 0.5,
+                   budget=1000)
     row = pays.iloc[0]
     assert row["directions / those of K = 1"] == pytest.approx(1.0) and row["verdict"] == "cannot tell"
     assert "T(4)/T(1) = 1.00, cannot tell" in describe_k(pays)
