@@ -19,6 +19,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 START_TIMEOUT, CALL_TIMEOUT = 90, 60
+# A fresh kernel on a loaded 2-core CI machine can take minutes to import torch the first time:
+# the run is bounded as a whole, not per message, so a slow start is not mistaken for a hang.
+EXECUTE_TIMEOUT = 300
 
 
 def free_port():
@@ -49,7 +52,7 @@ def processes_mentioning(text):
 
 @pytest.fixture
 def lab(tmp_path):
-    """(base url, token) of a JupyterLab server rooted at the repository; shut down afterwards."""
+    """(base url, token, log path) of a JupyterLab server rooted at the repository; shut down afterwards."""
     port, token = free_port(), uuid.uuid4().hex
     runtime = tmp_path / "runtime"
     env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(runtime), "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
@@ -70,7 +73,7 @@ def lab(tmp_path):
                 if server.poll() is not None or time.monotonic() > deadline:
                     pytest.fail(f"JupyterLab did not start: {(tmp_path / 'lab.log').read_text()[-2000:]}")
                 time.sleep(0.5)
-        yield base, token
+        yield base, token, tmp_path / "lab.log"
     finally:
         try:
             call(base, token, "/api/shutdown", "POST")  # shuts its kernels down too
@@ -101,8 +104,12 @@ async def execute(base, token, kernel_id, code):
         "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
                     "allow_stdin": False, "stop_on_error": True}}))
     status, out = None, []
+    deadline = time.monotonic() + EXECUTE_TIMEOUT
     while True:
-        message = json.loads(await asyncio.wait_for(ws.read_message(), CALL_TIMEOUT))
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"the kernel did not finish within {EXECUTE_TIMEOUT} s; output so far: {out}")
+        message = json.loads(await asyncio.wait_for(ws.read_message(), left))
         if message.get("parent_header", {}).get("msg_id") != msg_id:
             continue
         kind, content = message["msg_type"], message["content"]
@@ -118,7 +125,7 @@ async def execute(base, token, kernel_id, code):
 
 
 def test_jupyterlab_lists_the_book_and_its_kernel_imports_fglib(lab):
-    base, token = lab
+    base, token, log = lab
     listing = call(base, token, "/api/contents/book")
     names = {item["name"] for item in listing["content"]}
     assert {"intro.md", "logreg.ipynb", "mlp.ipynb"} <= names
@@ -129,7 +136,10 @@ def test_jupyterlab_lists_the_book_and_its_kernel_imports_fglib(lab):
             "print(fglib.__file__)\nprint(os.path.isdir(os.path.join(data_root(), 'MNIST')))\n"
             "os.environ.pop('FGLIB_PROGRESS', None)\nimport tqdm.notebook\n"
             "print(isinstance(progress_bar(range(2)), tqdm.notebook.tqdm))")
-    status, out = asyncio.run(execute(base, token, kernel["id"], code))
+    try:
+        status, out = asyncio.run(execute(base, token, kernel["id"], code))
+    except TimeoutError as timeout:
+        pytest.fail(f"{timeout}\nserver log:\n{log.read_text()[-3000:]}")
     assert status == "ok", out
     path, data_found, bar = out.split()
     assert pathlib.Path(path).resolve().is_relative_to(ROOT) and data_found == "True"
