@@ -17,6 +17,11 @@ RAW_REPR = re.compile(r"^\s*(np\.\w+\(.*\)|<Figure size.*|<matplotlib\..*|<Axes.
                       r"[-+]?\d[\d_]*(\.\d*)?(e[-+]?\d+)?|\(.*\)|\[.*\]|None|True|False)\s*$", re.S)
 WARNING_NAME = re.compile(r"\b[A-Z][A-Za-z]*Warning\b")
 NAN = re.compile(r"\bnan\b", re.I)
+# A chapter shows its code only where the code is the point (tagged show-input); every other
+# cell's code is folded behind a toggle (hide-input, hide-cell) or left out of the page.
+FOLDED = {"tag_hide-input", "tag_hide-cell", "tag_show-input"}
+# A Markdown table shown as text: its rule row, with dashes the typographer may have turned into – or —.
+UNRENDERED_TABLE = re.compile(r"^\s*\|.*\|\s*:?[-–—]+:?\s*\|", re.S)
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +46,13 @@ def problems(name, page):
         found.append("a traceback")
     if "{glue" in text:
         found.append("an unrendered {glue} role")
+    for para in page.select("p"):
+        if UNRENDERED_TABLE.match(para.get_text()):
+            found.append(f"a Markdown table that did not render: {para.get_text()[:60]!r}")
+    for cell in page.select("div.cell"):
+        if cell.select("div.cell_input") and not FOLDED & set(cell.get("class", [])):
+            code = cell.select("div.cell_input")[0].get_text(" ").strip()
+            found.append(f"code on show (tag it hide-input, or show-input if it is the point): {code[:60]!r}")
     for out in outputs(page):
         shown = out.get_text(" ")
         if WARNING_NAME.search(shown):
@@ -73,8 +85,25 @@ def test_the_checks_catch_what_they_look_for():
     bad = BeautifulSoup(
         '<div class="cell_output"><div class="output text_plain"><pre>np.float64(0.0)</pre></div>'
         '<div class="output stderr"><pre>FutureWarning: x</pre></div>'
-        '<div class="output text_html"><table><td>nan</td></table></div></div><p>{glue:text}`x`</p>',
+        '<div class="output text_html"><table><td>nan</td></table></div></div><p>{glue:text}`x`</p>'
+        '<div class="cell tag_parameters"><div class="cell_input"><pre>runs = 3</pre></div></div>'
+        '<p>| a | b ||x|| |\n|:--|--:|\n| 1 | 2 |</p>',
         "html.parser")
     found = " ".join(problems("bad", bad))
-    for what in ("raw value", "stderr", "NaN", "glue", "warning"):
+    for what in ("raw value", "stderr", "NaN", "glue", "warning", "code on show", "did not render"):
         assert what in found, what
+
+
+def test_a_table_with_pipes_in_its_names_renders_as_a_table():
+    """show() escapes | so that a column named 'max |z|' or a cell 'a|b' stays one cell; the
+    control (the same table unescaped) falls apart, as it did on two pages."""
+    import pandas as pd
+    from markdown_it import MarkdownIt
+    from fglib.book.tables import show
+    df = pd.DataFrame({"max |z|": [1.5, 2.0], "case": ["a|b", "c"]})
+    parse = lambda text: BeautifulSoup(MarkdownIt("commonmark").enable("table").render(text), "html.parser")
+    page = parse(show(df).data)
+    assert [th.get_text() for th in page.select("th")] == ["max |z|", "case"]
+    assert [td.get_text() for td in page.select("td")] == ["1.50", "a|b", "2.00", "c"]
+    control = parse(df.to_markdown(index=False))
+    assert [th.get_text().strip() for th in control.select("th")] != ["max |z|", "case"]

@@ -117,6 +117,8 @@ def test_cpu_speed_claims_are_not_reproduced_rather_than_refuted_and_gpu_column_
     assert verdict.claims_table({"logreg": MNIST}, gpu).set_index("#").loc[3, "GPU"] == "holds"
     assert verdict.claims_table({}).set_index("#").loc[1, "GPU"] == verdict.DEVICE_FREE
     assert "](logreg.ipynb)" in verdict.to_markdown(table.reset_index())
+    evidence = verdict.evidence_markdown(table.reset_index())  # each row's evidence and rule, listed
+    assert "engine fglib" in evidence and "run too short" in evidence and "Rule: holds if R_f/R_b < 1" in evidence
 
 
 def test_claim_two_needs_both_halves():

@@ -88,10 +88,15 @@ def show(df, digits=3, integers=(), note=None):
         elif pd.api.types.is_numeric_dtype(table[col]):
             cells[col] = [significant(v, digits) for v in table[col]]
     align = ["right" if pd.api.types.is_numeric_dtype(table[c]) else "left" for c in table.columns]
+    cells = cells.map(_escape_pipes).rename(columns=_escape_pipes)  # a bare | would end the cell
     text = cells.to_markdown(index=False, disable_numparse=True, colalign=align)
     if note and (cells == NOT_MEASURED).any().any():
         text += f"\n\n{NOT_MEASURED}: {note}"
     return Markdown(text)
+
+
+def _escape_pipes(value):
+    return value.replace("|", "\\|") if isinstance(value, str) else value
 
 
 def _named_index(df):

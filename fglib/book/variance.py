@@ -48,7 +48,7 @@ def error_table(points, x, y, laws, n_samples=50, seed=0):
         for kind, k in laws:
             errors, norm2 = network_errors(model, F.cross_entropy, x, y, kind, n_samples, k, seed=seed)
             rows.append({"model": name, "point": point, "law": kind, "K": k, "parameters": n,
-                         "error / ||grad||^2": errors["squared error"].mean() / norm2,
+                         "error / ‖∇f‖²": errors["squared error"].mean() / norm2,
                          "± (se)": errors["squared error"].std() / math.sqrt(n_samples) / norm2,
                          "formula": expected_squared_error(1.0, n, kind, k),
                          "cosine": errors["cosine"].mean(),
