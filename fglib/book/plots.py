@@ -7,7 +7,11 @@ SPREAD = ("pi", 100)  # shade the full range over runs
 
 
 def _prepare(curves, split, smooth):
+    """The rows of one split, runs that diverged left out (their huge last losses would swamp
+    the mean and the band; the chapter counts them), with the mean time per iteration."""
     rows = curves[curves["split"] == split].copy()
+    if "diverged" in rows:
+        rows = rows[~rows["diverged"].astype(bool)]
     # On the time axis all runs share the mean elapsed time at each iteration.
     rows["mean time (s)"] = rows.groupby(["method", "iteration"])["time"].transform("mean")
     if smooth > 1:
@@ -17,10 +21,15 @@ def _prepare(curves, split, smooth):
 
 
 def loss_plot(curves, x="iteration", split="train", ax=None, smooth=1, log=True, title=None):
-    """Loss against iteration or time (x='time'), one line per method, runs shaded."""
+    """Loss against iteration or time (x='time'), one line per method, runs shaded; runs that
+    diverged are left out, and the panel says how many."""
     from .style import plain_log_ticks
     ax = ax or plt.gca()
     rows = _prepare(curves, split, smooth)
+    left_out = _diverged_runs(curves)
+    if left_out:
+        ax.text(0.98, 0.98, f"{left_out} diverged run{'s' * (left_out > 1)} left out", transform=ax.transAxes,
+                ha="right", va="top", fontsize=9, color="grey")
     xcol = "mean time (s)" if x == "time" else "iteration"
     sns.lineplot(rows, x=xcol, y="loss", hue="method", errorbar=SPREAD, palette=PALETTE,
                  ax=ax, linewidth=1.2)
@@ -33,6 +42,12 @@ def loss_plot(curves, x="iteration", split="train", ax=None, smooth=1, log=True,
     if title:
         ax.set_title(title)
     return ax
+
+
+def _diverged_runs(curves):
+    if "diverged" not in curves:
+        return 0
+    return int(curves[curves["diverged"].astype(bool)].groupby(["method", "run"]).ngroups)
 
 
 def comparison_figure(curves, title=None, smooth=50):

@@ -35,9 +35,13 @@ def plain(x, _pos=None):
 
 
 def plain_log_ticks(ax, axis="y"):
-    """Log-scale ticks at 1, 2, 5 x 10^k, labelled as plain numbers."""
+    """Log-scale ticks at 1, 2, 5 x 10^k (at 10^k alone over more than four decades), labelled
+    as plain numbers. Call it after the data are drawn: the span decides the ticks."""
+    import math
     target = ax.yaxis if axis == "y" else ax.xaxis
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    low, high = sorted(ax.get_ylim() if axis == "y" else ax.get_xlim())
+    decades = math.log10(high / low) if low > 0 else float("inf")
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 4 else (1.0,)))
     target.set_major_formatter(FuncFormatter(plain))
     target.set_minor_formatter(FuncFormatter(lambda *_: ""))
 
