@@ -18,6 +18,7 @@ from ..measure import (describe_ratio, peak_memory, peak_tensor_bytes, runtime_r
 from ..methods import make_method
 from ..methods import METHODS
 from ..models import MODELS, N_CLASSES, build_model
+from ..timing import keep_freed_memory
 from ..to_target import decompose, eval_schedule, judgeable, levelled_off
 from ..train import evaluate, progress_bar, train
 from .tables import paper_vs_ours
@@ -105,9 +106,12 @@ def measure_runtime(model_name, data, runs=5, batch_size=64, lr=1e-6, seed=0, de
     implementations chapter) and, beside it, with PyTorch's forward_ad. Returns one row per
     run: base (s), step times (s) of fg, fg_forward_ad and bp, R_f, R_f (forward_ad), R_b,
     R_f/R_b for both, peak CUDA memory of each step (NaN on CPU), peak tensor memory (any device)
-    and bytes saved for backward.
+    and bytes saved for backward. Freed memory stays in the process between calls
+    (`keep_freed_memory`), as in the implementations chapter, so that no call pays page faults
+    that another did not.
     """
     checks.choice("model_name", model_name, MODELS)
+    keep_freed_memory()
     runs, batch_size, seed = checks.count("runs", runs), checks.count("batch_size", batch_size), checks.seed("seed", seed)
     checks.rate("lr", lr)
     rows = []
