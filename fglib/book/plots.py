@@ -123,6 +123,8 @@ def runtime_plot(runtime, paper=None, ax=None, title=None):
         for i, c in enumerate(cols):
             ax.hlines(paper[c], i - 0.3, i + 0.3, color="black", lw=2, label="paper (Titan XP)" if i == 0 else None)
     ax.axhline(1.0, color="grey", lw=0.8, ls=":", label="ratio 1")
+    ax.scatter([], [], color="grey", s=40, label="ours, one dot per run")  # the legend's key for the dots
+    ax.set_xticks(range(len(cols)), ["$R_f$", "$R_b$", "$R_f/R_b$"])
     ax.set(ylabel="ratio", xlabel="", title=title or "cost of a step relative to the base runtime")
     legend_outside(ax)
     return ax
