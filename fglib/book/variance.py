@@ -127,18 +127,13 @@ def k_step_ms(costs, bp_seconds):
 
 def k_table(curves, finals, step_ms, target_loss, budget):
     """One row per K (and backprop) at its best rate (lowest final validation loss): test error,
-    iterations I to the validation-loss target, directions to it relative to the smallest K,
-    S and T = I x S relative to the smallest K and to backprop."""
+    iterations I to the validation-loss target, S, and T = I x S against backprop's. How K
+    compares with the smallest K is `k_pays`'s table, pair by pair."""
     best = best_final_rates(finals)
     ks = finals.groupby("method", sort=False)["K"].first()
-    k1 = int(ks.min())
-    table = at_best_rates(curves, finals, best, step_ms, target_loss, budget, reference=k_label(k1))
-    to_bp = at_best_rates(curves, finals, best, step_ms, target_loss, budget, reference="backprop")
+    table = at_best_rates(curves, finals, best, step_ms, target_loss, budget, reference="backprop")
     table.insert(1, "K", table["method"].map(ks).values)
     table.insert(2, "at the grid's edge", best["at the grid's edge"].values)
-    table = table.rename(columns={f"{x} / {x}_{k_label(k1)}": f"{x} / {x}(K = {k1})" for x in "IST"})
-    table[f"directions / those of K = {k1}"] = table[f"I / I(K = {k1})"] * table["K"] / k1
-    table["T / T_backprop"] = to_bp["T / T_backprop"].values
     return table
 
 
