@@ -197,3 +197,11 @@ def test_no_comparable_pair_blanks_every_time_to_target_row():
     runtime = runtime.assign(peak_tensor_fg=2.0 ** 21, peak_tensor_bp=2.0 ** 20)
     table = paper_vs_ours("cnn", None, finals, runtime, "CPU", numbers).set_index("measure").iloc[:, 1]
     assert table["peak tensor memory of a step, forward gradient (MiB)"] == "2.00"
+
+
+def test_the_count_of_grades_reads_as_a_sentence():
+    table = pd.DataFrame({"verdict": ["holds", "partly", "partly", verdict.NOT_JUDGED, verdict.NOT_ON_CPU,
+                                      verdict.NOT_ON_CPU]})
+    assert verdict.count_sentence(table) == ("1 holds, 2 hold partly, 1 is not judged yet and "
+                                             "2 are not reproduced on this CPU")
+    assert verdict.count_sentence(table.iloc[:1]) == "1 holds"

@@ -269,6 +269,20 @@ def to_markdown(table):
     return "\n".join(lines)
 
 
+def count_sentence(table):
+    """How many claims got each grade, as words: '1 holds, 2 hold partly and 1 is not judged yet'
+    (grades no claim got are left out)."""
+    phrases = {"holds": ("holds", "hold"), "partly": ("holds partly", "hold partly"),
+               "does not hold": ("does not hold", "do not hold"),
+               NOT_JUDGED: ("is not judged yet", "are not judged yet"),
+               NOT_ON_CPU: ("is not reproduced on this CPU", "are not reproduced on this CPU"),
+               NOT_RUN: ("has no results yet", "have no results yet")}
+    counts = table["verdict"].value_counts()
+    parts = [f"{counts[grade]} {one if counts[grade] == 1 else many}"
+             for grade, (one, many) in phrases.items() if counts.get(grade, 0)]
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def evidence_markdown(table):
     """Per claim, as a numbered list: what we measured, the evidence behind it (device, engine,
     runs, iterations) and the rule that produced the grade."""
