@@ -2,6 +2,7 @@
 executed) builds without a Sphinx warning, and no page shows a warning, a traceback, an
 unrendered glue role, a NaN, stray output on stderr, or a raw Python value printed after a
 cell."""
+import math
 import pathlib
 import re
 import shutil
@@ -107,3 +108,26 @@ def test_a_table_with_pipes_in_its_names_renders_as_a_table():
     assert [td.get_text() for td in page.select("td")] == ["1.50", "a|b", "2.00", "c"]
     control = parse(df.to_markdown(index=False))
     assert [th.get_text().strip() for th in control.select("th")] != ["max |z|", "case"]
+
+
+@pytest.mark.parametrize("low, high, expect", [(0.05, 2.5, {0.1, 0.2, 0.5, 1, 2}),
+                                                (1, 5000, {1, 10, 100, 1000}),
+                                                (1e-8, 1e78, {1e-8, 1})])
+def test_log_ticks_are_plain_and_never_vanish(low, high, expect):
+    """1-2-5 ticks over a few decades, powers of ten over more (labels that would collide), and
+    labels still there over 86 decades (a diverged run once left a panel with none)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from fglib.book.style import plain, plain_log_ticks
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [low, high])
+    ax.set_yscale("log")
+    plain_log_ticks(ax, "y")
+    ticks = {t for t in ax.get_yticks() if low <= t <= high}
+    labels = [plain(t) for t in ticks]
+    plt.close(fig)
+    assert len(ticks) >= 3 and all(len(label) <= 12 for label in labels), labels
+    assert (high / low > 1e3) == all(round(math.log10(t), 9).is_integer() for t in ticks)
+    if high / low < 1e20:
+        assert expect <= ticks

@@ -26,22 +26,29 @@ def use():
 
 
 def plain(x, _pos=None):
-    """A tick label as a plain number: 0.001, 0.5, 2, 300, 40,000."""
+    """A tick label as a plain number: 0.001, 0.5, 2, 300, 40,000; outside 1e-4 to 1e6 as a
+    power of ten (10^-8, 3×10^9) rather than a long row of digits."""
+    import math
     if x == 0:
         return "0"
+    if not 1e-4 <= abs(x) < 1e6:
+        exponent = math.floor(math.log10(abs(x)))
+        mantissa = round(x / 10 ** exponent, 6)
+        return f"$10^{{{exponent}}}$" if mantissa == 1 else f"${mantissa:g}\\times10^{{{exponent}}}$"
     if abs(x) >= 1000:
         return f"{x:,.0f}"
     return f"{x:.6g}"
 
 
 def plain_log_ticks(ax, axis="y"):
-    """Log-scale ticks at 1, 2, 5 x 10^k (at 10^k alone over more than four decades), labelled
-    as plain numbers. Call it after the data are drawn: the span decides the ticks."""
+    """Log-scale ticks at 1, 2, 5 x 10^k (at 10^k alone over more than three decades, where
+    labels such as 2,000 and 5,000 would run into each other), labelled as plain numbers. Call
+    it after the data are drawn: the span decides the ticks."""
     import math
     target = ax.yaxis if axis == "y" else ax.xaxis
     low, high = sorted(ax.get_ylim() if axis == "y" else ax.get_xlim())
     decades = math.log10(high / low) if low > 0 else float("inf")
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 4 else (1.0,)))
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 3 else (1.0,)))
     target.set_major_formatter(FuncFormatter(plain))
     target.set_minor_formatter(FuncFormatter(lambda *_: ""))
 
