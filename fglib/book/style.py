@@ -5,6 +5,8 @@ A page of the book is about 720 px wide. Figures are drawn at most 7.5 inches wi
 on screen at 100% zoom. Panels go in grids of at most two columns; legends sit outside the
 data; tick labels are plain numbers (no 2.28×10^0 on log axes).
 """
+import math
+
 import matplotlib as mpl
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator
@@ -28,7 +30,6 @@ def use():
 def plain(x, _pos=None):
     """A tick label as a plain number: 0.001, 0.5, 2, 300, 40,000; outside 1e-4 to 1e6 as a
     power of ten (10^-8, 3×10^9) rather than a long row of digits."""
-    import math
     if x == 0:
         return "0"
     if not 1e-4 <= abs(x) < 1e6:
@@ -44,7 +45,6 @@ def plain_log_ticks(ax, axis="y"):
     """Log-scale ticks at 1, 2, 5 x 10^k (at 10^k alone over more than three decades, where
     labels such as 2,000 and 5,000 would run into each other), labelled as plain numbers. Call
     it after the data are drawn: the span decides the ticks."""
-    import math
     target = ax.yaxis if axis == "y" else ax.xaxis
     low, high = sorted(ax.get_ylim() if axis == "y" else ax.get_xlim())
     decades = math.log10(high / low) if low > 0 else float("inf")

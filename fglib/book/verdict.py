@@ -286,12 +286,13 @@ def count_sentence(table):
 def evidence_markdown(table):
     """Per claim, as a numbered list: what we measured, the evidence behind it (device, engine,
     runs, iterations) and the rule that produced the grade."""
+    end = lambda text: str(text).rstrip(".") + "."
     items = []
     for _, row in table.iterrows():
-        text = f"{row['#']}. **{row['claim']}** ({row['verdict']}). Ours: {row['ours']}. Evidence: {row['evidence']}."
+        text = f"{row['#']}. **{row['claim']}** ({row['verdict']}). Ours: {end(row['ours'])} Evidence: {end(row['evidence'])}"
         if row["rule"]:
-            text += f" Rule: {row['rule']}."
-        items.append(text.replace("..", "."))
+            text += f" Rule: {end(row['rule'])}"
+        items.append(text)
     return "\n".join(items)
 
 
