@@ -92,19 +92,55 @@ def t975(dof):
     return T975[min(dof, 30) - 1]
 
 
+TOO_SHORT = "run too short: "
+NOT_GRADABLE = "not gradable with this schedule: "
+
+
+def budget_spent(iterations, decay):
+    """The fraction of a decaying schedule's whole step budget spent by `iterations`.
+
+    With eta_i = eta_0 e^{-i k}, the steps sum to sum_i eta_i = eta_0 / (1 - e^{-k}) over an
+    endless run, and the first N of them to that times 1 - e^{-N k}. With k = 0 (no decay)
+    nothing bounds the budget and the fraction is 0."""
+    iterations, decay = checks.count("iterations", iterations), checks.real("decay", decay, minimum=0)
+    return -math.expm1(-iterations * decay)
+
+
+def no_longer_run_helps(iterations, decay):
+    """'' or, once a decaying schedule has spent 90% or more of its steps (`budget_spent`), the
+    words saying that a longer run of a network that has not learned would not settle anything."""
+    spent = budget_spent(iterations, decay) if decay else 0.0
+    if spent < 0.9:
+        return ""
+    return (f"a longer run would not settle it: the learning-rate decay had spent {100 * spent:.0f}% "
+            f"of all the steps it will ever take (the sum of eta_i)")
+
+
+def _not_learned(curve, best, chance_loss, learned_below, iterations, decay):
+    why = (f"backprop's best validation loss {best:.3f} is within {100 * (1 - learned_below):g}% of the "
+           f"chance level {chance_loss:.3f} after {iterations:,} iterations, so the network had not started to learn")
+    never = no_longer_run_helps(iterations, decay)
+    if not never:
+        return f"{TOO_SHORT}{why}"
+    spent = budget_spent(iterations, decay)
+    more = (curve.sort_values("iteration")["loss"].iloc[0] - best) * (1 - spent) / spent
+    return (f"{NOT_GRADABLE}{why}; {never}, and at the pace of its descent so far the rest would lower "
+            f"the loss by only about {more:.3f}")
+
+
 def judgeable(curves, chance_loss, iterations, method="backprop", learned_below=0.9, fraction=0.2,
-              threshold=0.01):
+              threshold=0.01, decay=None):
     """(True, '') when a time-to-target comparison on these curves can be graded, else
-    (False, why, in words, with what run would settle it)."""
+    (False, why, in words, with what run would settle it). With `decay` (the schedule's k), a
+    run that has not learned says whether a longer one could (`budget_spent`)."""
     rows = _validation(curves)
-    best = rows[rows["method"] == method].groupby("iteration")["loss"].mean().min()
+    curve = rows[rows["method"] == method].groupby("iteration")["loss"].mean().reset_index()
+    best = curve["loss"].min()
     if best > learned_below * chance_loss:
-        return False, (f"run too short: backprop's best validation loss {best:.3f} is within "
-                       f"{100 * (1 - learned_below):g}% of the chance level {chance_loss:.3f} after "
-                       f"{iterations:,} iterations, so the network had not started to learn")
+        return False, _not_learned(curve, best, chance_loss, learned_below, iterations, decay)
     levelled, fall = levelled_off(curves, method, fraction, threshold)
     if not levelled:
-        return False, (f"run too short: backprop's validation loss still fell {100 * fall:.1f}% over the last "
+        return False, (f"{TOO_SHORT}backprop's validation loss still fell {100 * fall:.1f}% over the last "
                        f"fifth of {iterations:,} iterations; a run long enough that it falls less than "
                        f"{100 * threshold:g}% would settle it")
     return True, ""

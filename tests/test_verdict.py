@@ -3,6 +3,8 @@ the rules say, and the verdict table is generated from saved results."""
 import math
 
 import pandas as pd
+import pytest
+import torch
 
 import fglib
 from fglib import to_target
@@ -205,3 +207,48 @@ def test_the_count_of_grades_reads_as_a_sentence():
     assert verdict.count_sentence(table) == ("1 holds, 2 hold partly, 1 is not judged yet and "
                                              "2 are not reproduced on this CPU")
     assert verdict.count_sentence(table.iloc[:1]) == "1 holds"
+
+
+def test_budget_spent_is_the_share_of_all_the_steps_a_decaying_schedule_takes():
+    """sum_{i<N} eta_0 e^{-ik} over the endless sum, by direct summation (float64)."""
+    k = 1e-4
+    steps = torch.exp(-k * torch.arange(200_000, dtype=torch.float64))
+    endless = 1 / (1 - math.exp(-k))
+    for n in (1, 1000, 30_000, 70_000):
+        assert to_target.budget_spent(n, k) == pytest.approx(steps[:n].sum().item() / endless, rel=1e-9)
+    assert to_target.budget_spent(30_000, 0.0) == 0.0
+
+
+def test_a_stuck_run_says_a_longer_one_would_not_help_only_when_the_decay_has_spent_its_budget():
+    stuck = [2.3026, 2.300, 2.298, 2.297, 2.297, 2.297, 2.297, 2.297, 2.297, 2.297, 2.297]
+    c = curves(stuck, stuck)
+    _, spent = to_target.judgeable(c, CHANCE, 30_000, decay=1e-4)     # 95% of the steps taken
+    _, early = to_target.judgeable(c, CHANCE, 1_000, decay=1e-4)      # 10% taken
+    _, flat = to_target.judgeable(c, CHANCE, 30_000)                   # no decay given
+    assert "a longer run would not settle it" in spent and "95%" in spent and "run too short" not in spent
+    assert "longer run" not in early and "longer run" not in flat and early.startswith("run too short")
+
+
+def test_a_longer_run_that_can_be_judged_grades_the_claim_in_place_of_a_short_one():
+    short = {**MNIST, "lr": 2e-4, "iterations": 30_000, "time_verdict_why": "run too short: backprop still fell 8.6%"}
+    long = {**MNIST, "lr": 2e-4, "iterations": 70_000, "time_verdict": "holds", "I_ratio": 0.3, "I_ratio_ci": 0.05,
+            "T_ratio": 0.6, "runs_reached": 5, "time_verdict_why": "T_f/T_b = 0.60, 95% interval 0.5 to 0.7"}
+    results = {"mlp": {"lr 0.0002": short}, "mlp_long": {"lr 0.0002, 70,000 iterations": long}}
+    row = verdict.claim_time_to_loss(results)
+    assert row["verdict"] == "holds" and "MLP, lr 0.0002: not judged, superseded by the longer run" in row["ours"]
+    assert "30,000" in row["evidence"] and "70,000" in row["evidence"]
+    # controls: a longer run that is itself too short, or one at another rate, replaces nothing
+    still_short = {"mlp": {"lr 0.0002": short}, "mlp_long": {"lr 0.0002, 70,000 iterations": {**short, "iterations": 70_000}}}
+    assert verdict.claim_time_to_loss(still_short)["verdict"] == "not judged"
+    other_rate = {"mlp": {"lr 2e-05": {**short, "lr": 2e-5}}, "mlp_long": {"lr 0.0002, 70,000 iterations": long}}
+    assert verdict.superseded(verdict.mnist_results(other_rate)) == {}
+    assert verdict.claim_time_to_loss(other_rate)["verdict"] == "partly"
+
+
+def test_an_unlearned_run_at_the_end_of_its_decay_says_a_longer_run_would_not_help():
+    stuck = {**MNIST, "lr": 2e-5, "time_verdict_why": "run too short: backprop's best validation loss 2.188 is "
+             "within 10% of the chance level 2.303 after 30,000 iterations, so the network had not started to learn"}
+    spent = verdict.claim_time_to_loss({"mlp": {"lr 2e-05": {**stuck, "iterations": 30_000}}})["ours"]
+    early = verdict.claim_time_to_loss({"mlp": {"lr 2e-05": {**stuck, "iterations": 2_000}}})["ours"]
+    assert "a longer run would not settle it" in spent and "95%" in spent and "not gradable with this schedule" in spent
+    assert "longer run" not in early and "run too short" in early

@@ -15,7 +15,7 @@ from .. import checks
 from ..functions import PointModel, get_function, value_loss
 from ..measure import (describe_ratio, peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes,
                        time_to_target)
-from ..methods import make_method
+from ..methods import PAPER_DECAY, make_method
 from ..methods import METHODS
 from ..models import MODELS, N_CLASSES, build_model
 from ..timing import keep_freed_memory
@@ -161,7 +161,7 @@ def run_mnist_experiment(experiment, model_name, data, lr, runs, iterations, eva
     t = time_to_target(curves[curves["split"] == "validation"])
     parts = decompose(curves, runtime["fg"].median(), runtime["bp"].median())
     levelled, fall = levelled_off(curves)
-    ok, why_not = judgeable(curves, math.log(N_CLASSES), iterations)
+    ok, why_not = judgeable(curves, math.log(N_CLASSES), iterations, decay=PAPER_DECAY)
     acc = finals.groupby("method")["test_accuracy"].mean()
     val = finals.groupby("method")["validation_loss"].mean()
     numbers = {

@@ -110,3 +110,23 @@ def runtime_table(runtime):
         "run": runtime["run"] + 1, "base (ms)": ms("base"), "FG step, fglib engine (ms)": ms("fg"),
         "FG step, forward_ad (ms)": ms("fg_forward_ad"), "BP step (ms)": ms("bp"),
         "R_f": runtime["R_f"], "R_b": runtime["R_b"], "R_f/R_b": runtime["R_f/R_b"]})
+
+
+def run_length_table(results):
+    """One column per run length ({label: numbers of run_mnist_experiment}), one row per measure
+    the time claim rests on: how long, whether backprop had levelled off, and T = I x S."""
+    def column(n):
+        ci = f" ± {n['I_ratio_ci']:.2f}" if math.isfinite(n.get("I_ratio_ci", math.nan)) else ""
+        return {
+            "runs × iterations": f"{n['runs']} × {n['iterations']:,}",
+            "backprop's fall over the last fifth": f"{100 * n['bp_fall']:.2f}%",
+            "validation loss, forward gradient / backprop": f"{n['val_fg']:.3f} / {n['val_bp']:.3f}",
+            "test accuracy, forward gradient / backprop": f"{100 * n['acc_fg']:.1f}% / {100 * n['acc_bp']:.1f}%",
+            "I_f/I_b (95%)": (NO_PAIR if n.get("pairs", n["runs"]) == 0 else
+                              f"{n['I_ratio']:.2f}{ci}" if math.isfinite(n["I_ratio"]) else "never"),
+            "pairs reaching the target": f"{n['runs_reached']} of {n.get('pairs', n['runs'])}",
+            "S_f/S_b": f"{n['S_ratio']:.2f}",
+            "T_f/T_b = (I_f/I_b) × (S_f/S_b)": n["T_text"],
+            "grade of T_f/T_b < 1": n["time_verdict"],
+        }
+    return pd.DataFrame({label: column(n) for label, n in results.items()}).rename_axis("measure").reset_index()

@@ -7,6 +7,8 @@ import math
 
 import pandas as pd
 
+from ..methods import PAPER_DECAY
+from ..to_target import NOT_GRADABLE, TOO_SHORT, no_longer_run_helps
 from .paper import DEPTH_BANDS, RESULTS
 
 NOT_RUN = "not run yet"
@@ -64,8 +66,9 @@ def mnist_results(results):
     out = {}
     if "logreg" in results:
         out["logistic regression"] = results["logreg"]
-    for key, numbers in results.get("mlp", {}).items():
-        out[f"MLP, {key}"] = numbers
+    for chapter in ("mlp", "mlp_long"):  # mlp_long: the same network run until backprop levels off
+        for key, numbers in results.get(chapter, {}).items():
+            out[f"MLP, {key}"] = numbers
     if "cnn" in results:
         out["CNN"] = results["cnn"]
     return out
@@ -74,6 +77,34 @@ def mnist_results(results):
 NOT_ON_CPU = "not reproduced on this CPU"
 UNTESTED_GPU = "untested on GPU"
 DEVICE_FREE = "n/a (device-independent)"
+
+
+def _too_short(numbers):
+    return numbers.get("time_verdict") == NOT_JUDGED and str(numbers.get("time_verdict_why", "")).startswith(TOO_SHORT)
+
+
+def _unlearned_for_good(why, iterations):
+    """A 'had not started to learn' reason saved before fglib.to_target added whether a longer
+    run could help, completed from the run's length and the paper's decay."""
+    if "had not started to learn" not in why or "longer run" in why or not iterations:
+        return why
+    never = no_longer_run_helps(iterations, PAPER_DECAY)
+    if not never:
+        return why
+    return f"{NOT_GRADABLE}{why.removeprefix(TOO_SHORT)}; {never}"
+
+
+def superseded(rows):
+    """{label: longer label} for each run too short to judge when a longer run of the same model
+    at the same rate exists that is not itself too short: the longer run grades the claim, and
+    the shorter one is shown but not counted. Labels are 'MODEL, lr ...[, N iterations]'."""
+    out = {}
+    for short, a in rows.items():
+        for long, b in rows.items():
+            if (short.split(",")[0] == long.split(",")[0] and a.get("lr") is not None and a.get("lr") == b.get("lr")
+                    and b.get("iterations", 0) > a.get("iterations", 0) and _too_short(a) and not _too_short(b)):
+                out[short] = long
+    return out
 
 
 def _row(paper, ours="", evidence="", verdict=NOT_RUN, rule=""):
@@ -160,12 +191,16 @@ def claim_time_to_loss(r, cpu=True):
     if not rows:
         return _row(paper)
     parts, grades = [], []
+    longer = superseded(rows)
     for k, v in rows.items():
         grade = v.get("time_verdict", NOT_JUDGED)
+        if k in longer:
+            parts.append(f"{k}: {grade}, superseded by the longer run ({v.get('time_verdict_why', '')})")
+            continue
         if "I_ratio" not in v:  # results saved before the decomposition existed
             grade, why = NOT_JUDGED, "saved before T = I × S was measured; re-run the chapter"
         else:
-            why = v.get("time_verdict_why", "")
+            why = _unlearned_for_good(v.get("time_verdict_why", ""), v.get("iterations"))
             ci = f" ± {v['I_ratio_ci']:.2f}" if math.isfinite(v.get("I_ratio_ci", math.nan)) else ""
             parts_text = (f"I_f/I_b {v['I_ratio']:.2f}{ci} × S_f/S_b {v['S_ratio']:.2f}"
                           if math.isfinite(v["I_ratio"]) else
@@ -178,7 +213,8 @@ def claim_time_to_loss(r, cpu=True):
     return _row(paper, "; ".join(parts), f"{device}; runs × iterations {runs}", _combine(grades),
                 "per experiment: not judged until backprop has learned (best loss below 90% of chance, ln 10) "
                 "and levelled off (< 1% fall over the last fifth), or when the 95% interval of "
-                "(I_f/I_b) × (S_f/S_b) contains 1")
+                "(I_f/I_b) × (S_f/S_b) contains 1; a run too short to judge gives way to a longer run of "
+                "the same model and rate that is not")
 
 
 def claim_depth(r, cpu=True):
@@ -323,7 +359,7 @@ def ratio_comparison(results):
                   "MLP, lr 0.0002": "mlp, lr 0.0002", "CNN": "cnn"}
     rows = []
     for label, numbers in mnist_results(results).items():
-        paper = RESULTS.get(paper_keys.get(label, ""), {})
+        paper = RESULTS.get(paper_keys.get(label) or paper_keys.get(", ".join(label.split(", ")[:2]), ""), {})
         for measure, ours in (("R_f/R_b", numbers["ratio"]), ("T_f/T_b", numbers["T_ratio"])):
             rows.append({"experiment": label, "measure": measure, "source": "paper", "value": paper.get(measure)})
             rows.append({"experiment": label, "measure": measure, "source": f"ours ({numbers['device']})",
