@@ -252,3 +252,16 @@ def test_an_unlearned_run_at_the_end_of_its_decay_says_a_longer_run_would_not_he
     early = verdict.claim_time_to_loss({"mlp": {"lr 2e-05": {**stuck, "iterations": 2_000}}})["ours"]
     assert "a longer run would not settle it" in spent and "95%" in spent and "not gradable with this schedule" in spent
     assert "longer run" not in early and "run too short" in early
+
+
+def test_a_longer_run_is_set_beside_the_paper_number_of_its_experiment():
+    short = {**MNIST, "lr": 1e-4, "iterations": 30_000, "time_verdict_why": "run too short: backprop still fell 3.1%"}
+    long = {**MNIST, "lr": 1e-4, "iterations": 60_000, "T_ratio": 1.5, "time_verdict": "does not hold",
+            "time_verdict_why": "T_f/T_b = 1.50, 95% interval 1.2 to 1.8"}
+    results = {"logreg": short, "logreg_long": {"lr 0.0001, 60,000 iterations": long}}
+    assert verdict.superseded(verdict.mnist_results(results)) == {
+        "logistic regression": "logistic regression, lr 0.0001, 60,000 iterations"}
+    table = verdict.ratio_comparison(results)
+    paper = table[(table.source == "paper") & (table.measure == "T_f/T_b")].set_index("experiment")["value"]
+    assert paper["logistic regression, lr 0.0001, 60,000 iterations"] == paper["logistic regression"] == 0.553
+    assert verdict.claim_time_to_loss(results)["verdict"] == "does not hold"

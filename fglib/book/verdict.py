@@ -66,6 +66,8 @@ def mnist_results(results):
     out = {}
     if "logreg" in results:
         out["logistic regression"] = results["logreg"]
+    for key, numbers in results.get("logreg_long", {}).items():  # the same runs, until backprop levels off
+        out[f"logistic regression, {key}"] = numbers
     for chapter in ("mlp", "mlp_long"):  # mlp_long: the same network run until backprop levels off
         for key, numbers in results.get(chapter, {}).items():
             out[f"MLP, {key}"] = numbers
@@ -359,7 +361,8 @@ def ratio_comparison(results):
                   "MLP, lr 0.0002": "mlp, lr 0.0002", "CNN": "cnn"}
     rows = []
     for label, numbers in mnist_results(results).items():
-        paper = RESULTS.get(paper_keys.get(label) or paper_keys.get(", ".join(label.split(", ")[:2]), ""), {})
+        key = next((k for k in paper_keys if label == k or label.startswith(k + ",")), None)  # a longer run: its base
+        paper = RESULTS.get(paper_keys.get(key, ""), {})
         for measure, ours in (("R_f/R_b", numbers["ratio"]), ("T_f/T_b", numbers["T_ratio"])):
             rows.append({"experiment": label, "measure": measure, "source": "paper", "value": paper.get(measure)})
             rows.append({"experiment": label, "measure": measure, "source": f"ours ({numbers['device']})",
