@@ -47,6 +47,9 @@ def problems(name, page):
         found.append("a traceback")
     if "{glue" in text:
         found.append("an unrendered {glue} role")
+    for pasted in page.select(".pasted-text"):  # a number glued into the prose
+        if NAN.search(pasted.get_text()):
+            found.append(f"a NaN glued into the prose: {pasted.parent.get_text(' ')[:80]!r}")
     for para in page.select("p"):
         if UNRENDERED_TABLE.match(para.get_text()):
             found.append(f"a Markdown table that did not render: {para.get_text()[:60]!r}")
@@ -88,10 +91,12 @@ def test_the_checks_catch_what_they_look_for():
         '<div class="output stderr"><pre>FutureWarning: x</pre></div>'
         '<div class="output text_html"><table><td>nan</td></table></div></div><p>{glue:text}`x`</p>'
         '<div class="cell tag_parameters"><div class="cell_input"><pre>runs = 3</pre></div></div>'
-        '<p>| a | b ||x|| |\n|:--|--:|\n| 1 | 2 |</p>',
+        '<p>| a | b ||x|| |\n|:--|--:|\n| 1 | 2 |</p>'
+        '<p>I = <span class="pasted-text">nan</span> times</p>',
         "html.parser")
     found = " ".join(problems("bad", bad))
-    for what in ("raw value", "stderr", "NaN", "glue", "warning", "code on show", "did not render"):
+    for what in ("raw value", "stderr", "NaN in an output", "NaN glued", "glue", "warning", "code on show",
+                 "did not render"):
         assert what in found, what
 
 
