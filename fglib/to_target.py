@@ -106,6 +106,15 @@ def budget_spent(iterations, decay):
     return -math.expm1(-iterations * decay)
 
 
+def step_sum(lr0, iterations, decay):
+    """sum_{i<N} eta_i = eta_0 (1 - e^{-N k}) / (1 - e^{-k}): how far, in learning-rate units, the
+    first N steps of the decaying schedule move the weights along their gradients."""
+    lr0, decay = checks.rate("lr0", lr0), checks.real("decay", decay, minimum=0)
+    if decay == 0:
+        return lr0 * checks.count("iterations", iterations)
+    return lr0 * budget_spent(iterations, decay) / -math.expm1(-decay)
+
+
 def no_longer_run_helps(iterations, decay):
     """'' or, once a decaying schedule has spent 90% or more of its steps (`budget_spent`), the
     words saying that a longer run of a network that has not learned would not settle anything."""

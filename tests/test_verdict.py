@@ -265,3 +265,11 @@ def test_a_longer_run_is_set_beside_the_paper_number_of_its_experiment():
     paper = table[(table.source == "paper") & (table.measure == "T_f/T_b")].set_index("experiment")["value"]
     assert paper["logistic regression, lr 0.0001, 60,000 iterations"] == paper["logistic regression"] == 0.553
     assert verdict.claim_time_to_loss(results)["verdict"] == "does not hold"
+
+
+def test_step_sum_is_the_sum_of_the_decayed_rates():
+    k = 1e-4
+    for n in (1, 1000, 70_000):
+        direct = (2e-4 * torch.exp(-k * torch.arange(n, dtype=torch.float64))).sum().item()
+        assert to_target.step_sum(2e-4, n, k) == pytest.approx(direct, rel=1e-9)
+    assert to_target.step_sum(2e-4, 1000, 0.0) == pytest.approx(0.2)

@@ -4,6 +4,7 @@ import math
 import pandas as pd
 
 from ..measure import describe_ratio
+from ..to_target import budget_spent, step_sum
 from .paper import paper_results
 
 NO_ALLOCATOR = "not measured (CPU: no allocator statistics)"
@@ -130,3 +131,11 @@ def run_length_table(results):
             "grade of T_f/T_b < 1": n["time_verdict"],
         }
     return pd.DataFrame({label: column(n) for label, n in results.items()}).rename_axis("measure").reset_index()
+
+
+def decay_budget_table(lengths, rates, decay):
+    """Per run length: the share of all the steps the decay eta_0 e^{-ik} will ever take, and the
+    sum of the steps taken at each starting rate (fglib.to_target.budget_spent, step_sum)."""
+    return pd.DataFrame([{"iterations": n, "share of the decay's steps taken": f"{100 * budget_spent(n, decay):.2f}%",
+                          **{f"sum of steps at η0 = {rate:g}": step_sum(rate, n, decay) for rate in rates}}
+                         for n in lengths])
