@@ -41,8 +41,8 @@ def optional_count(name, value):
 
 
 def seed(name, value):
-    """A non-negative integer seed."""
-    return integer(name, value, minimum=0)
+    """A non-negative integer seed below 2**64 (a torch.Generator holds 64 bits)."""
+    return integer(name, value, minimum=0, maximum=2 ** 64 - 1)
 
 
 def real(name, value, minimum=None, positive=False):

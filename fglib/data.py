@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from . import checks
+from .device import resolve_device
 
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 N_VALIDATION = 10_000
@@ -26,9 +27,34 @@ def data_root(root=None):
     return os.fspath(root or os.environ.get("FGLIB_DATA") or "data")
 
 
+# IDX files: a 4-byte magic number (0x0801 labels, 0x0803 images), one 4-byte size per dimension, then bytes
+IDX_FILES = {  # (file, magic, header bytes, bytes per item, items)
+    True: [("train-images-idx3-ubyte", 0x0803, 16, 28 * 28, 60_000), ("train-labels-idx1-ubyte", 0x0801, 8, 1, 60_000)],
+    False: [("t10k-images-idx3-ubyte", 0x0803, 16, 28 * 28, 10_000), ("t10k-labels-idx1-ubyte", 0x0801, 8, 1, 10_000)],
+}
+
+
+def check_idx_files(folder, train):
+    """Each IDX file already in `folder` has its magic number and its full size; otherwise a
+    ValueError naming the file (a truncated download would otherwise read as 'not found')."""
+    for file, magic, header, item, n in IDX_FILES[train]:
+        path = os.path.join(folder, file)
+        if not os.path.exists(path):
+            continue   # torchvision downloads what is missing
+        with open(path, "rb") as f:
+            found = int.from_bytes(f.read(4), "big")
+        size, want = os.path.getsize(path), header + item * n
+        if found != magic or size != want:
+            raise ValueError(f"{path} is not a complete IDX file (magic number {found:#06x}, {size:,} bytes; expected "
+                             f"{magic:#06x} and {want:,} bytes): it is truncated or corrupted. Delete it so that it is "
+                             "downloaded again, or replace it with the official file.")
+
+
 def _load_split(name, root, train):
     from torchvision import datasets
     cls = getattr(datasets, DATASETS[name])
+    raw = os.path.join(os.path.abspath(root), DATASETS[name], "raw")
+    check_idx_files(raw, train)
     try:
         ds = cls(root, train=train, download=True)
     except Exception as err:  # no network, or files neither there nor downloadable
@@ -38,6 +64,10 @@ def _load_split(name, root, train):
             "Download them there, or point fglib at a folder that has them with the `root` "
             f"argument or the FGLIB_DATA environment variable. ({type(err).__name__}: {err})"
         ) from err
+    if len(ds.targets) and not 0 <= int(ds.targets.min()) <= int(ds.targets.max()) <= 9:
+        raise ValueError(f"{os.path.join(raw, IDX_FILES[train][1][0])} holds labels outside 0-9 (from "
+                         f"{int(ds.targets.min())} to {int(ds.targets.max())}): the file is corrupted; replace it with "
+                         "the official one")
     return ds.data, ds.targets
 
 
@@ -56,7 +86,7 @@ def load_data(name="mnist", root=None, device="cpu", dtype=torch.float32, limit=
     `limit` keeps only the first that many images of each split (for quick checks).
     """
     checks.choice("name", name, DATASETS)
-    checks.device("device", device)
+    device = resolve_device(device)   # 'auto': the GPU when there is one
     checks.floating_dtype("dtype", dtype)
     limit = checks.optional_count("limit", limit)
     root = data_root(root)

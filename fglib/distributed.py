@@ -49,6 +49,12 @@ def init(backend=None, timeout_s=60):
     return dist.get_rank(), dist.get_world_size()
 
 
+def collective_failed(what, err):
+    """The one plain message for a collective that failed: which, on which rank, and the likely cause."""
+    return RuntimeError(f"{what} failed on rank {dist.get_rank()}: another worker failed or hung past the "
+                        f"process group's timeout ({err})")
+
+
 class Communicator:
     """The collectives a method uses, with a count of the bytes each worker hands to them."""
 
@@ -64,8 +70,7 @@ class Communicator:
         try:
             dist.all_reduce(tensor)
         except RuntimeError as err:
-            raise RuntimeError(f"all-reduce failed on rank {dist.get_rank()}: another worker failed or hung "
-                               f"past the process group's timeout ({err})") from err
+            raise collective_failed("all-reduce", err) from err
         return tensor.div_(dist.get_world_size())
 
     def all_gather(self, tensor):
@@ -74,8 +79,7 @@ class Communicator:
         try:
             _all_gather_single(out, tensor)
         except RuntimeError as err:
-            raise RuntimeError(f"all-gather failed on rank {dist.get_rank()}: another worker failed or hung "
-                               f"past the process group's timeout ({err})") from err
+            raise collective_failed("all-gather", err) from err
         return out.view(dist.get_world_size(), *tensor.shape)
 
 
@@ -134,7 +138,10 @@ class DistributedBackprop(Backprop):
 
     def __init__(self, model, loss_fn, lr, communicator=None, **kwargs):
         self.comm = communicator or Communicator()
-        self.ddp = DistributedDataParallel(model)
+        try:   # DDP broadcasts rank 0's weights to every worker here
+            self.ddp = DistributedDataParallel(model)
+        except RuntimeError as err:
+            raise collective_failed("DistributedDataParallel's weight broadcast", err) from err
         self.ddp.register_comm_hook(self.comm, _counting_allreduce)
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
         super().__init__(self.ddp, loss_fn, lr, **kwargs)
@@ -142,7 +149,10 @@ class DistributedBackprop(Backprop):
     def fill_grad(self, x, y):
         """The gradient of this worker's shard (DDP averages them); returns the global batch's
         loss (one more number all-reduced, as forward gradients send theirs)."""
-        loss = super().fill_grad(*shard(x, y, self.rank, self.world))
+        try:   # DDP all-reduces the gradient's buckets during the backward pass
+            loss = super().fill_grad(*shard(x, y, self.rank, self.world))
+        except RuntimeError as err:
+            raise collective_failed("backprop's gradient all-reduce (DistributedDataParallel)", err) from err
         return self.comm.all_reduce_mean(loss.reshape(1))[0]
 
 
@@ -160,6 +170,27 @@ def make_distributed_method(name, model, lr, seed=0, **kwargs):
     if name == "bp":
         return DistributedBackprop(model, F.cross_entropy, lr, **kwargs)
     return DistributedForwardGradient(model, F.cross_entropy, lr, mode=name.split("-")[1], seed=seed, **kwargs)
+
+
+def check_arguments(parser, args):
+    """Refuse bad --methods, --out and counts at once (parser.error names the option), so that no
+    method trains before the last one is found to be misspelt or the results cannot be written."""
+    import pathlib
+    names = ("fg-shared", "fg-independent", "bp")
+    bad = [m for m in args.methods.split(",") if m not in names]
+    if bad or not args.methods:
+        parser.error(f"argument --methods: {bad or args.methods!r} not among {', '.join(names)} (comma-separated)")
+    for option in ("iterations", "batch_size", "n_directions"):
+        if getattr(args, option) < 1:
+            parser.error(f"argument --{option.replace('_', '-')}: must be a positive integer, got {getattr(args, option)}")
+    if args.out:
+        out = pathlib.Path(args.out)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            parser.error(f"argument --out: cannot create the folder {out} ({err})")
+        if not os.access(out, os.W_OK):
+            parser.error(f"argument --out: the folder {out} is not writable")
 
 
 def main(argv=None):
@@ -191,6 +222,7 @@ def main(argv=None):
     parser.add_argument("--device", default="auto", choices=["auto", "cpu"],
                         help="auto: one GPU per worker (NCCL) when there are enough, else CPU (gloo)")
     args = parser.parse_args(argv)
+    check_arguments(parser, args)   # before any process group, data or training
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     on_gpu = args.device == "auto" and torch.cuda.device_count() > int(os.environ.get("LOCAL_WORLD_SIZE", 1)) - 1
     device = f"cuda:{local_rank}" if on_gpu else "cpu"

@@ -15,13 +15,21 @@ the input images), so the first layer does no work for it.
     AdaptiveAvgPool2d   y = mean over windows   dy = the same mean of dx
     cross-entropy, mean over a batch of B rows with labels c:
                L = mean(lse(z) - z_c)  dL = mean(sum_j p_j dz_j - dz_c),  p = softmax(z)
+               (and PyTorch's options: class weights, ignore_index, label smoothing,
+               probabilities as targets, sum or mean; see cross_entropy_terms)
 
 The loss's tangent needs no softmax Jacobian: the Jacobian-vector product of
 logsumexp is the p-weighted sum of the logits' tangents.
 
 For functions of one tensor (the test functions), `Dual` carries (value, tangent) through
-+, -, *, ** and indexing, micrograd-style.
++, -, *, /, @, **, abs, indexing, sum and a few torch functions, micrograd-style.
+
+The engine never returns a wrong d silently: `check` (run when a method is built and at
+every call) refuses, with `Unsupported`, any model, layer option, hook or loss it cannot
+tell it computes exactly; engine='auto' then uses forward_ad instead.
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -35,23 +43,26 @@ def _add(a, b):
 
 
 def linear(layer, x, dx, dp):
-    """y = x W^T + b,  dy = dx W^T + x dW^T + db."""
+    """y = x W^T + b,  dy = dx W^T + x dW^T + db  (a frozen W or b contributes no term)."""
     y = F.linear(x, layer.weight, layer.bias)
     dw, db = dp.get("weight"), dp.get("bias")
-    dy = F.linear(x, dw, db) if dw is not None else db
+    dy = F.linear(x, dw, db) if dw is not None else (None if db is None else db.expand_as(y))
     if dx is not None:
         dy = _add(dy, F.linear(dx, layer.weight))
     return y, dy
 
 
 def conv2d(layer, x, dx, dp):
-    """y = W * x + b,  dy = W * dx + dW * x + db (convolution is linear in x and in W)."""
-    conv = lambda inp, w, b: F.conv2d(inp, w, b, layer.stride, layer.padding, layer.dilation, layer.groups)
-    if layer.padding_mode != "zeros":
-        raise NotImplementedError(f"fglib's engine supports zero padding only, got {layer.padding_mode!r}")
+    """y = W * pad(x) + b,  dy = W * pad(dx) + dW * pad(x) + db (convolution is linear in x and
+    in W; padding other than zeros, such as 'reflect', is a linear map of x, so dx is padded alike)."""
+    def conv(inp, w, b):
+        if layer.padding_mode != "zeros":
+            inp = F.pad(inp, layer._reversed_padding_repeated_twice, mode=layer.padding_mode)
+        padding = 0 if layer.padding_mode != "zeros" else layer.padding
+        return F.conv2d(inp, w, b, layer.stride, padding, layer.dilation, layer.groups)
     y = conv(x, layer.weight, layer.bias)
     dw, db = dp.get("weight"), dp.get("bias")
-    dy = conv(x, dw, db) if dw is not None else (None if db is None else db[:, None, None])
+    dy = conv(x, dw, db) if dw is not None else (None if db is None else db[:, None, None].expand_as(y))
     if dx is not None:
         dy = _add(dy, conv(dx, layer.weight, None))
     return y, dy
@@ -85,7 +96,9 @@ def flatten(layer, x, dx, dp):
 
 def point(model, x, dx, dp):
     """A test function's point model: f(theta) evaluated on the dual number (theta, dtheta)."""
-    out = model.f(Dual(model.theta, dp.get("theta")))
+    out = run_on_dual(model.f, model.theta, dp.get("theta"))
+    if not isinstance(out, Dual):
+        return out, None
     return out.value, out.tangent
 
 
@@ -93,28 +106,68 @@ LAYERS = {nn.Linear: linear, nn.Conv2d: conv2d, nn.ReLU: relu, nn.MaxPool2d: max
           nn.Flatten: flatten, nn.AdaptiveAvgPool2d: flatten}
 
 
-# ---- losses: (z, dz, labels) -> (L, dL) ----------------------------------------------------
+# ---- losses: (z, dz, target) -> (L, dL) ---------------------------------------------------
 
-def cross_entropy(z, dz, labels):
-    """L = mean(logsumexp(z) - z_c),  dL = mean(sum_j softmax(z)_j dz_j - dz_c)."""
+def check_labels(z, labels, ignore_index=-100):
+    """Class labels in [0, C) (or ignore_index); otherwise a ValueError that says which."""
+    n_classes = z.shape[1]
+    bad = ((labels < 0) | (labels >= n_classes)) & (labels != ignore_index)
+    if bad.any():
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"labels must be class indices in [0, {n_classes}) (or ignore_index={ignore_index}, "
+                         f"which the loss skips); got {int(labels[i])} at position {i}")
+
+
+def _target_weights(z, target, weight, ignore_index, label_smoothing, reduction):
+    """q (B, C) and the divisor n with L = sum_i sum_j q_ij (lse(z_i) - z_ij) / n, as PyTorch defines
+    cross-entropy: q_i is the one-hot label (or the given probabilities), smoothed to
+    (1 - eps) q_i + eps / C and weighted by the class weights w_j; an ignored row is zero. The
+    mean divides by the summed weights of the labels kept (hard labels) or by B (probabilities)."""
+    n_classes = z.shape[1]
+    w = torch.ones(n_classes, dtype=z.dtype, device=z.device) if weight is None else weight.to(z.dtype)
+    if target.is_floating_point():  # class probabilities
+        q = target * (1 - label_smoothing) + label_smoothing / n_classes
+        return q * w, torch.tensor(float(z.shape[0] if reduction == "mean" else 1), dtype=z.dtype)
+    ignored = target == ignore_index
+    c = target.masked_fill(ignored, 0)[:, None]
+    kept = (~ignored).to(z.dtype)[:, None]
+    q = torch.zeros_like(z).scatter_(1, c, 1 - label_smoothing) + label_smoothing / n_classes
+    n = (w[c] * kept).sum() if reduction == "mean" else torch.tensor(1.0, dtype=z.dtype)
+    return q * w * kept, n
+
+
+def cross_entropy_terms(z, dz, target, weight=None, ignore_index=-100, label_smoothing=0.0, reduction="mean"):
+    """Each example's share of the loss, c_i (L = sum_i c_i), and its tangent dc_i:
+
+        c_i = sum_j q_ij (lse(z_i) - z_ij) / n,   dc_i = (s_i sum_j p_ij dz_ij - sum_j q_ij dz_ij) / n
+
+    with p = softmax(z), s_i = sum_j q_ij and q, n from _target_weights (d lse = p . dz: the
+    Jacobian-vector product of logsumexp is the p-weighted sum of the tangents). Plain labels
+    (no weights, no smoothing) take the gather path: q_i is one-hot, s_i = 1."""
+    if not target.is_floating_point() and target.device.type == "cpu":
+        check_labels(z, target, ignore_index)   # on a GPU, fglib.train checks the data once instead
     lse = torch.logsumexp(z, dim=1, keepdim=True)
-    loss = (lse - z.gather(1, labels[:, None])).mean()
-    if dz is None:
-        return loss, torch.zeros_like(loss)
-    p = torch.exp(z - lse)
-    d = ((p * dz).sum() - dz.gather(1, labels[:, None]).sum()) / z.shape[0]
-    return loss, d
+    p = None if dz is None else torch.exp(z - lse)
+    if target.is_floating_point() or weight is not None or label_smoothing:
+        q, n = _target_weights(z, target, weight, ignore_index, label_smoothing, reduction)
+        s = q.sum(1)
+        c = (s * lse[:, 0] - (q * z).sum(1)) / n
+        dc = None if dz is None else (s * (p * dz).sum(1) - (q * dz).sum(1)) / n
+    else:
+        kept = target != ignore_index
+        labels = target.masked_fill(~kept, 0)[:, None]
+        n = kept.sum() if reduction == "mean" else 1
+        c = (lse - z.gather(1, labels))[:, 0] * kept / n
+        dc = None if dz is None else ((p * dz).sum(1) - dz.gather(1, labels)[:, 0]) * kept / n
+    return c, torch.zeros_like(c) if dc is None else dc
 
 
-def cross_entropy_per_example(z, dz, labels):
-    """Row i's loss l_i = lse(z_i) - z_ic and its tangent dl_i = sum_j p_ij dz_ij - dz_ic,
-    before the mean over the batch (activity perturbation needs each example's own dl_i)."""
-    lse = torch.logsumexp(z, dim=1, keepdim=True)
-    loss = (lse - z.gather(1, labels[:, None]))[:, 0]
-    if dz is None:
-        return loss, torch.zeros_like(loss)
-    p = torch.exp(z - lse)
-    return loss, (p * dz).sum(1) - dz.gather(1, labels[:, None])[:, 0]
+def cross_entropy(z, dz, labels, **options):
+    """L = mean(lse(z) - z_c),  dL = mean(sum_j softmax(z)_j dz_j - dz_c), with PyTorch's
+    options (class weights, ignore_index, label smoothing, probabilities as targets, sum or
+    mean): the sums of cross_entropy_terms."""
+    c, dc = cross_entropy_terms(z, dz, labels, **options)
+    return c.sum(), dc.sum()
 
 
 def value(out, dout, target):
@@ -122,46 +175,120 @@ def value(out, dout, target):
     return out, torch.zeros_like(out) if dout is None else dout
 
 
+CROSS_ENTROPY_OPTIONS = ("weight", "ignore_index", "label_smoothing", "reduction")
+
+
+def cross_entropy_options(loss_fn):
+    """The options of a cross-entropy loss the engine implements exactly, as a dict, or
+    Unsupported naming what it cannot: F.cross_entropy (PyTorch's defaults), a
+    functools.partial of it with keyword options, or an nn.CrossEntropyLoss (exactly that
+    class, no hooks). Reductions: 'mean' and 'sum' ('none' gives no scalar loss)."""
+    if loss_fn is F.cross_entropy:
+        return {}
+    if isinstance(loss_fn, functools.partial) and loss_fn.func is F.cross_entropy and not loss_fn.args:
+        options = dict(loss_fn.keywords)
+    elif type(loss_fn) is nn.CrossEntropyLoss:
+        _check_no_hooks(loss_fn, "the loss")
+        options = {"weight": loss_fn.weight, "ignore_index": loss_fn.ignore_index,
+                   "label_smoothing": loss_fn.label_smoothing, "reduction": loss_fn.reduction}
+    else:
+        raise Unsupported(f"fglib's engine has no tangent rule for the loss {loss_fn!r}; it knows "
+                          "F.cross_entropy, nn.CrossEntropyLoss and fglib.value_loss.")
+    unknown = set(options) - set(CROSS_ENTROPY_OPTIONS)
+    if unknown or options.get("reduction", "mean") not in ("mean", "sum"):
+        raise Unsupported(f"fglib's engine implements cross-entropy with {', '.join(CROSS_ENTROPY_OPTIONS)} and "
+                          f"reduction 'mean' or 'sum'; got {options}.")
+    return options
+
+
 def _loss_rule(loss_fn):
     from .functions import value_loss
-    if loss_fn is F.cross_entropy or (isinstance(loss_fn, nn.CrossEntropyLoss) and loss_fn.weight is None
-                                      and loss_fn.reduction == "mean" and loss_fn.label_smoothing == 0):
-        return cross_entropy
     if loss_fn is value_loss:
         return value
-    raise ValueError(f"fglib's engine has no tangent rule for the loss {loss_fn!r}; it knows "
-                     "F.cross_entropy (mean over the batch) and fglib.value_loss. Use engine='forward_ad' "
-                     "or engine='func', which differentiate any PyTorch loss.")
+    return functools.partial(cross_entropy, **cross_entropy_options(loss_fn))
+
+
+# ---- what the engine can tell it computes exactly -------------------------------------------
+
+class Unsupported(ValueError):
+    """fglib's engine cannot compute this model's d exactly. engine='auto' then uses forward_ad;
+    engine='fglib' raises this, naming the layer or option."""
+
+    def __init__(self, reason):
+        self.reason = reason   # without the advice, for methods that take no engine= (FG-A, fd_inplace)
+        super().__init__(f"{reason} Use engine='forward_ad' (or 'func'), which differentiates any PyTorch "
+                         "module and loss exactly.")
+
+
+def _observer(hook):
+    """PyTorch's ModuleTracker (which FlopCounterMode installs) only records which module runs:
+    its global hooks return nothing and change no value, so skipping them leaves d exact."""
+    from torch.utils.module_tracker import ModuleTracker
+    return isinstance(getattr(hook, "__self__", None), ModuleTracker)
+
+
+def _check_no_hooks(module, where):
+    """The engine calls layer rules, not modules: a hook or a replaced forward would be skipped."""
+    from torch.nn.modules import module as module_mod
+    found = [kind for kind, hooks in (("forward hook", module._forward_hooks),
+                                      ("forward pre-hook", module._forward_pre_hooks),
+                                      ("global forward hook", module_mod._global_forward_hooks),
+                                      ("global forward pre-hook", module_mod._global_forward_pre_hooks))
+             if any(not _observer(h) for h in hooks.values())]
+    if "forward" in vars(module):
+        found.append("forward replaced on the instance")
+    if found:
+        raise Unsupported(f"{where} ({type(module).__name__}) has a {found[0]}, which fglib's engine would skip.")
+
+
+def _check_options(i, layer):
+    if isinstance(layer, nn.MaxPool2d) and layer.return_indices:
+        raise Unsupported(f"layer {i} (MaxPool2d) has return_indices=True, which fglib's engine does not support.")
 
 
 # ---- the engine ----------------------------------------------------------------------------
 
-def layers_of(model):
-    """The layers the engine will run, or a clear error naming the first it cannot."""
+def layers_of(model, where="model", probe=True):
+    """[(layer, rule)] for the engine to run, or Unsupported naming the first thing it cannot
+    run exactly. "Exactly" is checked, not assumed: the model is an nn.Sequential (that very
+    class, whose forward calls its layers in order) or fglib's PointModel whose function runs
+    on Dual; each layer is exactly one of the classes in LAYERS (a subclass or a parametrized
+    layer may compute something else); no module has a forward hook, a forward pre-hook or a
+    forward replaced on the instance, and no global forward hook is registered (the engine
+    calls rules, not modules, so it would skip them); and each layer's options are ones its
+    rule implements. The loss is checked by cross_entropy_options."""
     from .functions import PointModel
-    if isinstance(model, PointModel):
+    _check_no_hooks(model, where)
+    if type(model) is PointModel:
+        if probe:  # run f once on Dual numbers (module_jvp skips this: its own run would fail alike)
+            run_on_dual(model.f, model.theta.detach(), torch.zeros_like(model.theta))
         return [(model, point)]
-    if not isinstance(model, nn.Sequential):
-        raise ValueError(f"fglib's engine runs nn.Sequential models (as fglib.build_model returns) and "
-                         f"test-function models; got {type(model).__name__}. Use engine='forward_ad' or "
-                         "engine='func', which run any PyTorch module.")
+    if type(model) is not nn.Sequential:
+        raise Unsupported(f"fglib's engine runs nn.Sequential models (as fglib.build_model returns) and "
+                          f"fglib's test-function models; got {type(model).__name__}.")
     rules = []
     for i, layer in enumerate(model):
         rule = LAYERS.get(type(layer))
         if rule is None:
             known = ", ".join(t.__name__ for t in LAYERS)
-            raise ValueError(f"fglib's engine has no tangent rule for layer {i} ({type(layer).__name__}); it "
-                             f"knows {known}. Use engine='forward_ad' or engine='func', which run any "
-                             "PyTorch module.")
+            raise Unsupported(f"fglib's engine has no tangent rule for layer {i} ({type(layer).__name__}); it "
+                              f"knows {known}.")
+        _check_no_hooks(layer, f"layer {i}")
+        _check_options(i, layer)
         rules.append((layer, rule))
     return rules
 
 
+def check(model, loss_fn, probe=True):
+    """The engine's rules for this model and loss, or Unsupported saying why it is not exact."""
+    return layers_of(model, probe=probe), _loss_rule(loss_fn)
+
+
 def supports(model, loss_fn):
-    """True when every layer and the loss have a rule here."""
+    """True when check() finds the engine exact for this model and loss (engine='auto' then picks it)."""
     try:
-        layers_of(model), _loss_rule(loss_fn)
-    except ValueError:
+        check(model, loss_fn)
+    except Unsupported:
         return False
     return True
 
@@ -169,8 +296,9 @@ def supports(model, loss_fn):
 @torch.no_grad()
 def module_jvp(model, loss_fn, x, y, tangents):
     """(L, dL) for loss_fn(model(x), y), where `tangents` maps id(parameter) -> its tangent v
-    (parameters not in it are constants)."""
-    rules, loss_rule = layers_of(model), _loss_rule(loss_fn)
+    (parameters not in it are constants). The checks run at every call, so a hook added after
+    a method was built is refused, never skipped."""
+    rules, loss_rule = check(model, loss_fn, probe=False)
     h, dh = x, None
     for layer, rule in rules:
         dp = {name: tangents[id(p)] for name, p in layer.named_parameters(recurse=False) if id(p) in tangents}
@@ -180,8 +308,14 @@ def module_jvp(model, loss_fn, x, y, tangents):
 
 # ---- dual numbers for functions of one tensor -----------------------------------------------
 
+def _scale(t, s):
+    """t * s where a tangent t of None means zero."""
+    return None if t is None else t * s
+
+
 class Dual:
-    """A value with its tangent; each operation's derivative sits beside its forward rule."""
+    """A value with its tangent; each operation's derivative sits beside its forward rule.
+    An operation without a rule here raises Unsupported (never a silent wrong tangent)."""
 
     def __init__(self, value, tangent=None):
         self.value, self.tangent = value, tangent
@@ -197,7 +331,7 @@ class Dual:
     __radd__ = __add__
 
     def __neg__(self):  # d(-a) = -da
-        return Dual(-self.value, None if self.tangent is None else -self.tangent)
+        return Dual(-self.value, _scale(self.tangent, -1))
 
     def __sub__(self, other):  # d(a - b) = da - db
         return self + (-Dual.lift(other))
@@ -207,26 +341,85 @@ class Dual:
 
     def __mul__(self, other):  # d(a b) = da b + a db
         o = Dual.lift(other)
-        da = None if self.tangent is None else self.tangent * o.value
-        db = None if o.tangent is None else self.value * o.tangent
-        return Dual(self.value * o.value, _add(da, db))
+        return Dual(self.value * o.value, _add(_scale(self.tangent, o.value), _scale(o.tangent, self.value)))
 
     __rmul__ = __mul__
 
+    def __truediv__(self, other):  # d(a / b) = da / b - a db / b^2
+        o = Dual.lift(other)
+        t = _add(_scale(self.tangent, 1 / o.value), _scale(o.tangent, -self.value / o.value ** 2))
+        return Dual(self.value / o.value, t)
+
+    def __rtruediv__(self, other):
+        return Dual.lift(other) / self
+
+    def __matmul__(self, other):  # d(A B) = dA B + A dB
+        o = Dual.lift(other)
+        da = None if self.tangent is None else self.tangent @ o.value
+        db = None if o.tangent is None else self.value @ o.tangent
+        return Dual(self.value @ o.value, _add(da, db))
+
+    def __rmatmul__(self, other):
+        return Dual.lift(other) @ self
+
     def __pow__(self, k):  # d(a^k) = k a^(k-1) da, k a constant
         if isinstance(k, Dual):
-            raise TypeError("fglib's Dual supports constant exponents only")
-        t = None if self.tangent is None else k * self.value ** (k - 1) * self.tangent
-        return Dual(self.value ** k, t)
+            raise Unsupported("fglib's Dual supports constant exponents only.")
+        return Dual(self.value ** k, _scale(self.tangent, k * self.value ** (k - 1)))
+
+    def __abs__(self):  # d|a| = sign(a) da
+        return Dual(self.value.abs(), _scale(self.tangent, self.value.sign()))
 
     def __getitem__(self, index):  # indexing is linear
         return Dual(self.value[index], None if self.tangent is None else self.tangent[index])
 
+    def sum(self, *args, **kwargs):  # summing is linear
+        return Dual(self.value.sum(*args, **kwargs), None if self.tangent is None else self.tangent.sum(*args, **kwargs))
+
+    # comparisons and truth look at the value only (they carry no tangent)
+    def __lt__(self, other): return self.value < Dual.lift(other).value
+    def __le__(self, other): return self.value <= Dual.lift(other).value
+    def __gt__(self, other): return self.value > Dual.lift(other).value
+    def __ge__(self, other): return self.value >= Dual.lift(other).value
+    def __bool__(self): return bool(self.value)
+
+    # torch functions of one Dual: f(a) and f'(a), so d f(a) = f'(a) da
+    RULES = {torch.sin: torch.cos, torch.cos: lambda a: -torch.sin(a), torch.exp: torch.exp,
+             torch.log: lambda a: 1 / a, torch.sqrt: lambda a: 0.5 / torch.sqrt(a),
+             torch.tanh: lambda a: 1 - torch.tanh(a) ** 2, torch.sigmoid: lambda a: torch.sigmoid(a) * (1 - torch.sigmoid(a))}
+
+    # tensor (op) Dual, or torch.add(tensor, Dual): the rules above, with the tensor lifted
+    BINARY = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+              "div": lambda a, b: a / b, "true_divide": lambda a, b: a / b, "matmul": lambda a, b: a @ b}
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if func in cls.RULES and len(args) == 1 and not kwargs:
+            a = args[0]
+            return Dual(func(a.value), _scale(a.tangent, cls.RULES[func](a.value)))
+        name = getattr(func, "__name__", "").strip("_")
+        if name in cls.BINARY and len(args) == 2 and not kwargs:
+            return cls.BINARY[name](Dual.lift(args[0]), Dual.lift(args[1]))
+        raise Unsupported(f"fglib's Dual has no rule for {getattr(func, '__name__', func)}; it knows + - * / @ **, "
+                          f"abs, indexing, sum and {', '.join(f.__name__ for f in cls.RULES)}.")
+
+    def __getattr__(self, name):  # e.g. theta.mean(): no rule (run_on_dual turns this into Unsupported)
+        raise AttributeError(f"fglib's Dual has no rule for .{name}")
+
 
 @torch.no_grad()
+def run_on_dual(f, theta, v):
+    """f(Dual(theta, v)); Unsupported if f uses an operation Dual has no rule for (Python's own
+    TypeError for a missing operator counts too): a failure, never a wrong tangent."""
+    try:
+        return f(Dual(theta, v))
+    except (TypeError, AttributeError, NotImplementedError) as err:
+        raise Unsupported(f"the function does not run on fglib's Dual numbers ({type(err).__name__}: {err}).") from err
+
+
 def jvp(f, theta, v):
-    """(f(theta), grad f(theta) . v) for a function written with +, -, *, ** and indexing."""
-    out = f(Dual(theta, v))
+    """(f(theta), grad f(theta) . v) for a function written with the operations Dual knows."""
+    out = run_on_dual(f, theta, v)
     if not isinstance(out, Dual):  # f does not depend on theta
         return out, torch.zeros_like(out)
     return out.value, torch.zeros_like(out.value) if out.tangent is None else out.tangent

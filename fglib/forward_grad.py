@@ -14,7 +14,12 @@ Three engines compute the same (f, d), exactly:
     forward_ad  PyTorch's dual tensors (torch.autograd.forward_ad) with functional_call
     func        torch.func.jvp with functional_call (what public ports such as orobix/fwdgrad use)
     fglib       fglib's own engine (fglib.engine): a value and tangent rule per layer, no autograd
-    auto        fglib's engine when it has a rule for every layer and the loss, else forward_ad
+    auto        fglib's engine when fglib.engine.check can tell it is exact for this model, these
+                parameters and this loss (an nn.Sequential of the layers it knows, no hooks, a
+                cross-entropy it implements; see fglib.engine.layers_of), else forward_ad
+
+engine='fglib' on a model it cannot do exactly raises fglib.engine.Unsupported (a ValueError)
+naming the layer or option; it never returns a wrong d.
 """
 from dataclasses import dataclass
 
@@ -58,7 +63,8 @@ def _scalar_value_and_tangent(out):
 def jvp(f, theta, v, engine="forward_ad"):
     """(f(theta), grad f(theta) . v) in one forward pass; f maps a tensor to a scalar.
 
-    engine 'fglib' (or 'auto') runs f on fglib's dual numbers, which know +, -, *, ** and indexing.
+    engine 'fglib' runs f on fglib's dual numbers (fglib.engine.Dual), and raises Unsupported if f
+    uses an operation they have no rule for; 'auto' then uses forward_ad instead.
     """
     check_engine(engine)
     if not isinstance(v, torch.Tensor) or v.shape != theta.shape:
@@ -66,7 +72,12 @@ def jvp(f, theta, v, engine="forward_ad"):
                          f"{tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
     checks.same_place("theta", theta, v=v)
     if engine in ("fglib", "auto"):
-        return _scalar(*fglib_engine.jvp(f, theta.detach(), v))
+        try:
+            return _scalar(*fglib_engine.jvp(f, theta.detach(), v))
+        except fglib_engine.Unsupported:
+            if engine == "fglib":
+                raise
+        engine = "forward_ad"
     if engine == "func":
         with torch.no_grad():
             return _scalar(*torch.func.jvp(f, (theta.detach(),), (v,)))
@@ -99,6 +110,16 @@ def check_directions(params, directions):
     return directions
 
 
+def check_params(model, params):
+    """Every tensor in params is a parameter of the model (else its tangent would be dropped and d
+    silently miss its term)."""
+    own = {id(p) for p in model.parameters()}
+    for i, p in enumerate(params):
+        if id(p) not in own:
+            raise ValueError(f"params[{i}] (shape {tuple(p.shape)}) is not a parameter of the model: pass "
+                             "tensors from model.parameters() (or leave params=None for all of them)")
+
+
 def module_jvp(model, loss_fn, x, y, directions, params=None, engine="auto"):
     """(loss, grad loss . v) with respect to `params`, in one forward pass.
 
@@ -110,6 +131,7 @@ def module_jvp(model, loss_fn, x, y, directions, params=None, engine="auto"):
     check_engine(engine)
     params = list(model.parameters()) if params is None else list(params)
     directions = check_directions(params, directions)
+    check_params(model, params)
     if isinstance(x, torch.Tensor) and params:
         checks.same_place("the model's parameters", params[0], x=x)
     if engine == "auto":

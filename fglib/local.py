@@ -87,12 +87,27 @@ class BlockForwardGradient(Method):
                              f"be one of {ACTIVITY_DIRECTIONS}, got {direction!r}")
         if self.perturb == "weights" and self.direction == "orthogonal":
             raise ValueError("direction 'orthogonal' needs K directions together: use 'fg' for it")
-        if engine._loss_rule(loss_fn) is not engine.cross_entropy:
-            raise ValueError(f"local and activity-perturbed forward gradients need F.cross_entropy as loss_fn, "
-                             f"got {loss_fn!r}")
-        self.blocks = [(engine.layers_of(b), engine.layers_of(h)) for b, h in blocks_of(model, local)]
-        self.generator = make_generator(checks.seed("seed", seed), self.params[0].device)
+        try:
+            self.ce_options = engine.cross_entropy_options(loss_fn)
+        except engine.Unsupported:
+            raise ValueError(f"local and activity-perturbed forward gradients need a cross-entropy loss_fn "
+                             f"(F.cross_entropy or nn.CrossEntropyLoss, reduction 'mean' or 'sum'), got {loss_fn!r}; "
+                             "for other losses use make_method('fg', ...)") from None
+        self.local = local
         self.name = ("local " if local else "") + ("FG-A" if self.perturb == "activities" else "FG-W")
+        self.rules()   # refuse a model the engine cannot run exactly now, not at the first step
+        self.generator = make_generator(checks.seed("seed", seed), self.params[0].device)
+
+    def rules(self):
+        """[(block's rules, head's rules)]; checked at build and at every step (fglib.engine.layers_of),
+        so that a hook or layer the engine would skip is refused, never skipped."""
+        try:
+            engine._check_no_hooks(self.model, "model")
+            return [(engine.layers_of(b, "block"), engine.layers_of(h, "head"))
+                    for b, h in blocks_of(self.model, self.local)]
+        except engine.Unsupported as err:
+            raise ValueError(f"{err.reason} {self.name} runs on fglib's engine only: train this model with "
+                             "make_method('fg', ..., engine='forward_ad') instead") from None
 
     def draw_activity(self, z):
         """u for one layer's output z: one component per example and unit."""
@@ -122,25 +137,26 @@ class BlockForwardGradient(Method):
             v = self.draw_weights()
             tangents = {id(p): vi for p, vi in zip(self.params, v)}
         h = x
-        for block, head in self.blocks:
+        for block, head in self.rules():
             record = []
             h, dh = self._run(block, h, None, tangents, record)   # the block's input is a constant
             logits, dlogits = self._run(head, h, dh, tangents, record)
-            losses, d = engine.cross_entropy_per_example(logits, dlogits, y)
+            shares, d = engine.cross_entropy_terms(logits, dlogits, y, **self.ce_options)
             self._write(block + head, tangents, record, d)
-        return losses.mean()
+        return shares.sum()
 
     def _write(self, layers, tangents, record, d):
-        """.grad of the block's parameters: d v for weight perturbation (d the batch mean of
-        d_i), or from g_z = (d_i / B) u for activity perturbation."""
+        """.grad of the block's parameters: d v for weight perturbation (d = sum_i d_i, the
+        loss's tangent), or from g_z = d_i u for activity perturbation, where d_i is example i's
+        share of the loss's tangent (d_i / B for the plain mean)."""
         if self.perturb == "weights":
             for layer, _ in layers:
                 for p in layer.parameters(recurse=False):
                     if id(p) in tangents:   # frozen parameters (requires_grad=False) are not perturbed
-                        p.grad = d.mean() * tangents[id(p)]
+                        p.grad = d.sum() * tangents[id(p)]
             return
         for layer, x, u in record:
-            g_w, g_b = weight_grads(layer, x, u * (d / len(d)).view(-1, *[1] * (u.dim() - 1)))
+            g_w, g_b = weight_grads(layer, x, u * d.view(-1, *[1] * (u.dim() - 1)))
             for p, g in ((layer.weight, g_w), (layer.bias, g_b)):
                 if p is not None and p.requires_grad:
                     p.grad = g

@@ -25,6 +25,9 @@ from . import engine as fglib_engine
 from .forward_grad import check_engine, module_jvp, module_jvp_batched
 
 PAPER_DECAY = 1e-4
+# Each direction is one more forward-mode pass in every step: K = 10,000 is already 10,000
+# passes a step, where backprop's exact gradient costs about three.
+MAX_DIRECTIONS = 10_000
 OPTIMIZERS = {"sgd": torch.optim.SGD, "momentum": torch.optim.SGD, "adam": torch.optim.Adam}
 
 
@@ -93,9 +96,15 @@ class ForwardGradientDescent(Method):
         super().__init__(model, loss_fn, lr, **kwargs)
         self.direction = check_direction(direction)
         self.n_directions = checks.count("n_directions", n_directions)
+        if self.n_directions > MAX_DIRECTIONS:
+            raise ValueError(f"n_directions must be ≤ {MAX_DIRECTIONS:,}, got {self.n_directions:,}: each direction is "
+                             "one more forward-mode pass in every step, so the run would not end in useful time; "
+                             "for the exact gradient use backprop (make_method('bp', ...))")
         self.engine = check_engine(engine)
         if self.engine == "auto":
             self.engine = "fglib" if fglib_engine.supports(model, loss_fn) else "forward_ad"
+        elif self.engine == "fglib":
+            fglib_engine.check(model, loss_fn)   # refuse now, not at the first step
         self.regenerate = checks.boolean("regenerate", regenerate)
         self.batched = checks.boolean("batched", batched)
         if self.regenerate and self.batched:

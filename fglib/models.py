@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import checks
+from .device import resolve_device
 
 IMAGE_PIXELS, N_CLASSES, WIDTH = 28 * 28, 10, 1024
 
@@ -133,7 +134,7 @@ MODELS = {"logreg": logistic_regression, "mlp": mlp, "cnn": cnn, "deep": deep_ml
 def build_model(name, seed=None, device="cpu", dtype=None, **kwargs):
     """A fresh model by name; `seed` fixes its initial weights."""
     checks.choice("name", name, MODELS)
-    checks.device("device", device)
+    device = resolve_device(device)   # 'auto': the GPU when there is one
     checks.floating_dtype("dtype", dtype)
     if seed is not None:
         torch.manual_seed(checks.seed("seed", seed))

@@ -184,6 +184,10 @@ def decompose(curves, step_fg, step_bp, target=None, tolerance=0.01, fg="forward
     rows = _validation(curves)
     step_fg, step_bp = checks.real("step_fg", step_fg, positive=True), checks.real("step_bp", step_bp, positive=True)
     tolerance = checks.real("tolerance", tolerance, minimum=0)
+    for argument, name in (("fg", fg), ("bp", bp)):   # a name not in the table would read as "never reached"
+        if name not in set(rows["method"]):
+            raise ValueError(f"{argument}={name!r} is not a method in the curves' validation rows; they hold "
+                             f"{sorted(rows['method'].unique())}: pass {argument}= one of those")
     runs = sorted(rows["run"].unique())
     if target is None:
         best = rows[rows["method"] == bp].groupby("run")["loss"].min()

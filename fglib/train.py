@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from . import checks
 from .data import BatchSampler
 from .device import synchronize
+from . import engine
+from .functions import PointModel
 from .methods import Method
 
 
@@ -50,6 +52,24 @@ def evaluate(model, split, loss_fn=F.cross_entropy, batch_size=2000):
         total_loss += loss_fn(out, y).item() * len(y)
         correct += (out.argmax(1) == y).sum().item()
     return total_loss / len(split), correct / len(split)
+
+
+def check_data_labels(method, data):
+    """For a cross-entropy loss: every label of every split is a class of the model's output
+    (or the loss's ignore_index), checked once here, so that no step needs to (on a GPU an
+    out-of-range label would otherwise end in a device-side assert)."""
+    try:
+        ignore_index = engine.cross_entropy_options(method.loss_fn).get("ignore_index", -100)
+    except engine.Unsupported:
+        return   # another loss: its labels are its own business
+    with torch.no_grad():
+        logits = method.model(data["train"].x[:1])
+    for name, split in data.items():
+        if not split.y.is_floating_point():
+            try:
+                engine.check_labels(logits, split.y, ignore_index)
+            except ValueError as err:
+                raise ValueError(f"data[{name!r}]: {err}") from None
 
 
 def stop_if_not_finite(method_name, split, iteration, loss):
@@ -84,6 +104,9 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     if data is not None and not (isinstance(data, dict) and {"train", "validation"} <= set(data)):
         raise TypeError("data must be the dict from fglib.load_data (with 'train' and 'validation'), "
                         f"or None for a test function; got {type(data).__name__}")
+    if data is None and not isinstance(method.model, PointModel):
+        raise TypeError(f"data is None, which only a test function's model takes (fglib.PointModel); this method "
+                        f"trains a {type(method.model).__name__}: pass data=fglib.load_data(...)")
     iterations, batch_size = checks.count("iterations", iterations), checks.count("batch_size", batch_size)
     eval_every, seed = checks.count("eval_every", eval_every), checks.seed("seed", seed)
     eval_examples = checks.optional_count("eval_examples", eval_examples)
@@ -95,6 +118,7 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     device = method.params[0].device
     if data is not None:
         checks.same_place("the model's parameters", method.params[0], **{"data['train'].x": data["train"].x})
+        check_data_labels(method, data)
     batches = BatchSampler(data["train"], batch_size, seed) if data is not None else None
     if data is not None:
         val = data["validation"]

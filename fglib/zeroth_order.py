@@ -28,7 +28,9 @@ from torch.func import functional_call
 
 from . import checks
 from .directions import ONE_AT_A_TIME, sample_direction
-from .engine import layers_of
+from torch import nn
+
+from . import engine
 from .methods import METHODS, ForwardGradientDescent, Method
 
 SCHEMES = ("forward", "central")
@@ -87,8 +89,8 @@ class FiniteDifferenceDescent(ForwardGradientDescent):
 class InPlaceFiniteDifference(Method):
     """MeZO's scheme: d_h from forward passes with the perturbation made on the fly, v
     regenerated from the step's seed, and theta -= lr d_h v applied in place. Plain SGD only
-    (an optimiser with state would need parameter-sized buffers); models that fglib's engine
-    runs (nn.Sequential of its layers)."""
+    (an optimiser with state would need parameter-sized buffers); any nn.Sequential (its layers
+    are called as modules, hooks included, one at a time)."""
     name = "finite difference, in place"
 
     def __init__(self, model, loss_fn, lr, h=1e-3, scheme="central", direction="normal", seed=0, **kwargs):
@@ -100,7 +102,14 @@ class InPlaceFiniteDifference(Method):
         super().__init__(model, loss_fn, lr, **kwargs)
         self.h, self.scheme = check_h(h), checks.choice("scheme", scheme, SCHEMES)
         self.direction = checks.choice("direction", direction, ONE_AT_A_TIME)
-        self.layers = layers_of(model)
+        if type(model) is not nn.Sequential:
+            raise ValueError(f"the in-place scheme perturbs an nn.Sequential one layer at a time; got "
+                             f"{type(model).__name__}: use make_method('fd', ...) for any other module")
+        try:   # the layers are called one by one: the model's own hooks would be skipped
+            engine._check_no_hooks(model, "model")
+        except engine.Unsupported as err:
+            raise ValueError(f"{err.reason} Use make_method('fd', ...), which calls the model whole.") from None
+        self.layers = list(model)
         self.seeds = torch.Generator().manual_seed(checks.seed("seed", seed))
         self.generator = torch.Generator(self.params[0].device)
         self.index = {id(p): i for i, p in enumerate(self.params)}
@@ -115,7 +124,7 @@ class InPlaceFiniteDifference(Method):
     def perturbed_loss(self, x, y, step_seed, scale):
         """loss_fn(model with theta + scale v, x), each layer's W + scale V made as it runs."""
         out = x
-        for layer, _ in self.layers:
+        for layer in self.layers:
             own = [(n, p) for n, p in layer.named_parameters(recurse=False) if id(p) in self.index]
             if scale == 0 or not own:
                 out = layer(out)

@@ -36,6 +36,23 @@ def train(**kw):
     return fglib.train(method, **{"data": tiny_data(), "iterations": 2, "progress": False, **kw})
 
 
+def labelled(label):
+    data = tiny_data()
+    data["train"].y[5] = label
+    return data
+
+
+def hooked():
+    model = logreg()
+    model.register_forward_hook(lambda module, inputs, out: out)
+    return model
+
+
+def two_method_curves():
+    return pd.DataFrame({"method": ["forward gradient", "backprop"], "run": [0, 0], "split": ["validation"] * 2,
+                         "iteration": [0, 0], "loss": [2.3, 2.3]})
+
+
 def params():
     return list(logreg().parameters())
 
@@ -71,6 +88,7 @@ CASES = [
     # models and test functions
     ("build_model name", lambda: fglib.build_model("resnet"), ValueError, "name must be one of"),
     ("build_model seed string", lambda: fglib.build_model("mlp", seed="0"), TypeError, "seed"),
+    ("build_model seed 2**64", lambda: fglib.build_model("mlp", seed=2 ** 64), ValueError, "seed"),
     ("build_model dtype", lambda: fglib.build_model("mlp", dtype=torch.int64), TypeError, "dtype"),
     ("build_model depth zero", lambda: fglib.build_model("deep", depth=0), ValueError, "depth"),
     ("build_model depth float", lambda: fglib.build_model("deep", depth=2.5), TypeError, "depth"),
@@ -93,6 +111,9 @@ CASES = [
     ("ForwardGradientDescent n_directions string", lambda: fg(n_directions="3"), TypeError, "n_directions"),
     ("ForwardGradientDescent n_directions zero", lambda: fg(n_directions=0), ValueError, "n_directions"),
     ("ForwardGradientDescent n_directions bool", lambda: fg(n_directions=True), TypeError, "n_directions"),
+    ("ForwardGradientDescent n_directions huge", lambda: fg(n_directions=10 ** 9), ValueError,
+     "n_directions must be ≤ 10,000.*forward-mode pass in every step"),
+    ("ForwardGradientDescent seed 2**64", lambda: fg(seed=2 ** 64), ValueError, "seed must be an integer ≥ 0 and ≤"),
     ("ForwardGradientDescent direction", lambda: fg(direction="cauchy"), ValueError, "direction"),
     ("ForwardGradientDescent seed", lambda: fg(seed=0.5), TypeError, "seed"),
     ("ForwardGradientDescent decay", lambda: fg(decay=-1e-4), ValueError, "decay"),
@@ -113,6 +134,8 @@ CASES = [
     # zeroth order
     ("FiniteDifferenceDescent h", lambda: fglib.FiniteDifferenceDescent(logreg(), F.cross_entropy, 0.1, h=-1.0),
      ValueError, "h must be a positive"),
+    ("InPlaceFiniteDifference hooked model", lambda: fglib.InPlaceFiniteDifference(hooked(), F.cross_entropy, 0.1),
+     ValueError, r"forward hook.*make_method\('fd', \.\.\.\)"),
     ("InPlaceFiniteDifference scheme", lambda: fglib.InPlaceFiniteDifference(logreg(), F.cross_entropy, 0.1,
                                                                             scheme="left"), ValueError, "scheme"),
     ("finite_difference v", lambda: fglib.finite_difference(logreg(), F.cross_entropy, X, Y, [], 1e-3), ValueError,
@@ -129,6 +152,10 @@ CASES = [
     ("train data dtype", lambda: train(data=tiny_data(torch.float64)), ValueError, "dtype"),
     ("train data type", lambda: train(data=[1, 2]), TypeError, "data must"),
     ("train method", lambda: fglib.train("fg", tiny_data()), TypeError, "method must"),
+    ("train data None for a network", lambda: train(data=None), TypeError, "data is None.*pass data=fglib.load_data"),
+    ("train labels outside the classes", lambda: train(data=labelled(12)), ValueError,
+     r"data\['train'\]: labels must be class indices in \[0, 10\).*got 12"),
+    ("train labels negative", lambda: train(data=labelled(-3)), ValueError, r"got -3"),
     ("evaluate batch_size", lambda: fglib.evaluate(logreg(), tiny_data()["test"], batch_size=0), ValueError,
      "batch_size"),
     # measures
@@ -151,6 +178,8 @@ CASES = [
     ("eval_schedule iterations", lambda: fglib.eval_schedule(0), ValueError, "iterations"),
     ("eval_schedule points", lambda: fglib.eval_schedule(100, 2.5), TypeError, "points"),
     ("decompose curves", lambda: fglib.decompose(pd.DataFrame({"loss": [1.0]}), 1.0, 1.0), ValueError, "curves"),
+    ("decompose method name", lambda: fglib.decompose(two_method_curves(), 1.0, 1.0, fg="forward gradients"),
+     ValueError, r"fg='forward gradients' is not a method.*'backprop', 'forward gradient'"),
     ("decompose step_fg", lambda: fglib.decompose(pd.DataFrame({"method": [], "run": [], "split": [], "iteration": [],
                                                                 "loss": []}), 0.0, 1.0), ValueError, "step_fg"),
     ("levelled_off curves", lambda: fglib.levelled_off(pd.DataFrame({"loss": [1.0]})), ValueError, "curves"),

@@ -102,16 +102,44 @@ fd.Communicator().all_reduce_mean(torch.ones(1))
 """
 
 
-def test_a_hanging_worker_makes_the_others_fail_with_a_clear_error(tmp_path):
-    script = tmp_path / "hang.py"
-    script.write_text(HANG)
-    start = time.monotonic()
-    done = torchrun(2, str(script), timeout=120)
-    assert done.returncode != 0 and time.monotonic() - start < 60
-    assert "another worker failed or hung past the process group's timeout" in done.stderr
 
 
 def test_init_outside_torchrun_says_how_to_launch(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(RuntimeError, match="must run under torchrun"):
         distributed.init()
+
+
+HANG_DDP = """
+import time, torch, torch.nn.functional as F, fglib, fglib.distributed as fd
+rank, world = fd.init(timeout_s=3)
+method = fd.make_distributed_method("bp", fglib.build_model("logreg", seed=0), 0.1)
+if rank == 1:
+    time.sleep(60)
+method.step(torch.randn(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))
+"""
+
+
+@pytest.mark.parametrize("script,collective", [(HANG, "all-reduce"),
+                                               (HANG_DDP, "backprop's gradient all-reduce (DistributedDataParallel)")],
+                         ids=["forward-gradient collective", "DistributedDataParallel"])
+def test_a_hanging_worker_makes_the_others_fail_with_a_clear_error(tmp_path, script, collective):
+    path = tmp_path / "hang.py"
+    path.write_text(script)
+    start = time.monotonic()
+    done = torchrun(2, str(path), timeout=120)
+    assert done.returncode != 0 and time.monotonic() - start < 60
+    assert f"{collective} failed on rank 0: another worker failed or hung past the process group's timeout" in done.stderr
+
+
+@pytest.mark.parametrize("argv,option", [
+    (["--methods", "fg-shared,sgd"], "--methods"),
+    (["--methods", "fg-shared", "--iterations", "0"], "--iterations"),
+    (["--methods", "fg-shared", "--out", __file__], "--out"),     # a file, not a folder
+])
+def test_the_command_line_checks_its_arguments_before_it_trains(argv, option, capsys, monkeypatch):
+    """Checked before any process group or data: no RANK is set here, so reaching init would fail otherwise."""
+    monkeypatch.delenv("RANK", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        distributed.main(argv)
+    assert exit_.value.code == 2 and f"argument {option}" in capsys.readouterr().err

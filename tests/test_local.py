@@ -34,10 +34,10 @@ def grads(method):
     return [p.grad.clone() for p in method.params]
 
 
-def exact(name, net, x, y):
+def exact(name, net, x, y, loss_fn=F.cross_entropy):
     """The gradient each method targets, from backprop: of the network's loss for global
     methods, of each block's own loss for local ones."""
-    reference = fglib.make_method("local_bp" if name.startswith("local") else "bp", net, F.cross_entropy, 1.0)
+    reference = fglib.make_method("local_bp" if name.startswith("local") else "bp", net, loss_fn, 1.0)
     reference.fill_grad(x, y)
     return grads(reference)
 
@@ -73,11 +73,22 @@ def basis_sum(method, x, y):
     return total
 
 
+LOSSES = {  # PyTorch's cross-entropy options, each of which the engine implements
+    "mean": F.cross_entropy,
+    "ignore_index (label 0 skipped)": nn.CrossEntropyLoss(ignore_index=0),
+    "class weights and label smoothing": nn.CrossEntropyLoss(weight=torch.tensor([0.2, 1.0, 3.0], dtype=torch.float64),
+                                                             label_smoothing=0.1),
+    "sum": nn.CrossEntropyLoss(reduction="sum"),
+}
+
+
+@pytest.mark.parametrize("loss", LOSSES, ids=list(LOSSES))
 @pytest.mark.parametrize("name", ["fg_a", "local_fg", "local_fg_a"])
-def test_expectation_is_the_gradient_of_the_targeted_loss_exactly(name):
-    net, (x, y) = tiny(local=name.startswith("local")), batch()
-    want = exact(name, net, x, y)
-    got = basis_sum(fglib.make_method(name, net, F.cross_entropy, 1.0), x, y)
+def test_expectation_is_the_gradient_of_the_targeted_loss_exactly(name, loss):
+    net, (x, _) = tiny(local=name.startswith("local")), batch()
+    y = torch.tensor([0, 2, 1])
+    want = exact(name, net, x, y, LOSSES[loss])
+    got = basis_sum(fglib.make_method(name, net, LOSSES[loss], 1.0), x, y)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-14)
 
@@ -178,8 +189,13 @@ def test_clear_errors():
         fglib.make_method("fg_a", mlp, F.cross_entropy, 0.1, direction="sphere")
     with pytest.raises(ValueError, match="cross_entropy"):
         fglib.make_method("fg_a", mlp, F.mse_loss, 0.1)
-    with pytest.raises(ValueError, match="tangent rule"):
+    with pytest.raises(ValueError, match=r"tangent rule.*make_method\('fg', \.\.\., engine='forward_ad'\)") as err:
         fglib.make_method("fg_a", nn.Sequential(nn.Flatten(), nn.Linear(784, 10), nn.Tanh()), F.cross_entropy, 0.1)
+    assert "Use engine=" not in str(err.value)   # FG-A takes no engine= argument
+    hooked = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    hooked[1].register_forward_hook(lambda module, inputs, out: 3 * out)
+    with pytest.raises(ValueError, match="forward hook"):
+        fglib.make_method("fg_a", hooked, F.cross_entropy, 0.1)
     with pytest.raises(ValueError, match="increasing"):
         cut(fglib.build_model("mlp"), after=[4, 2], make_head=linear_head)
     with pytest.raises(ValueError, match="after"):

@@ -70,3 +70,50 @@ def test_data_folder_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("FGLIB_DATA", str(tmp_path / "elsewhere"))
     assert fglib.data.data_root() == str(tmp_path / "elsewhere")
     assert fglib.data.data_root("given") == "given"
+
+
+def test_device_auto_picks_the_gpu_when_there_is_one_else_the_cpu():
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert next(fglib.build_model("logreg", device="auto").parameters()).device.type == want
+    assert fglib.load_data("mnist", device="auto", limit=4)["train"].x.device.type == want
+
+
+def idx(path, magic, dims, fill=0, cut=None):
+    """An IDX file of the given dimensions, every data byte `fill`, optionally cut to `cut` bytes."""
+    header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
+    count = 1
+    for d in dims:
+        count *= d
+    data = header + bytes([fill]) * count
+    path.write_bytes(data[:cut])
+
+
+def fake_mnist(root, label=3, cut=None):
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for prefix, n in (("train", 60_000), ("t10k", 10_000)):
+        idx(raw / f"{prefix}-images-idx3-ubyte", 0x0803, (n, 28, 28), cut=cut if prefix == "train" else None)
+        idx(raw / f"{prefix}-labels-idx1-ubyte", 0x0801, (n,), fill=label)
+    return raw
+
+
+def test_a_truncated_idx_file_is_named_not_reported_missing(tmp_path):
+    raw = fake_mnist(tmp_path, cut=1000)
+    with pytest.raises(ValueError, match=f"{raw / 'train-images-idx3-ubyte'} is not a complete IDX file.*truncated"):
+        fglib.load_data("mnist", root=tmp_path)
+
+
+def test_a_wrong_magic_number_is_named(tmp_path):
+    raw = fake_mnist(tmp_path)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(b"\x00\x00\x08\x03" + (raw / "t10k-labels-idx1-ubyte").read_bytes()[4:])
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte is not a complete IDX file.*magic number 0x0803"):
+        fglib.load_data("mnist", root=tmp_path)
+
+
+def test_label_bytes_outside_0_to_9_are_named(tmp_path):
+    fake_mnist(tmp_path, label=12)
+    with pytest.raises(ValueError, match="train-labels-idx1-ubyte holds labels outside 0-9"):
+        fglib.load_data("mnist", root=tmp_path)
+    control = tmp_path / "good"
+    fake_mnist(control, label=3)
+    assert set(fglib.load_data("mnist", root=control)["train"].y.tolist()) == {3}
