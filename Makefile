@@ -27,7 +27,7 @@ lab: $(VENV)/.installed
 chapters-full: $(VENV)/.installed
 	$(BIN)/python tools/book.py execute --mode full
 
-$(VENV)/.installed: requirements.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-book.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.txt

@@ -42,18 +42,37 @@ def chapters():
     return [p for p in paths if p.exists()]
 
 
+DISTRIBUTION = "fglib-forward-gradients"   # the package index's name ("fglib" there is another project)
+
+
+def repository():
+    return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]
+
+
 def repository_url():
-    return yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    return repository()["url"]
+
+
+def book_url():
+    """Where the repository's book/ folder is served raw (saved results are fetched from there
+    when a chapter runs without the repository, e.g. on Colab): from _config.yml's repository."""
+    repo = repository()
+    owner_name = repo["url"].removeprefix("https://github.com/").strip("/")
+    path = "/".join(part for part in (repo.get("path_to_book") or "", "book") if part)
+    return f"https://raw.githubusercontent.com/{owner_name}/{repo.get('branch', 'main')}/{path}"
 
 
 def setup_source():
-    """The first cell of every chapter: on Colab only, install fglib without touching torch."""
+    """The first cell of every chapter: on Colab only, install fglib without touching torch; and
+    anywhere, where to fetch saved results from when the repository's folder is not here."""
     return (
         "# On Colab only: install fglib from the book's repository. --no-deps keeps Colab's own\n"
-        "# torch, torchvision, pandas and seaborn; elsewhere this cell does nothing.\n"
-        "import sys\n"
+        "# torch, torchvision, pandas and seaborn. Saved results that are not here are fetched\n"
+        "# from the repository.\n"
+        "import os, sys\n"
+        f"os.environ.setdefault(\"FGLIB_BOOK_URL\", \"{book_url()}\")\n"
         "if \"google.colab\" in sys.modules:\n"
-        f"    %pip install -q --no-deps \"fglib @ git+{repository_url()}\"\n"
+        f"    %pip install -q --no-deps \"{DISTRIBUTION} @ git+{repository_url()}\"\n"
     )
 
 

@@ -69,9 +69,14 @@ def results_folder(folder, device):
     return folder if device.startswith("CPU") else os.path.join(folder, "gpu")
 
 
+INDEX = "index.json"          # the list of a results folder's files, for fetching it by URL
+BOOK_URL = "FGLIB_BOOK_URL"    # where the book's folder is published raw (the Colab set-up cell sets it)
+
+
 def save_results(name, results, folder="results", smoke=False):
     """Write a chapter's headline results to <folder>/<name>.json (CPU) or <folder>/gpu/<name>.json
-    (GPU, by the device the results record) for the verdict chapter.
+    (GPU, by the device the results record) for the verdict chapter, and refresh the folder's
+    index.json (the list that lets a reader without the repository fetch them, see load_results).
 
     Smoke runs write nothing, so that tests never overwrite the published results.
     Returns nothing (so that a notebook cell ending with it shows no output).
@@ -88,13 +93,73 @@ def save_results(name, results, folder="results", smoke=False):
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, f"{name}.json"), "w") as f:
         json.dump(results, f, indent=1, default=float)
+    write_index(folder)
 
 
-def load_results(folder="results"):
-    """{name: results} for every saved chapter result in `folder` (not its subfolders)."""
+def result_files(folder):
+    """The results files of a folder (its *.json but the index), sorted."""
+    import pathlib
+    return sorted(p for p in pathlib.Path(folder).glob("*.json") if p.name != INDEX)
+
+
+def write_index(folder):
+    """<folder>/index.json: the names of the folder's results files."""
     import json
     import pathlib
+    names = [p.name for p in result_files(folder)]
+    (pathlib.Path(folder) / INDEX).write_text(json.dumps(names, indent=1) + "\n")
+
+
+def load_results(folder="results", missing_ok=False):
+    """{name: results} for every saved chapter result in `folder` (not its subfolders).
+
+    Where `folder` is not here, nor the folder it lies in (a chapter opened on Colab, or run
+    outside the repository), and
+    $FGLIB_BOOK_URL names where the book's folder is published (the Colab set-up cell sets it
+    from _config.yml), the results are fetched from <url>/<folder>/ by its index.json and kept
+    in `folder`. missing_ok=True gives {} for a folder that exists neither here nor there (the
+    GPU results before any GPU run).
+    """
+    import json
+    import os
+    import pathlib
     if not pathlib.Path(folder).is_dir():
+        url = os.environ.get(BOOK_URL)
+        outside = not pathlib.Path(pathlib.Path(folder).parts[0]).is_dir()   # no results/ at all: not in the repository
+        if url and outside:
+            return fetch_results(url, folder, missing_ok)
+        if missing_ok:
+            return {}
         raise FileNotFoundError(f"folder {folder!r} does not exist: run the chapters first "
                                 "(python tools/book.py execute), or pass the folder that holds results/*.json")
-    return {p.stem: json.loads(p.read_text()) for p in sorted(pathlib.Path(folder).glob("*.json"))}
+    return {p.stem: json.loads(p.read_text()) for p in result_files(folder)}
+
+
+def fetch_results(url, folder, missing_ok=False):
+    """The results of <url>/<folder>/, listed by its index.json, saved into `folder` and returned."""
+    import json
+    import pathlib
+    import urllib.error
+    import urllib.request
+    base = f"{url.rstrip('/')}/{pathlib.PurePosixPath(folder).as_posix()}"
+
+    def get(name):
+        with urllib.request.urlopen(f"{base}/{name}", timeout=30) as response:
+            return json.loads(response.read())
+    try:
+        names = get(INDEX)
+        results = {pathlib.Path(n).stem: get(n) for n in names}
+    except urllib.error.HTTPError as err:
+        if err.code == 404 and missing_ok:
+            return {}
+        raise FileNotFoundError(f"folder {folder!r} is not here, and {base}/ could not be read (HTTP {err.code}): "
+                                "run the chapters first, or check the book's URL in $FGLIB_BOOK_URL") from err
+    except (urllib.error.URLError, OSError) as err:
+        raise FileNotFoundError(f"folder {folder!r} is not here, and fetching it from {base}/ failed: this machine "
+                                f"seems offline ({getattr(err, 'reason', err)}). Connect to the internet, or run the "
+                                "chapters first (python tools/book.py execute)") from err
+    pathlib.Path(folder).mkdir(parents=True, exist_ok=True)
+    for name, value in results.items():
+        (pathlib.Path(folder) / f"{name}.json").write_text(json.dumps(value, indent=1))
+    write_index(folder)
+    return results
