@@ -121,6 +121,14 @@ class BatchSampler:
     def __iter__(self):
         return self
 
+    def state_dict(self):
+        """Where the sampler stands: its generator, this epoch's order and the position in it."""
+        return {"generator": self.generator.get_state(), "order": self._order, "pos": self._pos}
+
+    def load_state_dict(self, state):
+        self.generator.set_state(state["generator"])
+        self._order, self._pos = state["order"], state["pos"]
+
     def __next__(self):
         if self._pos + self.batch_size > len(self.split):
             self._order = torch.randperm(len(self.split), generator=self.generator)

@@ -69,6 +69,19 @@ class Method:
         self.optimizer = make_optimizer(self.params, optimizer, lr)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, math.exp(-decay))
 
+    def state_dict(self):
+        """What a stopped run needs to go on bit for bit: the optimiser's and the schedule's state,
+        and the state of every random generator the method holds (its seeds and directions)."""
+        generators = {name: g.get_state() for name, g in vars(self).items() if isinstance(g, torch.Generator)}
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "generators": generators}
+
+    def load_state_dict(self, state):
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for name, g_state in state["generators"].items():
+            getattr(self, name).set_state(g_state)
+
     def step(self, x=None, y=None):
         loss = self.fill_grad(x, y)
         self.optimizer.step()

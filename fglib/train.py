@@ -82,12 +82,13 @@ def stop_if_not_finite(method_name, split, iteration, loss):
 
 
 def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, seed=0,
-          progress=True, desc=None, record=None, eval_examples=None, eval_at=None, on_diverge="raise"):
+          progress=True, desc=None, record=None, eval_examples=None, eval_at=None, on_diverge="raise",
+          eval_splits=("validation",), checkpoint=None, checkpoint_every=300.0):
     """Run `method` for `iterations` steps; return the tidy loss table.
 
-    The validation loss and accuracy are evaluated at iteration 0, every `eval_every`
-    iterations and at the last one; or, if `eval_at` is given, at exactly those iterations
-    (e.g. fglib.to_target.eval_schedule's log-spaced ones).
+    The validation loss and accuracy (and those of the other `eval_splits`, e.g. 'test') are
+    evaluated at iteration 0, every `eval_every` iterations and at the last one; or, if
+    `eval_at` is given, at exactly those iterations (e.g. fglib.to_target.eval_schedule's).
 
     A NaN or infinite loss raises FloatingPointError (on_diverge='raise'), or, with
     on_diverge='stop', ends the run there: the table then holds the rows up to the last finite
@@ -98,6 +99,11 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     given, maps the model to a dict of extra columns for each training row
     (e.g. the point on a test function's trajectory). `eval_examples` limits the
     validation loss to the first that many validation images (all by default).
+
+    `checkpoint`, a file path: every `checkpoint_every` seconds (and at the end) the run's whole
+    state is saved there (weights, optimiser and schedule, the data order's and the directions'
+    generators, the table so far); a call that finds the file resumes from it, bit for bit as
+    if it had never stopped, and may ask for more iterations than the first call did.
     """
     if not isinstance(method, Method):
         raise TypeError(f"method must be a method from fglib.make_method, got {type(method).__name__}")
@@ -111,48 +117,90 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     eval_every, seed = checks.count("eval_every", eval_every), checks.seed("seed", seed)
     eval_examples = checks.optional_count("eval_examples", eval_examples)
     checks.choice("on_diverge", on_diverge, ("raise", "stop"))
+    checkpoint_every = checks.real("checkpoint_every", checkpoint_every, positive=True)
     if eval_at is None:
         eval_at = {0, iterations, *range(eval_every, iterations + 1, eval_every)}
     else:
         eval_at = {checks.integer("eval_at[i]", i, minimum=0, maximum=iterations) for i in eval_at}
     device = method.params[0].device
+    splits = {}
     if data is not None:
         checks.same_place("the model's parameters", method.params[0], **{"data['train'].x": data["train"].x})
         check_data_labels(method, data)
+        for name in eval_splits:
+            checks.choice("eval_splits", name, [s for s in data if s != "train"])
+            split = data[name]
+            splits[name] = type(split)(split.x[:eval_examples], split.y[:eval_examples]) if eval_examples else split
     batches = BatchSampler(data["train"], batch_size, seed) if data is not None else None
-    if data is not None:
-        val = data["validation"]
-        val = type(val)(val.x[:eval_examples], val.y[:eval_examples]) if eval_examples else val
-    rows, elapsed = [], 0.0
-
-    def add(i, split, loss, accuracy=math.nan):
-        stop_if_not_finite(method.name, split, i, loss)
-        extra = record(method.model) if record is not None and split == "train" else {}
-        rows.append({"iteration": i, "time": elapsed, "split": split, "loss": loss, "accuracy": accuracy,
-                     **extra})
-
-    if data is not None and 0 in eval_at:
-        add(0, "validation", *evaluate(method.model, val))
+    run = Run(method, batches, record)
+    if checkpoint is not None and os.path.exists(checkpoint):
+        run.load(checkpoint)
+    elif data is not None and 0 in eval_at:
+        run.evaluate(0, splits)
     else:
         with torch.no_grad():
-            add(0, "train", method.loss_fn(method.model(None), None).item())
-    diverged_at = None
-    for i in progress_bar(range(1, iterations + 1), desc=desc or method.name, disable=not progress,
-                          mininterval=5.0):
-        x, y = next(batches) if batches is not None else (None, None)
-        synchronize(device)
-        start = time.perf_counter()
-        loss = method.step(x, y).item()  # .item() waits for the device
-        elapsed += time.perf_counter() - start
+            run.add(0, "train", method.loss_fn(method.model(None), None).item())
+    saved_at = time.monotonic()
+    for i in progress_bar(range(run.done + 1, iterations + 1), desc=desc or method.name, disable=not progress,
+                          mininterval=5.0, initial=run.done, total=iterations):
         try:
-            add(i, "train", loss)
+            run.step(i, device)
             if data is not None and i in eval_at:
-                add(i, "validation", *evaluate(method.model, val))
+                run.evaluate(i, splits)
         except FloatingPointError:
             if on_diverge == "raise":
                 raise
-            diverged_at = i
+            run.diverged_at = i
             break
-    table = pd.DataFrame(rows)
-    table.attrs["diverged_at"] = diverged_at
+        if checkpoint is not None and (time.monotonic() - saved_at > checkpoint_every or i == iterations):
+            run.save(checkpoint)
+            saved_at = time.monotonic()
+    table = pd.DataFrame(run.rows)
+    table.attrs["diverged_at"] = run.diverged_at
     return table
+
+
+class Run:
+    """One training run in progress: its rows, the clock and where it stands; it can save its
+    whole state to a file and load it back (fglib.train's checkpoints)."""
+
+    def __init__(self, method, batches, record=None):
+        self.method, self.batches, self.record = method, batches, record
+        self.rows, self.elapsed, self.done, self.diverged_at = [], 0.0, 0, None
+
+    def add(self, i, split, loss, accuracy=math.nan):
+        stop_if_not_finite(self.method.name, split, i, loss)
+        extra = self.record(self.method.model) if self.record is not None and split == "train" else {}
+        self.rows.append({"iteration": i, "time": self.elapsed, "split": split, "loss": loss,
+                          "accuracy": accuracy, **extra})
+
+    def step(self, i, device):
+        """Step i on the next mini-batch; the clock counts the step only (synchronised)."""
+        x, y = next(self.batches) if self.batches is not None else (None, None)
+        synchronize(device)
+        start = time.perf_counter()
+        loss = self.method.step(x, y).item()  # .item() waits for the device
+        self.elapsed += time.perf_counter() - start
+        self.done = i
+        self.add(i, "train", loss)
+
+    def evaluate(self, i, splits):
+        for name, split in splits.items():
+            self.add(i, name, *evaluate(self.method.model, split))
+
+    def save(self, path):
+        """Write the state to `path` atomically (a stop mid-write leaves the last good file)."""
+        state = {"rows": self.rows, "elapsed": self.elapsed, "done": self.done,
+                 "model": self.method.model.state_dict(), "method": self.method.state_dict(),
+                 "batches": None if self.batches is None else self.batches.state_dict()}
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        torch.save(state, f"{path}.tmp")
+        os.replace(f"{path}.tmp", path)
+
+    def load(self, path):
+        state = torch.load(path, weights_only=False)
+        self.rows, self.elapsed, self.done = state["rows"], state["elapsed"], state["done"]
+        self.method.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        if self.batches is not None:
+            self.batches.load_state_dict(state["batches"])

@@ -2,6 +2,7 @@
 import math
 
 import pytest
+import torch
 import torch.nn.functional as F
 
 import fglib
@@ -70,3 +71,37 @@ def test_diverged_test_function_runs_are_counted():
     assert df.groupby("run")["diverged"].first().all()
     summary = fglib.book.experiments.function_summary({"beale": df})
     assert summary["runs that diverged"].tolist() == [2] and summary["final loss, median"].isna().all()
+
+
+RESUMABLE = {"fg": {}, "fg, momentum": {"optimizer": "momentum"}, "bp, momentum": {"optimizer": "momentum"},
+             "fg_a": {}, "fd_inplace": {}}
+
+
+@pytest.mark.parametrize("case", RESUMABLE)
+def test_a_run_stopped_and_resumed_is_bit_identical_to_one_that_never_stopped(mnist, tmp_path, case, monkeypatch):
+    """2N steps straight, against N steps, a stop (a fresh process would build the same objects
+    anew) and N more from the checkpoint: the same weights bit for bit and the same table."""
+    name, kwargs = case.split(",")[0], RESUMABLE[case]
+
+    def fresh():
+        model = fglib.build_model("mlp", seed=4, width=16)
+        return model, fglib.make_method(name, model, F.cross_entropy, lr=1e-2, seed=4, **kwargs)
+
+    def run(method, iterations, checkpoint=None):
+        return fglib.train(method, mnist, iterations=iterations, eval_every=5, seed=4, progress=False,
+                           eval_splits=("validation", "test"), checkpoint=checkpoint)
+
+    straight_model, straight = fresh()
+    want = run(straight, 20)
+    path = tmp_path / "run.pt"
+    run(fresh()[1], 10, path)                                  # stops after 10 steps
+    resumed_model, resumed = fresh()
+    got = run(resumed, 20, path)                               # resumes at 11
+    for a, b in zip(straight_model.parameters(), resumed_model.parameters()):
+        assert torch.equal(a, b)
+    columns = ["iteration", "split", "loss", "accuracy"]
+    assert got[columns].equals(want[columns]) and set(got["split"]) == {"train", "validation", "test"}
+    # the control: a resume that forgot one piece of state (here the data order) must differ
+    monkeypatch.setattr(fglib.data.BatchSampler, "load_state_dict", lambda self, state: None)
+    run(fresh()[1], 10, tmp_path / "forgetful.pt")
+    assert not run(fresh()[1], 20, tmp_path / "forgetful.pt")[columns].equals(want[columns])

@@ -82,10 +82,16 @@ def test_never_reached_does_not_hold_and_sometimes_is_partly():
     assert word == "partly"
 
 
-def test_eval_schedule_is_dense_early():
-    s = to_target.eval_schedule(30_000, 60)
-    assert s[0] == 0 and s[-1] == 30_000 and s[:5] == [0, 1, 2, 3, 4]
-    assert len(s) <= 62 and all(b > a for a, b in zip(s, s[1:]))
+def test_eval_schedule_is_dense_early_and_at_most_2_percent_apart_late():
+    for n in (1_000, 30_000, 70_000):
+        s = to_target.eval_schedule(n, 60)
+        assert s[0] == 0 and s[-1] == n and s[:5] == [0, 1, 2, 3, 4]
+        assert len(s) <= 62 + 26 and all(b > a for a, b in zip(s, s[1:]))
+        late = [i for i in s if i >= n // 2]
+        assert late[0] <= n // 2 + 0.02 * n and max(b - a for a, b in zip(late, late[1:])) <= 0.02 * n
+    log_only = to_target.eval_schedule(30_000, 60, late_spacing=None)   # the control: ~18% gaps late
+    late = [i for i in log_only if i >= 15_000]
+    assert max(b - a for a, b in zip(late, late[1:])) > 0.15 * 30_000
 
 
 def test_confidence_interval_covers_the_mean_95_percent_of_the_time():

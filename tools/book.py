@@ -7,12 +7,16 @@
     python tools/book.py sync-setup               # rewrite the Colab cell, placed after the title
     python tools/book.py strip-paths              # make machine paths in outputs relative
     python tools/book.py status                   # regenerate book/status.md from the run records
+    python tools/book.py runs cnn [--background] [--status] [--max-runs 2]
+                                                  # a long experiment's missing runs, each saved as it finishes
 
 Chapters are the .ipynb files listed in _toc.yml, so a new chapter needs no change here.
 """
 import argparse
 import json
+import os
 import pathlib
+import subprocess
 import sys
 import time
 
@@ -213,6 +217,35 @@ def sync_setup(paths):
         path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
+def long_runs(name, background=False, status=False, max_runs=None):
+    """A plan's missing runs (fglib.book.runs.PLANS), in book/ as its chapter would run them: in
+    the foreground with a progress bar, or in the background (log in book/.checkpoints/<name>.log);
+    or only how many remain and the time they should take."""
+    from fglib.book.runs import PLANS, progress_report, run_missing
+    if name not in PLANS:
+        raise SystemExit(f"no plan {name!r}: plans are {', '.join(PLANS)}")
+    os.chdir(ROOT / "book")
+    report = progress_report(PLANS[name], "results")
+    minutes = report["minutes left"]
+    print(f"{name}: {report['left']} of {report['runs']} runs left"
+          + (f", in progress: {report['in progress']}" if report["in progress"] else "")
+          + (f"; about {minutes:.0f} minutes at {report['minutes per run']:.0f} per run" if minutes else ""))
+    if status or not report["left"]:
+        return None
+    if background:
+        log = pathlib.Path(".checkpoints") / f"{name}.log"
+        log.parent.mkdir(exist_ok=True)
+        cmd = [sys.executable, str(ROOT / "tools" / "book.py"), "runs", name]
+        cmd += ["--max-runs", str(max_runs)] if max_runs else []
+        job = subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
+                               env={**os.environ, "FGLIB_PROGRESS": "text"})
+        print(f"started in the background (pid {job.pid}); progress in book/{log}")
+        return None
+    import fglib
+    run_missing(PLANS[name], fglib.load_data("mnist"), "results", max_runs=max_runs)
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,7 +258,14 @@ def main(argv=None):
     sub.add_parser("sync-setup")
     sub.add_parser("strip-paths")
     sub.add_parser("status")
+    runs = sub.add_parser("runs", help="run a long experiment's missing runs (each saved as it finishes)")
+    runs.add_argument("plan", help="a plan of fglib.book.runs.PLANS, e.g. cnn")
+    runs.add_argument("--background", action="store_true", help="detach; follow book/.checkpoints/<plan>.log")
+    runs.add_argument("--status", action="store_true", help="only say how many runs remain and how long")
+    runs.add_argument("--max-runs", type=int, default=None, help="stop after this many runs (e.g. 2: one pair)")
     args = parser.parse_args(argv)
+    if args.command == "runs":
+        return long_runs(args.plan, args.background, args.status, args.max_runs)
     paths = chapters()
     if args.command == "sync-setup":
         return sync_setup(paths)

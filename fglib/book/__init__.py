@@ -10,6 +10,7 @@
     plots        the figures
     parameters   a chapter's papermill parameters, checked before any work
     report       what a chapter records (device, versions, parameters) and glues into prose
+    runs         long experiments as runs that survive a stop, saved raw as each finishes
 """
-from . import experiments, implementations, paper, parameters, plots, report, style, sweep, tables, verdict
+from . import experiments, implementations, paper, parameters, plots, report, runs, style, sweep, tables, verdict
 from .parameters import check_parameters

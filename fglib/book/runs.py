@@ -1,0 +1,165 @@
+"""Long experiments as runs that survive a stop, saved raw as each one finishes.
+
+A plan names an experiment's settings once, for its chapter and for `tools/book.py runs` alike.
+Each (seed, method) run is trained with a checkpoint (fglib.train: the whole state every few
+minutes, resumed bit for bit), saved as soon as it finishes, and skipped when the chapter or
+the tool runs again. Nothing here grades anything: the grading module reads these files.
+
+Raw layout, under a results folder (`book/results` for the book):
+
+    raw/<experiment>/<method>-seed<seed>.csv.gz   one row per observation of one run:
+        experiment, model, method, lr, seed, run, iteration, time, split, loss, accuracy
+        (split 'validation' and 'test' at every evaluation; 'train', the step's own loss,
+        every `train_every` iterations; time is the run's training time so far, in seconds)
+    raw/<experiment>/<method>-seed<seed>.json     the run's record: the plan, the device,
+        torch and Python versions, threads, minutes of training, when it finished
+
+Checkpoints (never in git): <checkpoints>/<experiment>/<method>-seed<seed>.pt.
+
+To add a long experiment, add a Plan to PLANS; its chapter calls run_missing(PLANS[name], ...).
+"""
+import dataclasses
+import datetime
+import json
+import pathlib
+import platform
+import time
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..device import device_name
+from ..methods import PAPER_DECAY, make_method
+from ..models import build_model
+from ..to_target import eval_schedule
+from ..train import train
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """One experiment's runs: `runs` seeds (seed, seed + 1, ...), each trained by every method."""
+    experiment: str
+    model: str
+    lr: float
+    runs: int
+    iterations: int
+    seed: int = 0
+    methods: tuple = ("fg", "bp")
+    batch_size: int = 64
+    eval_points: int = 60
+    train_every: int = 100
+
+    def seeds(self):
+        return [self.seed + r for r in range(self.runs)]
+
+    def smaller(self, **changes):
+        """The same plan with some settings changed (a smoke run, a longer run)."""
+        return dataclasses.replace(self, **changes)
+
+
+# The paper's CNN (Section 5.5): rate 2e-4 with the paper's decay, batch 64, five paired runs.
+# Backprop runs first in each pair: whether the network learns at all under the schedule is the
+# first thing to know. 30 log-spaced evaluations (plus every 2% over the second half), each of
+# the validation and the test set: an evaluation costs about as much as 100 CNN steps on a CPU.
+PLANS = {
+    "cnn": Plan("cnn", "cnn", 2e-4, runs=5, iterations=30_000, methods=("bp", "fg"), eval_points=30),
+}
+
+METHOD_LABELS = {"fg": "forward gradient", "bp": "backprop"}
+
+
+def run_stem(method, seed):
+    return f"{method}-seed{seed}"
+
+
+def raw_folder(folder, experiment):
+    return pathlib.Path(folder) / "raw" / experiment
+
+
+def is_saved(plan, folder, method, seed):
+    """A run counts as saved when its record says it ran the plan's iterations (or more)."""
+    record = raw_folder(folder, plan.experiment) / f"{run_stem(method, seed)}.json"
+    return record.exists() and json.loads(record.read_text())["iterations_done"] >= plan.iterations
+
+
+def pending(plan, folder):
+    """[(run index, seed, method)] of the plan's runs not saved yet, in the order they run."""
+    return [(r, s, m) for r, s in enumerate(plan.seeds()) for m in plan.methods if not is_saved(plan, folder, m, s)]
+
+
+def train_one(plan, data, method_name, seed, checkpoint, device="cpu", progress=True, checkpoint_every=300.0):
+    """One run of the plan, resumed from `checkpoint` if it exists (saved every
+    `checkpoint_every` seconds); its tidy table."""
+    model = build_model(plan.model, seed=seed, device=device)
+    method = make_method(method_name, model, F.cross_entropy, plan.lr, seed=seed)
+    return train(method, data, plan.iterations, plan.batch_size, seed=seed, progress=progress,
+                 desc=f"{plan.experiment}: {METHOD_LABELS.get(method_name, method_name)}, seed {seed}",
+                 eval_at=eval_schedule(plan.iterations, plan.eval_points), eval_splits=("validation", "test"),
+                 checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+
+
+def save_run(plan, folder, run, seed, method_name, curve, device, minutes):
+    """The run's rows (evaluations, and every train_every-th training loss) and its record."""
+    keep = (curve["split"] != "train") | (curve["iteration"] % plan.train_every == 0)
+    rows = curve[keep][["iteration", "time", "split", "loss", "accuracy"]]
+    rows.insert(0, "run", run)
+    for i, (column, value) in enumerate((("experiment", plan.experiment), ("model", plan.model),
+                                         ("method", METHOD_LABELS.get(method_name, method_name)), ("lr", plan.lr),
+                                         ("seed", seed))):
+        rows.insert(i, column, value)
+    out = raw_folder(folder, plan.experiment)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = run_stem(method_name, seed)
+    rows.to_csv(out / f"{stem}.csv.gz", index=False, float_format="%.9g")
+    record = {"plan": dataclasses.asdict(plan), "method": method_name, "seed": seed, "run": run,
+              "iterations_done": int(curve["iteration"].max()), "decay": PAPER_DECAY,
+              "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+              "threads": torch.get_num_threads(), "minutes": minutes,
+              "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+
+
+def run_missing(plan, data, folder="results", checkpoints=".checkpoints", device="cpu", progress=True,
+                max_runs=None):
+    """Train and save every run of the plan that is not saved yet (at most `max_runs` of them),
+    each resumed from its checkpoint if a stop interrupted it. Returns the runs trained now."""
+    done = []
+    for run, seed, method_name in pending(plan, folder)[:max_runs]:
+        checkpoint = pathlib.Path(checkpoints) / plan.experiment / f"{run_stem(method_name, seed)}.pt"
+        started = time.perf_counter()
+        curve = train_one(plan, data, method_name, seed, checkpoint, device, progress)
+        save_run(plan, folder, run, seed, method_name, curve, device, (time.perf_counter() - started) / 60)
+        checkpoint.unlink(missing_ok=True)
+        done.append((run, seed, method_name))
+    return done
+
+
+def load_runs(folder, experiment):
+    """Every saved run of an experiment, one tidy table (empty if none has finished)."""
+    files = sorted(raw_folder(folder, experiment).glob("*.csv.gz"))
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+
+
+def load_records(folder, experiment):
+    """The records of an experiment's saved runs, a row each."""
+    files = sorted(raw_folder(folder, experiment).glob("*.json"))
+    return pd.DataFrame([json.loads(f.read_text()) for f in files])
+
+
+def progress_report(plan, folder, checkpoints=".checkpoints"):
+    """How many runs remain, how far the interrupted ones got, and an estimate of the time left
+    (from the minutes the saved runs took; None before any has finished)."""
+    left = pending(plan, folder)
+    records = load_records(folder, plan.experiment)
+    per_run = float(records["minutes"].mean()) if len(records) else None
+    started = {}
+    for _, seed, method_name in left:
+        path = pathlib.Path(checkpoints) / plan.experiment / f"{run_stem(method_name, seed)}.pt"
+        if path.exists():
+            started[run_stem(method_name, seed)] = torch.load(path, weights_only=False)["done"]
+    remaining = len(left) - sum(done / plan.iterations for done in started.values())
+    return {"experiment": plan.experiment, "runs": plan.runs * len(plan.methods), "left": len(left),
+            "in progress": started, "minutes per run": per_run,
+            "minutes left": None if per_run is None else per_run * remaining}
+

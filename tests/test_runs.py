@@ -1,0 +1,56 @@
+"""Long experiments as runs that survive a stop (fglib.book.runs): each run saved raw as it
+finishes, finished runs skipped, an interrupted run resumed from its checkpoint to the same
+result as one that never stopped."""
+import pandas as pd
+import pytest
+
+import fglib
+
+from fglib.book import runs
+
+PLAN = runs.PLANS["cnn"].smaller(model="logreg", runs=2, iterations=40, eval_points=5, train_every=10)
+
+
+def test_each_run_is_saved_raw_and_a_second_call_trains_nothing(mnist, tmp_path):
+    assert len(runs.pending(PLAN, tmp_path)) == 4
+    trained = runs.run_missing(PLAN, mnist, tmp_path, tmp_path / "ck", progress=False, max_runs=3)
+    assert len(trained) == 3 and runs.pending(PLAN, tmp_path) == [(1, 1, "fg")]
+    runs.run_missing(PLAN, mnist, tmp_path, tmp_path / "ck", progress=False)
+    assert runs.pending(PLAN, tmp_path) == [] and runs.run_missing(PLAN, mnist, tmp_path, tmp_path / "ck") == []
+    table = runs.load_runs(tmp_path, "cnn")
+    assert list(table.columns) == ["experiment", "model", "method", "lr", "seed", "run", "iteration", "time", "split",
+                                   "loss", "accuracy"]
+    assert set(table["split"]) == {"train", "validation", "test"} and set(table["method"]) == {"backprop",
+                                                                                               "forward gradient"}
+    evaluated = table[(table.split == "validation") & (table.method == "backprop") & (table.run == 0)]
+    assert set(evaluated.iteration) == set(runs.eval_schedule(40, 5)) and not list(tmp_path.glob("ck/*/*.pt"))
+    records = runs.load_records(tmp_path, "cnn")
+    assert (records["iterations_done"] == 40).all() and records["device"].str.startswith("CPU").all()
+
+
+def test_an_interrupted_run_resumes_to_the_same_rows(mnist, tmp_path, monkeypatch):
+    """A run stopped after 23 steps (its checkpoint, written at every step here, left behind) and
+    resumed gives the rows of a run that never stopped; a plan asking for more iterations than a
+    saved run has re-runs it."""
+    plan = PLAN.smaller(runs=1, methods=("fg",))
+    straight = tmp_path / "straight"
+    runs.run_missing(plan, mnist, straight, straight / "ck", progress=False)
+    stopped = tmp_path / "stopped"
+    checkpoint = stopped / "ck" / "cnn" / "fg-seed0.pt"
+    step, calls = fglib.ForwardGradientDescent.step, []
+
+    def stop_at_24(self, x=None, y=None):
+        calls.append(1)
+        if len(calls) == 24:
+            raise KeyboardInterrupt
+        return step(self, x, y)
+    with monkeypatch.context() as patch:
+        patch.setattr(fglib.ForwardGradientDescent, "step", stop_at_24)
+        with pytest.raises(KeyboardInterrupt):
+            runs.train_one(plan, mnist, "fg", 0, checkpoint, progress=False, checkpoint_every=1e-9)
+    assert checkpoint.exists()
+    runs.run_missing(plan, mnist, stopped, stopped / "ck", progress=False)
+    a, b = runs.load_runs(straight, "cnn"), runs.load_runs(stopped, "cnn")
+    pd.testing.assert_frame_equal(a.drop(columns="time"), b.drop(columns="time"))
+    assert not checkpoint.exists()
+    assert runs.pending(plan.smaller(iterations=80), straight) == [(0, 0, "fg")]
