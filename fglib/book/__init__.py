@@ -7,10 +7,11 @@
     style        one figure style for the book
     implementations  every way of taking a forward-gradient step, timed together
     verdict      the six claims, graded from the chapters' saved results
+    grading      grades derived from raw runs when they are read (claim 4 the paper's way)
     plots        the figures
     parameters   a chapter's papermill parameters, checked before any work
     report       what a chapter records (device, versions, parameters) and glues into prose
     runs         long experiments as runs that survive a stop, saved raw as each finishes
 """
-from . import experiments, implementations, paper, parameters, plots, report, runs, style, sweep, tables, verdict
+from . import experiments, grading, implementations, paper, parameters, plots, report, runs, style, sweep, tables, verdict
 from .parameters import check_parameters

@@ -1,0 +1,150 @@
+"""Grades derived from raw measurements, never stored: claim 4 (time to a loss) the paper's way.
+
+Everything here is a pure function of the tidy tables that long experiments save
+(fglib.book.runs: one row per evaluation of each run; timing rounds: one row per repeat), so a
+rule changed here re-grades every saved run without re-running anything.
+
+The paper's T_f / T_b (Section 5, "time to loss"): T_b is when backprop's *mean* validation curve
+reaches its lowest value, T_f when forward gradient's mean curve first reaches that same value;
+time is iterations x each method's measured step time S. With a tolerance t the level is
+lowest x (1 + t). So T_f / T_b = (I_f / I_b) x (S_f / S_b). Its 95% interval comes from a
+bootstrap over the paired runs (seeds) and over the timing repeats of each method.
+
+A comparison is graded only when it can say something:
+- "learned" means accuracy above chance (a z-test of the mean final test accuracy against 1/C
+  on the test set's size), not a loss level: a network at 45% test accuracy has learned;
+- backprop's mean curve must have levelled off (it fell less than 1% over the run's last fifth),
+  and the grade says how much of the schedule's whole step (sum of eta_i) had been spent then: a
+  run the decay froze is not a network that converged.
+"""
+import math
+
+import numpy as np
+import pandas as pd
+
+from ..to_target import budget_spent, relative_fall
+
+FG, BP = "forward gradient", "backprop"
+TOLERANCES = (0.0, 0.005, 0.01, 0.02)
+CHANCE_Z = 3.0          # how many standard errors above chance an accuracy must be to count as learned
+LEVELLED = 0.01         # backprop's mean curve fell less than this over the last fifth
+FROZEN = 0.9            # the decay had spent at least this share of its whole step
+
+
+def mean_curve(runs, method, split="validation", column="loss"):
+    """The mean over runs of `method`'s curve, at the iterations every one of its runs evaluated."""
+    rows = runs[(runs["method"] == method) & (runs["split"] == split)]
+    wide = rows.pivot_table(index="iteration", columns="seed", values=column)
+    return wide.dropna().mean(axis=1)
+
+
+def first_at_or_below(curve, level):
+    """The first iteration at which `curve` (a Series by iteration) is at or below `level`, else NaN."""
+    hit = curve[curve <= level]
+    return float(hit.index[0]) if len(hit) else math.nan
+
+
+def time_ratio(runs, step_fg, step_bp, tolerance=0.0, fg=FG, bp=BP):
+    """The paper's T_f / T_b, with its factors: I_b, I_f (iterations), the level reached, S_f / S_b."""
+    bp_curve, fg_curve = mean_curve(runs, bp), mean_curve(runs, fg)
+    level = float(bp_curve.min()) * (1 + tolerance)
+    i_b, i_f = first_at_or_below(bp_curve, level), first_at_or_below(fg_curve, level)
+    i_ratio = i_f / max(i_b, 1) if math.isfinite(i_f) else math.inf
+    s_ratio = step_fg / step_bp
+    return {"level": level, "I_b": i_b, "I_f": i_f, "I_ratio": i_ratio, "S_ratio": s_ratio,
+            "T_ratio": i_ratio * s_ratio}
+
+
+def bootstrap_time_ratio(runs, timings, tolerance=0.0, samples=2000, seed=0, fg=FG, bp=BP):
+    """(2.5%, 97.5%) of T_f / T_b over bootstrap resamples of the paired seeds and, for each
+    method, of its timing repeats (S is the median of the resampled repeats); and the share of
+    resamples in which forward gradient reached the level at all."""
+    rng = np.random.default_rng(seed)
+    seeds = sorted(set(runs[runs["method"] == bp]["seed"]) & set(runs[runs["method"] == fg]["seed"]))
+    by_seed = {s: runs[runs["seed"] == s] for s in seeds}
+    repeats = {m: timings.loc[timings["name"] == m, "seconds"].to_numpy() for m in (fg, bp)}
+    ratios = []
+    for _ in range(samples):
+        pick = rng.choice(len(seeds), len(seeds))
+        sample = pd.concat([by_seed[seeds[i]].assign(seed=k) for k, i in enumerate(pick)])
+        steps = {m: float(np.median(rng.choice(r, len(r)))) for m, r in repeats.items()}
+        ratios.append(time_ratio(sample, steps[fg], steps[bp], tolerance, fg, bp)["T_ratio"])
+    ratios = np.array(ratios)   # order statistics, not interpolation: "never reached" is an infinite ratio
+    low, high = np.quantile(ratios, [0.025, 0.975], method="inverted_cdf")
+    return float(low), float(high), float(np.isfinite(ratios).mean())
+
+
+def step_times(timings, fg=FG, bp=BP):
+    """Median seconds per step of each method over its timing repeats."""
+    return {m: float(timings.loc[timings["name"] == m, "seconds"].median()) for m in (fg, bp)}
+
+
+def tolerance_table(runs, timings, tolerances=TOLERANCES, samples=1000, fg=FG, bp=BP):
+    """How T_f / T_b moves with the tolerance above backprop's lowest mean loss: a row each."""
+    s = step_times(timings, fg, bp)
+    rows = []
+    for t in tolerances:
+        r = time_ratio(runs, s[fg], s[bp], t, fg, bp)
+        low, high, reached = bootstrap_time_ratio(runs, timings, t, samples, fg=fg, bp=bp)
+        rows.append({"tolerance": t, "level": r["level"], "I_b": r["I_b"], "I_f": r["I_f"], "I_f/I_b": r["I_ratio"],
+                     "S_f/S_b": r["S_ratio"], "T_f/T_b": r["T_ratio"], "95% low": low, "95% high": high,
+                     "resamples reaching": reached})
+    return pd.DataFrame(rows)
+
+
+def learned(runs, method, n_classes=10, n_test=10_000):
+    """(whether `method`'s runs learned, their mean final test accuracy, the accuracy that counts
+    as above chance): mean accuracy > 1/C + CHANCE_Z standard errors of a chance guesser on n_test."""
+    last = runs[(runs["method"] == method) & (runs["split"] == "test")]
+    last = last[last["iteration"] == last.groupby("seed")["iteration"].transform("max")]
+    accuracy = float(last["accuracy"].mean())
+    chance = 1 / n_classes
+    bar = chance + CHANCE_Z * math.sqrt(chance * (1 - chance) / n_test)
+    return accuracy > bar, accuracy, bar
+
+
+def levelled(runs, iterations, decay, method=BP, fraction=0.2):
+    """(whether `method`'s mean validation curve levelled off, its fall over the last `fraction`,
+    the share of the schedule's whole step spent by the end)."""
+    fall = relative_fall(mean_curve(runs, method).rename("loss").reset_index(), fraction)
+    return fall < LEVELLED, fall, budget_spent(iterations, decay) if decay else 0.0
+
+
+def grade_time_to_loss(runs, timings, iterations, decay, n_classes=10, samples=2000):
+    """Claim 4 on one experiment: {'verdict', 'why', and the numbers behind them}."""
+    ok_bp, acc_bp, bar = learned(runs, BP, n_classes)
+    ok_fg, acc_fg, _ = learned(runs, FG, n_classes)
+    flat, fall, spent = levelled(runs, iterations, decay)
+    numbers = {"acc_bp": acc_bp, "acc_fg": acc_fg, "chance_bar": bar, "bp_fall": fall, "spent": spent}
+    if not ok_bp:
+        return {"verdict": "not judged", "why": f"backprop had not learned: test accuracy {acc_bp:.1%}, not above "
+                f"chance ({bar:.1%} needed)", **numbers}
+    if not flat:
+        why = (f"backprop's mean validation loss still fell {fall:.1%} over the last fifth of the run; "
+               + ("a longer run would settle it" if spent < FROZEN else
+                  f"the decay had already spent {spent:.0%} of its whole step, so no longer run under this "
+                  "schedule would"))
+        return {"verdict": "not judged", "why": why, **numbers}
+    s = step_times(timings)
+    ratio = time_ratio(runs, s[FG], s[BP])
+    low, high, reached = bootstrap_time_ratio(runs, timings, samples=samples)
+    numbers.update(ratio, low=low, high=high, reached=reached)
+    frozen = (f" (by then the decay had spent {spent:.0%} of its whole step: backprop may have been frozen by the "
+              "schedule rather than converged)") if spent >= FROZEN else ""
+    if high < 1:
+        word = "holds"
+    elif low > 1:
+        word = "does not hold"
+    else:
+        word = "not judged"
+    return {"verdict": word, "why": time_sentence(numbers) + frozen, **numbers}
+
+
+def time_sentence(n):
+    """One plain sentence for a time-to-loss comparison."""
+    if not math.isfinite(n["I_f"]):
+        return (f"forward gradient's mean validation curve never reached backprop's lowest ({n['level']:.3g}, "
+                f"reached at iteration {n['I_b']:,.0f})")
+    return (f"T_f/T_b = {n['T_ratio']:.2g} (95% interval {n['low']:.2g} to {n['high']:.2g}): forward gradient "
+            f"reached backprop's lowest mean validation loss ({n['level']:.3g}) at iteration {n['I_f']:,.0f} against "
+            f"{n['I_b']:,.0f}, with steps {n['S_ratio']:.2g} times as long")

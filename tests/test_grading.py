@@ -1,0 +1,86 @@
+"""Claim 4 graded from raw runs (fglib.book.grading), on fabricated runs whose answer is known,
+each rule with a control that must come out the other way."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fglib.book import grading
+
+ITERATIONS = 10_000
+GRID = sorted({*np.unique(np.round(np.logspace(0, 4, 40))).astype(int).tolist(), *range(0, 10_001, 50)})
+
+
+def curve(final, rate, start=2.303):
+    """An exponentially falling validation loss from `start` to `final` at `rate` per iteration."""
+    return final + (start - final) * np.exp(-rate * np.array(GRID, dtype=float))
+
+
+def runs(fg_rate=1e-3, bp_rate=2e-3, fg_final=0.3, bp_final=0.3, acc_fg=0.9, acc_bp=0.9, seeds=5):
+    """Paired runs; seed s learns at rate x (1 + 0.05 (s - 2)), so that the runs differ."""
+    rows = []
+    for s in range(seeds):
+        for method, rate, final, acc in ((grading.FG, fg_rate, fg_final, acc_fg), (grading.BP, bp_rate, bp_final, acc_bp)):
+            loss = curve(final, rate * (1 + 0.05 * (s - 2)))
+            for split, values in (("validation", loss), ("test", loss)):
+                rows += [{"method": method, "seed": s, "run": s, "iteration": it, "split": split, "loss": v,
+                          "accuracy": acc if it == GRID[-1] else 0.5} for it, v in zip(GRID, values)]
+    return pd.DataFrame(rows)
+
+
+def timings(fg=0.02, bp=0.01, repeats=30, seed=0):
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame([{"name": m, "round": r, "seconds": t * (1 + 0.02 * rng.standard_normal())}
+                         for r in range(repeats) for m, t in ((grading.FG, fg), (grading.BP, bp))])
+
+
+def test_time_ratio_is_the_papers_mean_curve_rule():
+    """Backprop falls twice as fast and its steps cost half: I_f/I_b ~ 2, S_f/S_b = 2, T ~ 4."""
+    r = grading.time_ratio(runs(), 0.02, 0.01, tolerance=0.01)
+    assert r["S_ratio"] == pytest.approx(2)
+    assert r["I_ratio"] == pytest.approx(2, rel=0.1) and r["T_ratio"] == pytest.approx(4, rel=0.1)
+    exact = grading.time_ratio(runs(), 0.02, 0.01, tolerance=0.0)
+    assert exact["I_b"] == GRID[-1] and not math.isfinite(exact["I_f"])   # the lowest is reached only at the end
+
+
+def test_the_interval_covers_the_estimate_and_excludes_1_when_it_should():
+    """Forward gradient ends lower (0.28) and passes backprop's lowest at ~4,600 iterations against
+    backprop's 10,000: I_f/I_b ~ 0.46. Steps 4 times as long: T ~ 1.9; steps as long: T ~ 0.46."""
+    g = grading.grade_time_to_loss(runs(fg_final=0.28), timings(fg=0.04), ITERATIONS, decay=0, samples=300)
+    assert g["verdict"] == "does not hold" and 1 < g["low"] <= g["T_ratio"] <= g["high"]
+    assert g["I_ratio"] == pytest.approx(0.46, abs=0.05) and "reached backprop's lowest" in g["why"]
+    same = grading.grade_time_to_loss(runs(fg_final=0.28), timings(fg=0.01), ITERATIONS, decay=0, samples=300)
+    assert same["verdict"] == "holds" and same["high"] < 1          # the control: equal step times
+
+
+def test_tolerance_table_moves_with_the_tolerance():
+    table = grading.tolerance_table(runs(), timings(), samples=100)
+    assert table["tolerance"].tolist() == list(grading.TOLERANCES)
+    assert (table["I_b"].diff().dropna() <= 0).all() and table["level"].is_monotonic_increasing
+
+
+def test_learned_means_accuracy_above_chance_not_a_loss_level():
+    """45% test accuracy has learned even with a loss near chance's; 10.5% has not."""
+    slow = runs(bp_final=2.2, acc_bp=0.45)
+    assert grading.learned(slow, grading.BP)[0]
+    assert not grading.learned(runs(acc_bp=0.105), grading.BP)[0]
+    g = grading.grade_time_to_loss(runs(acc_bp=0.105), timings(), ITERATIONS, decay=0, samples=50)
+    assert g["verdict"] == "not judged" and "had not learned" in g["why"]
+
+
+def test_a_run_still_falling_is_not_judged_and_says_whether_a_longer_run_would_help():
+    still = runs(bp_rate=1e-4, fg_rate=5e-5)
+    short = grading.grade_time_to_loss(still, timings(), ITERATIONS, decay=1e-5, samples=50)
+    assert short["verdict"] == "not judged" and "a longer run would settle it" in short["why"]
+    frozen = grading.grade_time_to_loss(still, timings(), ITERATIONS, decay=1e-3, samples=50)
+    assert "no longer run under this schedule would" in frozen["why"]
+    done = grading.grade_time_to_loss(runs(), timings(), ITERATIONS, decay=1e-3, samples=50)   # levelled, decay spent
+    assert done["verdict"] != "not judged" and "frozen by the schedule" in done["why"]
+    control = grading.grade_time_to_loss(runs(), timings(), ITERATIONS, decay=1e-5, samples=50)
+    assert "frozen" not in control["why"]
+
+
+def test_never_reaching_the_level_is_said_plainly():
+    g = grading.grade_time_to_loss(runs(fg_final=1.0), timings(), ITERATIONS, decay=0, samples=50)
+    assert g["verdict"] == "does not hold" and "never reached backprop's lowest" in g["why"]
