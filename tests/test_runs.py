@@ -54,3 +54,15 @@ def test_an_interrupted_run_resumes_to_the_same_rows(mnist, tmp_path, monkeypatc
     pd.testing.assert_frame_equal(a.drop(columns="time"), b.drop(columns="time"))
     assert not checkpoint.exists()
     assert runs.pending(plan.smaller(iterations=80), straight) == [(0, 0, "fg")]
+
+
+def test_timing_rounds_are_saved_raw_per_process_and_the_spread_is_reported(mnist, tmp_path):
+    from fglib.book import grading
+    plan = PLAN.smaller(methods=("fg", "bp"))
+    for _ in range(3):   # three processes' worth (here one process, three times)
+        runs.save_timings(plan, tmp_path, runs.measure_steps(plan, mnist, repeats=6, warmup=1))
+    rounds = runs.load_timings(tmp_path, "cnn")
+    assert sorted(rounds["process"].unique()) == [0, 1, 2] and len(rounds) == 3 * 6 * 3
+    assert set(rounds["name"]) == {"base", "forward gradient", "backprop"} and rounds["device"].str.startswith("CPU").all()
+    spread = grading.step_ratio_spread(rounds)
+    assert len(spread["per process"]) == 3 and spread["sd between"] >= 0 and spread["mean"] > 0

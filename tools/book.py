@@ -9,6 +9,7 @@
     python tools/book.py status                   # regenerate book/status.md from the run records
     python tools/book.py runs cnn [--background] [--status] [--max-runs 2]
                                                   # a long experiment's missing runs, each saved as it finishes
+    python tools/book.py timings cnn --processes 3  # its step times, raw, from 3 separate processes (idle CPU)
 
 Chapters are the .ipynb files listed in _toc.yml, so a new chapter needs no change here.
 """
@@ -246,6 +247,23 @@ def long_runs(name, background=False, status=False, max_runs=None):
     return None
 
 
+def long_run_timings(name, processes=3, repeats=30, one=False):
+    """A plan's step timings, raw, from `processes` separate processes run one after another
+    (each appends its rounds to book/results/raw/<plan>/timings.csv.gz)."""
+    from fglib.book.runs import PLANS, measure_steps, save_timings
+    if name not in PLANS:
+        raise SystemExit(f"no plan {name!r}: plans are {', '.join(PLANS)}")
+    if not one:
+        for p in range(processes):
+            print(f"{name}: timing process {p + 1} of {processes} ...", flush=True)
+            subprocess.run([sys.executable, __file__, "timings", name, "--one", "--repeats", str(repeats)], check=True)
+        return None
+    import fglib
+    os.chdir(ROOT / "book")
+    save_timings(PLANS[name], "results", measure_steps(PLANS[name], fglib.load_data("mnist"), repeats=repeats))
+    return None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -263,7 +281,14 @@ def main(argv=None):
     runs.add_argument("--background", action="store_true", help="detach; follow book/.checkpoints/<plan>.log")
     runs.add_argument("--status", action="store_true", help="only say how many runs remain and how long")
     runs.add_argument("--max-runs", type=int, default=None, help="stop after this many runs (e.g. 2: one pair)")
+    timings = sub.add_parser("timings", help="a long experiment's step times, raw, from separate processes")
+    timings.add_argument("plan")
+    timings.add_argument("--processes", type=int, default=3)
+    timings.add_argument("--repeats", type=int, default=30)
+    timings.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.command == "timings":
+        return long_run_timings(args.plan, args.processes, args.repeats, args.one)
     if args.command == "runs":
         return long_runs(args.plan, args.background, args.status, args.max_runs)
     paths = chapters()

@@ -22,6 +22,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..timing import quiet, ratio_samples
 from ..to_target import budget_spent, relative_fall
 
 FG, BP = "forward gradient", "backprop"
@@ -75,8 +76,25 @@ def bootstrap_time_ratio(runs, timings, tolerance=0.0, samples=2000, seed=0, fg=
 
 
 def step_times(timings, fg=FG, bp=BP):
-    """Median seconds per step of each method over its timing repeats."""
+    """Median seconds per step of each method over its timing repeats (the quiet rounds, when
+    the rounds record whether another process disturbed them)."""
+    if "disturbed" in timings.columns:
+        timings = quiet(timings)
     return {m: float(timings.loc[timings["name"] == m, "seconds"].median()) for m in (fg, bp)}
+
+
+def step_ratio_spread(timings, fg=FG, bp=BP):
+    """S_f / S_b within and between processes: per process, the median of the per-round ratios
+    and their spread (sd over rounds); over processes, the mean of those medians and their sd."""
+    rows = []
+    for process, rounds in timings.groupby("process"):
+        ratios = ratio_samples(quiet(rounds) if "disturbed" in rounds.columns else rounds, fg, bp)
+        rows.append({"process": process, "S_f/S_b": float(ratios.median()), "sd within": float(ratios.std()),
+                     "rounds": len(ratios)})
+    table = pd.DataFrame(rows)
+    return {"per process": table, "mean": float(table["S_f/S_b"].mean()),
+            "sd between": float(table["S_f/S_b"].std()) if len(table) > 1 else math.nan,
+            "sd within": float(table["sd within"].mean())}
 
 
 def tolerance_table(runs, timings, tolerances=TOLERANCES, samples=1000, fg=FG, bp=BP):

@@ -147,6 +147,42 @@ def load_records(folder, experiment):
     return pd.DataFrame([json.loads(f.read_text()) for f in files])
 
 
+def measure_steps(plan, data, repeats=30, warmup=5, device="cpu"):
+    """Timing rounds of the plan's step in this process, raw: one row per (round, name) for the
+    base call (forward and loss), a forward-gradient step and a backprop step, interleaved
+    (fglib.timing.timed_rounds), on a batch of the plan's size from the training set."""
+    from ..measure import base_call
+    from ..timing import keep_freed_memory, timed_rounds
+    keep_freed_memory()
+    g = torch.Generator().manual_seed(plan.seed)
+    idx = torch.randint(len(data["train"]), (plan.batch_size,), generator=g).to(data["train"].y.device)
+    x, y = data["train"].x[idx], data["train"].y[idx]
+    model = build_model(plan.model, seed=plan.seed, device=device)
+    fns = {"base": base_call(model, F.cross_entropy, x, y)}
+    for m in plan.methods:   # a small rate: the steps change the weights, not the cost
+        method = make_method(m, model, F.cross_entropy, 1e-9, seed=plan.seed)
+        fns[METHOD_LABELS.get(m, m)] = lambda method=method: method.step(x, y)
+    return timed_rounds(fns, device, warmup, repeats)
+
+
+def save_timings(plan, folder, rounds, device="cpu"):
+    """Append one process's timing rounds to raw/<experiment>/timings.csv.gz (process = the next
+    number), with the device and versions on every row."""
+    path = raw_folder(folder, plan.experiment) / "timings.csv.gz"
+    earlier = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    rows = rounds.assign(process=int(earlier["process"].max()) + 1 if len(earlier) else 0,
+                         device=device_name(device), torch=torch.__version__,
+                         threads=torch.get_num_threads(), batch_size=plan.batch_size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.concat([earlier, rows], ignore_index=True).to_csv(path, index=False, float_format="%.9g")
+
+
+def load_timings(folder, experiment):
+    """Every saved timing round of an experiment (empty if none)."""
+    path = raw_folder(folder, experiment) / "timings.csv.gz"
+    return pd.read_csv(path) if path.exists() else pd.DataFrame()
+
+
 def progress_report(plan, folder, checkpoints=".checkpoints"):
     """How many runs remain, how far the interrupted ones got, and an estimate of the time left
     (from the minutes the saved runs took; None before any has finished)."""
