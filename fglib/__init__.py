@@ -5,6 +5,7 @@ The method, one idea per module:
     directions     the laws of the random direction v
     forward_grad   d = grad f . v and g = d v in one forward pass
     methods        forward gradient descent and backprop behind one interface (any torch.optim)
+    registry       every method by name, with its label and class; make_method
     models, functions, data   the paper's networks, test functions and MNIST
     train          the training loop and evaluation
     engine         fglib's own forward-mode engine: a value and tangent rule per layer
@@ -20,8 +21,9 @@ The method, one idea per module:
     checks         the argument checks every public function uses
     quiet          known third-party warnings, silenced once
 
-The book's machinery (experiments, sweep, verdict, tables, plots, reports) is the
-subpackage `fglib.book`. Everything a user needs is importable from `fglib` itself.
+The book's machinery (experiments, sweep, runs, grading, verdict, tables, plots, reports) is
+the subpackage `fglib.book` (import fglib.book), built on the method and never imported by it.
+Everything the method offers is importable from `fglib` itself.
 """
 from . import quiet
 
@@ -32,7 +34,8 @@ from .forward_grad import ForwardGradient, forward_gradient, jvp, module_forward
 from .functions import FUNCTIONS, PointModel, beale, get_function, rosenbrock, value_loss
 from .models import MODELS, LocalNet, build_model, count_parameters
 from .data import BatchSampler, load_data
-from .methods import Backprop, ForwardGradientDescent, learning_rate, make_method, PAPER_DECAY
+from .methods import Backprop, ForwardGradientDescent, learning_rate, PAPER_DECAY
+from .registry import METHODS, make_method
 from .train import evaluate, train
 from .zeroth_order import FiniteDifferenceDescent, InPlaceFiniteDifference, finite_difference
 from .local import BlockForwardGradient, LocalBackprop
@@ -40,8 +43,6 @@ from .measure import describe_ratio, peak_memory, peak_tensor_bytes, runtime_rat
 from .timing import keep_freed_memory, median_times
 from .device import device_name, resolve_device
 from .to_target import decompose, eval_schedule, levelled_off
-from . import book, checks, distributed, engine, local, measure, numerics, stats, timing, to_target, zeroth_order
-from .book.experiments import measure_runtime, run_function, run_training
-from .book.report import environment, glue, load_results, save_results
+from . import checks, distributed, engine, local, measure, numerics, registry, stats, timing, to_target, zeroth_order
 
 __version__ = "0.1.0"

@@ -36,7 +36,7 @@ from torch import nn
 from . import checks
 from . import engine
 from .directions import check_direction, make_generator, sample_direction, sample_directions
-from .methods import METHODS, Method
+from .methods import Method
 from .models import LocalNet
 
 PERTURBED = (nn.Linear, nn.Conv2d)
@@ -78,6 +78,8 @@ class BlockForwardGradient(Method):
     def __init__(self, model, loss_fn, lr, perturb="activities", local=False, direction="normal", seed=0,
                  **kwargs):
         super().__init__(model, loss_fn, lr, **kwargs)
+        if type(self) is BlockForwardGradient:   # the named subclasses below carry their own label
+            self.name = ("local " if local else "") + ("FG-A" if perturb == "activities" else "FG-W")
         if self.compile:
             raise ValueError("compile= is not supported by the local and activity-perturbed methods: use compile=False")
         self.perturb = checks.choice("perturb", perturb, ("weights", "activities"))
@@ -94,7 +96,6 @@ class BlockForwardGradient(Method):
                              f"(F.cross_entropy or nn.CrossEntropyLoss, reduction 'mean' or 'sum'), got {loss_fn!r}; "
                              "for other losses use make_method('fg', ...)") from None
         self.local = local
-        self.name = ("local " if local else "") + ("FG-A" if self.perturb == "activities" else "FG-W")
         self.rules()   # refuse a model the engine cannot run exactly now, not at the first step
         self.generator = make_generator(checks.seed("seed", seed), self.params[0].device)
 
@@ -181,16 +182,25 @@ class LocalBackprop(Method):
         return losses[-1].detach()
 
 
-def activity_fg(model, loss_fn, lr, **kwargs):
-    return BlockForwardGradient(model, loss_fn, lr, perturb="activities", local=False, **kwargs)
+class ActivityForwardGradient(BlockForwardGradient):
+    """FG-A on the whole network (a plain nn.Sequential)."""
+    name = "FG-A"
+
+    def __init__(self, model, loss_fn, lr, **kwargs):
+        super().__init__(model, loss_fn, lr, perturb="activities", local=False, **kwargs)
 
 
-def local_fg(model, loss_fn, lr, **kwargs):
-    return BlockForwardGradient(model, loss_fn, lr, perturb="weights", local=True, **kwargs)
+class LocalForwardGradient(BlockForwardGradient):
+    """FG-W per block of a LocalNet, each block on its own loss."""
+    name = "local FG-W"
+
+    def __init__(self, model, loss_fn, lr, **kwargs):
+        super().__init__(model, loss_fn, lr, perturb="weights", local=True, **kwargs)
 
 
-def local_fg_a(model, loss_fn, lr, **kwargs):
-    return BlockForwardGradient(model, loss_fn, lr, perturb="activities", local=True, **kwargs)
+class LocalActivityForwardGradient(BlockForwardGradient):
+    """FG-A per block of a LocalNet, each block on its own loss."""
+    name = "local FG-A"
 
-
-METHODS.update(fg_a=activity_fg, local_fg=local_fg, local_fg_a=local_fg_a, local_bp=LocalBackprop)
+    def __init__(self, model, loss_fn, lr, **kwargs):
+        super().__init__(model, loss_fn, lr, perturb="activities", local=True, **kwargs)

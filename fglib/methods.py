@@ -209,17 +209,3 @@ class Backprop(Method):
             raise ValueError(f"the loss must be a scalar, got shape {tuple(loss.shape)}")
         loss.backward()
         return loss.detach()
-
-
-METHODS = {"fg": ForwardGradientDescent, "bp": Backprop}
-
-
-def make_method(name, model, loss_fn, lr, seed=0, **kwargs):
-    """'fg' (forward gradient descent) or 'bp' (backpropagation); the zeroth-order 'fd'
-    (finite differences along the same directions, SPSA) and 'fd_inplace' (MeZO's in-place
-    scheme) from fglib.zeroth_order; activity-perturbed 'fg_a' and the local-loss 'local_fg',
-    'local_fg_a' and 'local_bp' from fglib.local. Same arguments, plus each method's own."""
-    checks.choice("name", name, METHODS)
-    if not getattr(METHODS[name], "random", True):
-        return METHODS[name](model, loss_fn, lr, **kwargs)
-    return METHODS[name](model, loss_fn, lr, seed=seed, **kwargs)

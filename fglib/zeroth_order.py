@@ -31,7 +31,7 @@ from .directions import ONE_AT_A_TIME, sample_direction
 from torch import nn
 
 from . import engine
-from .methods import METHODS, ForwardGradientDescent, Method
+from .methods import ForwardGradientDescent, Method
 
 SCHEMES = ("forward", "central")
 
@@ -149,6 +149,3 @@ class InPlaceFiniteDifference(Method):
             group["lr"] *= self.scheduler.gamma
         return loss
 
-
-# make_method('fd', ...) and make_method('fd_inplace', ...) build these.
-METHODS.update(fd=FiniteDifferenceDescent, fd_inplace=InPlaceFiniteDifference)

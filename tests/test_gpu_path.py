@@ -57,10 +57,10 @@ def test_collect_refuses_paths_outside_the_book(tmp_path):
 
 
 def test_gpu_results_sit_beside_cpu_results(tmp_path):
-    fglib.save_results("mlp", {"lr 2e-05": {"device": "NVIDIA H100 80GB HBM3", "ratio": 0.5}}, folder=tmp_path)
-    fglib.save_results("mlp", {"lr 2e-05": {"device": "CPU (x86_64, 2 threads)", "ratio": 2.0}}, folder=tmp_path)
-    assert fglib.load_results(tmp_path)["mlp"]["lr 2e-05"]["ratio"] == 2.0
-    assert fglib.load_results(tmp_path / "gpu")["mlp"]["lr 2e-05"]["ratio"] == 0.5
+    fglib.book.save_results("mlp", {"lr 2e-05": {"device": "NVIDIA H100 80GB HBM3", "ratio": 0.5}}, folder=tmp_path)
+    fglib.book.save_results("mlp", {"lr 2e-05": {"device": "CPU (x86_64, 2 threads)", "ratio": 2.0}}, folder=tmp_path)
+    assert fglib.book.load_results(tmp_path)["mlp"]["lr 2e-05"]["ratio"] == 2.0
+    assert fglib.book.load_results(tmp_path / "gpu")["mlp"]["lr 2e-05"]["ratio"] == 0.5
 
 
 def test_cuda_graph_variants_are_timed_only_on_a_gpu_against_backprop_with_cuda_graphs():

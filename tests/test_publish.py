@@ -101,29 +101,29 @@ def served_book():
 def test_results_are_fetched_where_the_folder_is_not_here(served_book, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(report.BOOK_URL, served_book)
-    fetched = fglib.load_results("results")
-    assert fetched == fglib.load_results(ROOT / "book" / "results") and fetched   # and now kept here
+    fetched = fglib.book.load_results("results")
+    assert fetched == fglib.book.load_results(ROOT / "book" / "results") and fetched   # and now kept here
     assert (tmp_path / "results" / "mlp.json").exists()
-    assert fglib.load_results("results/gpu", missing_ok=True) == {}   # present here: results/ is local now
+    assert fglib.book.load_results("results/gpu", missing_ok=True) == {}   # present here: results/ is local now
 
 
 def test_a_folder_missing_there_too_is_empty_only_when_allowed(served_book, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(report.BOOK_URL, served_book)
-    assert fglib.load_results("nothing/gpu", missing_ok=True) == {}
+    assert fglib.book.load_results("nothing/gpu", missing_ok=True) == {}
     with pytest.raises(FileNotFoundError, match="could not be read \\(HTTP 404\\)"):
-        fglib.load_results("nothing")
+        fglib.book.load_results("nothing")
 
 
 def test_offline_says_so(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(report.BOOK_URL, "http://127.0.0.1:9/book")   # the discard port: nothing listens
     with pytest.raises(FileNotFoundError, match="seems offline.*Connect to the internet"):
-        fglib.load_results("results")
+        fglib.book.load_results("results")
 
 
 def test_inside_the_repository_nothing_is_fetched(monkeypatch, tmp_path):
     (tmp_path / "results").mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(report.BOOK_URL, "http://127.0.0.1:9/book")
-    assert fglib.load_results("results/gpu", missing_ok=True) == {}
+    assert fglib.book.load_results("results/gpu", missing_ok=True) == {}

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 import fglib
+import fglib.book
 
 
 def test_learning_rate_decay_values():
@@ -49,7 +50,7 @@ def test_diverging_run_raises(mnist):
 
 
 def test_test_function_runs_follow_the_method():
-    df = fglib.run_function("rosenbrock", lr=5e-4, runs=2, iterations=50)
+    df = fglib.book.run_function("rosenbrock", lr=5e-4, runs=2, iterations=50)
     bp = df[df.method == "backprop"]
     # backprop is deterministic: both runs follow the same path; forward gradient runs differ
     assert bp[bp.run == 0].loss.tolist() == bp[bp.run == 1].loss.tolist()
@@ -67,7 +68,7 @@ def test_a_diverging_run_can_stop_and_say_when(mnist):
 
 
 def test_diverged_test_function_runs_are_counted():
-    df = fglib.run_function("beale", lr=10.0, runs=2, iterations=50, methods=("fg",))
+    df = fglib.book.run_function("beale", lr=10.0, runs=2, iterations=50, methods=("fg",))
     assert df.groupby("run")["diverged"].first().all()
     summary = fglib.book.experiments.function_summary({"beale": df})
     assert summary["runs that diverged"].tolist() == [2] and summary["final loss, median"].isna().all()

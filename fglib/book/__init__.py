@@ -14,4 +14,6 @@
     runs         long experiments as runs that survive a stop, saved raw as each finishes
 """
 from . import experiments, grading, implementations, paper, parameters, plots, report, runs, style, sweep, tables, verdict
+from .experiments import measure_runtime, run_function, run_training
 from .parameters import check_parameters
+from .report import environment, glue, load_results, save_results

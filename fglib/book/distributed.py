@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..data import load_data
-from ..methods import make_method
+from ..registry import make_method
 from ..models import build_model
 from ..timing import median_times
 

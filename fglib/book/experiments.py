@@ -15,18 +15,14 @@ from .. import checks
 from ..functions import PointModel, get_function, value_loss
 from ..measure import (describe_ratio, peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes,
                        time_to_target)
-from ..methods import PAPER_DECAY, make_method
-from ..methods import METHODS
+from ..methods import PAPER_DECAY
+from ..registry import LABELS, METHODS, make_method
 from ..models import MODELS, N_CLASSES, build_model
 from ..timing import keep_freed_memory
 from ..to_target import decompose, eval_schedule, judgeable, levelled_off
 from ..train import evaluate, progress_bar, train
 from .tables import paper_vs_ours
-from .verdict import grade_ratios, grade_time_to_target
-
-METHOD_NAMES = {"fg": "forward gradient", "bp": "backprop", "fd": "finite difference",
-                "fd_inplace": "finite difference, in place", "fg_a": "FG-A", "local_bp": "local backprop",
-                "local_fg": "local FG-W", "local_fg_a": "local FG-A"}
+from .grading import grade_ratios, grade_time_to_target
 
 
 def _common(lr, runs, iterations, seed, methods):
@@ -55,7 +51,7 @@ def run_function(name, lr, runs=10, iterations=1000, seed=0, methods=("fg", "bp"
             point = lambda model: dict(zip("xy", model.theta.tolist()))
             df = train(method, None, iterations, seed=seed + r, progress=progress, record=point,
                        on_diverge="stop")
-            curves.append(df.assign(method=METHOD_NAMES[m], run=r, diverged=df.attrs["diverged_at"] is not None))
+            curves.append(df.assign(method=LABELS[m], run=r, diverged=df.attrs["diverged_at"] is not None))
     return pd.concat(curves, ignore_index=True)
 
 
@@ -71,7 +67,7 @@ def run_training(model_name, data, lr, runs=5, iterations=1000, batch_size=64, e
     checks.choice("model_name", model_name, MODELS)
     checks.device("device", device)
     make_model = lambda s: build_model(model_name, seed=s, device=device, **(model_kwargs or {}))
-    return train_methods(make_model, data, {METHOD_NAMES[m]: (m, lr, method_kwargs) for m in methods}, runs,
+    return train_methods(make_model, data, {LABELS[m]: (m, lr, method_kwargs) for m in methods}, runs,
                          iterations, batch_size, eval_every, seed, progress, eval_examples, eval_at)
 
 
@@ -226,7 +222,7 @@ def memory_by_batch(data, batch_sizes, depth=8, seed=0, device="cpu", width=1024
         for m, method in methods.items():
             step = lambda: method.step(x, y)
             step()  # allocate .grad and the optimiser's state before measuring
-            rows.append({"batch size": b, "method": METHOD_NAMES[m], "peak memory": peak_memory(step, device),
+            rows.append({"batch size": b, "method": LABELS[m], "peak memory": peak_memory(step, device),
                          "peak tensor memory": peak_tensor_bytes(step),
                          "saved for backward": saved_bytes(step, exclude=list(model.parameters())),
                          "parameters": param_bytes})

@@ -18,7 +18,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .. import checks
 from ..device import synchronize
 from ..measure import base_call
-from ..methods import make_method
+from ..registry import make_method
 from ..models import MODELS, build_model
 from ..timing import quiet, ratio_samples, timed_rounds
 

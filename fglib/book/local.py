@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..measure import base_call, peak_tensor_bytes
-from ..methods import make_method
+from ..registry import make_method
 from ..models import LocalNet, build_model
 from ..stats import estimator_errors
 from ..timing import median_times
-from .experiments import METHOD_NAMES
+from ..registry import LABELS as METHOD_LABELS
 from .sweep import lr_sweep
 
 LABELS = {"bp": "backprop", "fg": "FG-W", "fg_a": "FG-A",
@@ -24,7 +24,7 @@ LOCAL = ("local_bp", "local_fg", "local_fg_a")
 REFERENCE = {"fg": "bp", "fg_a": "bp", "local_fg": "local_bp", "local_fg_a": "local_bp"}
 PALETTE = {"backprop": "#DD8452", "FG-W": "#4C72B0", "FG-A": "#55A868",
            "local backprop": "#C44E52", "local FG-W": "#8172B3", "local FG-A": "#937860"}
-RELABEL = {METHOD_NAMES[m]: LABELS[m] for m in LABELS}
+RELABEL = {METHOD_LABELS[m]: LABELS[m] for m in LABELS}
 
 # Quoted, not measured: Ren, Kornblith, Liao and Hinton (ICLR 2023), Table 3 (MNIST, supervised),
 # test / train error in %, for two sizes of their LocalMixer (their Table 2: S/1/1 is one block

@@ -6,10 +6,10 @@ import torch.nn.functional as F
 
 from .. import checks
 from ..measure import base_call
-from ..methods import OPTIMIZERS, make_method
+from ..methods import OPTIMIZERS
+from ..registry import LABELS, make_method
 from ..models import build_model
 from ..timing import median_times
-from .experiments import METHOD_NAMES
 from .local import model_for
 from .sweep import at_best_rates, best_final_rates, lr_sweep
 
@@ -18,7 +18,7 @@ OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "momentum 0.9", "adam": "Adam"}
 
 def label(method, optimizer):
     """'forward gradient, Adam'."""
-    return f"{METHOD_NAMES[method]}, {OPTIMIZER_LABELS[optimizer]}"
+    return f"{LABELS[method]}, {OPTIMIZER_LABELS[optimizer]}"
 
 
 def check_settings(name, value):
@@ -27,7 +27,7 @@ def check_settings(name, value):
         raise TypeError(f"{name} must be a dict {{method: {{optimizer: [rates]}}}}, got {value!r}")
     out = {}
     for m, by_opt in value.items():
-        checks.choice(f"{name} key", m, METHOD_NAMES)
+        checks.choice(f"{name} key", m, LABELS)
         if not isinstance(by_opt, dict) or not by_opt:
             raise TypeError(f"{name}[{m!r}] must be a dict {{optimizer: [rates]}}, got {by_opt!r}")
         out[m] = {checks.choice(f"{name}[{m!r}] key", o, OPTIMIZERS): checks.rates(f"{name}[{m!r}][{o!r}]", r)
@@ -69,11 +69,11 @@ def around(rate, factors=(1 / 3, 1, 3)):
 
 def best_settings(best, methods):
     """From best_final_rates' table of 'method, optimiser' rows: for each method (its label in
-    METHOD_NAMES), the optimiser and rate with the lowest final validation loss among the rows
+    LABELS), the optimiser and rate with the lowest final validation loss among the rows
     given, as {method: (optimizer, rate)}; `best` must carry a 'validation loss' column."""
     out = {}
     for m in methods:
-        rows = best[best["method"].str.startswith(METHOD_NAMES[m] + ", ")]
+        rows = best[best["method"].str.startswith(LABELS[m] + ", ")]
         row = rows.loc[rows["validation loss"].idxmin()]
         opt = next(o for o, lab in OPTIMIZER_LABELS.items() if row["method"] == label(m, o))
         out[m] = (opt, float(row["lr"]))

@@ -6,7 +6,7 @@ message naming the parameter, not at the bottom of a long traceback. Every param
 name a chapter uses must have a rule here.
 """
 from .. import checks
-from ..methods import METHODS
+from ..registry import METHODS
 from ..models import MODELS
 
 

@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 
 from ..device import device_name
-from ..methods import PAPER_DECAY, make_method
+from ..methods import PAPER_DECAY
+from ..registry import LABELS, make_method
 from ..models import build_model
 from ..to_target import eval_schedule
 from ..train import train
@@ -66,9 +67,6 @@ PLANS = {
     "cnn": Plan("cnn", "cnn", 2e-4, runs=5, iterations=30_000, methods=("bp", "fg"), eval_points=30),
 }
 
-METHOD_LABELS = {"fg": "forward gradient", "bp": "backprop"}
-
-
 def run_stem(method, seed):
     return f"{method}-seed{seed}"
 
@@ -94,7 +92,7 @@ def train_one(plan, data, method_name, seed, checkpoint, device="cpu", progress=
     model = build_model(plan.model, seed=seed, device=device)
     method = make_method(method_name, model, F.cross_entropy, plan.lr, seed=seed)
     return train(method, data, plan.iterations, plan.batch_size, seed=seed, progress=progress,
-                 desc=f"{plan.experiment}: {METHOD_LABELS.get(method_name, method_name)}, seed {seed}",
+                 desc=f"{plan.experiment}: {LABELS[method_name]}, seed {seed}",
                  eval_at=eval_schedule(plan.iterations, plan.eval_points), eval_splits=("validation", "test"),
                  checkpoint=checkpoint, checkpoint_every=checkpoint_every)
 
@@ -105,7 +103,7 @@ def save_run(plan, folder, run, seed, method_name, curve, device, minutes):
     rows = curve[keep][["iteration", "time", "split", "loss", "accuracy"]]
     rows.insert(0, "run", run)
     for i, (column, value) in enumerate((("experiment", plan.experiment), ("model", plan.model),
-                                         ("method", METHOD_LABELS.get(method_name, method_name)), ("lr", plan.lr),
+                                         ("method", LABELS[method_name]), ("lr", plan.lr),
                                          ("seed", seed))):
         rows.insert(i, column, value)
     out = raw_folder(folder, plan.experiment)
@@ -161,7 +159,7 @@ def measure_steps(plan, data, repeats=30, warmup=5, device="cpu"):
     fns = {"base": base_call(model, F.cross_entropy, x, y)}
     for m in plan.methods:   # a small rate: the steps change the weights, not the cost
         method = make_method(m, model, F.cross_entropy, 1e-9, seed=plan.seed)
-        fns[METHOD_LABELS.get(m, m)] = lambda method=method: method.step(x, y)
+        fns[LABELS[m]] = lambda method=method: method.step(x, y)
     return timed_rounds(fns, device, warmup, repeats)
 
 

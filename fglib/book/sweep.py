@@ -24,7 +24,8 @@ import pandas as pd
 
 from .. import checks
 from ..to_target import eval_schedule, mean_ci
-from .experiments import METHOD_NAMES, run_training
+from ..registry import LABELS
+from .experiments import run_training
 
 DIVERGED, SKIPPED, RAN = "diverged", "skipped: above a divergent rate", "ran"
 
@@ -35,7 +36,7 @@ def lr_sweep(model_name, data, rates, runs=3, iterations=2000, eval_points=40, s
     finals one row per (method, lr, run) with its `status` (ran, diverged or skipped)."""
     if not isinstance(rates, dict) or not rates:
         raise TypeError(f"rates must be a dict {{'fg': [...], 'bp': [...]}}, got {rates!r}")
-    rates = {checks.choice("rates key", m, METHOD_NAMES): sorted(checks.rates(f"rates[{m!r}]", r))
+    rates = {checks.choice("rates key", m, LABELS): sorted(checks.rates(f"rates[{m!r}]", r))
              for m, r in rates.items()}
     eval_at = eval_schedule(checks.count("iterations", iterations), checks.count("eval_points", eval_points))
     curves, finals = [], []
@@ -43,7 +44,7 @@ def lr_sweep(model_name, data, rates, runs=3, iterations=2000, eval_points=40, s
         status = RAN
         for lr in method_rates:
             if status != RAN:
-                finals.append(pd.DataFrame([{"method": METHOD_NAMES[m], "run": -1, "lr": lr, "status": SKIPPED}]))
+                finals.append(pd.DataFrame([{"method": LABELS[m], "run": -1, "lr": lr, "status": SKIPPED}]))
                 continue
             try:
                 c, f = run_training(model_name, data, lr, runs, iterations, seed=seed, methods=(m,),
@@ -52,7 +53,7 @@ def lr_sweep(model_name, data, rates, runs=3, iterations=2000, eval_points=40, s
                 finals.append(f.assign(lr=lr, status=RAN))
             except FloatingPointError:
                 status = DIVERGED
-                finals.append(pd.DataFrame([{"method": METHOD_NAMES[m], "run": -1, "lr": lr, "status": DIVERGED}]))
+                finals.append(pd.DataFrame([{"method": LABELS[m], "run": -1, "lr": lr, "status": DIVERGED}]))
     return pd.concat(curves, ignore_index=True), pd.concat(finals, ignore_index=True)
 
 

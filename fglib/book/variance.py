@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .. import checks
 from ..data import BatchSampler
 from ..measure import base_call
-from ..methods import make_method
+from ..registry import make_method
 from ..models import build_model, count_parameters
 from ..stats import expected_squared_error, network_errors
 from ..timing import median_times

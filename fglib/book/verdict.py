@@ -11,54 +11,7 @@ from ..methods import PAPER_DECAY
 from ..to_target import NOT_GRADABLE, TOO_SHORT, no_longer_run_helps
 from .paper import DEPTH_BANDS, RESULTS
 
-NOT_RUN = "not run yet"
-
-
-def grade_ratios(ratios, threshold=1.0):
-    """'holds' if every value is below the threshold, 'partly' if some are, else 'does not hold'.
-    NaN (e.g. a target never reached) counts as not below."""
-    below = [v < threshold for v in pd.Series(ratios, dtype=float)]  # NaN < x is False
-    return _grade(below) if below else "does not hold"
-
-
-NOT_JUDGED = "not judged"
-
-
-def grade_time_to_target(parts, not_judged_because=None):
-    """(grade, why) for T_f/T_b < 1 from a decomposition (fglib.to_target.decompose).
-
-    not judged   the run cannot be graded (`not_judged_because`, from fglib.to_target.judgeable:
-                 backprop had not learned or not levelled off), or the 95% interval of
-                 T_f/T_b = (I_f/I_b) x (S_f/S_b) contains 1 (the evidence cannot tell)
-    holds        every run reached the target and the whole interval is below 1
-    does not hold  no forward-gradient run came within 1% of its backprop twin's best loss, or the whole interval is above 1
-    partly       some runs reached the target and others did not
-    """
-    if not_judged_because:
-        return NOT_JUDGED, not_judged_because
-    n, runs = parts["runs_reached"], parts["runs"]
-    if runs == 0:
-        return NOT_JUDGED, "no comparable pair of runs: the initial models already met backprop's best loss"
-    if n == 0:
-        return "does not hold", f"no forward-gradient run came within 1% of its backprop twin's best loss ({runs} pairs)"
-    if n < runs:
-        return "partly", f"{n} of {runs} forward-gradient runs came within 1% of their backprop twin's best loss"
-    half = parts["I_ratio_ci"] if math.isfinite(parts["I_ratio_ci"]) else math.inf
-    low, high = [(parts["I_ratio_mean"] + s * half) * parts["S_ratio"] for s in (-1, 1)]
-    interval = f"T_f/T_b = {parts['T_ratio']:.2f}, 95% interval {low:.2f} to {high:.2f}"
-    if high < 1:
-        return "holds", interval
-    if low > 1:
-        return "does not hold", interval
-    return NOT_JUDGED, interval + ": it contains 1, so the evidence cannot tell"
-
-
-def _grade(flags):
-    """'holds' if all flags are true, 'partly' if some are, 'does not hold' if none."""
-    flags = list(flags)
-    if not flags:
-        return NOT_RUN
-    return "holds" if all(flags) else ("partly" if any(flags) else "does not hold")
+from .grading import NOT_JUDGED, NOT_RUN, _grade, grade_ratios, grade_time_to_target
 
 
 def mnist_results(results):

@@ -12,7 +12,7 @@ from torch import nn
 from ..directions import make_generator, sample_directions
 from ..forward_grad import module_jvp
 from ..measure import base_call, peak_tensor_bytes
-from ..methods import make_method
+from ..registry import make_method
 from ..models import build_model
 from ..timing import median_times
 from ..zeroth_order import SCHEMES, finite_difference

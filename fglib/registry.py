@@ -1,0 +1,48 @@
+"""Every training method by its short name: one table of name, label and class.
+
+    name        label (the class's `name`)    class
+    fg          forward gradient              methods.ForwardGradientDescent
+    bp          backprop                      methods.Backprop
+    fd          finite difference             zeroth_order.FiniteDifferenceDescent (SPSA)
+    fd_inplace  finite difference, in place   zeroth_order.InPlaceFiniteDifference (MeZO)
+    fg_a        FG-A                          local.ActivityForwardGradient
+    local_fg    local FG-W                    local.LocalForwardGradient
+    local_fg_a  local FG-A                    local.LocalActivityForwardGradient
+    local_bp    local backprop                local.LocalBackprop
+
+The label is written once, as the class's `name` (what progress bars, errors and the book's
+tables print). To add a method: write a fglib.methods.Method subclass with its `name` in its
+module, then add one entry to METHODS below; make_method builds it by name. Nothing registers
+itself on import.
+"""
+from . import checks
+from .local import ActivityForwardGradient, LocalActivityForwardGradient, LocalBackprop, LocalForwardGradient
+from .methods import Backprop, ForwardGradientDescent
+from .zeroth_order import FiniteDifferenceDescent, InPlaceFiniteDifference
+
+METHODS = {
+    "fg": ForwardGradientDescent,
+    "bp": Backprop,
+    "fd": FiniteDifferenceDescent,
+    "fd_inplace": InPlaceFiniteDifference,
+    "fg_a": ActivityForwardGradient,
+    "local_fg": LocalForwardGradient,
+    "local_fg_a": LocalActivityForwardGradient,
+    "local_bp": LocalBackprop,
+}
+
+LABELS = {name: cls.name for name, cls in METHODS.items()}   # derived: 'fg' -> 'forward gradient'
+
+
+def label(name):
+    """The label a method's results carry, e.g. 'forward gradient' for 'fg'."""
+    return METHODS[checks.choice("name", name, METHODS)].name
+
+
+def make_method(name, model, loss_fn, lr, seed=0, **kwargs):
+    """The method `name` of METHODS on `model`, with learning rate `lr` and its own keyword
+    arguments; `seed` fixes its random draws (methods that draw nothing take none)."""
+    cls = METHODS[checks.choice("name", name, METHODS)]
+    if not getattr(cls, "random", True):
+        return cls(model, loss_fn, lr, **kwargs)
+    return cls(model, loss_fn, lr, seed=seed, **kwargs)
