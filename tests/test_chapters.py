@@ -68,3 +68,11 @@ def test_status_page_is_generated_from_the_run_records():
     """book/status.md is exactly what tools/book.py writes from the run records: never typed."""
     assert (ROOT / "book" / "status.md").read_text() == book.status_text(), \
         "book/status.md is stale: run python tools/book.py status"
+
+
+def test_no_page_calls_a_run_length_the_papers():
+    """The paper does not state its run lengths (issue 28's rule): no page may say it does."""
+    for path in [*CHAPTERS, *(ROOT / "book").glob("*.md")]:
+        text = path.read_text()
+        assert "paper's length" not in text and "paper's run length" not in text.replace(
+            "does not state its run length", ""), path.name

@@ -129,14 +129,17 @@ def test_cpu_speed_claims_are_not_reproduced_rather_than_refuted_and_gpu_column_
     assert "engine fglib" in evidence and "run too short" in evidence and "Rule: holds if R_f/R_b < 1" in evidence
 
 
-def test_claim_two_needs_both_halves():
+def test_claim_two_is_graded_per_iteration_only():
+    """Time per iteration on a two-parameter function is Python overhead on this device: shown
+    beside the grade, never part of it. The control: iterations far apart do change the grade."""
     t = {"device": "cpu", "runs": 10, "levels": {"beale": 1e-3, "rosenbrock": 1e-2},
          "reach": {"beale": {"backprop": 556, "forward gradient": 547},
                    "rosenbrock": {"backprop": 9086, "forward gradient": 9095}},
          "backprop_over_fg_time_per_iteration": {"beale": 1.05, "rosenbrock": 0.44}}
+    row = verdict.claims_table({"test_functions": t}).set_index("#").loc[2]
+    assert row["verdict"] == "holds" and "not graded" in row["evidence"] and "rosenbrock 0.44" in row["evidence"]
+    t["reach"]["rosenbrock"]["forward gradient"] = 30_000
     assert verdict.claims_table({"test_functions": t}).set_index("#").loc[2, "verdict"] == "partly"
-    t["backprop_over_fg_time_per_iteration"]["rosenbrock"] = 1.1
-    assert verdict.claims_table({"test_functions": t}).set_index("#").loc[2, "verdict"] == "holds"
 
 
 def test_verdict_words():
