@@ -84,3 +84,15 @@ def test_a_run_still_falling_is_not_judged_and_says_whether_a_longer_run_would_h
 def test_never_reaching_the_level_is_said_plainly():
     g = grading.grade_time_to_loss(runs(fg_final=1.0), timings(), ITERATIONS, decay=0, samples=50)
     assert g["verdict"] == "does not hold" and "never reached backprop's lowest" in g["why"]
+
+
+def test_partial_evidence_is_not_judged_and_says_what_is_missing():
+    full = runs()
+    only_bp = full[(full.method == grading.BP) & (full.seed == 0)]
+    r = grading.claim4_report(only_bp, timings(), ITERATIONS, 0, planned_pairs=5, samples=50)
+    assert r["verdict"] == "not judged" and "0 of 5 planned pairs" in r["why"] and "one method only" in r["why"]
+    r = grading.claim4_report(full, pd.DataFrame(), ITERATIONS, 0, planned_pairs=5, samples=50)
+    assert r["verdict"] == "not judged" and "step times have not been measured" in r["why"]
+    done = grading.claim4_report(runs(fg_final=0.28), timings(fg=0.04), ITERATIONS, 0, planned_pairs=5, samples=50)
+    assert done["verdict"] == "does not hold" and done["pairs"] == 5 and len(done["table"]) == 4
+    assert done["findings"].startswith("Does not hold: T_f/T_b =")

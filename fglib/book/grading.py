@@ -217,3 +217,35 @@ def time_sentence(n):
     return (f"T_f/T_b = {n['T_ratio']:.2g} (95% interval {n['low']:.2g} to {n['high']:.2g}): forward gradient "
             f"reached backprop's lowest mean validation loss ({n['level']:.3g}) at iteration {n['I_f']:,.0f} against "
             f"{n['I_b']:,.0f}, with steps {n['S_ratio']:.2g} times as long")
+
+
+def pairs_finished(runs, methods=(FG, BP)):
+    """The seeds with a finished run of every method (a pair), sorted."""
+    if runs.empty:
+        return []
+    have = runs.groupby("method")["seed"].apply(set)
+    return sorted(set.intersection(*[have.get(m, set()) for m in methods]))
+
+
+def claim4_report(runs, timings, iterations, decay, planned_pairs, n_classes=10, samples=2000):
+    """Everything a chapter says about claim 4 on one experiment, from its raw runs and timing
+    rounds: the grade and why, the numbers, the tolerance table (None when not graded) and one
+    plain findings sentence. Partial evidence (fewer pairs than planned, no step times yet) is
+    graded 'not judged' and says what is missing."""
+    pairs = pairs_finished(runs)
+    progress = (f"{len(pairs)} of {planned_pairs} planned pairs of runs have finished"
+                + (f" (and {runs['seed'].nunique() - len(pairs)} seed(s) with one method only)"
+                   if not runs.empty and runs["seed"].nunique() > len(pairs) else ""))
+    missing = []
+    if len(pairs) < planned_pairs:
+        missing.append(progress)
+    if timings is None or timings.empty:
+        missing.append("the step times have not been measured yet")
+    if missing:
+        return {"verdict": NOT_JUDGED, "why": "; ".join(missing), "pairs": len(pairs), "table": None,
+                "findings": f"Not judged yet: {'; '.join(missing)}."}
+    paired = runs[runs["seed"].isin(pairs)]
+    grade = grade_time_to_loss(paired, timings, iterations, decay, n_classes, samples)
+    table = tolerance_table(paired, timings, samples=min(samples, 1000)) if "T_ratio" in grade else None
+    findings = f"{grade['verdict'].capitalize()}: {grade['why']}."
+    return {**grade, "pairs": len(pairs), "table": table, "findings": findings}
