@@ -282,3 +282,19 @@ def test_step_sum_is_the_sum_of_the_decayed_rates():
         direct = (2e-4 * torch.exp(-k * torch.arange(n, dtype=torch.float64))).sum().item()
         assert to_target.step_sum(2e-4, n, k) == pytest.approx(direct, rel=1e-9)
     assert to_target.step_sum(2e-4, 1000, 0.0) == pytest.approx(0.2)
+
+
+def test_no_spread_reads_as_plus_or_minus_zero():
+    from fglib.book.tables import mean_sd
+    assert mean_sd([0.6912, 0.6914, 0.6908]) == "0.6911 ± 0.0003"       # a real spread, to its first digit
+    assert mean_sd([2.0, 2.0, 2.0]) == "2.000, the same in every run"
+    assert mean_sd([1.0, 2.0, 3.0]) == "2.000 ± 1.000"                  # the control: an ordinary spread
+    assert mean_sd([float("nan")]) == "never within the run" and mean_sd([1.5]) == "1.500"
+
+
+def test_pairs_reached_reads_as_a_sentence():
+    from fglib.book.tables import NO_PAIR, pairs_reached
+    assert pairs_reached(0, 5).startswith("in none of the 5 pairs did forward gradient come within 1%")
+    assert pairs_reached(5, 5).startswith("in all 5 pairs forward gradient came") and pairs_reached(2, 2).startswith("in both")
+    assert pairs_reached(3, 5).startswith("in 3 of 5 pairs") and pairs_reached(0, 0) == NO_PAIR
+    assert not any("0 of 0" in pairs_reached(r, p) or "0/" in pairs_reached(r, p) for r, p in [(0, 0), (0, 5), (1, 1)])

@@ -11,11 +11,34 @@ NO_ALLOCATOR = "not measured (CPU: no allocator statistics)"
 
 
 def mean_sd(values, digits=3, empty="never within the run"):
-    """'mean ± sd' over runs (NaN dropped), one value alone, or `empty` when there is none."""
+    """'mean ± sd' over runs (NaN dropped), one value alone, or `empty` when there is none.
+
+    Never '± 0.000': a spread that rounds to zero at `digits` decimals is shown to its first
+    significant digit, with the mean to the same place ('0.6912 ± 0.0004'), and runs that agree
+    exactly say so ('12.000, the same in every run')."""
     s = pd.Series(values, dtype=float).dropna()
     if s.empty:
         return empty
-    return f"{s.mean():.{digits}f} ± {s.std():.{digits}f}" if len(s) > 1 else f"{s.mean():.{digits}f}"
+    if len(s) == 1:
+        return f"{s.mean():.{digits}f}"
+    sd = s.std()
+    if sd == 0:
+        return f"{s.mean():.{digits}f}, the same in every run"
+    if round(sd, digits) == 0:
+        digits = min(-math.floor(math.log10(sd)), 12)
+    return f"{s.mean():.{digits}f} ± {sd:.{digits}f}"
+
+
+def pairs_reached(reached, pairs):
+    """How many pairs of runs reached the target, as a sentence reads it (never '0 of 0')."""
+    what = "forward gradient came within 1% of its backprop twin's best loss"
+    if pairs == 0:
+        return NO_PAIR
+    if reached == 0:
+        return f"in none of the {pairs} pairs did forward gradient come within 1% of its backprop twin's best loss"
+    if reached == pairs:
+        return f"in {'both' if pairs == 2 else f'all {pairs}'} pairs {what}" if pairs > 1 else f"in the one pair {what}"
+    return f"in {reached} of {pairs} pairs {what}"
 
 
 def paper_vs_ours(experiment, curves, finals, runtime, device_label, numbers):
@@ -26,7 +49,7 @@ def paper_vs_ours(experiment, curves, finals, runtime, device_label, numbers):
     mb = lambda col: (runtime[col] / 2**20).tolist()
     ci = f" ± {numbers['I_ratio_ci']:.2f} (95%)" if math.isfinite(numbers["I_ratio_ci"]) else ""
     pairs = numbers.get("pairs", numbers["runs"])
-    reached = f"{numbers['runs_reached']}/{pairs} pairs reached: forward gradient came within 1% of its backprop twin's best loss"
+    reached = pairs_reached(numbers["runs_reached"], pairs)
     i_text = f"{numbers['I_ratio']:.2f}{ci}; {reached}" if math.isfinite(numbers["I_ratio"]) else f"never; {reached}"
     t_text = f"{numbers['T_ratio']:.2f}" if math.isfinite(numbers["T_ratio"]) else "never within the run"
     wall_text = describe_ratio(numbers["T_wall_ratio"])
@@ -125,7 +148,8 @@ def run_length_table(results):
             "test accuracy, forward gradient / backprop": f"{100 * n['acc_fg']:.1f}% / {100 * n['acc_bp']:.1f}%",
             "I_f/I_b (95%)": (NO_PAIR if n.get("pairs", n["runs"]) == 0 else
                               f"{n['I_ratio']:.2f}{ci}" if math.isfinite(n["I_ratio"]) else "never"),
-            "pairs reaching the target": f"{n['runs_reached']} of {n.get('pairs', n['runs'])}",
+            "pairs reaching the target": (NO_PAIR if n.get("pairs", n["runs"]) == 0 else
+                                          f"{n['runs_reached']} of {n.get('pairs', n['runs'])}"),
             "S_f/S_b": f"{n['S_ratio']:.2f}",
             "T_f/T_b = (I_f/I_b) × (S_f/S_b)": n["T_text"],
             "grade of T_f/T_b < 1": n["time_verdict"],
