@@ -76,3 +76,12 @@ def test_no_page_calls_a_run_length_the_papers():
         text = path.read_text()
         assert "paper's length" not in text and "paper's run length" not in text.replace(
             "does not state its run length", ""), path.name
+
+
+def test_no_page_says_the_same_seed_gives_the_same_run_on_any_device():
+    """Device wording (issue 28): a seed reproduces a run only on the same device type and thread
+    count; across devices, only the distribution of runs is the same."""
+    import re
+    wrong = re.compile(r"same on any device|same runs\s+anywhere|carries over to any device for the same seeds")
+    for path in [*CHAPTERS, *(ROOT / "book").glob("*.md")]:
+        assert not wrong.search(path.read_text().replace('\\n",\n    "', " ")), path.name
