@@ -7,14 +7,11 @@ installed under its name, and a chapter run as on Colab):
 - the package has a name of its own on the package index, named alike everywhere;
 - a chapter run without the repository fetches the saved results it reads from the repository.
 """
-import functools
-import http.server
 import json
 import pathlib
 import re
 import subprocess
 import sys
-import threading
 
 import pytest
 import yaml
@@ -26,6 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOW = ROOT / ".github" / "workflows" / "pages.yml"
 sys.path.insert(0, str(ROOT / "tools"))
 import book as book_tool  # noqa: E402
+import check_publish  # noqa: E402
 
 
 def check_jsonschema(path):
@@ -83,17 +81,10 @@ def test_each_results_folder_lists_its_files_in_its_index():
             assert listed == [p.name for p in report.result_files(folder)], folder
 
 
-class QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def served_book():
     """The repository's book/ folder over HTTP, as raw.githubusercontent.com serves it."""
-    handler = functools.partial(QuietHandler, directory=str(ROOT / "book"))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = check_publish.serve(ROOT / "book")
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
 
