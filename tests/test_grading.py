@@ -69,16 +69,40 @@ def test_learned_means_accuracy_above_chance_not_a_loss_level():
     assert g["verdict"] == "not judged" and "had not learned" in g["why"]
 
 
-def test_a_run_still_falling_is_not_judged_and_says_whether_a_longer_run_would_help():
-    still = runs(bp_rate=1e-4, fg_rate=5e-5)
-    short = grading.grade_time_to_loss(still, timings(), ITERATIONS, decay=1e-5, samples=50)
+def test_a_run_still_falling_is_not_judged_and_says_how_long_a_run_would_settle_it():
+    still = runs(bp_rate=1e-4, fg_rate=5e-5)   # backprop's loss still falls 15% over the last fifth
+    short = grading.grade_time_to_loss(still, timings(), ITERATIONS, decay=0, samples=50)
     assert short["verdict"] == "not judged" and "a longer run would settle it" in short["why"]
-    frozen = grading.grade_time_to_loss(still, timings(), ITERATIONS, decay=1e-3, samples=50)
-    assert "no longer run under this schedule would" in frozen["why"]
+    decaying = grading.grade_time_to_loss(still, timings(), ITERATIONS, decay=1e-3, samples=50)
+    assert decaying["verdict"] == "not judged" and ITERATIONS < decaying["iterations_needed"] < 2 * ITERATIONS
+    assert f"a run of about {grading._round_up(decaying['iterations_needed']):,} iterations" in decaying["why"]
     done = grading.grade_time_to_loss(runs(), timings(), ITERATIONS, decay=1e-3, samples=50)   # levelled, decay spent
     assert done["verdict"] != "not judged" and "frozen by the schedule" in done["why"]
     control = grading.grade_time_to_loss(runs(), timings(), ITERATIONS, decay=1e-5, samples=50)
     assert "frozen" not in control["why"]
+
+
+def test_a_run_the_decay_froze_is_graded_and_says_so():
+    """Still falling 15% over the last fifth, but with k = 2e-3 the rest of the schedule is
+    e^-20 / (e^-16 - e^-20) ~ 1.9% of that fifth's step: about 0.3% more fall, so it is compared;
+    with k = 1e-3 (the control) about 2.5% more would come, so it is not."""
+    still = runs(bp_rate=1e-4, fg_rate=2e-4, fg_final=0.2)
+    frozen = grading.grade_time_to_loss(still, timings(fg=0.01), ITERATIONS, decay=2e-3, samples=50)
+    assert frozen["verdict"] == "holds" and "where the decay froze backprop" in frozen["why"]
+    assert frozen["fall_to_come"] == pytest.approx(frozen["bp_fall"] * math.exp(-20) / (math.exp(-16) - math.exp(-20)))
+    assert grading.fall_still_to_come(0.15, ITERATIONS, 1e-3) > grading.LEVELLED
+
+
+def test_the_extrapolation_matches_an_exactly_linear_descent_in_the_schedules_step():
+    """A loss that falls at a constant rate per unit of step: L = 1 + c (1 - tau), tau the share
+    of the step spent. Extrapolating from the last fifth gives the exact fall still to come."""
+    k, n, c = 1e-4, 30_000, 0.5
+    tau = lambda i: 1 - math.exp(-k * i)
+    loss = lambda i: 1 + c * (1 - tau(i))
+    fall = (loss(0.8 * n) - loss(n)) / loss(n)
+    assert grading.fall_still_to_come(fall, n, k) * loss(n) == pytest.approx(loss(n) - loss(math.inf))
+    needed = grading.iterations_to_freeze(fall, n, k)
+    assert c * math.exp(-k * needed) / loss(n) == pytest.approx(grading.LEVELLED, rel=1e-3)
 
 
 def test_never_reaching_the_level_is_said_plainly():
@@ -91,6 +115,10 @@ def test_partial_evidence_is_not_judged_and_says_what_is_missing():
     only_bp = full[(full.method == grading.BP) & (full.seed == 0)]
     r = grading.claim4_report(only_bp, timings(), ITERATIONS, 0, planned_pairs=5, samples=50)
     assert r["verdict"] == "not judged" and "0 of 5 planned pairs" in r["why"] and "one method only" in r["why"]
+    slow = runs(bp_rate=1e-4)
+    r = grading.claim4_report(slow[slow.method == grading.BP], timings(), ITERATIONS, 1e-3, planned_pairs=5, samples=50)
+    assert "from the backprop runs so far" in r["why"] and "a run of about" in r["why"]
+    assert "from the backprop runs so far" not in grading.claim4_report(only_bp, timings(), ITERATIONS, 1e-3, 5)["why"]
     r = grading.claim4_report(full, pd.DataFrame(), ITERATIONS, 0, planned_pairs=5, samples=50)
     assert r["verdict"] == "not judged" and "step times have not been measured" in r["why"]
     done = grading.claim4_report(runs(fg_final=0.28), timings(fg=0.04), ITERATIONS, 0, planned_pairs=5, samples=50)

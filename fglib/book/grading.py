@@ -14,8 +14,9 @@ A comparison is graded only when it can say something:
 - "learned" means accuracy above chance (a z-test of the mean final test accuracy against 1/C
   on the test set's size), not a loss level: a network at 45% test accuracy has learned;
 - backprop's mean curve must have levelled off (it fell less than 1% over the run's last fifth),
-  and the grade says how much of the schedule's whole step (sum of eta_i) had been spent then: a
-  run the decay froze is not a network that converged.
+  or the decay must have frozen it (the rest of the schedule, extrapolated in the schedule's step,
+  would lower it by less than 1%); the grade says how much of the schedule's whole step (sum of
+  eta_i) had been spent then: a run the decay froze is not a network that converged.
 """
 import math
 
@@ -179,34 +180,89 @@ def levelled(runs, iterations, decay, method=BP, fraction=0.2):
     return fall < LEVELLED, fall, budget_spent(iterations, decay) if decay else 0.0
 
 
+def _late_share(iterations, decay, fraction):
+    """e^{-kN} / (e^{-(1-f)kN} - e^{-kN}): the schedule's step still to come after N iterations,
+    over the step taken during the run's last fraction f."""
+    left, late = math.exp(-decay * iterations), math.exp(-decay * iterations * (1 - fraction))
+    return left / (late - left)
+
+
+def fall_still_to_come(fall, iterations, decay, fraction=0.2):
+    """How much further (relative) the loss would fall over the rest of a decaying schedule,
+    extrapolated linearly in the schedule's step: with eta_i = eta_0 e^{-ik} the run's last
+    fraction f took the share e^{-(1-f)kN} - e^{-kN} of the whole step and e^{-kN} is still to
+    come, so the fall still to come is fall x e^{-kN} / (e^{-(1-f)kN} - e^{-kN}). Without decay
+    nothing bounds it (inf)."""
+    if not decay or fall <= 0:
+        return math.inf if fall > 0 else 0.0
+    return fall * _late_share(iterations, decay, fraction)
+
+
+def iterations_to_freeze(fall, iterations, decay, fraction=0.2, level=LEVELLED):
+    """Roughly how many iterations a run of this schedule needs before the rest of the schedule
+    can lower the loss by less than `level` (the same linear extrapolation as fall_still_to_come):
+    N' = ln(s / level) / k, where s = fall / (e^{-(1-f)kN} - e^{-kN}) is the fall per whole step.
+    None without decay."""
+    if not decay:
+        return None
+    per_step = fall * _late_share(iterations, decay, fraction) / math.exp(-decay * iterations)
+    return max(iterations, math.ceil(math.log(per_step / level) / decay)) if per_step > level else iterations
+
+
+def settled(runs, iterations, decay):
+    """Whether backprop's mean curve can be compared, and the words that say why or why not:
+    it levelled off (converged, or frozen when the decay had spent FROZEN or more of its step), or
+    it still fell but the rest of the schedule would lower it by less than LEVELLED (the decay froze
+    it: the grade says so), or neither (not judged, with the length of run that would settle it)."""
+    flat, fall, spent = levelled(runs, iterations, decay)
+    to_come = fall_still_to_come(fall, iterations, decay)
+    numbers = {"bp_fall": fall, "spent": spent, "fall_to_come": to_come}
+    if flat:
+        note = (f" (by then the decay had spent {spent:.0%} of its whole step: backprop may have been frozen by the "
+                "schedule rather than converged)") if spent >= FROZEN else ""
+        return True, note, numbers
+    if to_come < LEVELLED:
+        return True, (f" (compared where the decay froze backprop, not where it converged: its mean validation loss "
+                      f"still fell {fall:.1%} over the run's last fifth, but the decay had spent {spent:.0%} of its "
+                      f"whole step and the rest would lower it by about {to_come:.1%})"), numbers
+    why = f"backprop's mean validation loss still fell {fall:.1%} over the last fifth of the run; "
+    if not decay:
+        return False, why + "a longer run would settle it", numbers
+    needed = iterations_to_freeze(fall, iterations, decay)
+    numbers["iterations_needed"] = needed
+    return False, (why + f"the decay had spent {spent:.0%} of its whole step, and at the pace of that last fifth the "
+                   f"rest of the schedule would lower it by about {min(to_come, 9.99):.0%} more; a run of about "
+                   f"{_round_up(needed):,} iterations would let the decay freeze it"), numbers
+
+
+def _round_up(n, digits=2):
+    """n rounded up to `digits` significant figures (69,123 -> 70,000)."""
+    scale = 10 ** max(0, len(str(int(n))) - digits)
+    return -(-int(n) // scale) * scale
+
+
 def grade_time_to_loss(runs, timings, iterations, decay, n_classes=10, samples=2000):
     """Claim 4 on one experiment: {'verdict', 'why', and the numbers behind them}."""
     ok_bp, acc_bp, bar = learned(runs, BP, n_classes)
     ok_fg, acc_fg, _ = learned(runs, FG, n_classes)
-    flat, fall, spent = levelled(runs, iterations, decay)
-    numbers = {"acc_bp": acc_bp, "acc_fg": acc_fg, "chance_bar": bar, "bp_fall": fall, "spent": spent}
+    ok, note, settle = settled(runs, iterations, decay)
+    numbers = {"acc_bp": acc_bp, "acc_fg": acc_fg, "chance_bar": bar, **settle}
     if not ok_bp:
         return {"verdict": "not judged", "why": f"backprop had not learned: test accuracy {acc_bp:.1%}, not above "
                 f"chance ({bar:.1%} needed)", **numbers}
-    if not flat:
-        why = (f"backprop's mean validation loss still fell {fall:.1%} over the last fifth of the run; "
-               + ("a longer run would settle it" if spent < FROZEN else
-                  f"the decay had already spent {spent:.0%} of its whole step, so no longer run under this "
-                  "schedule would"))
-        return {"verdict": "not judged", "why": why, **numbers}
+    if not ok:
+        return {"verdict": "not judged", "why": note, **numbers}
     s = step_times(timings)
     ratio = time_ratio(runs, s[FG], s[BP])
     low, high, reached = bootstrap_time_ratio(runs, timings, samples=samples)
     numbers.update(ratio, low=low, high=high, reached=reached)
-    frozen = (f" (by then the decay had spent {spent:.0%} of its whole step: backprop may have been frozen by the "
-              "schedule rather than converged)") if spent >= FROZEN else ""
     if high < 1:
         word = "holds"
     elif low > 1:
         word = "does not hold"
     else:
         word = "not judged"
-    return {"verdict": word, "why": time_sentence(numbers) + frozen, **numbers}
+    return {"verdict": word, "why": time_sentence(numbers) + note, **numbers}
 
 
 def time_sentence(n):
@@ -242,7 +298,11 @@ def claim4_report(runs, timings, iterations, decay, planned_pairs, n_classes=10,
     if timings is None or timings.empty:
         missing.append("the step times have not been measured yet")
     if missing:
-        return {"verdict": NOT_JUDGED, "why": "; ".join(missing), "pairs": len(pairs), "table": None,
+        bp_runs = runs[runs["method"] == BP] if not runs.empty else runs
+        ok, note, settle = settled(bp_runs, iterations, decay) if not bp_runs.empty else (True, "", {})
+        if not ok:
+            missing.append(f"from the backprop runs so far, {note}")
+        return {"verdict": NOT_JUDGED, "why": "; ".join(missing), "pairs": len(pairs), "table": None, **settle,
                 "findings": f"Not judged yet: {'; '.join(missing)}."}
     paired = runs[runs["seed"].isin(pairs)]
     grade = grade_time_to_loss(paired, timings, iterations, decay, n_classes, samples)
