@@ -23,7 +23,7 @@ def test_each_run_is_saved_raw_and_a_second_call_trains_nothing(mnist, tmp_path)
     assert set(table["split"]) == {"train", "validation", "test"} and set(table["method"]) == {"backprop",
                                                                                                "forward gradient"}
     evaluated = table[(table.split == "validation") & (table.method == "backprop") & (table.run == 0)]
-    assert set(evaluated.iteration) == set(runs.eval_schedule(40, 5)) and not list(tmp_path.glob("ck/*/*.pt"))
+    assert set(evaluated.iteration) == set(runs.eval_schedule(40, 5)) and len(list(tmp_path.glob("ck/*/*.pt"))) == 4
     records = runs.load_records(tmp_path, "cnn")
     assert (records["iterations_done"] == 40).all() and records["device"].str.startswith("CPU").all()
 
@@ -52,8 +52,29 @@ def test_an_interrupted_run_resumes_to_the_same_rows(mnist, tmp_path, monkeypatc
     runs.run_missing(plan, mnist, stopped, stopped / "ck", progress=False)
     a, b = runs.load_runs(straight, "cnn"), runs.load_runs(stopped, "cnn")
     pd.testing.assert_frame_equal(a.drop(columns="time"), b.drop(columns="time"))
-    assert not checkpoint.exists()
     assert runs.pending(plan.smaller(iterations=80), straight) == [(0, 0, "fg")]
+
+
+def test_a_longer_plan_extends_finished_runs_as_if_they_had_run_straight(mnist, tmp_path):
+    """Run to 40, then the plan made 80 long: the training losses and the final evaluation equal
+    those of a run straight to 80 (the decay depends on the iteration only); the control, a
+    finished run whose checkpoint is gone, starts again from iteration 1."""
+    plan = PLAN.smaller(runs=1, methods=("fg",), train_every=1)
+    longer = plan.smaller(iterations=80)
+    runs.run_missing(longer, mnist, tmp_path / "straight", tmp_path / "straight" / "ck", progress=False)
+    runs.run_missing(plan, mnist, tmp_path / "ext", tmp_path / "ext" / "ck", progress=False)
+    runs.run_missing(longer, mnist, tmp_path / "ext", tmp_path / "ext" / "ck", progress=False)
+    a, b = runs.load_runs(tmp_path / "straight", "cnn"), runs.load_runs(tmp_path / "ext", "cnn")
+    train = lambda t: t[t.split == "train"].reset_index(drop=True)[["iteration", "loss"]]
+    pd.testing.assert_frame_equal(train(a), train(b))
+    last = lambda t: t[(t.split == "validation") & (t.iteration == 80)]["loss"].tolist()
+    assert last(a) == last(b) and len(last(a)) == 1
+    assert set(b[b.split == "validation"].iteration) - set(a[a.split == "validation"].iteration)  # the first grid
+    (tmp_path / "ext" / "ck" / "cnn" / "fg-seed0.pt").unlink()
+    assert runs.run_missing(longer.smaller(iterations=90), mnist, tmp_path / "ext", tmp_path / "ext" / "ck",
+                            progress=False) == [(0, 0, "fg")]
+    again = runs.load_runs(tmp_path / "ext", "cnn")
+    assert (again[again.split == "train"].iteration.diff().dropna() > 0).all()   # started again: one pass
 
 
 def test_timing_rounds_are_saved_raw_per_process_and_the_spread_is_reported(mnist, tmp_path):

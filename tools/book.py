@@ -7,7 +7,7 @@
     python tools/book.py sync-setup               # rewrite the Colab cell, placed after the title
     python tools/book.py strip-paths              # make machine paths in outputs relative
     python tools/book.py status                   # regenerate book/status.md from the run records
-    python tools/book.py runs cnn [--background] [--status] [--max-runs 2]
+    python tools/book.py runs cnn [--background] [--status] [--max-runs 2] [--methods fg]
                                                   # a long experiment's missing runs, each saved as it finishes
     python tools/book.py timings cnn --processes 3  # its step times, raw, from 3 separate processes (idle CPU)
 
@@ -218,7 +218,7 @@ def sync_setup(paths):
         path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
-def long_runs(name, background=False, status=False, max_runs=None):
+def long_runs(name, background=False, status=False, max_runs=None, methods=None):
     """A plan's missing runs (fglib.book.runs.PLANS), in book/ as its chapter would run them: in
     the foreground with a progress bar, or in the background (log in book/.checkpoints/<name>.log);
     or only how many remain and the time they should take."""
@@ -226,7 +226,8 @@ def long_runs(name, background=False, status=False, max_runs=None):
     if name not in PLANS:
         raise SystemExit(f"no plan {name!r}: plans are {', '.join(PLANS)}")
     os.chdir(ROOT / "book")
-    report = progress_report(PLANS[name], "results")
+    plan = PLANS[name] if not methods else PLANS[name].smaller(methods=tuple(methods.split(",")))
+    report = progress_report(plan, "results")
     minutes = report["minutes left"]
     print(f"{name}: {report['left']} of {report['runs']} runs left"
           + (f", in progress: {report['in progress']}" if report["in progress"] else "")
@@ -238,12 +239,13 @@ def long_runs(name, background=False, status=False, max_runs=None):
         log.parent.mkdir(exist_ok=True)
         cmd = [sys.executable, str(ROOT / "tools" / "book.py"), "runs", name]
         cmd += ["--max-runs", str(max_runs)] if max_runs else []
+        cmd += ["--methods", methods] if methods else []
         job = subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
                                env={**os.environ, "FGLIB_PROGRESS": "text"})
         print(f"started in the background (pid {job.pid}); progress in book/{log}")
         return None
     import fglib
-    run_missing(PLANS[name], fglib.load_data("mnist"), "results", max_runs=max_runs)
+    run_missing(plan, fglib.load_data("mnist"), "results", max_runs=max_runs)
     return None
 
 
@@ -281,6 +283,7 @@ def main(argv=None):
     runs.add_argument("--background", action="store_true", help="detach; follow book/.checkpoints/<plan>.log")
     runs.add_argument("--status", action="store_true", help="only say how many runs remain and how long")
     runs.add_argument("--max-runs", type=int, default=None, help="stop after this many runs (e.g. 2: one pair)")
+    runs.add_argument("--methods", default=None, help="only these of the plan's methods, e.g. fg or bp,fg")
     timings = sub.add_parser("timings", help="a long experiment's step times, raw, from separate processes")
     timings.add_argument("plan")
     timings.add_argument("--processes", type=int, default=3)
@@ -290,7 +293,7 @@ def main(argv=None):
     if args.command == "timings":
         return long_run_timings(args.plan, args.processes, args.repeats, args.one)
     if args.command == "runs":
-        return long_runs(args.plan, args.background, args.status, args.max_runs)
+        return long_runs(args.plan, args.background, args.status, args.max_runs, args.methods)
     paths = chapters()
     if args.command == "sync-setup":
         return sync_setup(paths)
