@@ -100,6 +100,28 @@ def peak_tensor_bytes(fn):
     return counter.peak
 
 
+def tensor_bytes(tensors):
+    """Bytes of the distinct storages behind `tensors` (a tensor shared twice counts once)."""
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values())
+
+
+def step_memory(model, fn, optimizer=None, device="cpu"):
+    """One step's memory in the paper's sense, everything the step holds, weights included:
+    {'weights': the parameters' bytes, 'held': what stays between steps (gradients and the
+    optimiser's state), 'step peak': peak_tensor_bytes(fn), 'total': their sum, 'allocator peak':
+    the CUDA allocator's peak over the step (NaN on CPU), which counts the same and the batch}.
+    Call `fn` once before, so that buffers created at the first step are held, not counted twice."""
+    params = list(model.parameters())
+    state = [v for s in (optimizer.state.values() if optimizer is not None else ()) for v in s.values()
+             if torch.is_tensor(v)]
+    held = tensor_bytes([p.grad for p in params if p.grad is not None] + state)
+    out = {"weights": tensor_bytes(params), "held": held, "step peak": peak_tensor_bytes(fn)}
+    out["total"] = out["weights"] + out["held"] + out["step peak"]
+    out["allocator peak"] = peak_memory(fn, device)
+    return out
+
+
 def saved_bytes(fn, exclude=()):
     """Bytes of tensors that autograd stores for a backward pass while `fn` runs: the
     activation tape of backprop. Forward mode stores none. Each saved tensor counts its own

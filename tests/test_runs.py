@@ -87,3 +87,16 @@ def test_timing_rounds_are_saved_raw_per_process_and_the_spread_is_reported(mnis
     assert set(rounds["name"]) == {"base", "forward gradient", "backprop"} and rounds["device"].str.startswith("CPU").all()
     spread = grading.step_ratio_spread(rounds)
     assert len(spread["per process"]) == 3 and spread["sd between"] >= 0 and spread["mean"] > 0
+
+
+def test_step_memory_counts_the_weights_and_the_gradients_held_between_steps(mnist):
+    """The paper's sense: weights included. For the logistic regression the weights are
+    7,850 float32 (31,400 bytes), and both methods keep a gradient of that size between steps
+    (plain SGD has no other state); the control, the MLP, holds over a hundred times more."""
+    plan = PLAN.smaller(methods=("fg", "bp"))
+    table = runs.measure_memory(plan, mnist).set_index("method")
+    assert (table["weights"] == 7850 * 4).all() and (table["held"] == 7850 * 4).all()
+    assert (table["step peak"] > 0).all()
+    assert (table["total"] == table["weights"] + table["held"] + table["step peak"]).all()
+    wide = runs.measure_memory(plan.smaller(model="mlp"), mnist).set_index("method")
+    assert (wide["weights"] > 100 * table["weights"]).all()

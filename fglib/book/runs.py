@@ -171,6 +171,33 @@ def measure_steps(plan, data, repeats=30, warmup=5, device="cpu"):
     return timed_rounds(fns, device, warmup, repeats)
 
 
+def measure_memory(plan, data, device="cpu"):
+    """Each method's step memory in the paper's sense (fglib.measure.step_memory: weights,
+    what is held between steps, the step's peak, their total), a row each, on a batch of the
+    plan's size."""
+    from ..measure import step_memory
+    x, y = data["train"].x[:plan.batch_size], data["train"].y[:plan.batch_size]
+    rows = []
+    for m in plan.methods:
+        model = build_model(plan.model, seed=plan.seed, device=device)
+        method = make_method(m, model, F.cross_entropy, 1e-9, seed=plan.seed)
+        method.step(x, y)   # buffers a first step creates are held from then on
+        rows.append({"method": LABELS[m], **step_memory(model, lambda: method.step(x, y), method.optimizer, device),
+                     "batch_size": plan.batch_size, "device": device_name(device), "torch": torch.__version__})
+    return pd.DataFrame(rows)
+
+
+def save_memory(plan, folder, table):
+    path = raw_folder(folder, plan.experiment) / "memory.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(path, index=False)
+
+
+def load_memory(folder, experiment):
+    path = raw_folder(folder, experiment) / "memory.csv"
+    return pd.read_csv(path) if path.exists() else pd.DataFrame()
+
+
 def save_timings(plan, folder, rounds, device="cpu"):
     """Append one process's timing rounds to raw/<experiment>/timings.csv.gz (process = the next
     number), with the device and versions on every row."""
