@@ -78,7 +78,8 @@ def test_each_results_folder_lists_its_files_in_its_index():
     for folder in [ROOT / "book" / "results", ROOT / "book" / "results" / "gpu"]:
         if folder.is_dir():
             listed = json.loads((folder / report.INDEX).read_text())
-            assert listed == [p.name for p in report.result_files(folder)], folder
+            assert listed == [p.name for p in report.result_files(folder)] + report.raw_files(folder), folder
+            assert not folder.name == "results" or any(n.startswith("raw/cnn/") for n in listed)
 
 
 @pytest.fixture
@@ -95,6 +96,8 @@ def test_results_are_fetched_where_the_folder_is_not_here(served_book, tmp_path,
     fetched = fglib.book.load_results("results")
     assert fetched == fglib.book.load_results(ROOT / "book" / "results") and fetched   # and now kept here
     assert (tmp_path / "results" / "mlp.json").exists()
+    raw = ROOT / "book" / "results" / "raw" / "cnn" / "timings.csv.gz"
+    assert (tmp_path / "results" / "raw" / "cnn" / "timings.csv.gz").read_bytes() == raw.read_bytes()
     assert fglib.book.load_results("results/gpu", missing_ok=True) == {}   # present here: results/ is local now
 
 

@@ -298,3 +298,23 @@ def test_pairs_reached_reads_as_a_sentence():
     assert pairs_reached(5, 5).startswith("in all 5 pairs forward gradient came") and pairs_reached(2, 2).startswith("in both")
     assert pairs_reached(3, 5).startswith("in 3 of 5 pairs") and pairs_reached(0, 0) == NO_PAIR
     assert not any("0 of 0" in pairs_reached(r, p) or "0/" in pairs_reached(r, p) for r, p in [(0, 0), (0, 5), (1, 1)])
+
+
+def test_the_committed_verdict_table_is_what_the_saved_results_give_now():
+    """The verdict chapter's table, re-derived from the saved results (raw runs graded now by the
+    grading module), equals the table the committed chapter shows: a rule changed without
+    re-running the chapter, or results changed under it, fails here."""
+    import json
+    from conftest import ROOT
+    import fglib.book
+    folder = ROOT / "book" / "results"
+    results = verdict.with_raw(fglib.book.load_results(folder), folder)
+    gpu = verdict.with_raw(fglib.book.load_results(folder / "gpu", missing_ok=True), folder / "gpu")
+    table = verdict.to_markdown(verdict.claims_table(results, gpu))
+    cells = json.loads((ROOT / "book" / "verdict.ipynb").read_text())["cells"]
+    shown = ["".join(o["data"]["text/markdown"]) for c in cells for o in c.get("outputs", [])
+             if "text/markdown" in o.get("data", {}) and "| # | claim |" in "".join(o["data"]["text/markdown"])]
+    assert len(shown) == 1 and shown[0].startswith(table + "\n"), \
+        "the verdict chapter is stale: python tools/book.py execute --mode full verdict"
+    control = table.replace("**holds**", "**does not hold**", 1)
+    assert not shown[0].startswith(control + "\n")

@@ -223,16 +223,21 @@ def settled(runs, iterations, decay):
         return True, note, numbers
     if to_come < LEVELLED:
         return True, (f" (compared where the decay froze backprop, not where it converged: its mean validation loss "
-                      f"still fell {fall:.1%} over the run's last fifth, but the decay had spent {spent:.0%} of its "
-                      f"whole step and the rest would lower it by about {to_come:.1%})"), numbers
-    why = f"backprop's mean validation loss still fell {fall:.1%} over the last fifth of the run; "
+                      f"still fell {pct(fall)} over the run's last fifth, but the decay had spent {spent:.0%} of its "
+                      f"whole step and the rest would lower it by about {pct(to_come)})"), numbers
+    why = f"backprop's mean validation loss still fell {pct(fall)} over the last fifth of the run; "
     if not decay:
         return False, why + "a longer run would settle it", numbers
     needed = iterations_to_freeze(fall, iterations, decay)
     numbers["iterations_needed"] = needed
     return False, (why + f"the decay had spent {spent:.0%} of its whole step, and at the pace of that last fifth the "
-                   f"rest of the schedule would lower it by about {min(to_come, 9.99):.0%} more; a run of about "
+                   f"rest of the schedule would lower it by about {pct(min(to_come, 9.99))} more; a run of about "
                    f"{_round_up(needed):,} iterations would let the decay freeze it"), numbers
+
+
+def pct(x):
+    """A share as a percentage to 2 significant figures: 42%, 1.5%, 0.31% (150% above 100)."""
+    return f"{100 * x:.0f}%" if abs(x) >= 1 else f"{100 * x:.2g}%"
 
 
 def _round_up(n, digits=2):
@@ -309,3 +314,83 @@ def claim4_report(runs, timings, iterations, decay, planned_pairs, n_classes=10,
     table = tolerance_table(paired, timings, samples=min(samples, 1000)) if "T_ratio" in grade else None
     findings = f"{grade['verdict'].capitalize()}: {grade['why']}."
     return {**grade, "pairs": len(pairs), "table": table, "findings": findings}
+
+
+def step_costs(timings, fg=FG, bp=BP):
+    """Claim 3 on one model from its raw timing rounds: R_f and R_b (a step's median time over
+    the base call's, the paper's measure), S_f / S_b from each process and their spread, and the
+    grade: 'holds' if every process measured S_f / S_b < 1, 'does not hold' if every one measured
+    it above 1, else not judged (the processes disagree: the difference is within the noise)."""
+    s = step_times(timings, fg, bp)
+    calm = quiet(timings) if "disturbed" in timings.columns else timings
+    base = float(calm.loc[calm["name"] == "base", "seconds"].median())
+    spread = step_ratio_spread(timings, fg, bp)
+    per_process = spread["per process"]["S_f/S_b"]
+    grade = ("holds" if (per_process < 1).all() else "does not hold" if (per_process > 1).all() else NOT_JUDGED)
+    return {"R_f": s[fg] / base, "R_b": s[bp] / base, "S_f": s[fg], "S_b": s[bp], "base": base,
+            "S_ratio": spread["mean"], "sd between": spread["sd between"], "sd within": spread["sd within"],
+            "processes": len(per_process), "grade": grade, "per process": spread["per process"]}
+
+
+def experiment_numbers(runs, timings, records, iterations, decay, planned_pairs, lr, n_classes=10):
+    """What the verdict needs of one experiment saved raw, derived here and never stored: the
+    step costs (claim 3) and the time to backprop's lowest loss (claim 4), with the device."""
+    report = claim4_report(runs, timings, iterations, decay, planned_pairs, n_classes)
+    costs = step_costs(timings) if timings is not None and not timings.empty else None
+    device = (timings["device"].iloc[0] if costs else
+              records["device"].iloc[0] if records is not None and len(records) else "no device yet")
+    return {"device": device, "lr": lr, "iterations": iterations, "runs": report["pairs"], "pairs": report["pairs"],
+            "ratio": costs["S_ratio"] if costs else math.nan, "ratio_sd": costs["sd between"] if costs else math.nan,
+            "R_f": costs["R_f"] if costs else math.nan, "R_b": costs["R_b"] if costs else math.nan,
+            "runtime_verdict": costs["grade"] if costs else NOT_RUN, "engine": "auto",
+            "time_verdict": report["verdict"], "time_verdict_why": report["why"],
+            "I_ratio": report.get("I_ratio", math.nan), "I_ratio_ci": math.nan,
+            "S_ratio": costs["S_ratio"] if costs else math.nan, "T_ratio": report.get("T_ratio", math.nan)}
+
+
+def step_sentence(costs, paper_ratio=None):
+    """One sentence on the cost of a step: S_f / S_b, its spread over processes, the paper's."""
+    per = costs["per process"]["S_f/S_b"]
+    spread = (f"{per.min():.2f} to {per.max():.2f} over {len(per)} separate processes" if len(per) > 1
+              else "from one process only")
+    cheaper = 1 - costs["S_ratio"]
+    how = (f"a forward-gradient step costs {cheaper:.0%} less than a backprop step" if costs["grade"] == "holds" else
+           f"a forward-gradient step costs {-cheaper:.0%} more than a backprop step" if costs["grade"] == "does not hold"
+           else "the two steps cost the same within the noise")
+    paper = f" (the paper: {paper_ratio:.3g})" if paper_ratio else ""
+    return (f"On {costs.get('device', 'this device')}, {how}: S_f/S_b = R_f/R_b = {costs['S_ratio']:.2f}, "
+            f"{spread}{paper}.")
+
+
+def memory_sentence(memory):
+    """One sentence on a step's memory in the paper's sense (weights included), from
+    fglib.book.runs.measure_memory's table; '' when nothing was measured."""
+    if memory is None or memory.empty:
+        return ""
+    total = memory.set_index("method")["total"] / 2**20
+    fg, bp = total.get(FG), total.get(BP)
+    if fg is None or bp is None:
+        return ""
+    return (f"A forward-gradient step holds {fg:.3g} MiB at its peak against backprop's {bp:.3g} MiB, weights "
+            f"included ({fg / bp - 1:+.0%}; the paper saw under 0.1% on its GPU).")
+
+
+def pilot_sentence(pilot, iterations, decay):
+    """What a first, shorter backprop run showed: whether it learned and whether it settled."""
+    if pilot is None or pilot.empty:
+        return ""
+    ok, acc, _ = learned(pilot, BP)
+    first = pilot[(pilot["split"] == "test") & (pilot["method"] == BP)].sort_values("iteration")["accuracy"]
+    fine, note, numbers = settled(pilot, iterations, decay)
+    learned_text = (f"learned (test accuracy {first.iloc[0]:.0%} at the start, {acc:.0%} at the end)" if ok
+                    else f"had not learned (test accuracy {acc:.0%})")
+    if fine:
+        return f"A first backprop run of {iterations:,} iterations {learned_text} and settled{note}."
+    return f"A first backprop run of {iterations:,} iterations {learned_text}, but {note}."
+
+
+def claim_sentence(number, verdict, why):
+    """'Claim 4 holds: ...', 'Claim 4 is not judged yet: ...' as a sentence."""
+    phrase = {"holds": "holds", "does not hold": "does not hold", "partly": "holds partly",
+              NOT_JUDGED: "is not judged yet", NOT_RUN: "has not been run yet"}.get(verdict, verdict)
+    return f"Claim {number} {phrase} here: {why.rstrip('.')}."

@@ -94,6 +94,7 @@ RULES = {
     "latency_us": checks.rate,
     "k_model": lambda name, value: checks.choice(name, value, MODELS),
     "optimizer_rates": _settings, "fashion_local_rates": checks.rates,
+    "train_runs": lambda name, value: value if value is None else checks.integer(name, value, minimum=0),
     "k_rates": _k_rates, "k_bp_rates": checks.rates, "k_target_loss": checks.rate,
     **{name: checks.count for name in COUNTS},
 }

@@ -102,12 +102,23 @@ def result_files(folder):
     return sorted(p for p in pathlib.Path(folder).glob("*.json") if p.name != INDEX)
 
 
+def raw_files(folder):
+    """The raw measurements under <folder>/raw/ (fglib.book.runs), as paths relative to the folder, sorted."""
+    import pathlib
+    root = pathlib.Path(folder)
+    return sorted(p.relative_to(root).as_posix() for p in (root / "raw").rglob("*") if p.is_file())
+
+
+def index_names(folder):
+    """What <folder>/index.json lists: the results files, then the raw files."""
+    return [p.name for p in result_files(folder)] + raw_files(folder)
+
+
 def write_index(folder):
-    """<folder>/index.json: the names of the folder's results files."""
+    """<folder>/index.json: the names of the folder's results files and raw files."""
     import json
     import pathlib
-    names = [p.name for p in result_files(folder)]
-    (pathlib.Path(folder) / INDEX).write_text(json.dumps(names, indent=1) + "\n")
+    (pathlib.Path(folder) / INDEX).write_text(json.dumps(index_names(folder), indent=1) + "\n")
 
 
 def load_results(folder="results", missing_ok=False):
@@ -136,7 +147,8 @@ def load_results(folder="results", missing_ok=False):
 
 
 def fetch_results(url, folder, missing_ok=False):
-    """The results of <url>/<folder>/, listed by its index.json, saved into `folder` and returned."""
+    """The results of <url>/<folder>/, listed by its index.json, saved into `folder` and returned;
+    the raw measurements it lists (raw/...) are saved beside them."""
     import json
     import pathlib
     import urllib.error
@@ -145,10 +157,11 @@ def fetch_results(url, folder, missing_ok=False):
 
     def get(name):
         with urllib.request.urlopen(f"{base}/{name}", timeout=30) as response:
-            return json.loads(response.read())
+            return response.read()
     try:
-        names = get(INDEX)
-        results = {pathlib.Path(n).stem: get(n) for n in names}
+        names = json.loads(get(INDEX))
+        results = {pathlib.Path(n).stem: json.loads(get(n)) for n in names if "/" not in n}
+        raw = {n: get(n) for n in names if n.startswith("raw/")}
     except urllib.error.HTTPError as err:
         if err.code == 404 and missing_ok:
             return {}
@@ -161,5 +174,9 @@ def fetch_results(url, folder, missing_ok=False):
     pathlib.Path(folder).mkdir(parents=True, exist_ok=True)
     for name, value in results.items():
         (pathlib.Path(folder) / f"{name}.json").write_text(json.dumps(value, indent=1))
+    for name, content in raw.items():
+        path = pathlib.Path(folder) / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
     write_index(folder)
     return results

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import device_name
+from .report import write_index
 from ..methods import PAPER_DECAY
 from ..registry import LABELS, make_method
 from ..models import build_model
@@ -121,6 +122,7 @@ def save_run(plan, folder, run, seed, method_name, curve, device, minutes):
               "threads": torch.get_num_threads(), "minutes": minutes,
               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
+    write_index(folder)
 
 
 def run_missing(plan, data, folder="results", checkpoints=".checkpoints", device="cpu", progress=True,
@@ -143,13 +145,13 @@ def run_missing(plan, data, folder="results", checkpoints=".checkpoints", device
 
 def load_runs(folder, experiment):
     """Every saved run of an experiment, one tidy table (empty if none has finished)."""
-    files = sorted(raw_folder(folder, experiment).glob("*.csv.gz"))
+    files = sorted(raw_folder(folder, experiment).glob("*-seed*.csv.gz"))
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
 
 
 def load_records(folder, experiment):
     """The records of an experiment's saved runs, a row each."""
-    files = sorted(raw_folder(folder, experiment).glob("*.json"))
+    files = sorted(raw_folder(folder, experiment).glob("*-seed*.json"))
     return pd.DataFrame([json.loads(f.read_text()) for f in files])
 
 
@@ -191,6 +193,7 @@ def save_memory(plan, folder, table):
     path = raw_folder(folder, plan.experiment) / "memory.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
+    write_index(folder)
 
 
 def load_memory(folder, experiment):
@@ -208,6 +211,7 @@ def save_timings(plan, folder, rounds, device="cpu"):
                          threads=torch.get_num_threads(), batch_size=plan.batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.concat([earlier, rows], ignore_index=True).to_csv(path, index=False, float_format="%.9g")
+    write_index(folder)
 
 
 def load_timings(folder, experiment):
