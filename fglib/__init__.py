@@ -34,7 +34,7 @@ from .forward_grad import ForwardGradient, forward_gradient, jvp, module_forward
 from .functions import FUNCTIONS, PointModel, beale, get_function, rosenbrock, value_loss
 from .models import MODELS, LocalNet, build_model, count_parameters
 from .data import BatchSampler, load_data
-from .methods import Backprop, ForwardGradientDescent, learning_rate, PAPER_DECAY
+from .methods import Backprop, CheckpointedBackprop, ForwardGradientDescent, learning_rate, PAPER_DECAY
 from .registry import METHODS, make_method
 from .train import evaluate, train
 from .zeroth_order import FiniteDifferenceDescent, InPlaceFiniteDifference, finite_difference

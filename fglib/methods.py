@@ -209,3 +209,27 @@ class Backprop(Method):
             raise ValueError(f"the loss must be a scalar, got shape {tuple(loss.shape)}")
         loss.backward()
         return loss.detach()
+
+
+class CheckpointedBackprop(Backprop):
+    """Backprop with activation checkpointing (torch.utils.checkpoint): the model, an
+    nn.Sequential, is cut into `segments` pieces; the forward pass keeps only each piece's input,
+    and the backward pass recomputes each piece's activations when it needs them. The gradient
+    is the same; the memory of the activations falls from about L layers' worth to about
+    L / segments + segments, at the price of a second forward pass. The memory-matched baseline
+    that later work compares forward gradients against."""
+    name = "backprop, checkpointed"
+
+    def __init__(self, model, loss_fn, lr, segments=None, **kwargs):
+        if not isinstance(model, torch.nn.Sequential):
+            raise TypeError(f"CheckpointedBackprop needs an nn.Sequential to cut into segments, got "
+                            f"{type(model).__name__}: wrap the layers in nn.Sequential, or use make_method('bp', ...)")
+        layers = len(model)
+        self.segments = (checks.count("segments", segments) if segments is not None
+                         else max(1, round(math.sqrt(layers))))
+        if self.segments > layers:
+            raise ValueError(f"segments must be at most the model's {layers} layers, got {self.segments}")
+        super().__init__(model, loss_fn, lr, **kwargs)
+        from torch.utils.checkpoint import checkpoint_sequential
+        forward = lambda x, y: self.loss_fn(checkpoint_sequential(self.model, self.segments, x, use_reentrant=False), y)
+        self._forward = torch.compile(forward, mode=self.compile) if self.compile else forward

@@ -3,6 +3,7 @@
     name        label (the class's `name`)    class
     fg          forward gradient              methods.ForwardGradientDescent
     bp          backprop                      methods.Backprop
+    bp_ckpt     backprop, checkpointed        methods.CheckpointedBackprop
     fd          finite difference             zeroth_order.FiniteDifferenceDescent (SPSA)
     fd_inplace  finite difference, in place   zeroth_order.InPlaceFiniteDifference (MeZO)
     fg_a        FG-A                          local.ActivityForwardGradient
@@ -17,12 +18,13 @@ itself on import.
 """
 from . import checks
 from .local import ActivityForwardGradient, LocalActivityForwardGradient, LocalBackprop, LocalForwardGradient
-from .methods import Backprop, ForwardGradientDescent
+from .methods import Backprop, CheckpointedBackprop, ForwardGradientDescent
 from .zeroth_order import FiniteDifferenceDescent, InPlaceFiniteDifference
 
 METHODS = {
     "fg": ForwardGradientDescent,
     "bp": Backprop,
+    "bp_ckpt": CheckpointedBackprop,
     "fd": FiniteDifferenceDescent,
     "fd_inplace": InPlaceFiniteDifference,
     "fg_a": ActivityForwardGradient,

@@ -224,3 +224,32 @@ def test_k_directions_cannot_tell_when_the_interval_straddles_one():
     row = pays.iloc[0]
     assert row["directions / those of K = 1"] == pytest.approx(1.0) and row["verdict"] == "cannot tell"
     assert "T(4)/T(1) = 1.00, cannot tell" in describe_k(pays)
+
+
+def test_checkpointed_backprop_gives_backprops_gradient_with_less_memory():
+    """Same weights after a step (float64, exact up to rounding) as plain backprop on a deep, narrow
+    MLP at a large batch (activations outweigh the weights),
+    while the peak of the tensors the step creates is lower: only each segment's input is kept
+    between the passes. The control, one segment, keeps everything and saves nothing."""
+    import torch.nn.functional as F
+    from fglib.measure import peak_tensor_bytes
+    torch.manual_seed(0)
+    x, y = torch.randn(2048, 1, 28, 28, dtype=torch.float64), torch.randint(0, 10, (2048,))
+    peaks, weights = {}, {}
+    for name, kwargs in (("bp", {}), ("bp_ckpt", {}), ("one segment", {"segments": 1})):
+        model = fglib.build_model("deep", seed=0, depth=16, width=128).double()
+        method = fglib.make_method("bp" if name == "bp" else "bp_ckpt", model, F.cross_entropy, 0.1, **kwargs)
+        method.step(x, y)
+        peaks[name] = peak_tensor_bytes(lambda: method.step(x, y))
+        weights[name] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert torch.allclose(weights["bp"], weights["bp_ckpt"], rtol=0, atol=1e-12)
+    assert peaks["bp_ckpt"] < 0.8 * peaks["bp"]
+    assert peaks["one segment"] >= 0.95 * peaks["bp"]
+
+
+def test_checkpointed_backprop_refuses_what_it_cannot_cut():
+    import torch.nn.functional as F
+    with pytest.raises(TypeError, match="needs an nn.Sequential"):
+        fglib.make_method("bp_ckpt", fglib.functions.PointModel(lambda t: (t ** 2).sum(), (1.0, 2.0)), F.mse_loss, 0.1)
+    with pytest.raises(ValueError, match="segments must be at most"):
+        fglib.make_method("bp_ckpt", fglib.build_model("logreg"), F.cross_entropy, 0.1, segments=9)

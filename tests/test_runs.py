@@ -84,6 +84,7 @@ def test_timing_rounds_are_saved_raw_per_process_and_the_spread_is_reported(mnis
         runs.save_timings(plan, tmp_path, runs.measure_steps(plan, mnist, repeats=6, warmup=1))
     rounds = runs.load_timings(tmp_path, "cnn")
     assert sorted(rounds["process"].unique()) == [0, 1, 2] and len(rounds) == 3 * 6 * 3
+    assert runs.load_runs(tmp_path, "cnn").empty     # timing rounds are not runs
     assert set(rounds["name"]) == {"base", "forward gradient", "backprop"} and rounds["device"].str.startswith("CPU").all()
     spread = grading.step_ratio_spread(rounds)
     assert len(spread["per process"]) == 3 and spread["sd between"] >= 0 and spread["mean"] > 0
@@ -100,3 +101,15 @@ def test_step_memory_counts_the_weights_and_the_gradients_held_between_steps(mni
     assert (table["total"] == table["weights"] + table["held"] + table["step peak"]).all()
     wide = runs.measure_memory(plan.smaller(model="mlp"), mnist).set_index("method")
     assert (wide["weights"] > 100 * table["weights"]).all()
+
+
+def test_timing_processes_are_separate_python_processes(tmp_path, monkeypatch):
+    """time_in_processes starts a fresh interpreter per process: their rounds are numbered by
+    process, appended in turn, and the memory is saved once."""
+    from conftest import data_folder
+    monkeypatch.setenv("FGLIB_DATA", data_folder())
+    plan = PLAN.smaller(methods=("fg", "bp"))
+    runs.time_in_processes(plan, tmp_path, processes=2, repeats=3)
+    rounds = runs.load_timings(tmp_path, "cnn")
+    assert sorted(rounds["process"].unique()) == [0, 1] and len(rounds) == 2 * 3 * 3
+    assert len(runs.load_memory(tmp_path, "cnn")) == 2

@@ -267,24 +267,15 @@ def long_runs(name, background=False, status=False, max_runs=None, methods=None)
     return None
 
 
-def long_run_timings(name, processes=3, repeats=30, one=False):
+def long_run_timings(name, processes=3, repeats=30):
     """A plan's step timings, raw, from `processes` separate processes run one after another
-    (each appends its rounds to book/results/raw/<plan>/timings.csv.gz)."""
-    from fglib.book.runs import PLANS, measure_steps, save_timings
+    (each appends its rounds to book/results/raw/<plan>/timings.csv.gz; the first also saves the
+    step's memory)."""
+    from fglib.book.runs import PLANS, time_in_processes
     if name not in PLANS:
         raise SystemExit(f"no plan {name!r}: plans are {', '.join(PLANS)}")
-    if not one:
-        for p in range(processes):
-            print(f"{name}: timing process {p + 1} of {processes} ...", flush=True)
-            subprocess.run([sys.executable, __file__, "timings", name, "--one", "--repeats", str(repeats)], check=True)
-        return None
-    import fglib
     os.chdir(ROOT / "book")
-    from fglib.book.runs import load_memory, measure_memory, save_memory
-    data = fglib.load_data("mnist")
-    save_timings(PLANS[name], "results", measure_steps(PLANS[name], data, repeats=repeats))
-    if load_memory("results", PLANS[name].experiment).empty:   # deterministic: once is enough
-        save_memory(PLANS[name], "results", measure_memory(PLANS[name], data))
+    time_in_processes(PLANS[name], "results", processes, repeats)
     return None
 
 
@@ -310,10 +301,9 @@ def main(argv=None):
     timings.add_argument("plan")
     timings.add_argument("--processes", type=int, default=3)
     timings.add_argument("--repeats", type=int, default=30)
-    timings.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.command == "timings":
-        return long_run_timings(args.plan, args.processes, args.repeats, args.one)
+        return long_run_timings(args.plan, args.processes, args.repeats)
     if args.command == "runs":
         return long_runs(args.plan, args.background, args.status, args.max_runs, args.methods)
     paths = chapters()

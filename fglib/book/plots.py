@@ -128,3 +128,34 @@ def runtime_plot(runtime, paper=None, ax=None, title=None):
     ax.set(ylabel="ratio", xlabel="", title=title or "cost of a step relative to the base runtime")
     legend_outside(ax)
     return ax
+
+
+def raw_comparison_figure(runs, steps=None, title=None):
+    """comparison_figure for raw runs (fglib.book.runs): time is iterations x each method's
+    measured step time `steps` ({method: seconds}, the paper's T = I x S), not the clock of a
+    run that may have shared its machine; without step times, the runs' own clocks."""
+    runs = runs.copy()
+    if steps:
+        runs["time"] = runs["iteration"] * runs["method"].map(steps)
+    return comparison_figure(runs, title, smooth=1)
+
+
+def schedule_figure(runs, decay, method="backprop"):
+    """Validation loss and test accuracy of `method`'s runs against iterations, each with the
+    share of the decaying schedule's whole step spent (dotted, right axis): whether a run
+    settled, or the schedule ran out."""
+    import numpy as np
+    from .style import grid
+    fig, axes = grid(2, columns=2, height=2.8)
+    for ax, (column, split) in zip(axes, (("loss", "validation"), ("accuracy", "test"))):
+        rows = runs[(runs["split"] == split) & (runs["method"] == method)]
+        for _, run in rows.groupby("seed"):
+            run = run.sort_values("iteration")
+            ax.plot(run["iteration"], run[column], color=PALETTE[method], lw=1.2)
+        ax.set(xlabel="iteration", ylabel=f"{split} {column}")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+        its = np.linspace(0, rows["iteration"].max(), 200)
+        twin = ax.twinx()
+        twin.plot(its, -np.expm1(-decay * its), color="grey", ls=":", lw=1)
+        twin.set(ylim=(0, 1.02), ylabel="share of the step spent")
+    return fig

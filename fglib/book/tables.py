@@ -163,3 +163,30 @@ def decay_budget_table(lengths, rates, decay):
     return pd.DataFrame([{"iterations": n, "share of the decay's steps taken": f"{100 * budget_spent(n, decay):.2f}%",
                           **{f"sum of steps at η0 = {rate:g}": step_sum(rate, n, decay) for rate in rates}}
                          for n in lengths])
+
+
+def paper_beside_raw(experiment, report, costs, memory, runs):
+    """The paper's numbers beside ours for an experiment saved raw (fglib.book.runs), from the
+    grading module's report and step costs: one row per measure, '–' where the paper gives none
+    or we have not measured it yet."""
+    paper = paper_results(experiment)
+    dash = "–"
+    fmt = lambda x, d=3: dash if x is None or x != x else significant(x, d)
+    t_ours = dash
+    if report.get("T_ratio") is not None and report.get("T_ratio") == report.get("T_ratio"):
+        t_ours = (f"{significant(report['T_ratio'], 2)} (95%: {significant(report['low'], 2)} to "
+                  f"{significant(report['high'], 2)})" if math.isfinite(report["T_ratio"]) else "never within the run")
+    rows = [("R_f", paper.get("R_f"), fmt(costs["R_f"]) if costs else dash),
+            ("R_b", paper.get("R_b"), fmt(costs["R_b"]) if costs else dash),
+            ("R_f/R_b = S_f/S_b", paper.get("R_f/R_b"), fmt(costs["S_ratio"]) if costs else dash),
+            ("I_f/I_b", None, fmt(report.get("I_ratio"), 2) if "I_ratio" in report else dash),
+            ("T_f/T_b", paper.get("T_f/T_b"), t_ours)]
+    if not runs.empty:
+        test = runs[runs["split"] == "test"]
+        last = test[test["iteration"] == test.groupby(["method", "seed"])["iteration"].transform("max")]
+        for method, acc in last.groupby("method")["accuracy"]:
+            rows.append((f"final test accuracy, {method}", None, mean_sd(acc.tolist(), 3)))
+    if memory is not None and not memory.empty:
+        for _, m in memory.iterrows():
+            rows.append((f"step memory, weights included (MiB), {m['method']}", None, fmt(m["total"] / 2**20)))
+    return pd.DataFrame([{"measure": m, "paper": dash if p is None else p, "ours": o} for m, p, o in rows])
