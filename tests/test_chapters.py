@@ -70,6 +70,14 @@ def test_status_page_is_generated_from_the_run_records():
         "book/status.md is stale: run python tools/book.py status"
 
 
+def test_the_introduction_opens_with_the_answer_generated_from_the_results():
+    """book/intro.md's findings (the verdict per claim, the takeaways) are what tools/book.py
+    generates from the saved results now, and they come before the book explains anything."""
+    text = (ROOT / "book" / "intro.md").read_text()
+    assert text == book.intro_text(), "the introduction's findings are stale: run python tools/book.py status"
+    assert text.index("## What we found") < text.index("## The paper in one paragraph")
+
+
 def test_no_page_calls_a_run_length_the_papers():
     """The paper does not state its run lengths (issue 28's rule): no page may say it does."""
     for path in [*CHAPTERS, *(ROOT / "book").glob("*.md")]:

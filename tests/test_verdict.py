@@ -318,3 +318,17 @@ def test_the_committed_verdict_table_is_what_the_saved_results_give_now():
         "the verdict chapter is stale: python tools/book.py execute --mode full verdict"
     control = table.replace("**holds**", "**does not hold**", 1)
     assert not shown[0].startswith(control + "\n")
+
+
+def test_the_introductions_answer_is_built_from_the_results():
+    """One row per claim with its verdict and a sentence carrying our number; the takeaways say
+    whether the per-step speed-up appeared, and the control (steps cheaper) says the opposite."""
+    slow = {"logreg": {**MNIST, "lr": 1e-4}}
+    table = verdict.claims_table(slow)
+    answer = verdict.findings_markdown(table)
+    assert answer.count("\n| ") == 7 and "not yet run on a GPU" in answer and "1.8 (logistic regression)" in answer
+    assert "did not appear" in " ".join(verdict.takeaways(slow, table))
+    fast = {"logreg": {**MNIST, "lr": 1e-4, "ratio": 0.5, "runtime_verdict": "holds"}}
+    fast_table = verdict.claims_table(fast)
+    fast_table.loc[fast_table["#"] == 3, "verdict"] = "holds"   # as on a GPU
+    assert "appeared: a forward-gradient step cost 0.5" in " ".join(verdict.takeaways(fast, fast_table))

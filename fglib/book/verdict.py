@@ -80,8 +80,9 @@ def superseded(rows):
     return out
 
 
-def _row(paper, ours="", evidence="", verdict=NOT_RUN, rule=""):
-    return {"paper": paper, "ours": ours, "evidence": evidence, "verdict": verdict, "rule": rule}
+def _row(paper, ours="", evidence="", verdict=NOT_RUN, rule="", short="no results yet"):
+    """A claim's row; `short` is the one plain sentence the introduction shows."""
+    return {"paper": paper, "ours": ours, "evidence": evidence, "verdict": verdict, "rule": rule, "short": short}
 
 
 def _combine(grades):
@@ -108,8 +109,10 @@ def claim_unbiased(r):
     ours = (f"largest z-score of the mean {u['max_abs_z']:.2f} over {u['z_samples']:,} samples; "
             f"E‖g‖² = (n+2)‖∇f‖² within {u['max_second_moment_deviation_se']:.1f} SE up to n = {u['max_dim']:,}; "
             f"error of the mean falls with K at {slopes} (theory −0.5)")
+    short = (f"the mean of {u['z_samples']:,} forward gradients sat within {u['max_abs_z']:.1f} standard errors of "
+             f"the true gradient in every test, and the variance grew with the dimension as the theory says")
     return _row(paper, ours, f"{u['device']}; Monte Carlo with fixed seeds", "holds" if ok else "does not hold",
-                "holds if every |z| < 4.5 and the second moment is within 4.5 SE")
+                "holds if every |z| < 4.5 and the second moment is within 4.5 SE", short)
 
 
 ALIKE = (0.67, 1.5)  # forward gradient / backprop iterations to a loss level that count as "alike"
@@ -135,8 +138,12 @@ def claim_test_functions(r):
         timing.append(f"{name} {speed.get(name, math.nan):.2f}")
     evidence = (f"{t['device']}; {t['runs']} runs per method. BP/FG time per iteration, not graded (on a "
                 f"two-parameter function it measures this device's Python overhead): {', '.join(timing)}")
+    ratios = [f"{name} {reach.get('forward gradient', math.nan) / reach['backprop']:.2f}" for name, reach in
+              t["reach"].items() if reach.get("backprop")]
+    short = ("forward gradient needed about as many iterations as gradient descent to reach the same loss "
+             f"(FG/BP: {', '.join(ratios)})")
     return _row(paper, "; ".join(parts), evidence, _grade(similar),
-                "graded per iteration only: FG/BP iterations to the loss level within 0.67–1.5 on each function")
+                "graded per iteration only: FG/BP iterations to the loss level within 0.67–1.5 on each function", short)
 
 
 def claim_runtime(r, cpu=True):
@@ -153,8 +160,15 @@ def claim_runtime(r, cpu=True):
     if cpu and grade != "holds":
         grade = NOT_ON_CPU
     runs = ", ".join(f"{k}: {v['runs']}" for k, v in rows.items())
+    by_model = {}
+    for k, v in rows.items():
+        by_model.setdefault(k.split(",")[0], []).append(v["ratio"])
+    spans = [f"{min(r):.2g}" + (f"–{max(r):.2g}" if f"{max(r):.2g}" != f"{min(r):.2g}" else "") + f" ({m})"
+             for m, r in by_model.items()]
+    listed = spans[0] if len(spans) == 1 else ", ".join(spans[:-1]) + " and " + spans[-1]
+    short = f"a forward-gradient step cost {listed} times a backprop step on {device} (the paper: 0.56–0.65 on a GPU)"
     return _row(paper, ours, f"{device}; engine {engine}; runs {runs}", grade,
-                "holds if R_f/R_b < 1 in every experiment (median over interleaved repeats)")
+                "holds if R_f/R_b < 1 in every experiment (median over interleaved repeats)", short)
 
 
 def claim_time_to_loss(r, cpu=True):
@@ -182,11 +196,15 @@ def claim_time_to_loss(r, cpu=True):
         parts.append(f"{k}: {grade} ({why})")
     device = next(iter(rows.values()))["device"]
     runs = ", ".join(f"{k}: {v['runs']} × {v['iterations']:,}" for k, v in rows.items())
+    judged = {k: v for k, v in rows.items() if k not in longer}
+    short = "; ".join(f"{k}: {v.get('time_verdict', NOT_JUDGED)}"
+                      + (f" (T_f/T_b {v['T_ratio']:.2g})" if math.isfinite(v.get("T_ratio", math.nan)) else "")
+                      for k, v in judged.items())
     return _row(paper, "; ".join(parts), f"{device}; runs × iterations {runs}", _combine(grades),
                 "per experiment: not judged until backprop has learned (best loss below 90% of chance, ln 10) "
                 "and levelled off (< 1% fall over the last fifth), or when the 95% interval of "
                 "(I_f/I_b) × (S_f/S_b) contains 1; a run too short to judge gives way to a longer run of "
-                "the same model and rate that is not")
+                "the same model and rate that is not", short)
 
 
 def claim_depth(r, cpu=True):
@@ -202,8 +220,11 @@ def claim_depth(r, cpu=True):
     grade = s["verdict"]
     if cpu and grade != "holds":
         grade = NOT_ON_CPU
+    short = (f"R_f/R_b went from {ratios[min(ratios)]:.2g} at depth {min(ratios)} to {ratios[deepest]:.2g} at depth "
+             f"{deepest} on {s['device']}, above 1 throughout")  if min(ratios.values()) > 1 else (
+             f"R_f/R_b stayed between {min(ratios.values()):.2g} and {max(ratios.values()):.2g} up to depth {deepest}")
     return _row(paper, ours, f"{s['device']}; engine {s.get('engine', 'forward_ad')}; {s['runs']} runs per depth",
-                grade, "holds if R_f/R_b < 1 at every depth")
+                grade, "holds if R_f/R_b < 1 at every depth", short)
 
 
 def claim_memory(r, cpu=True):
@@ -234,7 +255,7 @@ def claim_memory(r, cpu=True):
                 f"{100 * share[b1]:.0f}% at batch {b1}; forward gradient stores none")
         verdict = "partly" if share[b0] < 0.1 else "does not hold"
         rule = "CPU: no peak allocator; judged from bytes saved for backward (< 10% of the weights: partly)"
-    return _row(paper, ours, f"{s['device']}; depth {s.get('memory_depth', 8)}", verdict, rule)
+    return _row(paper, ours, f"{s['device']}; depth {s.get('memory_depth', 8)}", verdict, rule, ours)
 
 
 CLAIMS = [
@@ -275,6 +296,43 @@ def to_markdown(table):
         cells[3] = f"**{cells[3]}**"
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def findings_markdown(table):
+    """The introduction's answer: one row per claim with its verdict on this CPU and on a GPU and
+    one plain sentence of what we found, linking to the chapter that tests it."""
+    lines = ["| # | the paper's claim | on this CPU | on a GPU | what we found |", "| --- | --- | --- | --- | --- |"]
+    for _, row in table.iterrows():
+        gpu = "not yet run on a GPU" if row["GPU"] == UNTESTED_GPU else row["GPU"]
+        cells = [str(row["#"]), f"[{row['claim']}]({row['chapter']}.ipynb)", f"**{row['verdict']}**", gpu,
+                 row["short"][:1].upper() + row["short"][1:] + "."]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def takeaways(results, table):
+    """The three things a reader should take away, as sentences built from the results: the
+    tally, per iteration against per step, and each method at its own rate."""
+    out = [f"Of the paper's six claims, {count_sentence(table)}."]
+    rows = mnist_results(results)
+    per_iteration = {k: v for k, v in rows.items() if math.isfinite(v.get("I_ratio", math.nan))
+                     and v.get("time_verdict") == "holds"}
+    if per_iteration:
+        k, v = min(per_iteration.items(), key=lambda kv: kv[1]["I_ratio"])
+        out.append(f"Per iteration, forward gradients can win at the paper's shared rate: in the {k.split(',')[0]} "
+                   f"at rate {v['lr']:g} they reached backprop's lowest validation loss in {v['I_ratio']:.2g} of its "
+                   f"iterations, so that even with steps {v['S_ratio']:.2g} times as long, T_f/T_b = {v['T_ratio']:.2g}.")
+    step_row = table.set_index("#").loc[3]
+    if step_row["verdict"] != NOT_RUN:
+        out.append(f"Per step, the paper's speed-up did not appear on this CPU: {step_row['short']}."
+                   if step_row["verdict"] != "holds" else f"Per step, the paper's speed-up appeared: {step_row['short']}.")
+    sweep = results.get("lr_sweep", {})
+    best = [v["T_f/T_b"] for m in ("logreg", "mlp") for v in sweep.get(m, []) if math.isfinite(v.get("T_f/T_b", math.inf))]
+    if best:
+        out.append(f"With each method at its own best learning rate ({{doc}}`lr_sweep`), backprop reached the "
+                   f"targets {min(best):.3g} to {max(best):.3g} times sooner where forward gradients reached them "
+                   "at all: the paper's wins depend on giving both methods the same rate.")
+    return out
 
 
 def count_sentence(table):
