@@ -124,3 +124,23 @@ def test_partial_evidence_is_not_judged_and_says_what_is_missing():
     done = grading.claim4_report(runs(fg_final=0.28), timings(fg=0.04), ITERATIONS, 0, planned_pairs=5, samples=50)
     assert done["verdict"] == "does not hold" and done["pairs"] == 5 and len(done["table"]) == 4
     assert done["findings"].startswith("Does not hold: T_f/T_b =")
+
+
+def test_step_ratio_is_one_number_everywhere():
+    """S_f/S_b from the spread, from the step times and from R_f/R_b is the same number; with
+    processes that disagree in level, it is their geometric mean, not a pooled median."""
+    t = pd.concat([timings(fg=0.02, bp=0.01).assign(process=0), timings(fg=0.04, bp=0.01, seed=1).assign(process=1)])
+    t = pd.concat([t, t[t.name == grading.BP].assign(name="base", seconds=lambda d: d.seconds / 4)])
+    costs = grading.step_costs(t)
+    s = grading.step_times(t)
+    assert costs["S_ratio"] == pytest.approx(s[grading.FG] / s[grading.BP]) == pytest.approx(costs["R_f"] / costs["R_b"])
+    assert costs["S_ratio"] == pytest.approx(math.sqrt(2 * 4), rel=0.03) and costs["grade"] == "does not hold"
+
+
+def test_a_level_never_reached_reads_never_not_inf():
+    from fglib.book.tables import tolerance_display
+    shown = tolerance_display(grading.tolerance_table(runs(fg_final=1.0), timings(), samples=20))
+    assert (shown["T_f/T_b"] == "never").all() and (shown["I_f"] == "never").all()
+    reached = tolerance_display(grading.tolerance_table(runs(fg_final=0.28), timings(), samples=20))
+    assert not (reached["T_f/T_b"] == "never").any()       # the control: reached, a number
+    assert "inf" not in shown.to_string() + reached.to_string()

@@ -11,7 +11,8 @@ import path from 'node:path';
 import {createRequire} from 'node:module';
 
 const require = createRequire(path.join(process.env.NODE_PATH || '.', 'x.js'));
-const chromium = require('@sparticuz/chromium');
+const chromiumModule = require('@sparticuz/chromium');
+const chromium = chromiumModule.default || chromiumModule;   // CommonJS or ES module build
 const puppeteer = require('puppeteer-core');
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '_build', 'html');
 const [outdir, width = '1400', ...chosen] = process.argv.slice(2);

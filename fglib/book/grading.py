@@ -121,52 +121,76 @@ def _first_at_or_below(iterations, curve, level):
 
 
 def bootstrap_time_ratio(runs, timings, tolerance=0.0, samples=2000, seed=0, fg=FG, bp=BP):
-    """(2.5%, 97.5%) of T_f / T_b over bootstrap resamples of the paired seeds and, for each
-    method, of its timing repeats (S is the median of the resampled repeats); and the share of
+    """(2.5%, 97.5%) of T_f / T_b over bootstrap resamples of the paired seeds and of each
+    process's timing rounds (S_f / S_b as step_times gives it, from the resampled rounds); and the share of
     resamples in which forward gradient reached the level at all. Each resample is time_ratio on
     the resampled runs (mean curves over the picked seeds, with repeats)."""
     rng = np.random.default_rng(seed)
     (it_b, seeds_b, wide_b), (it_f, seeds_f, wide_f) = _wide(runs, bp), _wide(runs, fg)
     seeds = sorted(set(seeds_b) & set(seeds_f))
     col_b, col_f = [seeds_b.index(s) for s in seeds], [seeds_f.index(s) for s in seeds]
-    repeats = {m: timings.loc[timings["name"] == m, "seconds"].to_numpy() for m in (fg, bp)}
+    per = _by_process(timings)
     ratios = np.empty(samples)
     for k in range(samples):
         pick = rng.choice(len(seeds), len(seeds))
-        steps = {m: float(np.median(rng.choice(r, len(r)))) for m, r in repeats.items()}
+        s_ratio = _resampled_step_ratio(rng, per, fg, bp)
         bp_curve, fg_curve = wide_b[:, [col_b[i] for i in pick]].mean(1), wide_f[:, [col_f[i] for i in pick]].mean(1)
         level = bp_curve.min() * (1 + tolerance)
         i_b, i_f = _first_at_or_below(it_b, bp_curve, level), _first_at_or_below(it_f, fg_curve, level)
         i_ratio = i_f / max(i_b, 1) if math.isfinite(i_f) else math.inf
-        ratios[k] = i_ratio * steps[fg] / steps[bp]
+        ratios[k] = i_ratio * s_ratio
     # order statistics, not interpolation: "never reached" is an infinite ratio
     low, high = np.quantile(ratios, [0.025, 0.975], method="inverted_cdf")
     return float(low), float(high), float(np.isfinite(ratios).mean())
 
 
+def _by_process(timings):
+    """{process: {name: seconds of its quiet rounds}}: each process's rounds, the ones another
+    process disturbed left out (fglib.timing.quiet) when the rounds record it."""
+    if "process" not in timings.columns:
+        timings = timings.assign(process=0)
+    out = {}
+    for process, rounds in timings.groupby("process"):
+        calm = quiet(rounds) if "disturbed" in rounds.columns else rounds
+        out[process] = {name: g["seconds"].to_numpy() for name, g in calm.groupby("name")}
+    return out
+
+
+def _geomean(values):
+    return float(np.exp(np.mean(np.log(values))))
+
+
 def step_times(timings, fg=FG, bp=BP):
-    """Median seconds per step of each method over its timing repeats (the quiet rounds, when
-    the rounds record whether another process disturbed them)."""
-    if "disturbed" in timings.columns:
-        timings = quiet(timings)
-    return {m: float(timings.loc[timings["name"] == m, "seconds"].median()) for m in (fg, bp)}
+    """Seconds per step of each method (and of the base call, when timed): the median over a
+    process's quiet rounds, then the geometric mean over processes. So that one number serves
+    everywhere, S_f / S_b = R_f / R_b is exactly the ratio of these (step_ratio_spread's mean)."""
+    per = _by_process(timings)
+    names = [n for n in (fg, bp, "base") if all(n in p for p in per.values())]
+    return {n: _geomean([np.median(p[n]) for p in per.values()]) for n in names}
 
 
 def step_ratio_spread(timings, fg=FG, bp=BP):
-    """S_f / S_b within and between processes: per process, the median of the per-round ratios
-    and their spread over rounds (the interquartile range / 1.349, the sd of a normal law with that
-    IQR: one round that another process interrupted does not swamp it); over processes, the mean
-    of those medians and their sd."""
+    """S_f / S_b within and between processes. Per process: the ratio of the two medians, and the
+    spread of the per-round ratios (the interquartile range / 1.349, the sd of a normal law with
+    that IQR: one round that another process interrupted does not swamp it). Over processes: the
+    geometric mean of the per-process ratios (equal to step_times' ratio) and their sd."""
     rows = []
-    for process, rounds in timings.groupby("process"):
+    for process, rounds in timings.assign(process=timings.get("process", 0)).groupby("process"):
+        per = _by_process(rounds)[process]
         ratios = ratio_samples(quiet(rounds) if "disturbed" in rounds.columns else rounds, fg, bp)
         q1, q3 = ratios.quantile([0.25, 0.75])
-        rows.append({"process": process, "S_f/S_b": float(ratios.median()), "sd within": float((q3 - q1) / 1.349),
-                     "rounds": len(ratios)})
+        rows.append({"process": process, "S_f/S_b": float(np.median(per[fg]) / np.median(per[bp])),
+                     "sd within": float((q3 - q1) / 1.349), "rounds": len(ratios)})
     table = pd.DataFrame(rows)
-    return {"per process": table, "mean": float(table["S_f/S_b"].mean()),
+    return {"per process": table, "mean": _geomean(table["S_f/S_b"]),
             "sd between": float(table["S_f/S_b"].std()) if len(table) > 1 else math.nan,
             "sd within": float(table["sd within"].mean())}
+
+
+def _resampled_step_ratio(rng, per, fg=FG, bp=BP):
+    """One bootstrap draw of S_f / S_b: each process's rounds of each method resampled."""
+    return _geomean([np.median(rng.choice(p[fg], len(p[fg]))) / np.median(rng.choice(p[bp], len(p[bp])))
+                     for p in per.values()])
 
 
 def tolerance_table(runs, timings, tolerances=TOLERANCES, samples=1000, fg=FG, bp=BP):
@@ -342,8 +366,7 @@ def step_costs(timings, fg=FG, bp=BP):
     grade: 'holds' if every process measured S_f / S_b < 1, 'does not hold' if every one measured
     it above 1, else not judged (the processes disagree: the difference is within the noise)."""
     s = step_times(timings, fg, bp)
-    calm = quiet(timings) if "disturbed" in timings.columns else timings
-    base = float(calm.loc[calm["name"] == "base", "seconds"].median())
+    base = s["base"]
     spread = step_ratio_spread(timings, fg, bp)
     per_process = spread["per process"]["S_f/S_b"]
     grade = ("holds" if (per_process < 1).all() else "does not hold" if (per_process > 1).all() else NOT_JUDGED)

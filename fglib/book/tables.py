@@ -179,7 +179,8 @@ def paper_beside_raw(experiment, report, costs, memory, runs):
     rows = [("R_f", paper.get("R_f"), fmt(costs["R_f"]) if costs else dash),
             ("R_b", paper.get("R_b"), fmt(costs["R_b"]) if costs else dash),
             ("R_f/R_b = S_f/S_b", paper.get("R_f/R_b"), fmt(costs["S_ratio"]) if costs else dash),
-            ("I_f/I_b", None, fmt(report.get("I_ratio"), 2) if "I_ratio" in report else dash),
+            ("I_f/I_b", None, dash if "I_ratio" not in report else
+             "never within the run" if not math.isfinite(report["I_ratio"]) else fmt(report["I_ratio"], 2)),
             ("T_f/T_b", paper.get("T_f/T_b"), t_ours)]
     if not runs.empty:
         test = runs[runs["split"] == "test"]
@@ -190,3 +191,16 @@ def paper_beside_raw(experiment, report, costs, memory, runs):
         for _, m in memory.iterrows():
             rows.append((f"step memory, weights included (MiB), {m['method']}", None, fmt(m["total"] / 2**20)))
     return pd.DataFrame([{"measure": m, "paper": dash if p is None else p, "ours": o} for m, p, o in rows])
+
+
+def tolerance_display(table):
+    """grading.tolerance_table made for reading: 'never' where forward gradient did not reach the
+    level (an infinite ratio, no I_f), numbers to 3 significant figures, integers with separators."""
+    out = pd.DataFrame({"tolerance": [f"{100 * t:g}%" for t in table["tolerance"]],
+                        "level": [significant(v, 3) for v in table["level"]]})
+    for col in ("I_b", "I_f"):
+        out[col] = ["never" if v != v or not math.isfinite(v) else f"{int(v):,}" for v in table[col]]
+    for col in ("I_f/I_b", "S_f/S_b", "T_f/T_b", "95% low", "95% high"):
+        out[col] = ["never" if not math.isfinite(v) else significant(v, 3) for v in table[col]]
+    out["resamples reaching the level"] = [f"{v:.0%}" for v in table["resamples reaching"]]
+    return out
