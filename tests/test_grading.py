@@ -144,3 +144,17 @@ def test_a_level_never_reached_reads_never_not_inf():
     reached = tolerance_display(grading.tolerance_table(runs(fg_final=0.28), timings(), samples=20))
     assert not (reached["T_f/T_b"] == "never").any()       # the control: reached, a number
     assert "inf" not in shown.to_string() + reached.to_string()
+
+
+def test_memory_claim_is_graded_over_every_network_with_the_papers_threshold():
+    """Within 0.1% on every network holds; one network 39% above makes it partly; all above, does not hold."""
+    def table(diffs):
+        rows = []
+        for i, d in enumerate(diffs):
+            rows += [{"network": f"net {i}", "method": grading.BP, "total": 1e8},
+                     {"network": f"net {i}", "method": grading.FG, "total": 1e8 * (1 + d)}]
+        return pd.DataFrame(rows)
+    assert grading.grade_memory(table([0.0005, -0.0002]))[0] == "holds"
+    word, sentence = grading.grade_memory(table([0.0005, 0.39]))
+    assert word == "partly" and "+39% (net 1)" in sentence and "2 networks" in sentence
+    assert grading.grade_memory(table([0.002, 0.39]))[0] == "does not hold"

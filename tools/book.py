@@ -313,6 +313,20 @@ def long_run_timings(name, processes=3, repeats=30):
     return None
 
 
+def network_memory():
+    """Claim 6's raw measurements: every network's step memory at batch 64, each method, into
+    book/results/raw/networks/memory.csv (deterministic: seconds, no training)."""
+    import fglib
+    from fglib.book.runs import measure_network_memory, raw_folder
+    from fglib.book.report import write_index
+    table = measure_network_memory(fglib.load_data("mnist"))
+    out = raw_folder(ROOT / "book" / "results", "networks")
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "memory.csv", index=False)
+    write_index(ROOT / "book" / "results")
+    print(table[["network", "method", "total"]].to_string(index=False))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -325,6 +339,7 @@ def main(argv=None):
     sub.add_parser("sync-setup")
     sub.add_parser("strip-paths")
     sub.add_parser("status")
+    sub.add_parser("memory", help="every network's step memory at batch 64 (claim 6), raw")
     runs = sub.add_parser("runs", help="run a long experiment's missing runs (each saved as it finishes)")
     runs.add_argument("plan", help="a plan of fglib.book.runs.PLANS, e.g. cnn")
     runs.add_argument("--background", action="store_true", help="detach; follow book/.checkpoints/<plan>.log")
@@ -338,6 +353,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "timings":
         return long_run_timings(args.plan, args.processes, args.repeats)
+    if args.command == "memory":
+        return network_memory()
     if args.command == "runs":
         return long_runs(args.plan, args.background, args.status, args.max_runs, args.methods)
     paths = chapters()

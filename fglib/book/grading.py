@@ -437,3 +437,30 @@ def claim_sentence(number, verdict, why):
     phrase = {"holds": "holds", "does not hold": "does not hold", "partly": "holds partly",
               NOT_JUDGED: "is not judged yet", NOT_RUN: "has not been run yet"}.get(verdict, verdict)
     return f"Claim {number} {phrase} here: {why.rstrip('.')}."
+
+
+MEMORY_SAME = 0.001   # the paper: "under 0.1%" difference between the two methods' memory
+
+
+def memory_differences(table):
+    """Per network: each method's step memory (paper's sense, MiB) and forward gradient's and the
+    checkpointed backprop's difference from plain backprop, relative to backprop's."""
+    wide = table.pivot_table(index="network", columns="method", values="total", sort=False) / 2**20
+    out = pd.DataFrame({"backprop (MiB)": wide[BP], "forward gradient (MiB)": wide[FG],
+                        "FG vs BP": wide[FG] / wide[BP] - 1})
+    ckpt = "backprop, checkpointed"
+    if ckpt in wide:
+        out["checkpointed BP (MiB)"] = wide[ckpt]
+        out["FG vs checkpointed BP"] = wide[FG] / wide[ckpt] - 1
+    return out
+
+
+def grade_memory(table, same=MEMORY_SAME):
+    """Claim 6: 'holds' if forward gradient's step memory is within `same` of backprop's on every
+    network, 'does not hold' if on none, else 'partly'; and one sentence with the range."""
+    diff = memory_differences(table)["FG vs BP"]
+    word = _grade(abs(d) < same for d in diff)
+    low, high = diff.idxmin(), diff.idxmax()
+    signed = lambda d: ("+" if d >= 0 else "") + pct(d)
+    return word, (f"a forward-gradient step held from {signed(diff[low])} ({low}) to {signed(diff[high])} ({high}) "
+                  f"of backprop's memory, weights included, over {len(diff)} networks at batch 64")

@@ -192,6 +192,31 @@ def measure_memory(plan, data, device="cpu"):
     return pd.DataFrame(rows)
 
 
+# Claim 6 (no memory difference) over every network the paper ran, at its batch of 64: the three
+# MNIST networks and the depth sweep (width 1024, no bias). Each: (label, model name, model arguments).
+MEMORY_NETWORKS = [("logistic regression", "logreg", {}), ("MLP", "mlp", {}), ("CNN", "cnn", {}),
+                   *[(f"depth {d}", "deep", {"depth": d}) for d in (1, 2, 5, 10, 20, 50, 100)]]
+MEMORY_METHODS = ("bp", "fg", "bp_ckpt")
+
+
+def measure_network_memory(data, networks=MEMORY_NETWORKS, methods=MEMORY_METHODS, batch_size=64, device="cpu"):
+    """Every network's step memory in the paper's sense for each method (backprop, forward
+    gradient, and backprop with activation checkpointing, the memory-matched baseline): one row
+    per (network, method), raw, with the device and versions."""
+    from ..measure import step_memory
+    x, y = data["train"].x[:batch_size], data["train"].y[:batch_size]
+    rows = []
+    for label, name, kwargs in networks:
+        for m in methods:
+            model = build_model(name, seed=0, device=device, **kwargs)
+            method = make_method(m, model, F.cross_entropy, 1e-9, seed=0)
+            method.step(x, y)   # buffers a first step creates are held from then on
+            rows.append({"network": label, "model": name, **{k: str(v) for k, v in kwargs.items()},
+                         "method": LABELS[m], **step_memory(model, lambda: method.step(x, y), method.optimizer, device),
+                         "batch_size": batch_size, "device": device_name(device), "torch": torch.__version__})
+    return pd.DataFrame(rows)
+
+
 def save_memory(plan, folder, table):
     path = raw_folder(folder, plan.experiment) / "memory.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
