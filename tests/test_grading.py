@@ -156,5 +156,5 @@ def test_memory_claim_is_graded_over_every_network_with_the_papers_threshold():
         return pd.DataFrame(rows)
     assert grading.grade_memory(table([0.0005, -0.0002]))[0] == "holds"
     word, sentence = grading.grade_memory(table([0.0005, 0.39]))
-    assert word == "partly" and "+39% (net 1)" in sentence and "2 networks" in sentence
+    assert word == "partly" and "+39% (net 1) memory" in sentence and "2 networks" in sentence
     assert grading.grade_memory(table([0.002, 0.39]))[0] == "does not hold"

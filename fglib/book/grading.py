@@ -462,5 +462,5 @@ def grade_memory(table, same=MEMORY_SAME):
     word = _grade(abs(d) < same for d in diff)
     low, high = diff.idxmin(), diff.idxmax()
     signed = lambda d: ("+" if d >= 0 else "") + pct(d)
-    return word, (f"a forward-gradient step held from {signed(diff[low])} ({low}) to {signed(diff[high])} ({high}) "
-                  f"of backprop's memory, weights included, over {len(diff)} networks at batch 64")
+    return word, (f"a forward-gradient step held {signed(diff[low])} ({low}) to {signed(diff[high])} ({high}) memory "
+                  f"against backprop's, weights included, over {len(diff)} networks at batch 64")

@@ -313,15 +313,16 @@ def to_markdown(table):
 
 
 def findings_markdown(table):
-    """The introduction's answer: one row per claim with its verdict on this CPU and on a GPU and
-    one plain sentence of what we found, linking to the chapter that tests it."""
-    lines = ["| # | the paper's claim | on this CPU | on a GPU | what we found |", "| --- | --- | --- | --- | --- |"]
+    """The introduction's answer: one numbered item per claim with its verdict on this CPU and on
+    a GPU and one plain sentence of what we found, linking to the chapter that tests it (a list,
+    not a table, so that it reads at a phone's width)."""
+    items = []
     for _, row in table.iterrows():
-        gpu = "not yet run on a GPU" if row["GPU"] == UNTESTED_GPU else row["GPU"]
-        cells = [str(row["#"]), f"[{row['claim']}]({row['chapter']}.ipynb)", f"**{row['verdict']}**", gpu,
-                 row["short"][:1].upper() + row["short"][1:] + "."]
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    return "\n".join(lines)
+        gpu = ("a property of the method, not of the device" if row["GPU"] == DEVICE_FREE else
+               "not yet run on a GPU" if row["GPU"] == UNTESTED_GPU else f"on a GPU: **{row['GPU']}**")
+        items.append(f"{row['#']}. [{row['claim'][:1].upper() + row['claim'][1:]}]({row['chapter']}.ipynb): "
+                     f"**{row['verdict']}**{'' if row['verdict'].endswith('this CPU') else ' on this CPU'}; {gpu}. {row['short'][:1].upper() + row['short'][1:]}.")
+    return "\n".join(items)
 
 
 def takeaways(results, table):
