@@ -78,6 +78,18 @@ def test_the_introduction_opens_with_the_answer_generated_from_the_results():
     assert text.index("## What we found") < text.index("## The paper in one paragraph")
 
 
+def test_no_chapter_quotes_inputs_that_changed_since_it_ran(tmp_path, monkeypatch):
+    """A chapter that read other results (saved runs, other chapters' numbers) is stale once one
+    of them changes: run it again. The control: a record whose input hash is off is caught."""
+    records = [json.loads(p.read_text()) for p in sorted(book.RUNS.glob("*.json"))]
+    stale = {r["chapter"]: book.stale_inputs(r) for r in records if book.stale_inputs(r)}
+    assert not stale, f"stale chapters (run python tools/book.py execute --mode full CHAPTER): {stale}"
+    with_inputs = [r for r in records if r.get("inputs")]
+    assert with_inputs, "no chapter has recorded its inputs"
+    changed = {**with_inputs[0], "inputs": {k: "0" * 64 for k in with_inputs[0]["inputs"]}}
+    assert book.stale_inputs(changed) == list(with_inputs[0]["inputs"])
+
+
 def test_no_page_calls_a_run_length_the_papers():
     """The paper does not state its run lengths (issue 28's rule): no page may say it does."""
     for path in [*CHAPTERS, *(ROOT / "book").glob("*.md")]:

@@ -121,6 +121,41 @@ def write_index(folder):
     (pathlib.Path(folder) / INDEX).write_text(json.dumps(index_names(folder), indent=1) + "\n")
 
 
+INPUTS_LOG = "FGLIB_INPUTS_LOG"   # set by tools/book.py while it executes a chapter
+
+
+def content_hash(path):
+    """sha256 of a file, or of a glob pattern's matching files (their names and contents), so that
+    a file added to a folder a chapter read also counts as a change."""
+    import glob
+    import hashlib
+    import pathlib
+    path = str(path)
+    if "*" not in path:
+        return hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for match in sorted(glob.glob(path)):
+        h.update(pathlib.Path(match).name.encode() + hashlib.sha256(pathlib.Path(match).read_bytes()).digest())
+    return h.hexdigest()
+
+
+def note_read(paths):
+    """Record that a chapter read these results files or glob patterns (with content hashes),
+    when a chapter is being executed by tools/book.py: its run record then lists its inputs, and
+    the status page can say when one has changed since (the chapter is stale)."""
+    import json
+    import os
+    import pathlib
+    log = os.environ.get(INPUTS_LOG)
+    if not log:
+        return
+    with open(log, "a") as f:
+        for path in paths:
+            path = pathlib.Path(path).absolute()
+            if "*" in str(path) or path.is_file():
+                f.write(json.dumps({"path": str(path), "sha256": content_hash(path)}) + "\n")
+
+
 def load_results(folder="results", missing_ok=False):
     """{name: results} for every saved chapter result in `folder` (not its subfolders).
 
@@ -143,7 +178,9 @@ def load_results(folder="results", missing_ok=False):
             return {}
         raise FileNotFoundError(f"folder {folder!r} does not exist: run the chapters first "
                                 "(python tools/book.py execute), or pass the folder that holds results/*.json")
-    return {p.stem: json.loads(p.read_text()) for p in result_files(folder)}
+    files = result_files(folder)
+    note_read([pathlib.Path(folder) / "*.json"])
+    return {p.stem: json.loads(p.read_text()) for p in files}
 
 
 def fetch_results(url, folder, missing_ok=False):

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from ..device import device_name
-from .report import write_index
+from .report import note_read, write_index
 from ..methods import PAPER_DECAY
 from ..registry import LABELS, make_method
 from ..models import build_model
@@ -149,12 +149,14 @@ def run_missing(plan, data, folder="results", checkpoints=".checkpoints", device
 def load_runs(folder, experiment):
     """Every saved run of an experiment, one tidy table (empty if none has finished)."""
     files = sorted(raw_folder(folder, experiment).glob("*-seed*.csv.gz"))
+    note_read([raw_folder(folder, experiment) / "*-seed*.csv.gz"])
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
 
 
 def load_records(folder, experiment):
     """The records of an experiment's saved runs, a row each."""
     files = sorted(raw_folder(folder, experiment).glob("*-seed*.json"))
+    note_read([raw_folder(folder, experiment) / "*-seed*.json"])
     return pd.DataFrame([json.loads(f.read_text()) for f in files])
 
 
@@ -226,6 +228,7 @@ def save_memory(plan, folder, table):
 
 def load_memory(folder, experiment):
     path = raw_folder(folder, experiment) / "memory.csv"
+    note_read([path])
     return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
 
@@ -277,6 +280,7 @@ def _time_one_process(argv=None):
 def load_timings(folder, experiment):
     """Every saved timing round of an experiment (empty if none)."""
     path = raw_folder(folder, experiment) / "timings.csv.gz"
+    note_read([path])
     return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
 
