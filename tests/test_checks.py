@@ -128,6 +128,8 @@ CASES = [
      "engine"),
     ("ForwardGradientDescent optimizer", lambda: fg(optimizer="lbfgs"), ValueError, "optimizer"),
     ("Backprop lr", lambda: fglib.Backprop(logreg(), F.cross_entropy, lr=0), ValueError, "lr"),
+    ("CheckpointedBackprop segments", lambda: fglib.CheckpointedBackprop(logreg(), F.cross_entropy, 0.1, segments=0),
+     ValueError, "segments"),
     ("make_method name", lambda: fglib.make_method("sgd", logreg(), F.cross_entropy, 0.1), ValueError,
      "name must be one of"),
     ("learning_rate i", lambda: fglib.learning_rate(-1, 0.1), ValueError, "i must"),
