@@ -18,6 +18,30 @@ RAW_REPR = re.compile(r"^\s*(np\.\w+\(.*\)|<Figure size.*|<matplotlib\..*|<Axes.
                       r"[-+]?\d[\d_]*(\.\d*)?(e[-+]?\d+)?|\(.*\)|\[.*\]|None|True|False)\s*$", re.S)
 WARNING_NAME = re.compile(r"\b[A-Z][A-Za-z]*Warning\b")
 NAN = re.compile(r"\bnan\b", re.I)
+ZERO_SPREAD = re.compile(r"±\s*0\.0+(?![0-9]*[1-9])")   # "± 0.00": a spread that rounded away
+DECIMAL = re.compile(r"(?<![\w.,])\d+\.\d+(?![\w.])")
+VERDICT_WORDS = ("What we found", "holds", "does not hold", "not judged", "partly")
+# Results pages rewritten on raw results (issue 28) open with their findings before any code
+# toggle; the others join this set as their chapters move to raw results.
+FINDINGS_FIRST = {"intro", "cnn", "logreg", "verdict"}
+
+
+def significant_figures(number):
+    """Significant figures of a decimal as written: '0.0570' -> 3, '2.30258' -> 6."""
+    digits = number.replace(".", "").lstrip("0")
+    return len(digits)
+
+
+def findings_first(page):
+    """Whether a verdict word or 'What we found' comes before the page's first code cell."""
+    article = page.select_one("article") or page
+    before = []
+    for element in article.find_all(True):
+        if "cell" in element.get("class", []):
+            break
+        if element.name in ("p", "li"):
+            before.append(element.get_text(" "))
+    return any(word in " ".join(before) for word in VERDICT_WORDS)
 # A chapter shows its code only where the code is the point (tagged show-input); every other
 # cell's code is folded behind a toggle (hide-input, hide-cell) or left out of the page.
 FOLDED = {"tag_hide-input", "tag_hide-cell", "tag_show-input"}
@@ -50,6 +74,20 @@ def problems(name, page):
     for pasted in page.select(".pasted-text"):  # a number glued into the prose
         if NAN.search(pasted.get_text()):
             found.append(f"a NaN glued into the prose: {pasted.parent.get_text(' ')[:80]!r}")
+        if pasted.find_parent(["strong", "b"]):
+            found.append(f"a glued sentence in bold: {pasted.get_text()[:60]!r}")
+    if ZERO_SPREAD.search(text):
+        found.append(f"a spread shown as zero: {text[ZERO_SPREAD.search(text).start() - 30:][:60]!r}")
+    for cell in page.select("td"):
+        if cell.get_text().strip() in ("None", "nan", "NaN", "inf"):
+            found.append(f"a table cell reading {cell.get_text().strip()}")
+    for para in page.select("p"):
+        if para.find_parent(class_=re.compile("cell_output|citation|bibliography")) is None:
+            for number in DECIMAL.findall(para.get_text()):
+                if significant_figures(number) > 4:
+                    found.append(f"a number with more than 4 significant figures in prose: {number}")
+    if name in FINDINGS_FIRST and not findings_first(page):
+        found.append("no findings before the first code cell")
     for para in page.select("p"):
         if UNRENDERED_TABLE.match(para.get_text()):
             found.append(f"a Markdown table that did not render: {para.get_text()[:60]!r}")
@@ -72,10 +110,30 @@ def problems(name, page):
     return [f"{name}: {p}" for p in found]
 
 
+# Pages executed before the checks for generated text existed (issue 30): their saved outputs
+# carry the fault until the chapter runs again, which takes from 20 minutes to 1.5 hours of CPU
+# each; the fault is fixed at its source (fglib), so remove an entry when its chapter has re-run.
+NOT_YET_RERUN = {("local_losses", "a table cell reading None"), ("optimisers", "a table cell reading None"),
+                 ("lr_sweep", "more than 4 significant figures"), ("mlp", "a spread shown as zero"),
+                 ("mlp_long", "a spread shown as zero"), ("variance", "a spread shown as zero")}
+
+
+def waiting_for_a_rerun(problem):
+    return any(problem.startswith(f"{page}: ") and kind in problem for page, kind in NOT_YET_RERUN)
+
+
 def test_every_page_reads_clean(pages):
     assert pages, "no page was built"
-    found = [p for name, page in pages.items() for p in problems(name, page)]
+    found = [p for name, page in pages.items() for p in problems(name, page) if not waiting_for_a_rerun(p)]
     assert not found, "\n".join(found)
+
+
+def test_every_page_waiting_for_a_rerun_still_needs_it(pages):
+    """An entry of NOT_YET_RERUN whose page is clean now must go, so that the list only shrinks."""
+    found = [p for name, page in pages.items() for p in problems(name, page)]
+    gone = [(page, kind) for page, kind in NOT_YET_RERUN
+            if not any(p.startswith(f"{page}: ") and kind in p for p in found)]
+    assert not gone, f"fixed: remove {gone} from NOT_YET_RERUN"
 
 
 def test_maths_is_served_from_the_build(pages):
@@ -92,12 +150,18 @@ def test_the_checks_catch_what_they_look_for():
         '<div class="output text_html"><table><td>nan</td></table></div></div><p>{glue:text}`x`</p>'
         '<div class="cell tag_parameters"><div class="cell_input"><pre>runs = 3</pre></div></div>'
         '<p>| a | b ||x|| |\n|:--|--:|\n| 1 | 2 |</p>'
-        '<p>I = <span class="pasted-text">nan</span> times</p>',
+        '<p>I = <span class="pasted-text">nan</span> times</p>'
+        '<p><strong>so <span class="pasted-text">it holds</span></strong>, ratio 0.69 ± 0.00 or 2.302585</p>'
+        '<table><tr><td>None</td></tr></table>',
         "html.parser")
-    found = " ".join(problems("bad", bad))
+    found = " ".join(problems("verdict", bad))
     for what in ("raw value", "stderr", "NaN in an output", "NaN glued", "glue", "warning", "code on show",
-                 "did not render"):
+                 "did not render", "glued sentence in bold", "spread shown as zero", "cell reading None",
+                 "more than 4 significant figures in prose: 2.302585", "no findings before the first code cell"):
         assert what in found, what
+    good = BeautifulSoup('<article><p>What we found: it holds, 0.69 ± 0.02, 2.303.</p>'
+                         '<div class="cell tag_hide-input"></div></article>', "html.parser")
+    assert problems("verdict", good) == []      # the control: the same page done right
 
 
 def test_a_table_with_pipes_in_its_names_renders_as_a_table():

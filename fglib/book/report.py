@@ -17,6 +17,8 @@ def plain_value(value):
         return f"{value:g}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
+    if value is None:
+        return "default"
     return str(value)
 
 

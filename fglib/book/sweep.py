@@ -190,9 +190,9 @@ def describe(rows):
     parts = []
     for row in rows:
         if math.isfinite(row["T_f/T_b"]):
-            ci = f" ± {row['±95%']:.2f}" if math.isfinite(row["±95%"]) else ""
-            parts.append(f"to {row['target']}, T_f/T_b = {row['T_f/T_b']:.2f} "
-                         f"(I_f/I_b {row['I_f/I_b']:.2f}{ci} × S_f/S_b {row['S_f/S_b']:.2f})")
+            ci = f" ± {row['±95%']:.2g}" if math.isfinite(row["±95%"]) else ""
+            parts.append(f"to {row['target']}, T_f/T_b = {row['T_f/T_b']:.3g} "
+                         f"(I_f/I_b {row['I_f/I_b']:.3g}{ci} × S_f/S_b {row['S_f/S_b']:.3g})")
         else:
             parts.append(f"to {row['target']}, {row['note'].split('; best rate')[0]}")
     return "; ".join(parts)
