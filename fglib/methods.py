@@ -194,8 +194,8 @@ class ForwardGradientDescent(Method):
             loss, d = self._jvp(x, y, *v)
             losses.append(loss)
             ds.append(d)
-        gram = sum(torch.stack([v[i].flatten() for _, v in draws]).double() @
-                   torch.stack([v[i].flatten() for _, v in draws]).double().T for i in range(len(self.params)))
+        blocks = [torch.stack([v[i].flatten() for _, v in draws]).double() for i in range(len(self.params))]
+        gram = sum(b @ b.T for b in blocks)   # V^T V, one parameter tensor at a time
         d = torch.stack([torch.as_tensor(t, dtype=torch.float64, device=gram.device) for t in ds])
         weights = torch.linalg.pinv(gram) @ d
         self.write_grad((weights[k].to(self.params[0].dtype), v) for k, (_, v) in enumerate(draws))

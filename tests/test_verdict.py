@@ -306,11 +306,7 @@ def test_the_committed_verdict_table_is_what_the_saved_results_give_now():
     re-running the chapter, or results changed under it, fails here."""
     import json
     from conftest import ROOT
-    import fglib.book
-    folder = ROOT / "book" / "results"
-    results = verdict.with_raw(fglib.book.load_results(folder), folder)
-    gpu = verdict.with_raw(fglib.book.load_results(folder / "gpu", missing_ok=True), folder / "gpu")
-    table = verdict.to_markdown(verdict.claims_table(results, gpu))
+    table = verdict.to_markdown(verdict.judged(ROOT / "book" / "results")[2])
     cells = json.loads((ROOT / "book" / "verdict.ipynb").read_text())["cells"]
     shown = ["".join(o["data"]["text/markdown"]) for c in cells for o in c.get("outputs", [])
              if "text/markdown" in o.get("data", {}) and "| # | claim |" in "".join(o["data"]["text/markdown"])]

@@ -177,12 +177,8 @@ FINDINGS_END = "<!-- end of findings -->"
 
 def findings_block():
     """The introduction's answer, from the saved results through the verdict and grading modules."""
-    import fglib.book
     from fglib.book import verdict
-    folder = ROOT / "book" / "results"
-    results = verdict.with_raw(fglib.book.load_results(folder), folder)
-    gpu = verdict.with_raw(fglib.book.load_results(folder / "gpu", missing_ok=True), folder / "gpu")
-    table = verdict.claims_table(results, gpu)
+    results, _, table = verdict.judged(ROOT / "book" / "results")
     return "\n".join([FINDINGS_START, "## What we found", "",
                       verdict.findings_markdown(table), "",
                       *[f"- {t}" for t in verdict.takeaways(results, table)], "",

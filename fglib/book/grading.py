@@ -100,12 +100,19 @@ def first_at_or_below(curve, level):
 def time_ratio(runs, step_fg, step_bp, tolerance=0.0, fg=FG, bp=BP):
     """The paper's T_f / T_b, with its factors: I_b, I_f (iterations), the level reached, S_f / S_b."""
     bp_curve, fg_curve = mean_curve(runs, bp), mean_curve(runs, fg)
-    level = float(bp_curve.min()) * (1 + tolerance)
-    i_b, i_f = first_at_or_below(bp_curve, level), first_at_or_below(fg_curve, level)
-    i_ratio = i_f / max(i_b, 1) if math.isfinite(i_f) else math.inf
+    level, i_b, i_f, i_ratio = _iteration_ratio(bp_curve.index.to_numpy(dtype=float), bp_curve.to_numpy(),
+                                                fg_curve.index.to_numpy(dtype=float), fg_curve.to_numpy(), tolerance)
     s_ratio = step_fg / step_bp
     return {"level": level, "I_b": i_b, "I_f": i_f, "I_ratio": i_ratio, "S_ratio": s_ratio,
             "T_ratio": i_ratio * s_ratio}
+
+
+def _iteration_ratio(it_b, bp_curve, it_f, fg_curve, tolerance):
+    """(level, I_b, I_f, I_f / I_b) from the two mean curves: the level is backprop's lowest times
+    (1 + tolerance), I the first iteration at or below it (I_f / I_b infinite if never)."""
+    level = float(bp_curve.min()) * (1 + tolerance)
+    i_b, i_f = _first_at_or_below(it_b, bp_curve, level), _first_at_or_below(it_f, fg_curve, level)
+    return level, i_b, i_f, i_f / max(i_b, 1) if math.isfinite(i_f) else math.inf
 
 
 def _wide(runs, method, split="validation", column="loss"):
@@ -117,7 +124,7 @@ def _wide(runs, method, split="validation", column="loss"):
 
 def _first_at_or_below(iterations, curve, level):
     hit = np.flatnonzero(curve <= level)
-    return iterations[hit[0]] if len(hit) else math.nan
+    return float(iterations[hit[0]]) if len(hit) else math.nan
 
 
 def bootstrap_time_ratio(runs, timings, tolerance=0.0, samples=2000, seed=0, fg=FG, bp=BP):
@@ -135,10 +142,7 @@ def bootstrap_time_ratio(runs, timings, tolerance=0.0, samples=2000, seed=0, fg=
         pick = rng.choice(len(seeds), len(seeds))
         s_ratio = _resampled_step_ratio(rng, per, fg, bp)
         bp_curve, fg_curve = wide_b[:, [col_b[i] for i in pick]].mean(1), wide_f[:, [col_f[i] for i in pick]].mean(1)
-        level = bp_curve.min() * (1 + tolerance)
-        i_b, i_f = _first_at_or_below(it_b, bp_curve, level), _first_at_or_below(it_f, fg_curve, level)
-        i_ratio = i_f / max(i_b, 1) if math.isfinite(i_f) else math.inf
-        ratios[k] = i_ratio * s_ratio
+        ratios[k] = _iteration_ratio(it_b, bp_curve, it_f, fg_curve, tolerance)[3] * s_ratio
     # order statistics, not interpolation: "never reached" is an infinite ratio
     low, high = np.quantile(ratios, [0.025, 0.975], method="inverted_cdf")
     return float(low), float(high), float(np.isfinite(ratios).mean())
@@ -464,3 +468,11 @@ def grade_memory(table, same=MEMORY_SAME):
     signed = lambda d: ("+" if d >= 0 else "") + pct(d)
     return word, (f"a forward-gradient step held {signed(diff[low])} ({low}) to {signed(diff[high])} ({high}) memory "
                   f"against backprop's, weights included, over {len(diff)} networks at batch 64")
+
+
+def costs_paragraph(costs, paper, memory=None):
+    """The step-cost paragraph of a chapter saved raw: S_f/S_b and its spread, R_f and R_b against
+    the base call beside the paper's (`paper`: fglib.book.paper.RESULTS[experiment]), the memory."""
+    return (step_sentence(costs, paper["R_f/R_b"]) + f" Against the base call (forward and loss), $R_f$ = "
+            f"{costs['R_f']:.2f} and $R_b$ = {costs['R_b']:.2f} (the paper: {paper['R_f']} and {paper['R_b']}). "
+            + memory_sentence(memory))

@@ -178,20 +178,22 @@ def measure_steps(plan, data, repeats=30, warmup=5, device="cpu"):
     return timed_rounds(fns, device, warmup, repeats)
 
 
-def measure_memory(plan, data, device="cpu"):
-    """Each method's step memory in the paper's sense (fglib.measure.step_memory: weights,
-    what is held between steps, the step's peak, their total), a row each, on a batch of the
-    plan's size."""
+def _memory_row(model_name, model_kwargs, method_name, x, y, seed, device):
+    """One method's step memory in the paper's sense (fglib.measure.step_memory) on a fresh
+    model, after a first step (buffers a first step creates are held from then on)."""
     from ..measure import step_memory
+    model = build_model(model_name, seed=seed, device=device, **model_kwargs)
+    method = make_method(method_name, model, F.cross_entropy, 1e-9, seed=seed)
+    method.step(x, y)
+    return {"method": LABELS[method_name], **step_memory(model, lambda: method.step(x, y), method.optimizer, device),
+            "batch_size": len(y), "device": device_name(device), "torch": torch.__version__}
+
+
+def measure_memory(plan, data, device="cpu"):
+    """Each method's step memory in the paper's sense (weights, what is held between steps, the
+    step's peak, their total), a row each, on a batch of the plan's size."""
     x, y = data["train"].x[:plan.batch_size], data["train"].y[:plan.batch_size]
-    rows = []
-    for m in plan.methods:
-        model = build_model(plan.model, seed=plan.seed, device=device)
-        method = make_method(m, model, F.cross_entropy, 1e-9, seed=plan.seed)
-        method.step(x, y)   # buffers a first step creates are held from then on
-        rows.append({"method": LABELS[m], **step_memory(model, lambda: method.step(x, y), method.optimizer, device),
-                     "batch_size": plan.batch_size, "device": device_name(device), "torch": torch.__version__})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([_memory_row(plan.model, {}, m, x, y, plan.seed, device) for m in plan.methods])
 
 
 # Claim 6 (no memory difference) over every network the paper ran, at its batch of 64: the three
@@ -205,18 +207,10 @@ def measure_network_memory(data, networks=MEMORY_NETWORKS, methods=MEMORY_METHOD
     """Every network's step memory in the paper's sense for each method (backprop, forward
     gradient, and backprop with activation checkpointing, the memory-matched baseline): one row
     per (network, method), raw, with the device and versions."""
-    from ..measure import step_memory
     x, y = data["train"].x[:batch_size], data["train"].y[:batch_size]
-    rows = []
-    for label, name, kwargs in networks:
-        for m in methods:
-            model = build_model(name, seed=0, device=device, **kwargs)
-            method = make_method(m, model, F.cross_entropy, 1e-9, seed=0)
-            method.step(x, y)   # buffers a first step creates are held from then on
-            rows.append({"network": label, "model": name, **{k: str(v) for k, v in kwargs.items()},
-                         "method": LABELS[m], **step_memory(model, lambda: method.step(x, y), method.optimizer, device),
-                         "batch_size": batch_size, "device": device_name(device), "torch": torch.__version__})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"network": label, "model": name, **{k: str(v) for k, v in kwargs.items()},
+                          **_memory_row(name, kwargs, m, x, y, 0, device)}
+                         for label, name, kwargs in networks for m in methods])
 
 
 def save_memory(plan, folder, table):
@@ -299,5 +293,3 @@ def progress_report(plan, folder, checkpoints=".checkpoints"):
     return {"experiment": plan.experiment, "runs": plan.runs * len(plan.methods), "left": len(left),
             "in progress": started, "minutes per run": per_run,
             "minutes left": None if per_run is None else per_run * remaining}
-
-

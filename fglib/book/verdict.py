@@ -11,7 +11,8 @@ from ..methods import PAPER_DECAY
 from ..to_target import NOT_GRADABLE, TOO_SHORT, no_longer_run_helps
 from .paper import DEPTH_BANDS, RESULTS
 
-from .grading import NOT_JUDGED, NOT_RUN, _grade, experiment_numbers, grade_ratios, grade_time_to_target
+from .grading import (NOT_JUDGED, NOT_RUN, _grade, experiment_numbers, grade_memory, grade_ratios,
+                      grade_time_to_target)
 
 
 def mnist_results(results):
@@ -37,9 +38,8 @@ RAW_EXPERIMENTS = {"logreg": "logreg", "cnn": "cnn"}
 def with_raw(results, folder="results"):
     """`results` with each experiment saved raw (RAW_EXPERIMENTS) derived from its raw runs and
     timing rounds by the grading module, now: nothing of it is stored graded."""
-    from .runs import PLANS, load_records, load_runs, load_timings
+    from .runs import PLANS, load_memory, load_records, load_runs, load_timings
     out = dict(results)
-    from .runs import load_memory
     memory = load_memory(folder, "networks")
     if not memory.empty:
         out["memory"] = memory
@@ -51,6 +51,17 @@ def with_raw(results, folder="results"):
         out[key] = experiment_numbers(runs, timings, load_records(folder, plan.experiment), plan.iterations,
                                       PAPER_DECAY, plan.runs, plan.lr)
     return out
+
+
+def judged(folder="results"):
+    """(results, GPU results, the claims table) from a results folder and its gpu/ subfolder,
+    raw runs graded now: what the verdict chapter, the introduction and their tests all read."""
+    import os
+    from .report import load_results
+    gpu_folder = os.path.join(folder, "gpu")
+    results = with_raw(load_results(folder), folder)
+    gpu = with_raw(load_results(gpu_folder, missing_ok=True), gpu_folder)
+    return results, gpu, claims_table(results, gpu)
 
 
 NOT_ON_CPU = "not reproduced on this CPU"
@@ -236,7 +247,6 @@ def claim_depth(r, cpu=True):
 def claim_memory(r, cpu=True):
     paper = "< 0.1% difference (batch 64)"
     if "memory" in r:   # raw: every network the paper ran, at batch 64, in the paper's sense
-        from .grading import grade_memory
         table = r["memory"]
         word, sentence = grade_memory(table)
         return _row(paper, sentence, f"{table['device'].iloc[0]}; peak of the tensors a step creates plus the "
