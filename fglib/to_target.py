@@ -14,12 +14,8 @@ product as a cross-check.
 Evaluations follow a log-spaced schedule (dense early), so that a run that reaches the target
 early is not rounded up to a coarse evaluation grid.
 
-A run can be graded only once backprop has learned and levelled off (`judgeable`): its best
-validation loss is below 90% of the chance-level loss (ln 10 for ten balanced classes: a
-network stuck near chance has not started to learn, and a flat start must not pass for a
-levelled end), and its loss fell by less than 1% (relative) over the last fifth of the run.
-Otherwise the target itself (backprop's best loss) is still moving, and the comparison is
-"not judged".
+Whether a comparison can be graded, and its grade, are the book's (fglib.book.grading); this
+module only measures.
 
 The target of each pair of runs (same seed, same data order) is that backprop run's own best
 validation loss plus 1%, so that every backprop run reaches its target and the ratio I_f / I_b
@@ -29,7 +25,6 @@ just above the mean's minimum would count as never reaching the target.)
 import math
 
 import numpy as np
-import pandas as pd
 
 from . import checks
 
@@ -97,8 +92,6 @@ def t975(dof):
     return T975[min(dof, 30) - 1]
 
 
-TOO_SHORT = "run too short: "
-NOT_GRADABLE = "not gradable with this schedule: "
 
 
 def budget_spent(iterations, decay):
@@ -118,46 +111,6 @@ def step_sum(lr0, iterations, decay):
     if decay == 0:
         return lr0 * checks.count("iterations", iterations)
     return lr0 * budget_spent(iterations, decay) / -math.expm1(-decay)
-
-
-def no_longer_run_helps(iterations, decay):
-    """'' or, once a decaying schedule has spent 90% or more of its steps (`budget_spent`), the
-    words saying that a longer run of a network that has not learned would not settle anything."""
-    spent = budget_spent(iterations, decay) if decay else 0.0
-    if spent < 0.9:
-        return ""
-    return (f"a longer run would not settle it: the learning-rate decay had spent {100 * spent:.0f}% "
-            f"of all the steps it will ever take (the sum of eta_i)")
-
-
-def _not_learned(curve, best, chance_loss, learned_below, iterations, decay):
-    why = (f"backprop's best validation loss {best:.3f} is within {100 * (1 - learned_below):g}% of the "
-           f"chance level {chance_loss:.3f} after {iterations:,} iterations, so the network had not started to learn")
-    never = no_longer_run_helps(iterations, decay)
-    if not never:
-        return f"{TOO_SHORT}{why}"
-    spent = budget_spent(iterations, decay)
-    more = (curve.sort_values("iteration")["loss"].iloc[0] - best) * (1 - spent) / spent
-    return (f"{NOT_GRADABLE}{why}; {never}, and at the pace of its descent so far the rest would lower "
-            f"the loss by only about {more:.3f}")
-
-
-def judgeable(curves, chance_loss, iterations, method="backprop", learned_below=0.9, fraction=0.2,
-              threshold=0.01, decay=None):
-    """(True, '') when a time-to-target comparison on these curves can be graded, else
-    (False, why, in words, with what run would settle it). With `decay` (the schedule's k), a
-    run that has not learned says whether a longer one could (`budget_spent`)."""
-    rows = _validation(curves)
-    curve = rows[rows["method"] == method].groupby("iteration")["loss"].mean().reset_index()
-    best = curve["loss"].min()
-    if best > learned_below * chance_loss:
-        return False, _not_learned(curve, best, chance_loss, learned_below, iterations, decay)
-    levelled, fall = levelled_off(curves, method, fraction, threshold)
-    if not levelled:
-        return False, (f"{TOO_SHORT}backprop's validation loss still fell {100 * fall:.1f}% over the last "
-                       f"fifth of {iterations:,} iterations; a run long enough that it falls less than "
-                       f"{100 * threshold:g}% would settle it")
-    return True, ""
 
 
 def mean_ci(values):

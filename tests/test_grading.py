@@ -114,7 +114,10 @@ def test_partial_evidence_is_not_judged_and_says_what_is_missing():
     full = runs()
     only_bp = full[(full.method == grading.BP) & (full.seed == 0)]
     r = grading.claim4_report(only_bp, timings(), ITERATIONS, 0, planned_pairs=5, samples=50)
-    assert r["verdict"] == "not judged" and "0 of 5 planned pairs" in r["why"] and "one method only" in r["why"]
+    assert r["verdict"] == "not judged" and "none of the 5 planned pairs" in r["why"]
+    assert "seed 0 has its backprop run only" in r["why"] and "0 of" not in r["why"]
+    some = grading.claim4_report(full[full.seed < 2], timings(), ITERATIONS, 0, planned_pairs=5, samples=50)
+    assert "2 of the 5 planned pairs of runs have finished" in some["why"] and "only" not in some["why"]
     slow = runs(bp_rate=1e-4)
     r = grading.claim4_report(slow[slow.method == grading.BP], timings(), ITERATIONS, 1e-3, planned_pairs=5, samples=50)
     assert "from the backprop runs so far" in r["why"] and "a run of about" in r["why"]
@@ -158,3 +161,26 @@ def test_memory_claim_is_graded_over_every_network_with_the_papers_threshold():
     word, sentence = grading.grade_memory(table([0.0005, 0.39]))
     assert word == "partly" and "+39% (net 1) memory" in sentence and "2 networks" in sentence
     assert grading.grade_memory(table([0.002, 0.39]))[0] == "does not hold"
+
+
+def test_ratio_grades_count_a_target_never_reached_as_not_below():
+    assert grading.grade_ratios([0.5, 0.6]) == "holds" and grading.grade_ratios([0.5, 1.2]) == "partly"
+    assert grading.grade_ratios([1.5, 1.2]) == "does not hold"
+    assert grading.grade_ratios([0.5, float("nan")]) == "partly" and grading.grade_ratios([float("nan")]) == "does not hold"
+
+
+def test_per_iteration_is_the_iteration_factor_alone_and_says_alike_within_the_band():
+    """I_f / I_b needs no step times; 'alike' only inside ALIKE, with a control outside it."""
+    same = runs(fg_rate=2e-3, bp_rate=2e-3)
+    assert grading.per_iteration(same) == pytest.approx(1.0)
+    assert "alike as the paper found" in grading.per_iteration_sentence(same, paper_alike=True)
+    fast = runs(fg_rate=2e-3, bp_rate=2e-3, fg_final=0.2)   # FG passes backprop's lowest far sooner
+    assert 0 < grading.per_iteration(fast) < grading.ALIKE[0]
+    assert "forward gradient needed fewer" in grading.per_iteration_sentence(fast, paper_alike=True)
+
+
+def test_what_ran_reads_as_a_sentence_part_way_and_at_the_end():
+    assert grading.runs_sentence(5, 5, 30_000, "CPU") == "5 paired runs of 30,000 iterations each, on CPU."
+    assert grading.runs_sentence(2, 5, 70_000, "CPU").startswith("2 of the 5 planned paired runs of 70,000")
+    assert "0 of" not in grading.runs_sentence(0, 5, 70_000, "CPU")
+    assert grading.runs_sentence(1, 5, 70_000, "CPU").startswith("1 of the 5 planned paired runs of 70,000 iterations each has")

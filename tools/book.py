@@ -109,7 +109,7 @@ def execute(paths, mode, out_dir=None, overrides=None):
         strip_machine_paths(target)
         seconds = time.perf_counter() - start
         if out_dir is None:  # a chapter executed in place: record the run, refresh the status page
-            write_run_record(path, mode, params, seconds, read_inputs(inputs_log))
+            write_run_record(path, mode, params, seconds, read_inputs(inputs_log, path.stem))
             write_status()
         print(f"  done in {seconds:.0f} s -> {target}", flush=True)
 
@@ -126,8 +126,9 @@ def device_description():
     return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def read_inputs(log):
-    """{path relative to book/: sha256} of the results files a chapter read while it ran."""
+def read_inputs(log, chapter=None):
+    """{path relative to book/: sha256} of the results files a chapter read while it ran, but its
+    own results file (results/<chapter>.json), which it writes itself."""
     if not log.exists():
         return {}
     book_dir = (ROOT / "book").absolute()
@@ -135,7 +136,7 @@ def read_inputs(log):
     for line in log.read_text().splitlines():
         entry = json.loads(line)
         path = pathlib.Path(entry["path"])
-        if book_dir in path.parents:
+        if book_dir in path.parents and path.relative_to(book_dir).as_posix() != f"results/{chapter}.json":
             out[path.relative_to(book_dir).as_posix()] = entry["sha256"]
     return dict(sorted(out.items()))
 

@@ -4,25 +4,17 @@ Run r uses seed `seed + r` for everything random: the model's initial weights
 (the same for both methods), the order of the mini-batches (the same for both
 methods) and the forward gradient's directions.
 """
-import math
-from dataclasses import dataclass
-
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from .. import checks
 from ..functions import PointModel, get_function, value_loss
-from ..measure import (describe_ratio, peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes,
-                       time_to_target)
-from ..methods import PAPER_DECAY
+from ..measure import peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes
 from ..registry import LABELS, METHODS, make_method
-from ..models import MODELS, N_CLASSES, build_model
+from ..models import MODELS, build_model
 from ..timing import keep_freed_memory
-from ..to_target import decompose, eval_schedule, judgeable, levelled_off
 from ..train import evaluate, progress_bar, train
-from .tables import paper_vs_ours
-from .grading import grade_ratios, grade_time_to_target
 
 
 def _common(lr, runs, iterations, seed, methods):
@@ -130,68 +122,6 @@ def measure_runtime(model_name, data, runs=5, batch_size=64, lr=1e-6, seed=0, de
             row[f"saved_bytes_{m}"] = saved_bytes(step, exclude=list(model.parameters()))
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-@dataclass
-class MnistResult:
-    experiment: str
-    curves: pd.DataFrame
-    finals: pd.DataFrame
-    runtime: pd.DataFrame
-    table: pd.DataFrame
-    numbers: dict
-
-
-def run_mnist_experiment(experiment, model_name, data, lr, runs, iterations, eval_points=60, seed=0,
-                         device="cpu", eval_examples=None, timing_repeats=30, progress=True,
-                         device_label=None):
-    """The paper's comparison on MNIST: training curves of both methods (evaluated on a
-    log-spaced schedule), the runtime measures, time to target decomposed as T = I x S, and
-    the table of the paper's numbers beside ours."""
-    curves, finals = run_training(model_name, data, lr, runs, iterations, seed=seed, device=device,
-                                  progress=progress, eval_examples=eval_examples,
-                                  eval_at=eval_schedule(iterations, eval_points))
-    runtime = measure_runtime(model_name, data, runs=runs, seed=seed, device=device,
-                              warmup=min(5, timing_repeats), repeats=timing_repeats)
-    label = device_label or str(device)
-    t = time_to_target(curves[curves["split"] == "validation"])
-    parts = decompose(curves, runtime["fg"].median(), runtime["bp"].median())
-    levelled, fall = levelled_off(curves)
-    ok, why_not = judgeable(curves, math.log(N_CLASSES), iterations, decay=PAPER_DECAY)
-    acc = finals.groupby("method")["test_accuracy"].mean()
-    val = finals.groupby("method")["validation_loss"].mean()
-    numbers = {
-        "R_f": runtime["R_f"].mean(), "R_b": runtime["R_b"].mean(), "ratio": runtime["R_f/R_b"].mean(),
-        "ratio_sd": runtime["R_f/R_b"].std(), "ratio_forward_ad": runtime["R_f/R_b (forward_ad)"].mean(),
-        "engine": "fglib", "base_ms": 1e3 * runtime["base"].mean(),
-        "fg_ms": 1e3 * runtime["fg"].mean(), "bp_ms": 1e3 * runtime["bp"].mean(),
-        "T_wall_ratio": t["T_f/T_b"], "T_b": t["T_b"], "target": parts["target"],
-        "I_ratio": parts["I_ratio_mean"], "I_ratio_ci": parts["I_ratio_ci"], "S_ratio": parts["S_ratio"],
-        "T_ratio": parts["T_ratio"], "T_text": describe_ratio(parts["T_ratio"]),
-        "runs_reached": parts["runs_reached"], "runs": runs, "pairs": parts["runs"],
-        "bp_levelled": bool(levelled), "bp_fall": fall,
-        "acc_fg": acc.get("forward gradient", float("nan")), "acc_bp": acc.get("backprop", float("nan")),
-        "val_fg": val.get("forward gradient", float("nan")), "val_bp": val.get("backprop", float("nan")),
-        "iterations": iterations, "lr": lr,
-        "runtime_verdict": grade_ratios(runtime["R_f/R_b"]),
-    }
-    numbers["time_verdict"], numbers["time_verdict_why"] = grade_time_to_target(parts, None if ok else why_not)
-    numbers["runs_note"] = runs_note(runs, iterations, curves)
-    table = paper_vs_ours(experiment, curves, finals, runtime, label, numbers)
-    return MnistResult(experiment, curves, finals, runtime, table, numbers)
-
-
-PAPER_RUNS = 5
-
-
-def runs_note(runs, iterations, curves):
-    """A sentence on the number of runs beside the paper's five, with the time one run took."""
-    minutes = curves.groupby(["run", "method"])["time"].max().groupby("run").sum().mean() / 60
-    if runs >= PAPER_RUNS:
-        return f"{runs} paired runs, as many as the paper's {PAPER_RUNS} or more"
-    return (f"{runs} paired runs rather than the paper's {PAPER_RUNS}: one run of both methods for "
-            f"{iterations:,} iterations took {minutes:.1f} minutes of training on this device, and the "
-            f"chapter runs in one sitting, so its 95% intervals are wider than five runs would give")
 
 
 def depth_scaling(data, depths, runs=10, batch_size=64, seed=0, device="cpu", warmup=5, repeats=30,

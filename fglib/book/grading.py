@@ -41,35 +41,6 @@ def grade_ratios(ratios, threshold=1.0):
 NOT_JUDGED = "not judged"
 
 
-def grade_time_to_target(parts, not_judged_because=None):
-    """(grade, why) for T_f/T_b < 1 from a decomposition (fglib.to_target.decompose).
-
-    not judged   the run cannot be graded (`not_judged_because`, from fglib.to_target.judgeable:
-                 backprop had not learned or not levelled off), or the 95% interval of
-                 T_f/T_b = (I_f/I_b) x (S_f/S_b) contains 1 (the evidence cannot tell)
-    holds        every run reached the target and the whole interval is below 1
-    does not hold  no forward-gradient run came within 1% of its backprop twin's best loss, or the whole interval is above 1
-    partly       some runs reached the target and others did not
-    """
-    if not_judged_because:
-        return NOT_JUDGED, not_judged_because
-    n, runs = parts["runs_reached"], parts["runs"]
-    if runs == 0:
-        return NOT_JUDGED, "no comparable pair of runs: the initial models already met backprop's best loss"
-    if n == 0:
-        return "does not hold", f"no forward-gradient run came within 1% of its backprop twin's best loss ({runs} pairs)"
-    if n < runs:
-        return "partly", f"{n} of {runs} forward-gradient runs came within 1% of their backprop twin's best loss"
-    half = parts["I_ratio_ci"] if math.isfinite(parts["I_ratio_ci"]) else math.inf
-    low, high = [(parts["I_ratio_mean"] + s * half) * parts["S_ratio"] for s in (-1, 1)]
-    interval = f"T_f/T_b = {parts['T_ratio']:.2f}, 95% interval {low:.2f} to {high:.2f}"
-    if high < 1:
-        return "holds", interval
-    if low > 1:
-        return "does not hold", interval
-    return NOT_JUDGED, interval + ": it contains 1, so the evidence cannot tell"
-
-
 def _grade(flags):
     """'holds' if all flags are true, 'partly' if some are, 'does not hold' if none."""
     flags = list(flags)
@@ -336,15 +307,23 @@ def pairs_finished(runs, methods=(FG, BP)):
     return sorted(set.intersection(*[have.get(m, set()) for m in methods]))
 
 
+def _single_runs(runs, pairs):
+    """'; seed 3 has its backprop run only' for the seeds whose pair is not complete, or ''."""
+    if runs.empty:
+        return ""
+    single = runs[~runs["seed"].isin(pairs)].groupby("seed")["method"].first()
+    return "".join(f"; seed {seed} has its {method} run only" for seed, method in single.items())
+
+
 def claim4_report(runs, timings, iterations, decay, planned_pairs, n_classes=10, samples=2000):
     """Everything a chapter says about claim 4 on one experiment, from its raw runs and timing
     rounds: the grade and why, the numbers, the tolerance table (None when not graded) and one
     plain findings sentence. Partial evidence (fewer pairs than planned, no step times yet) is
     graded 'not judged' and says what is missing."""
     pairs = pairs_finished(runs)
-    progress = (f"{len(pairs)} of {planned_pairs} planned pairs of runs have finished"
-                + (f" (and {runs['seed'].nunique() - len(pairs)} seed(s) with one method only)"
-                   if not runs.empty and runs["seed"].nunique() > len(pairs) else ""))
+    progress = (f"{len(pairs)} of the {planned_pairs} planned pairs of runs {'has' if len(pairs) == 1 else 'have'} "
+                "finished" if pairs else
+                f"none of the {planned_pairs} planned pairs of runs has finished yet") + _single_runs(runs, pairs)
     missing = []
     if len(pairs) < planned_pairs:
         missing.append(progress)
@@ -392,7 +371,59 @@ def experiment_numbers(runs, timings, records, iterations, decay, planned_pairs,
             "runtime_verdict": costs["grade"] if costs else NOT_RUN, "engine": "auto",
             "time_verdict": report["verdict"], "time_verdict_why": report["why"],
             "I_ratio": report.get("I_ratio", math.nan), "I_ratio_ci": math.nan,
-            "S_ratio": costs["S_ratio"] if costs else math.nan, "T_ratio": report.get("T_ratio", math.nan)}
+            "I_per_iteration": per_iteration(runs) if not runs.empty else math.nan,
+            "S_ratio": costs["S_ratio"] if costs else math.nan, "T_ratio": report.get("T_ratio", math.nan),
+            **(final_numbers(runs) if not runs.empty else {})}
+
+
+ALIKE = (0.67, 1.5)  # forward gradient / backprop iterations to a loss level that count as "alike"
+
+
+def alike(ratio):
+    """Whether an iteration ratio I_f / I_b lies within ALIKE (the two methods alike per iteration)."""
+    return math.isfinite(ratio) and ALIKE[0] <= ratio <= ALIKE[1]
+
+
+def final_numbers(runs):
+    """Each method's mean final validation loss and test accuracy: {'val_fg', 'val_bp', 'acc_fg', 'acc_bp'}."""
+    out = {}
+    for method, short in ((FG, "fg"), (BP, "bp")):
+        curve = mean_curve(runs, method)
+        out[f"val_{short}"] = float(curve.iloc[-1]) if len(curve) else math.nan
+        out[f"acc_{short}"] = learned(runs, method)[1] if len(curve) else math.nan
+    return out
+
+
+def per_iteration(runs):
+    """I_f / I_b to backprop's lowest mean validation loss, from the runs alone (no step times):
+    the optimisation's share of T_f / T_b, which carries over between devices."""
+    return time_ratio(runs, 1.0, 1.0)["I_ratio"] if len(pairs_finished(runs)) else math.nan
+
+
+def per_iteration_sentence(runs, paper_alike=False):
+    """One sentence on the iteration factor: alike (within ALIKE), or which method needed fewer
+    iterations; `paper_alike`: the paper called the two alike per iteration at this setting."""
+    ratio = per_iteration(runs)
+    if not math.isfinite(ratio):
+        return ("Per iteration, forward gradient's mean validation curve never reached backprop's lowest."
+                if len(pairs_finished(runs)) else "")
+    paper = " as the paper found at this rate" if paper_alike else ""
+    if alike(ratio):
+        return f"Per iteration the two were alike{paper}: I_f/I_b = {ratio:.2g}."
+    fewer = "forward gradient" if ratio < 1 else "backprop"
+    return (f"Per iteration {fewer} needed fewer: I_f/I_b = {ratio:.2g}"
+            + (", where the paper found the two alike." if paper_alike else "."))
+
+
+def runs_sentence(pairs, planned, iterations, device):
+    """What ran: '5 paired runs of 30,000 iterations each, on CPU (...).' or, part-way,
+    '2 of the 5 planned paired runs of 70,000 iterations each have finished, on ...'."""
+    if not pairs:
+        return f"None of the {planned} planned paired runs of {iterations:,} iterations has finished yet."
+    if pairs == planned:
+        return f"{pairs} paired runs of {iterations:,} iterations each, on {device}."
+    return (f"{pairs} of the {planned} planned paired runs of {iterations:,} iterations each "
+            f"{'has' if pairs == 1 else 'have'} finished, on {device}.")
 
 
 def step_sentence(costs, paper_ratio=None):

@@ -181,7 +181,7 @@ def load_results(folder="results", missing_ok=False):
         raise FileNotFoundError(f"folder {folder!r} does not exist: run the chapters first "
                                 "(python tools/book.py execute), or pass the folder that holds results/*.json")
     files = result_files(folder)
-    note_read([pathlib.Path(folder) / "*.json"])
+    note_read(files)
     return {p.stem: json.loads(p.read_text()) for p in files}
 
 

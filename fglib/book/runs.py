@@ -52,6 +52,7 @@ class Plan:
     batch_size: int = 64
     eval_points: int = 60
     train_every: int = 100
+    costs: str = None   # the plan whose step timings and memory these runs share (None: its own)
 
     def seeds(self):
         return [self.seed + r for r in range(self.runs)]
@@ -73,7 +74,19 @@ PLANS = {
     # The paper's logistic regression (Section 5.3): rate 1e-4, five paired runs. 60,000 iterations:
     # at 30,000 backprop's loss still fell 3.1% over the last fifth (the book's earlier runs).
     "logreg": Plan("logreg", "logreg", 1e-4, runs=5, iterations=60_000, methods=("bp", "fg"), eval_points=60),
+    # The paper's MLP (Section 5.4) at its two rates, five paired runs each. At 2e-5 the decay
+    # spends most of its step by 30,000 iterations; at 2e-4 backprop was still falling at 30,000,
+    # and by the book's earlier runs levels off by about 70,000.
+    "mlp": Plan("mlp", "mlp", 2e-5, runs=5, iterations=30_000, methods=("bp", "fg"), eval_points=60),
+    "mlp_long": Plan("mlp_long", "mlp", 2e-4, runs=5, iterations=70_000, methods=("bp", "fg"), eval_points=70,
+                     costs="mlp"),
 }
+
+
+def costs_experiment(plan):
+    """The experiment folder holding the plan's step timings and memory: the cost of a step
+    depends on the model and the batch, not on the rate, so both MLP plans share the MLP's."""
+    return plan.costs or plan.experiment
 
 
 def run_stem(method, seed):
@@ -214,7 +227,7 @@ def measure_network_memory(data, networks=MEMORY_NETWORKS, methods=MEMORY_METHOD
 
 
 def save_memory(plan, folder, table):
-    path = raw_folder(folder, plan.experiment) / "memory.csv"
+    path = raw_folder(folder, costs_experiment(plan)) / "memory.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(path, index=False)
     write_index(folder)
@@ -229,7 +242,7 @@ def load_memory(folder, experiment):
 def save_timings(plan, folder, rounds, device="cpu"):
     """Append one process's timing rounds to raw/<experiment>/timings.csv.gz (process = the next
     number), with the device and versions on every row."""
-    path = raw_folder(folder, plan.experiment) / "timings.csv.gz"
+    path = raw_folder(folder, costs_experiment(plan)) / "timings.csv.gz"
     earlier = pd.read_csv(path) if path.exists() else pd.DataFrame()
     rows = rounds.assign(process=int(earlier["process"].max()) + 1 if len(earlier) else 0,
                          device=device_name(device), torch=torch.__version__,
@@ -267,7 +280,7 @@ def _time_one_process(argv=None):
     plan = Plan(**{**fields, "methods": tuple(fields["methods"])})
     data = load_data("mnist", device=args.device)
     save_timings(plan, args.folder, measure_steps(plan, data, repeats=args.repeats, device=args.device), args.device)
-    if load_memory(args.folder, plan.experiment).empty:
+    if load_memory(args.folder, costs_experiment(plan)).empty:
         save_memory(plan, args.folder, measure_memory(plan, data, args.device))
 
 
@@ -293,3 +306,30 @@ def progress_report(plan, folder, checkpoints=".checkpoints"):
     return {"experiment": plan.experiment, "runs": plan.runs * len(plan.methods), "left": len(left),
             "in progress": started, "minutes per run": per_run,
             "minutes left": None if per_run is None else per_run * remaining}
+
+
+def smoke_plan(plan):
+    """A few steps of the same plan, in a results folder of its own (the book's stay as they are):
+    (plan, folder)."""
+    import tempfile
+    return plan.smaller(runs=2, iterations=40, eval_points=5, train_every=10), tempfile.mkdtemp()
+
+
+def run_for_chapter(plan, folder, device="cpu", train_runs=None, timing_repeats=30, processes=3, limit=None):
+    """What a chapter does before it reads its plan: train the missing runs (at most `train_runs`;
+    0: none), and time the step in `processes` separate processes if the plan measures its own
+    costs and they are not saved yet."""
+    from ..data import load_data
+    if train_runs != 0 and progress_report(plan, folder)["left"]:
+        data = load_data("mnist", device=device, limit=limit)
+        run_missing(plan, data, folder, device=device, max_runs=train_runs, checkpoints=f"{folder}/../.checkpoints")
+    if plan.costs is None and load_timings(folder, plan.experiment).empty:
+        time_in_processes(plan, folder, processes, timing_repeats, device)
+
+
+def load_plan(plan, folder):
+    """A plan's saved measurements: {'runs', 'records', 'timings', 'memory'} (timings and memory
+    from the plan it shares its costs with)."""
+    costs = costs_experiment(plan)
+    return {"runs": load_runs(folder, plan.experiment), "records": load_records(folder, plan.experiment),
+            "timings": load_timings(folder, costs), "memory": load_memory(folder, costs)}

@@ -3,11 +3,10 @@ import math
 
 import pandas as pd
 
-from ..measure import describe_ratio
 from ..to_target import budget_spent, step_sum
 from .paper import paper_results
 
-NO_ALLOCATOR = "not measured (CPU: no allocator statistics)"
+NOT_MEASURED = "–"
 
 
 def mean_sd(values, digits=3, empty="never within the run"):
@@ -27,60 +26,6 @@ def mean_sd(values, digits=3, empty="never within the run"):
     if round(sd, digits) == 0:
         digits = min(-math.floor(math.log10(sd)), 12)
     return f"{s.mean():.{digits}f} ± {sd:.{digits}f}"
-
-
-def pairs_reached(reached, pairs):
-    """How many pairs of runs reached the target, as a sentence reads it (never '0 of 0')."""
-    what = "forward gradient came within 1% of its backprop twin's best loss"
-    if pairs == 0:
-        return NO_PAIR
-    if reached == 0:
-        return f"in none of the {pairs} pairs did forward gradient come within 1% of its backprop twin's best loss"
-    if reached == pairs:
-        return f"in {'both' if pairs == 2 else f'all {pairs}'} pairs {what}" if pairs > 1 else f"in the one pair {what}"
-    return f"in {reached} of {pairs} pairs {what}"
-
-
-def paper_vs_ours(experiment, curves, finals, runtime, device_label, numbers):
-    """One row per measure: the paper's number beside ours (mean ± sd over runs, or mean ± 95%
-    interval where marked), with T_f/T_b decomposed as (I_f/I_b) x (S_f/S_b)."""
-    paper = paper_results(experiment)
-    acc = finals.groupby("method")["test_accuracy"].apply(list)
-    mb = lambda col: (runtime[col] / 2**20).tolist()
-    ci = f" ± {numbers['I_ratio_ci']:.2f} (95%)" if math.isfinite(numbers["I_ratio_ci"]) else ""
-    pairs = numbers.get("pairs", numbers["runs"])
-    reached = pairs_reached(numbers["runs_reached"], pairs)
-    i_text = f"{numbers['I_ratio']:.2f}{ci}; {reached}" if math.isfinite(numbers["I_ratio"]) else f"never; {reached}"
-    t_text = f"{numbers['T_ratio']:.2f}" if math.isfinite(numbers["T_ratio"]) else "never within the run"
-    wall_text = describe_ratio(numbers["T_wall_ratio"])
-    if pairs == 0:  # nothing learned: the mean curves' wall-clock ratio means nothing either
-        i_text = t_text = wall_text = NO_PAIR
-    rows = [
-        ("R_f, fglib engine", paper["R_f"], mean_sd(runtime["R_f"])),
-        ("R_f, PyTorch forward_ad", "–", mean_sd(runtime["R_f (forward_ad)"])),
-        ("R_b", paper["R_b"], mean_sd(runtime["R_b"])),
-        ("R_f/R_b, fglib engine", paper["R_f/R_b"], mean_sd(runtime["R_f/R_b"])),
-        ("R_f/R_b, PyTorch forward_ad", "–", mean_sd(runtime["R_f/R_b (forward_ad)"])),
-        ("I_f/I_b: iterations to within 1% of backprop's best loss", "not reported", i_text),
-        ("S_f/S_b: time per step", "not reported", f"{numbers['S_ratio']:.2f}"),
-        ("T_f/T_b = (I_f/I_b) × (S_f/S_b)", paper["T_f/T_b"] if paper["T_f/T_b"] is not None else "close to R_f/R_b",
-         t_text),
-        ("T_f/T_b, wall clock of the mean curves", "–", wall_text),
-        ("peak memory, forward gradient (MiB)", "same as backprop", mean_sd(mb("peak_memory_fg"), 1, NO_ALLOCATOR)),
-        ("peak memory, backprop (MiB)", "same as forward gradient", mean_sd(mb("peak_memory_bp"), 1, NO_ALLOCATOR)),
-        *([("peak tensor memory of a step, forward gradient (MiB)", "same as backprop",
-            mean_sd(mb("peak_tensor_fg"), 2)),
-           ("peak tensor memory of a step, backprop (MiB)", "same as forward gradient",
-            mean_sd(mb("peak_tensor_bp"), 2))] if "peak_tensor_fg" in runtime else []),
-        ("saved for backward, backprop (MiB)", "not reported", mean_sd(mb("saved_bytes_bp"), 2)),
-        ("test accuracy, forward gradient", "not reported", mean_sd(acc.get("forward gradient", []), 4)),
-        ("test accuracy, backprop", "not reported", mean_sd(acc.get("backprop", []), 4)),
-    ]
-    return pd.DataFrame(rows, columns=["measure", "paper (Titan XP)", f"ours ({device_label})"])
-
-
-NOT_MEASURED = "–"
-NO_PAIR = "no comparable pair: the initial model already met backprop's best loss (nothing learned)"
 
 
 def significant(x, digits=3):
@@ -134,27 +79,6 @@ def runtime_table(runtime):
         "run": runtime["run"] + 1, "base (ms)": ms("base"), "FG step, fglib engine (ms)": ms("fg"),
         "FG step, forward_ad (ms)": ms("fg_forward_ad"), "BP step (ms)": ms("bp"),
         "R_f": runtime["R_f"], "R_b": runtime["R_b"], "R_f/R_b": runtime["R_f/R_b"]})
-
-
-def run_length_table(results):
-    """One column per run length ({label: numbers of run_mnist_experiment}), one row per measure
-    the time claim rests on: how long, whether backprop had levelled off, and T = I x S."""
-    def column(n):
-        ci = f" ± {n['I_ratio_ci']:.2f}" if math.isfinite(n.get("I_ratio_ci", math.nan)) else ""
-        return {
-            "runs × iterations": f"{n['runs']} × {n['iterations']:,}",
-            "backprop's fall over the last fifth": f"{100 * n['bp_fall']:.2f}%",
-            "validation loss, forward gradient / backprop": f"{n['val_fg']:.3f} / {n['val_bp']:.3f}",
-            "test accuracy, forward gradient / backprop": f"{100 * n['acc_fg']:.1f}% / {100 * n['acc_bp']:.1f}%",
-            "I_f/I_b (95%)": (NO_PAIR if n.get("pairs", n["runs"]) == 0 else
-                              f"{n['I_ratio']:.2f}{ci}" if math.isfinite(n["I_ratio"]) else "never"),
-            "pairs reaching the target": (NO_PAIR if n.get("pairs", n["runs"]) == 0 else
-                                          f"{n['runs_reached']} of {n.get('pairs', n['runs'])}"),
-            "S_f/S_b": f"{n['S_ratio']:.2f}",
-            "T_f/T_b = (I_f/I_b) × (S_f/S_b)": n["T_text"],
-            "grade of T_f/T_b < 1": n["time_verdict"],
-        }
-    return pd.DataFrame({label: column(n) for label, n in results.items()}).rename_axis("measure").reset_index()
 
 
 def decay_budget_table(lengths, rates, decay):

@@ -8,48 +8,41 @@ import math
 import pandas as pd
 
 from ..methods import PAPER_DECAY
-from ..to_target import NOT_GRADABLE, TOO_SHORT, no_longer_run_helps
-from .paper import DEPTH_BANDS, RESULTS
+from .paper import RESULTS
 
-from .grading import (NOT_JUDGED, NOT_RUN, _grade, experiment_numbers, grade_memory, grade_ratios,
-                      grade_time_to_target)
+from .grading import NOT_JUDGED, NOT_RUN, _grade, alike, experiment_numbers, grade_memory, grade_ratios
 
 
 def mnist_results(results):
-    """{experiment label: numbers} for the MNIST experiments that have results."""
-    out = {}
-    if "logreg" in results:
-        out["logistic regression"] = results["logreg"]
-    for key, numbers in results.get("logreg_long", {}).items():  # the same runs, until backprop levels off
-        out[f"logistic regression, {key}"] = numbers
-    for chapter in ("mlp", "mlp_long"):  # mlp_long: the same network run until backprop levels off
-        for key, numbers in results.get(chapter, {}).items():
-            out[f"MLP, {key}"] = numbers
-    if "cnn" in results:
-        out["CNN"] = results["cnn"]
-    return out
+    """{experiment label: numbers} for the MNIST experiments that have raw results (with_raw)."""
+    return results.get("mnist", {})
 
 
-# results key: the plan (fglib.book.runs.PLANS) whose raw runs give it. To move an experiment to raw
-# results: give it a plan, let its chapter save runs and timing rounds, and add it here.
-RAW_EXPERIMENTS = {"logreg": "logreg", "cnn": "cnn"}
+# experiment label: the plan (fglib.book.runs.PLANS) whose raw runs give it. To add an experiment:
+# give it a plan, let its chapter save runs and timing rounds, and add it here.
+RAW_EXPERIMENTS = {"logistic regression": "logreg", "MLP, lr 2e-05": "mlp", "MLP, lr 0.0002": "mlp_long",
+                   "CNN": "cnn"}
 
 
 def with_raw(results, folder="results"):
-    """`results` with each experiment saved raw (RAW_EXPERIMENTS) derived from its raw runs and
-    timing rounds by the grading module, now: nothing of it is stored graded."""
-    from .runs import PLANS, load_memory, load_records, load_runs, load_timings
+    """`results` with results["mnist"] = {label: numbers} for each experiment of RAW_EXPERIMENTS
+    that has runs or step times, derived from them by the grading module now (nothing of it is
+    stored graded), and results["memory"], claim 6's table over every network."""
+    from .runs import PLANS, costs_experiment, load_memory, load_records, load_runs, load_timings
     out = dict(results)
     memory = load_memory(folder, "networks")
     if not memory.empty:
         out["memory"] = memory
-    for key, name in RAW_EXPERIMENTS.items():
+    mnist = {}
+    for label, name in RAW_EXPERIMENTS.items():
         plan = PLANS[name]
-        runs, timings = load_runs(folder, plan.experiment), load_timings(folder, plan.experiment)
+        runs, timings = load_runs(folder, plan.experiment), load_timings(folder, costs_experiment(plan))
         if runs.empty and timings.empty:
             continue
-        out[key] = experiment_numbers(runs, timings, load_records(folder, plan.experiment), plan.iterations,
-                                      PAPER_DECAY, plan.runs, plan.lr)
+        mnist[label] = experiment_numbers(runs, timings, load_records(folder, plan.experiment), plan.iterations,
+                                          PAPER_DECAY, plan.runs, plan.lr)
+    if mnist:
+        out["mnist"] = mnist
     return out
 
 
@@ -67,34 +60,6 @@ def judged(folder="results"):
 NOT_ON_CPU = "not reproduced on this CPU"
 UNTESTED_GPU = "untested on GPU"
 DEVICE_FREE = "n/a (device-independent)"
-
-
-def _too_short(numbers):
-    return numbers.get("time_verdict") == NOT_JUDGED and str(numbers.get("time_verdict_why", "")).startswith(TOO_SHORT)
-
-
-def _unlearned_for_good(why, iterations):
-    """A 'had not started to learn' reason saved before fglib.to_target added whether a longer
-    run could help, completed from the run's length and the paper's decay."""
-    if "had not started to learn" not in why or "longer run" in why or not iterations:
-        return why
-    never = no_longer_run_helps(iterations, PAPER_DECAY)
-    if not never:
-        return why
-    return f"{NOT_GRADABLE}{why.removeprefix(TOO_SHORT)}; {never}"
-
-
-def superseded(rows):
-    """{label: longer label} for each run too short to judge when a longer run of the same model
-    at the same rate exists that is not itself too short: the longer run grades the claim, and
-    the shorter one is shown but not counted. Labels are 'MODEL, lr ...[, N iterations]'."""
-    out = {}
-    for short, a in rows.items():
-        for long, b in rows.items():
-            if (short.split(",")[0] == long.split(",")[0] and a.get("lr") is not None and a.get("lr") == b.get("lr")
-                    and b.get("iterations", 0) > a.get("iterations", 0) and _too_short(a) and not _too_short(b)):
-                out[short] = long
-    return out
 
 
 def _row(paper, ours="", evidence="", verdict=NOT_RUN, rule="", short="no results yet"):
@@ -130,14 +95,6 @@ def claim_unbiased(r):
              f"the true gradient in every test, and the variance grew with the dimension as the theory says")
     return _row(paper, ours, f"{u['device']}; Monte Carlo with fixed seeds", "holds" if ok else "does not hold",
                 "holds if every |z| < 4.5 and the second moment is within 4.5 SE", short)
-
-
-ALIKE = (0.67, 1.5)  # forward gradient / backprop iterations to a loss level that count as "alike"
-
-
-def alike(ratio):
-    """Claim 2's first half for one function: the iteration ratio lies within ALIKE."""
-    return math.isfinite(ratio) and ALIKE[0] <= ratio <= ALIKE[1]
 
 
 def claim_test_functions(r):
@@ -193,35 +150,21 @@ def claim_time_to_loss(r, cpu=True):
     paper = "T_f/T_b: logreg 0.553, MLP 0.211 (lr 2e-4), CNN 0.514"
     if not rows:
         return _row(paper)
-    parts, grades = [], []
-    longer = superseded(rows)
+    parts, short = [], []
     for k, v in rows.items():
-        grade = v.get("time_verdict", NOT_JUDGED)
-        if k in longer:
-            parts.append(f"{k}: {grade}, superseded by the longer run ({v.get('time_verdict_why', '')})")
-            continue
-        if "I_ratio" not in v:  # results saved before the decomposition existed
-            grade, why = NOT_JUDGED, "saved before T = I × S was measured; re-run the chapter"
-        else:
-            why = _unlearned_for_good(v.get("time_verdict_why", ""), v.get("iterations"))
-            ci = f" ± {v['I_ratio_ci']:.2f}" if math.isfinite(v.get("I_ratio_ci", math.nan)) else ""
-            parts_text = (f"I_f/I_b {v['I_ratio']:.2f}{ci} × S_f/S_b {v['S_ratio']:.2f}"
-                          if math.isfinite(v["I_ratio"]) else
-                          "I_f/I_b: no comparable pair" if v.get("pairs", 1) == 0 else "I_f/I_b: never reached")
-            why = f"{parts_text}; {why}"
-        grades.append(grade)
-        parts.append(f"{k}: {grade} ({why})")
+        factors = (f"I_f/I_b {v['I_ratio']:.2g} × S_f/S_b {v['S_ratio']:.2g}; " if math.isfinite(v["T_ratio"]) else "")
+        parts.append(f"{k}: {v['time_verdict']} ({factors}{v['time_verdict_why']})")
+        short.append(f"{k}: {v['time_verdict']}"
+                     + (f" (T_f/T_b {v['T_ratio']:.2g})" if math.isfinite(v["T_ratio"]) else
+                        f" ({v['time_verdict_why'].split(';')[0]})" if v["time_verdict"] == NOT_JUDGED else ""))
     device = next(iter(rows.values()))["device"]
     runs = ", ".join(f"{k}: {v['runs']} × {v['iterations']:,}" for k, v in rows.items())
-    judged = {k: v for k, v in rows.items() if k not in longer}
-    short = "; ".join(f"{k}: {v.get('time_verdict', NOT_JUDGED)}"
-                      + (f" (T_f/T_b {v['T_ratio']:.2g})" if math.isfinite(v.get("T_ratio", math.nan)) else "")
-                      for k, v in judged.items())
-    return _row(paper, "; ".join(parts), f"{device}; runs × iterations {runs}", _combine(grades),
-                "per experiment: not judged until backprop has learned (best loss below 90% of chance, ln 10) "
-                "and levelled off (< 1% fall over the last fifth), or when the 95% interval of "
-                "(I_f/I_b) × (S_f/S_b) contains 1; a run too short to judge gives way to a longer run of "
-                "the same model and rate that is not", short)
+    return _row(paper, "; ".join(parts), f"{device}; pairs × iterations {runs}",
+                _combine(v["time_verdict"] for v in rows.values()),
+                "per experiment, the paper's measure on the mean curves: not judged until every planned pair has "
+                "run, backprop has learned (test accuracy above chance) and its mean validation loss has levelled "
+                "off (< 1% fall over the last fifth) or the decay has frozen it (the rest of the schedule would "
+                "lower it by < 1%), or when the 95% interval of T_f/T_b contains 1", "; ".join(short))
 
 
 def claim_depth(r, cpu=True):
@@ -234,7 +177,7 @@ def claim_depth(r, cpu=True):
     deepest = max(ratios)
     ours = (f"R_f/R_b {min(ratios.values()):.2f} to {max(ratios.values()):.2f}; {ratios[deepest]:.2f} at depth "
             f"{deepest}; sd up to {max(v for v in sds.values() if math.isfinite(v)):.2f}")
-    grade = s["verdict"]
+    grade = grade_ratios(ratios.values())   # graded now, from the saved medians per depth
     if cpu and grade != "holds":
         grade = NOT_ON_CPU
     short = (f"R_f/R_b went from {ratios[min(ratios)]:.2g} at depth {min(ratios)} to {ratios[deepest]:.2g} at depth "
@@ -360,6 +303,20 @@ def takeaways(results, table):
     return out
 
 
+def larger_rate_sentence(results):
+    """How the MLP at the paper's larger rate ended per iteration: which method's mean final
+    validation loss was lower, or that no pair of runs has finished yet."""
+    v = mnist_results(results).get("MLP, lr 0.0002", {})
+    fg, bp = v.get("val_fg", math.nan), v.get("val_bp", math.nan)
+    if not (v.get("pairs") and math.isfinite(fg) and math.isfinite(bp)):
+        return "the MLP at the larger rate has not finished a pair of runs yet"
+    if fg < bp:
+        return (f"in the MLP at the larger rate forward gradients even ended lower per iteration (validation loss "
+                f"{fg:.3f} against {bp:.3f} after {v['iterations']:,} iterations), as the paper also saw")
+    return (f"in the MLP at the larger rate backprop ended lower per iteration (validation loss {bp:.3f} against "
+            f"{fg:.3f}), unlike the paper")
+
+
 def count_sentence(table):
     """How many claims got each grade, as words: '1 holds, 2 hold partly and 1 is not judged yet'
     (grades no claim got are left out)."""
@@ -414,8 +371,7 @@ def ratio_comparison(results):
                   "MLP, lr 0.0002": "mlp, lr 0.0002", "CNN": "cnn"}
     rows = []
     for label, numbers in mnist_results(results).items():
-        key = next((k for k in paper_keys if label == k or label.startswith(k + ",")), None)  # a longer run: its base
-        paper = RESULTS.get(paper_keys.get(key, ""), {})
+        paper = RESULTS.get(paper_keys.get(label, ""), {})
         for measure, ours in (("R_f/R_b", numbers["ratio"]), ("T_f/T_b", numbers["T_ratio"])):
             rows.append({"experiment": label, "measure": measure, "source": "paper", "value": paper.get(measure)})
             rows.append({"experiment": label, "measure": measure, "source": f"ours ({numbers['device']})",
