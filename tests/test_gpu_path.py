@@ -8,6 +8,8 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
+
 import fglib
 from conftest import ROOT, data_folder
 
@@ -73,3 +75,22 @@ def test_cuda_graph_variants_are_timed_only_on_a_gpu_against_backprop_with_cuda_
     import torch.nn.functional as F
     method = fglib.make_method("fg", fglib.build_model("logreg"), F.cross_entropy, 1e-3, compile="reduce-overhead")
     assert method.compile == "reduce-overhead"
+
+
+def test_a_forward_gradient_step_is_set_against_the_fastest_backprop_at_its_level_or_below():
+    """Fastest against fastest: a compiled backprop slower than eager is never the reference."""
+    import pandas as pd
+    from fglib.book import implementations as impl
+    times = {"base": 1.0, "backprop": 2.0, "backprop, compiled": 3.0, "FG, fglib engine": 4.0,
+             "FG, fglib engine, compiled": 2.4}
+    rounds = pd.DataFrame([{"round": r, "name": k, "seconds": v * (1 + 0.001 * r), "disturbed": False} for r in range(20)
+                           for k, v in times.items()])
+    s = impl.summarise(rounds, [k for k in times if k != "base"]).set_index("variant")
+    assert s.loc["FG, fglib engine, compiled", "against"] == "backprop"
+    assert s.loc["FG, fglib engine, compiled", "R/R_b"] == pytest.approx(1.2, rel=1e-6)
+    faster = rounds.assign(seconds=rounds["seconds"].where(rounds["name"] != "backprop, compiled", 1.5))  # the control
+    s = impl.summarise(faster, [k for k in times if k != "base"]).set_index("variant")
+    assert s.loc["FG, fglib engine, compiled", "against"] == "backprop, compiled"
+    assert s.loc["FG, fglib engine", "against"] == "backprop"   # eager is never set against a compiled step
+    assert impl.references_of("FG, fglib engine, CUDA graphs") == ["backprop", "backprop, compiled",
+                                                                   "backprop, CUDA graphs"]

@@ -7,6 +7,7 @@ or over backprop's, measured in the same round), then summarised by their median
 interquartile range over the quiet rounds.
 """
 import copy
+import pathlib
 
 import pandas as pd
 import torch
@@ -16,11 +17,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from .. import checks
-from ..device import synchronize
+from ..device import device_name, synchronize
 from ..measure import base_call
 from ..registry import make_method
 from ..models import MODELS, build_model
 from ..timing import quiet, ratio_samples, timed_rounds
+from .report import note_read, write_index
 
 LR = 1e-9
 
@@ -65,12 +67,25 @@ VARIANTS = {
 GPU_ONLY = "CUDA graphs"
 
 
-def reference_of(label):
-    """Each variant is compared with backprop at its own level of optimisation."""
-    for level in ("compiled", GPU_ONLY):
-        if label.endswith(level):
-            return f"backprop, {level}"
-    return "backprop"
+LEVELS = ("", "compiled", GPU_ONLY)   # levels of optimisation, lowest first
+
+
+def references_of(label):
+    """The backprop steps a variant may be set against: backprop at its own level of
+    optimisation or at any lower one (eager < compiled < CUDA graphs)."""
+    level = next((lv for lv in LEVELS[1:] if label.endswith(lv)), "")
+    return ["backprop" if not lv else f"backprop, {lv}" for lv in LEVELS[:LEVELS.index(level) + 1]]
+
+
+def reference_of(label, medians=None):
+    """Fastest against fastest: of references_of(label) that were timed (`medians`: {label:
+    median seconds}), the quickest, so that a compiled forward-gradient step is never set against
+    a compiled backprop slower than eager backprop. Without medians, the one at the variant's level."""
+    refs = references_of(label)
+    if medians is None:
+        return refs[-1]
+    timed = [r for r in refs if r in medians]
+    return min(timed, key=medians.get) if timed else None
 
 
 def variants_for(device, compiled=True):
@@ -105,18 +120,21 @@ def batch(data, batch_size, seed=0):
 
 
 def summarise(rounds, labels):
-    """One row per variant: median ms, R (per-round time / base) and R / R_b against the
-    backprop of the same optimisation level, each as a median with its interquartile range."""
+    """One row per variant: median ms, R (per-round time / base) and, for a forward-gradient
+    variant, R / R_b against the fastest backprop at its level of optimisation or below
+    (reference_of; the column 'against' names it), each as a median with its interquartile range."""
     calm = quiet(rounds)
+    medians = calm.groupby("name")["seconds"].median().to_dict()
     rows = []
     for label in labels:
         r = ratio_samples(calm, label, "base")
         row = {"variant": label, "median (ms)": 1e3 * calm.loc[calm["name"] == label, "seconds"].median(),
                "R": r.median(), "R q25": r.quantile(0.25), "R q75": r.quantile(0.75)}
-        ref = reference_of(label)
-        if ref in labels and ref != label:
+        ref = reference_of(label, {k: v for k, v in medians.items() if k in labels})
+        if ref is not None and ref != label and not label.startswith("backprop"):
             q = ratio_samples(calm, label, ref)
-            row.update({"R/R_b": q.median(), "R/R_b q25": q.quantile(0.25), "R/R_b q75": q.quantile(0.75)})
+            row.update({"R/R_b": q.median(), "R/R_b q25": q.quantile(0.25), "R/R_b q75": q.quantile(0.75),
+                        "against": ref})
         rows.append(row)
     out = pd.DataFrame(rows)
     out.attrs["quiet rounds"] = int(calm["round"].nunique())
@@ -134,6 +152,33 @@ def compare_variants(model_name, data, batch_size=64, labels=tuple(VARIANTS), wa
     steps = make_steps(model, x, y, list(labels), seed)
     rounds = timed_rounds(steps, device, warmup, repeats)
     return summarise(rounds, list(labels)), rounds
+
+
+def save_rounds(rounds, folder, device="cpu"):
+    """Every timing round of the comparison (one row per round and variant, with its model and
+    batch), raw, in <folder>/raw/implementations/rounds.csv.gz, with the device and versions."""
+    path = pathlib.Path(folder) / "raw" / "implementations" / "rounds.csv.gz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rounds.assign(device=device_name(device), torch=torch.__version__,
+                  threads=torch.get_num_threads()).to_csv(path, index=False, float_format="%.9g")
+    write_index(folder)
+
+
+def step_ratios(folder):
+    """{'model / variant': R_f/R_b} from the saved rounds at batch 64 (fastest against fastest,
+    summarise), derived now; {} before the comparison has been saved raw."""
+    path = pathlib.Path(folder) / "raw" / "implementations" / "rounds.csv.gz"
+    note_read([path])
+    if not path.exists():
+        return {}
+    rounds = pd.read_csv(path)
+    rounds = rounds[rounds["batch"] == 64]
+    out = {}
+    for model, rows in rounds.groupby("model", sort=False):
+        labels = [v for v in rows["name"].unique() if v != "base"]
+        for _, r in summarise(rows, labels).iterrows():
+            out[f"{model} / {r['variant']}"] = float(r.get("R/R_b", float("nan")))
+    return out
 
 
 # ---- work done: FLOPs, and the floor of the same products run bare --------------------------

@@ -33,6 +33,10 @@ def with_raw(results, folder="results"):
     memory = load_memory(folder, "networks")
     if not memory.empty:
         out["memory"] = memory
+    from .implementations import step_ratios
+    ratios = step_ratios(folder)
+    if ratios:   # the implementations chapter's rounds, compared fastest against fastest now
+        out["implementations"] = {**out.get("implementations", {}), "R_f/R_b": ratios}
     mnist = {}
     for label, name in RAW_EXPERIMENTS.items():
         plan = PLANS[name]
