@@ -184,3 +184,72 @@ def test_what_ran_reads_as_a_sentence_part_way_and_at_the_end():
     assert grading.runs_sentence(2, 5, 70_000, "CPU").startswith("2 of the 5 planned paired runs of 70,000")
     assert "0 of" not in grading.runs_sentence(0, 5, 70_000, "CPU")
     assert grading.runs_sentence(1, 5, 70_000, "CPU").startswith("1 of the 5 planned paired runs of 70,000 iterations each has")
+
+
+def depth_rounds(ratios, runs=3, repeats=10, seed=0):
+    """Timing rounds of a depth sweep whose R_f/R_b at each depth is known: base 1 ms, backprop
+    4 ms, forward gradient ratio x 4 ms, each with 2% noise; every round quiet."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for depth, ratio in ratios.items():
+        for run in range(runs):
+            for r in range(repeats):
+                for name, t in (("base", 1e-3), (grading.BP, 4e-3), (grading.FG, 4e-3 * ratio),
+                                (grading.FG_FORWARD_AD, 8e-3 * ratio)):
+                    rows.append({"depth": depth, "run": run, "round": r, "name": name, "disturbed": False,
+                                 "seconds": t * (1 + 0.02 * rng.standard_normal()), "device": "CPU (test)"})
+    return pd.DataFrame(rows)
+
+
+def test_claim_five_is_derived_from_the_depth_sweeps_raw_rounds():
+    """R_f/R_b per depth recovered from the rounds; graded 'holds' only when it is below 1 at
+    every depth; a sweep above 1 at the deepest is the control that must come out 'partly'."""
+    table = grading.depth_costs(depth_rounds({1: 0.55, 10: 0.6, 100: 0.8}))
+    assert list(table["depth"]) == [1, 10, 100] and list(table["runs"]) == [3, 3, 3]
+    assert np.allclose(table["R_f/R_b"], [0.55, 0.6, 0.8], rtol=0.03)
+    assert np.allclose(table["R_b"], 4.0, rtol=0.03) and np.allclose(table["R_f/R_b (forward_ad)"], [1.1, 1.2, 1.6], rtol=0.03)
+    assert grading.grade_depth(table) == "holds"
+    slower = grading.depth_costs(depth_rounds({1: 0.55, 10: 0.6, 100: 1.2}))   # the control
+    assert grading.grade_depth(slower) == "partly"
+    assert grading.grade_depth(grading.depth_costs(depth_rounds({1: 1.5, 100: 2.0}))) == "does not hold"
+    assert "above 1 throughout" in grading.depth_sentence(grading.depth_costs(depth_rounds({1: 1.5, 100: 2.0})), "CPU")
+
+
+def test_the_verdict_reads_claim_five_from_the_saved_rounds(tmp_path):
+    """The verdict grades claim 5 from raw/scaling/rounds.csv.gz when it is read; rounds changed on
+    disk change the grade with no re-run (control)."""
+    from fglib.book import runs as book_runs, verdict
+    book_runs.save_table(tmp_path, "scaling", "rounds.csv.gz", depth_rounds({1: 0.55, 100: 0.8}).drop(columns="device"))
+    row = verdict.claim_depth(verdict.with_raw({}, tmp_path), cpu=False)
+    assert row["verdict"] == "holds" and "at depth 100" in row["short"] and "below 1 throughout" in row["short"]
+    book_runs.save_table(tmp_path, "scaling", "rounds.csv.gz", depth_rounds({1: 0.55, 100: 1.2}).drop(columns="device"))
+    assert verdict.claim_depth(verdict.with_raw({}, tmp_path), cpu=False)["verdict"] == "partly"
+
+
+def test_claim_one_holds_only_when_both_tests_sit_within_the_bound():
+    assert grading.grade_unbiased(2.1, 3.0) == "holds"
+    assert grading.grade_unbiased(5.0, 3.0) == "does not hold"    # the controls: either test fails it
+    assert grading.grade_unbiased(2.1, 4.6) == "does not hold"
+
+
+def test_grades_of_several_experiments_combine_into_one_word():
+    assert grading.combine_grades(["holds", "holds"]) == "holds"
+    assert grading.combine_grades(["holds", "does not hold"]) == "partly"
+    assert grading.combine_grades([grading.NOT_JUDGED, grading.NOT_JUDGED, "holds"]) == grading.NOT_JUDGED
+    assert grading.combine_grades([grading.NOT_JUDGED, "holds", "holds"]) == "partly"
+    assert grading.combine_grades([]) == grading.NOT_RUN
+
+
+def test_alike_per_iteration_is_read_at_the_smallest_tolerance_the_curves_allow():
+    """Forward gradient ends 0.3% above backprop's lowest: never at 0%, but alike within 0.5%
+    (the MLP at 2e-5); the control ends 5% above and is never within 2%."""
+    close = runs(fg_rate=2e-3, bp_rate=2e-3)
+    close.loc[close["method"] == grading.FG, "loss"] *= 1.003
+    assert math.isinf(grading.time_ratio(close, 1.0, 1.0)["I_ratio"])
+    ratio, tolerance = grading.per_iteration_at(close)
+    assert tolerance == 0.005 and grading.alike(ratio)
+    assert "within 0.5% of backprop's lowest" in grading.per_iteration_sentence(close, paper_alike=True)
+    far = runs(fg_rate=2e-3, bp_rate=2e-3)
+    far.loc[far["method"] == grading.FG, "loss"] *= 1.05     # the control
+    assert grading.per_iteration_at(far) == (math.inf, None)
+    assert "never came within 2%" in grading.per_iteration_sentence(far)

@@ -98,3 +98,32 @@ def registrations(source):
 def test_no_module_registers_a_method_as_a_side_effect():
     assert sorted(registrations("METHODS.update(fd=1)\nMETHODS['x'] = 2")) == [1, 2]   # the control
     assert {p.name: registrations(p.read_text()) for p in ROOT.rglob("*.py") if registrations(p.read_text())} == {}
+
+
+def test_no_name_is_used_that_was_never_defined_or_imported():
+    """pyflakes' undefined names over fglib and tools: a path that only runs on a GPU (an
+    allocator's peak, a synchronisation) cannot hide a NameError from a CPU-only test run.
+    The control: a snippet with an undefined name is caught."""
+    from pyflakes import api, messages, reporter
+
+    class Collect(reporter.Reporter):
+        def __init__(self):
+            self.found = []
+
+        def flake(self, message):
+            if isinstance(message, messages.UndefinedName):
+                self.found.append(str(message))
+
+        def unexpectedError(self, filename, message):
+            self.found.append(f"{filename}: {message}")
+
+        def syntaxError(self, filename, msg, lineno, offset, text):
+            self.found.append(f"{filename}:{lineno}: {msg}")
+
+    control = Collect()
+    api.check("def f():\n    synchronize(0)\n", "control.py", control)
+    assert control.found, "the control must fail"
+    found = Collect()
+    for path in [*ROOT.rglob("*.py"), *(ROOT.parent / "tools").glob("*.py")]:
+        api.check(path.read_text(), str(path), found)
+    assert not found.found, found.found

@@ -253,3 +253,14 @@ def test_checkpointed_backprop_refuses_what_it_cannot_cut():
         fglib.make_method("bp_ckpt", fglib.functions.PointModel(lambda t: (t ** 2).sum(), (1.0, 2.0)), F.mse_loss, 0.1)
     with pytest.raises(ValueError, match="segments must be at most"):
         fglib.make_method("bp_ckpt", fglib.build_model("logreg"), F.cross_entropy, 0.1, segments=9)
+
+
+def test_the_deep_sweeps_last_activations_are_subnormal_at_depth_100_only(mnist):
+    """Under the default initialisation a 100-layer ReLU network without bias shrinks its
+    activations below float32's smallest normal number (the cause of its slow CPU timings);
+    at depth 8, the control, they stay normal."""
+    from fglib.book.experiments import subnormal_check
+    deep, shallow = subnormal_check(mnist, depth=100, repeats=1), subnormal_check(mnist, depth=8, repeats=1)
+    tiny = deep["smallest normal float32"]
+    assert 0 < deep["largest |activation|, last hidden layer"] < tiny
+    assert shallow["largest |activation|, last hidden layer"] > 1e6 * tiny

@@ -95,7 +95,7 @@ def test_results_are_fetched_where_the_folder_is_not_here(served_book, tmp_path,
     monkeypatch.setenv(report.BOOK_URL, served_book)
     fetched = fglib.book.load_results("results")
     assert fetched == fglib.book.load_results(ROOT / "book" / "results") and fetched   # and now kept here
-    assert (tmp_path / "results" / "scaling.json").exists()
+    assert (tmp_path / "results" / "unbiasedness.json").exists()
     raw = ROOT / "book" / "results" / "raw" / "cnn" / "timings.csv.gz"
     assert (tmp_path / "results" / "raw" / "cnn" / "timings.csv.gz").read_bytes() == raw.read_bytes()
     assert fglib.book.load_results("results/gpu", missing_ok=True) == {}   # present here: results/ is local now

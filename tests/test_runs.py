@@ -94,22 +94,32 @@ def test_step_memory_counts_the_weights_and_the_gradients_held_between_steps(mni
     """The paper's sense: weights included. For the logistic regression the weights are
     7,850 float32 (31,400 bytes), and both methods keep a gradient of that size between steps
     (plain SGD has no other state); the control, the MLP, holds over a hundred times more."""
-    plan = PLAN.smaller(methods=("fg", "bp"))
-    table = runs.measure_memory(plan, mnist).set_index("method")
-    assert (table["weights"] == 7850 * 4).all() and (table["held"] == 7850 * 4).all()
-    assert (table["step peak"] > 0).all()
-    assert (table["total"] == table["weights"] + table["held"] + table["step peak"]).all()
-    wide = runs.measure_memory(plan.smaller(model="mlp"), mnist).set_index("method")
-    assert (wide["weights"] > 100 * table["weights"]).all()
+    table = runs.measure_network_memory(mnist, [("logistic regression", "logreg", {}), ("MLP", "mlp", {})],
+                                        methods=("fg", "bp"))
+    logreg, mlp = (table[table["model"] == m].set_index("method") for m in ("logreg", "mlp"))
+    assert (logreg["weights"] == 7850 * 4).all() and (logreg["held"] == 7850 * 4).all()
+    assert (logreg["step peak"] > 0).all()
+    assert (logreg["total"] == logreg["weights"] + logreg["held"] + logreg["step peak"]).all()
+    assert (mlp["weights"] > 100 * logreg["weights"]).all()
+
+
+def test_a_plan_reads_its_models_memory_from_the_one_table_over_every_network(tmp_path, mnist):
+    """Each step's memory is measured once (raw/networks/memory.csv); a plan's chapter reads its
+    model's rows from there, and another model's rows are the control that must not appear."""
+    table = runs.measure_network_memory(mnist, [("logistic regression", "logreg", {}), ("MLP", "mlp", {})],
+                                        methods=("fg", "bp"))
+    runs.save_table(tmp_path, "networks", "memory.csv", table)
+    memory = runs.load_plan(PLAN.smaller(model="mlp"), tmp_path)["memory"]
+    assert set(memory["model"]) == {"mlp"} and len(memory) == 2
+    assert set(runs.load_plan(PLAN.smaller(model="cnn"), tmp_path)["memory"]["model"]) == set()
 
 
 def test_timing_processes_are_separate_python_processes(tmp_path, monkeypatch):
     """time_in_processes starts a fresh interpreter per process: their rounds are numbered by
-    process, appended in turn, and the memory is saved once."""
+    process, appended in turn."""
     from conftest import data_folder
     monkeypatch.setenv("FGLIB_DATA", data_folder())
     plan = PLAN.smaller(methods=("fg", "bp"))
     runs.time_in_processes(plan, tmp_path, processes=2, repeats=3)
     rounds = runs.load_timings(tmp_path, "cnn")
     assert sorted(rounds["process"].unique()) == [0, 1] and len(rounds) == 2 * 3 * 3
-    assert len(runs.load_memory(tmp_path, "cnn")) == 2

@@ -101,23 +101,6 @@ def test_tolerance_must_be_non_negative():
         to_target.decompose(curves(LEVELLED, LEVELLED), 1.0, 1.0, tolerance=-0.1)
 
 
-def memory_results(fg_peaks, bp_peaks, batches=(64, 4096)):
-    rows = []
-    for b, f, p in zip(batches, fg_peaks, bp_peaks):
-        rows += [{"batch size": b, "method": "forward gradient", "peak tensor memory (MiB)": f,
-                  "saved for backward (MiB)": 0.0, "parameters (MiB)": 30.0},
-                 {"batch size": b, "method": "backprop", "peak tensor memory (MiB)": p,
-                  "saved for backward (MiB)": 2.0, "parameters (MiB)": 30.0}]
-    return {"scaling": {"device": "CPU (test)", "memory": rows, "on_gpu": False, "memory_depth": 8}}
-
-
-def test_memory_claim_is_graded_from_peak_tensor_memory_on_any_device():
-    assert verdict.claim_memory(memory_results([30.1, 60.0], [30.0, 60.2]))["verdict"] == "holds"
-    row = verdict.claim_memory(memory_results([31.5, 90.0], [30.0, 60.0]))
-    assert row["verdict"] == "partly" and "+5.0% against backprop's at batch 64" in row["ours"]
-    assert verdict.claim_memory(memory_results([45.0, 90.0], [30.0, 60.0]))["verdict"] == "does not hold"
-
-
 def test_a_target_the_initial_model_already_meets_pairs_nothing():
     """A network that has not learned: backprop's best is within 1% of the start, so the
     target is met at iteration 0 and an iteration ratio would read 0. No pair counts."""
@@ -189,14 +172,6 @@ def test_the_introductions_answer_is_built_from_the_results():
     fast_table = verdict.claims_table(fast)
     fast_table.loc[fast_table["#"] == 3, "verdict"] = "holds"   # as on a GPU
     assert "appeared: a forward-gradient step cost 0.5" in " ".join(verdict.takeaways(fast, fast_table))
-
-
-def test_claim_five_is_graded_from_the_ratios_now_not_from_a_grade_saved_at_run_time():
-    scaling = {"device": "GPU (test)", "runs": 5, "ratio_by_depth": {"1": 0.55, "100": 0.8},
-               "ratio_sd_by_depth": {"1": 0.01, "100": 0.02}, "verdict": "does not hold"}   # a stale saved grade
-    assert verdict.claim_depth({"scaling": scaling}, cpu=False)["verdict"] == "holds"
-    slower = {**scaling, "ratio_by_depth": {"1": 0.55, "100": 1.2}, "verdict": "holds"}   # the control
-    assert verdict.claim_depth({"scaling": slower}, cpu=False)["verdict"] == "partly"
 
 
 def test_the_larger_rate_sentence_waits_for_a_pair_and_then_says_which_ended_lower():

@@ -115,8 +115,8 @@ def check_colab(tmp, chapter="verdict"):
              "-p", "smoke", "True", "--cwd", str(work)], cwd=work, env=env)
     finally:
         server.shutdown()
-    if not ((work / "results" / "scaling.json").is_file() and (work / "results" / "raw" / "mlp").is_dir()):
-        raise SystemExit("the chapter ran but fetched no results (results/scaling.json and results/raw/mlp/)")
+    if not ((work / "results" / "unbiasedness.json").is_file() and (work / "results" / "raw" / "scaling").is_dir()):
+        raise SystemExit("the chapter ran but fetched no results (results/unbiasedness.json and results/raw/scaling/)")
     print(f"colab: {chapter}.ipynb ran outside the repository and fetched its saved results")
 
 

@@ -3,7 +3,7 @@
 The machine this is written for has no internet, Python 3.12 with torch 2.11 but no papermill,
 runs each command for at most 10 minutes, and sends back at most 8 files. So the work is a
 list of chunks of at most about 8 minutes each, ordered by what they settle; each chunk packs
-everything it produced (executed notebooks, results/gpu/*.json, run records) into one tarball
+everything it produced (executed notebooks, results/gpu/*.json and raw/, run records) into one tarball
 in the output folder, so a chunk that is cut off loses only itself.
 
     python tools/gpu.py plan                           # the chunks, in order of value
@@ -14,13 +14,9 @@ in the output folder, so a chunk that is cut off loses only itself.
 README.md ("GPU runs") gives the commands that carry the data and the wheels there.
 """
 import argparse
-import json
-import os
 import pathlib
-import shutil
 import sys
 import tarfile
-import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -78,11 +74,11 @@ def run(chunk, out, smoke=False):
 
 def pack(chunk, chapters, started, out):
     """DIR/<chunk>.tar.gz: the executed notebooks, their run records, and every results file
-    written since the chunk started."""
+    written since the chunk started (results/gpu/*.json and the raw measurements under raw/)."""
     results = ROOT / "book" / "results"
     files = [ROOT / "book" / f"{c}.ipynb" for c in chapters]
     files += [results / "runs" / f"{c}.json" for c in chapters]
-    files += [p for p in results.rglob("*.json") if p.stat().st_mtime >= started and p not in files]
+    files += [p for p in results.rglob("*") if p.is_file() and p.stat().st_mtime >= started and p not in files]
     target = pathlib.Path(out) / f"{chunk}.tar.gz"
     with tarfile.open(target, "w:gz") as tar:
         for f in files:

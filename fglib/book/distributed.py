@@ -20,10 +20,6 @@ import tempfile
 import pandas as pd
 import torch
 
-from ..data import load_data
-from ..registry import make_method
-from ..models import build_model
-from ..timing import median_times
 
 FLOAT_BYTES = 4
 
@@ -74,14 +70,3 @@ def step_ratio(s_f, s_b, n, world, bandwidth, latency, k=1):
     fg = modelled_step(s_f, FLOAT_BYTES * (k + 1), world, bandwidth, latency)
     bp = modelled_step(s_b, FLOAT_BYTES * (n + 1), world, bandwidth, latency)
     return fg / bp
-
-
-def compute_step_times(model_name="mlp", batch_size=64, seed=0, warmup=5, repeats=30, limit=2000):
-    """Median seconds of one step of forward gradients and of backprop in a single process with
-    no collective (interleaved, fglib.timing): the compute S(1) of the model on paper."""
-    data = load_data("mnist", limit=limit)
-    x, y = data["train"].x[:batch_size], data["train"].y[:batch_size]
-    methods = {m: make_method(m, build_model(model_name, seed=seed), torch.nn.functional.cross_entropy, 1e-9,
-                              seed=seed) for m in ("fg", "bp")}
-    times = median_times({m: (lambda m=m: methods[m].step(x, y)) for m in methods}, "cpu", warmup, repeats)
-    return times["fg"], times["bp"]

@@ -10,10 +10,10 @@ import torch.nn.functional as F
 
 from .. import checks
 from ..functions import PointModel, get_function, value_loss
-from ..measure import peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes
+from ..measure import base_call, peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes
 from ..registry import LABELS, METHODS, make_method
 from ..models import MODELS, build_model
-from ..timing import keep_freed_memory
+from ..timing import keep_freed_memory, timed_rounds
 from ..train import evaluate, progress_bar, train
 
 
@@ -124,16 +124,33 @@ def measure_runtime(model_name, data, runs=5, batch_size=64, lr=1e-6, seed=0, de
     return pd.DataFrame(rows)
 
 
-def depth_scaling(data, depths, runs=10, batch_size=64, seed=0, device="cpu", warmup=5, repeats=30,
-                  width=1024, progress=True):
-    """measure_runtime for the depth-L MLP (no bias) at every depth: one row per (depth, run)."""
+FG_FORWARD_AD = "forward gradient (forward_ad)"   # the timing rounds' name of an FG step on PyTorch's forward_ad
+
+
+def depth_rounds(data, depths, runs=10, batch_size=64, seed=0, device="cpu", warmup=5, repeats=30,
+                 width=1024, progress=True):
+    """Timing rounds of the depth-L MLP (no bias) at every depth, raw: one row per (depth, run,
+    round, name) for the base call (forward and loss), a forward-gradient step on fglib's engine
+    and on PyTorch's forward_ad, and a backprop step, interleaved (fglib.timing.timed_rounds).
+    Run r at each depth has fresh weights and a fresh mini-batch (seed + r). Nothing is graded
+    here: fglib.book.grading.depth_costs derives R_f, R_b and their ratio per depth."""
     depths = checks.counts("depths", depths)
-    rows = []
+    runs, batch_size, seed = checks.count("runs", runs), checks.count("batch_size", batch_size), checks.seed("seed", seed)
+    keep_freed_memory()
+    out = []
     for depth in progress_bar(depths, desc="depths", disable=not progress):
-        df = measure_runtime("deep", data, runs=runs, batch_size=batch_size, seed=seed, device=device,
-                             warmup=min(warmup, repeats), repeats=repeats, model_kwargs={"depth": depth, "width": width})
-        rows.append(df.assign(depth=depth))
-    return pd.concat(rows, ignore_index=True)
+        for r in range(runs):
+            g = torch.Generator().manual_seed(seed + r)
+            idx = torch.randint(len(data["train"]), (batch_size,), generator=g).to(data["train"].y.device)
+            x, y = data["train"].x[idx], data["train"].y[idx]
+            model = build_model("deep", seed=seed + r, device=device, depth=depth, width=width)
+            steps = {LABELS["fg"]: make_method("fg", model, F.cross_entropy, 1e-9, seed=seed + r, engine="fglib"),
+                     FG_FORWARD_AD: make_method("fg", model, F.cross_entropy, 1e-9, seed=seed + r, engine="forward_ad"),
+                     LABELS["bp"]: make_method("bp", model, F.cross_entropy, 1e-9)}
+            fns = {"base": base_call(model, F.cross_entropy, x, y),
+                   **{name: (lambda m=m: m.step(x, y)) for name, m in steps.items()}}
+            out.append(timed_rounds(fns, device, min(warmup, repeats), repeats).assign(depth=depth, run=r))
+    return pd.concat(out, ignore_index=True)
 
 
 def memory_by_batch(data, batch_sizes, depth=8, seed=0, device="cpu", width=1024):
@@ -187,3 +204,36 @@ def iterations_to(curves, level):
     train = curves[curves["split"] == "train"]
     first = train[train["loss"] < level].groupby(["method", "run"])["iteration"].min()
     return first.groupby("method").median()
+
+
+def subnormal_check(data, depth=100, width=1024, batch_size=64, seed=0, repeats=3):
+    """Why a deep ReLU network without bias can time slowly on a CPU: under PyTorch's default
+    initialisation each layer shrinks the activations (by about 1/sqrt(6) in scale), so that deep
+    down they fall below float32's smallest normal number (about 1.2e-38) and become subnormal,
+    which x86 processors handle tens of times more slowly; a GPU handles them at full speed.
+    Returns the largest |activation| of the last hidden layer, float32's smallest normal, and the
+    forward pass's median milliseconds on one thread with subnormals kept and flushed to zero
+    (flushing applies to the calling thread only, hence one thread)."""
+    import statistics
+    import time
+    model = build_model("deep", seed=seed, depth=depth, width=width)
+    x = data["train"].x[:batch_size].cpu()
+    threads, out = torch.get_num_threads(), {}
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            out["largest |activation|, last hidden layer"] = float(model[:-1](x).abs().max())
+            for flush in (False, True):
+                torch.set_flush_denormal(flush)
+                model(x)
+                times = []
+                for _ in range(repeats):
+                    start = time.perf_counter()
+                    model(x)
+                    times.append(time.perf_counter() - start)
+                out[f"forward (ms), subnormals {'flushed' if flush else 'kept'}"] = 1e3 * statistics.median(times)
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
+    out["smallest normal float32"] = float(torch.finfo(torch.float32).tiny)
+    return out

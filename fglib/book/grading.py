@@ -29,6 +29,38 @@ from ..to_target import budget_spent, relative_fall
 FG, BP = "forward gradient", "backprop"
 
 NOT_RUN = "not run yet"
+NOT_ON_CPU = "not reproduced on this CPU"
+
+
+def speed_grade(grade, cpu):
+    """A speed claim's grade as the book states it: the paper made its speed claims on a GPU, so
+    on a CPU anything short of 'holds' reads 'not reproduced on this CPU' (not a refutation)."""
+    return NOT_ON_CPU if cpu and grade != "holds" else grade
+
+
+UNBIASED_Z = 4.5   # claim 1: how many standard errors a Monte Carlo mean may sit from the truth
+
+
+def grade_unbiased(max_abs_z, second_moment_se):
+    """Claim 1 from the unbiasedness chapter's tests: 'holds' if the largest |z| of the mean of
+    forward gradients against the true gradient, and the largest deviation of E||g||^2 from
+    (n + 2) ||grad f||^2 in standard errors, are both below UNBIASED_Z."""
+    return "holds" if max_abs_z < UNBIASED_Z and second_moment_se < UNBIASED_Z else "does not hold"
+
+
+def combine_grades(grades):
+    """One grade from several experiments' grades: a word all share, else 'partly', except that
+    when 'not judged' is mixed with only one other word, the majority of the two decides
+    (more than half not judged: 'not judged')."""
+    grades = list(grades)
+    if not grades:
+        return NOT_RUN
+    for word in ("holds", "does not hold", NOT_JUDGED):
+        if all(g == word for g in grades):
+            return word
+    if all(g in (NOT_JUDGED, "holds") for g in grades) or all(g in (NOT_JUDGED, "does not hold") for g in grades):
+        return NOT_JUDGED if sum(g == NOT_JUDGED for g in grades) > len(grades) / 2 else "partly"
+    return "partly"
 
 
 def grade_ratios(ratios, threshold=1.0):
@@ -394,24 +426,44 @@ def final_numbers(runs):
     return out
 
 
+def per_iteration_at(runs, tolerances=TOLERANCES):
+    """(I_f / I_b, tolerance) over the paired runs, from the runs alone (no step times): the
+    optimisation's share of T_f / T_b, which carries over between devices. Taken at the smallest
+    tolerance at which forward gradient's mean curve reaches backprop's lowest x (1 + tolerance):
+    'alike per iteration' is a statement about the whole curves, and a curve that ends 0.05%
+    above backprop's lowest is alike to within 0.5%. (inf, None) if it never comes within the
+    largest tolerance; (nan, None) before a pair has finished."""
+    pairs = pairs_finished(runs)
+    if not pairs:
+        return math.nan, None
+    paired = runs[runs["seed"].isin(pairs)]
+    for tolerance in tolerances:
+        ratio = time_ratio(paired, 1.0, 1.0, tolerance)["I_ratio"]
+        if math.isfinite(ratio):
+            return ratio, tolerance
+    return math.inf, None
+
+
 def per_iteration(runs):
-    """I_f / I_b to backprop's lowest mean validation loss, from the runs alone (no step times):
-    the optimisation's share of T_f / T_b, which carries over between devices."""
-    return time_ratio(runs, 1.0, 1.0)["I_ratio"] if len(pairs_finished(runs)) else math.nan
+    """I_f / I_b as per_iteration_at gives it, without its tolerance."""
+    return per_iteration_at(runs)[0]
 
 
 def per_iteration_sentence(runs, paper_alike=False):
     """One sentence on the iteration factor: alike (within ALIKE), or which method needed fewer
-    iterations; `paper_alike`: the paper called the two alike per iteration at this setting."""
-    ratio = per_iteration(runs)
+    iterations, and to which level; `paper_alike`: the paper called the two alike per iteration
+    at this setting."""
+    ratio, tolerance = per_iteration_at(runs)
     if not math.isfinite(ratio):
-        return ("Per iteration, forward gradient's mean validation curve never reached backprop's lowest."
-                if len(pairs_finished(runs)) else "")
+        return (f"Per iteration, forward gradient's mean validation curve never came within {pct(TOLERANCES[-1])} of "
+                "backprop's lowest." if ratio == math.inf else "")
+    level = ("backprop's lowest mean validation loss" if not tolerance else
+             f"within {pct(tolerance)} of backprop's lowest mean validation loss")
     paper = " as the paper found at this rate" if paper_alike else ""
     if alike(ratio):
-        return f"Per iteration the two were alike{paper}: I_f/I_b = {ratio:.2g}."
+        return f"Per iteration the two were alike{paper}: I_f/I_b = {ratio:.2g} to {level}."
     fewer = "forward gradient" if ratio < 1 else "backprop"
-    return (f"Per iteration {fewer} needed fewer: I_f/I_b = {ratio:.2g}"
+    return (f"Per iteration {fewer} needed fewer: I_f/I_b = {ratio:.2g} to {level}"
             + (", where the paper found the two alike." if paper_alike else "."))
 
 
@@ -470,8 +522,9 @@ def pilot_sentence(pilot, iterations, decay):
 def claim_sentence(number, verdict, why):
     """'Claim 4 holds: ...', 'Claim 4 is not judged yet: ...' as a sentence."""
     phrase = {"holds": "holds", "does not hold": "does not hold", "partly": "holds partly",
-              NOT_JUDGED: "is not judged yet", NOT_RUN: "has not been run yet"}.get(verdict, verdict)
-    return f"Claim {number} {phrase} here: {why.rstrip('.')}."
+              NOT_JUDGED: "is not judged yet", NOT_RUN: "has not been run yet",
+              NOT_ON_CPU: "is not reproduced on this CPU"}.get(verdict, verdict)
+    return f"Claim {number} {phrase}{'' if verdict == NOT_ON_CPU else ' here'}: {why.rstrip('.')}."
 
 
 MEMORY_SAME = 0.001   # the paper: "under 0.1%" difference between the two methods' memory
@@ -507,3 +560,52 @@ def costs_paragraph(costs, paper, memory=None):
     return (step_sentence(costs, paper["R_f/R_b"]) + f" Against the base call (forward and loss), $R_f$ = "
             f"{costs['R_f']:.2f} and $R_b$ = {costs['R_b']:.2f} (the paper: {paper['R_f']} and {paper['R_b']}). "
             + memory_sentence(memory))
+
+
+FG_FORWARD_AD = "forward gradient (forward_ad)"   # as fglib.book.experiments.depth_rounds names it
+
+
+def depth_runs(rounds):
+    """The depth sweep per (depth, run), from its raw timing rounds: the median seconds of each
+    call over the run's quiet rounds, and R = step / base (the paper's measure) for each method."""
+    calm = pd.concat([quiet(g) for _, g in rounds.groupby(["depth", "run"])])
+    wide = calm.pivot_table(index=["depth", "run"], columns="name", values="seconds", aggfunc="median")
+    out = pd.DataFrame({"base": wide["base"], "R_f": wide[FG] / wide["base"], "R_b": wide[BP] / wide["base"]})
+    out["R_f/R_b"] = out["R_f"] / out["R_b"]
+    if FG_FORWARD_AD in wide:
+        out["R_f/R_b (forward_ad)"] = wide[FG_FORWARD_AD] / wide[BP]
+    return out.reset_index()
+
+
+def depth_costs(rounds):
+    """Claim 5's numbers per depth: R_f, R_b and R_f/R_b = S_f/S_b as step_costs derives them for
+    a model, each run (fresh weights and mini-batch) counted as a process: the geometric mean over
+    runs of each run's ratio of medians, with the sd between runs; and R_f/R_b with PyTorch's
+    forward_ad beside it where it was timed."""
+    rows = []
+    for depth, at in rounds.groupby("depth"):
+        at = at.assign(process=at["run"])
+        c = step_costs(at)
+        row = {"depth": int(depth), "base (ms)": 1e3 * c["base"], "R_f": c["R_f"], "R_b": c["R_b"],
+               "R_f/R_b": c["S_ratio"], "sd between runs": c["sd between"], "runs": c["processes"]}
+        if FG_FORWARD_AD in set(at["name"]):
+            row["R_f/R_b (forward_ad)"] = step_ratio_spread(at, FG_FORWARD_AD, BP)["mean"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def grade_depth(table):
+    """Claim 5 ('R_f/R_b < 1 as depth grows to 100'): 'holds' if R_f/R_b < 1 at every depth,
+    'partly' at some, 'does not hold' at none (depth_costs' per-depth ratios)."""
+    return grade_ratios(table["R_f/R_b"])
+
+
+def depth_sentence(table, device):
+    """One plain sentence on the depth sweep: where R_f/R_b started, where it ended, and whether
+    it stayed above or below 1."""
+    first, last = table.iloc[0], table.iloc[-1]
+    ratios = table["R_f/R_b"]
+    where = ("above 1 throughout" if (ratios > 1).all() else "below 1 throughout" if (ratios < 1).all()
+             else f"below 1 at {int((ratios < 1).sum())} of {len(ratios)} depths")
+    return (f"R_f/R_b went from {first['R_f/R_b']:.2g} at depth {first['depth']:.0f} to {last['R_f/R_b']:.2g} at "
+            f"depth {last['depth']:.0f} on {device}, {where}")

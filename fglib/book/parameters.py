@@ -81,7 +81,7 @@ COUNTS = ("runs", "eval_every", "timing_repeats", "repeats", "mc_repeats", "n_st
           "batch_size", "limit", "n_samples", "trained_steps", "k_budget", "k_runs", "k_eval_points",
           "long_iterations")
 RULES = {
-    "smoke": checks.boolean, "compile_variants": checks.boolean, "seed": checks.seed, "device": checks.device,
+    "smoke": checks.boolean, "compile_variants": checks.boolean, "remeasure": checks.boolean, "seed": checks.seed, "device": checks.device,
     "lr": checks.rate, "beale_lr": checks.rate, "rosenbrock_lr": checks.rate,
     "learning_rates": checks.rates, "rates": _rates_by_method,
     "iterations": _count_or_counts_by_model, "eval_examples": checks.optional_count,

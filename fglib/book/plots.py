@@ -53,7 +53,7 @@ def _diverged_runs(curves):
 def comparison_figure(curves, title=None, smooth=50):
     """The paper's four panels in a 2 x 2 grid: training loss (top) and validation loss
     (bottom), against iterations (left) and training time (right); one legend, outside."""
-    from .style import WIDTH, legend_outside
+    from .style import WIDTH
     fig, axes = plt.subplots(2, 2, figsize=(WIDTH, 5.6), layout="constrained")
     loss_plot(curves, "iteration", "train", axes[0, 0], smooth)
     loss_plot(curves, "time", "train", axes[0, 1], smooth)

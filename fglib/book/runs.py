@@ -202,13 +202,6 @@ def _memory_row(model_name, model_kwargs, method_name, x, y, seed, device):
             "batch_size": len(y), "device": device_name(device), "torch": torch.__version__}
 
 
-def measure_memory(plan, data, device="cpu"):
-    """Each method's step memory in the paper's sense (weights, what is held between steps, the
-    step's peak, their total), a row each, on a batch of the plan's size."""
-    x, y = data["train"].x[:plan.batch_size], data["train"].y[:plan.batch_size]
-    return pd.DataFrame([_memory_row(plan.model, {}, m, x, y, plan.seed, device) for m in plan.methods])
-
-
 # Claim 6 (no memory difference) over every network the paper ran, at its batch of 64: the three
 # MNIST networks and the depth sweep (width 1024, no bias). Each: (label, model name, model arguments).
 MEMORY_NETWORKS = [("logistic regression", "logreg", {}), ("MLP", "mlp", {}), ("CNN", "cnn", {}),
@@ -224,13 +217,6 @@ def measure_network_memory(data, networks=MEMORY_NETWORKS, methods=MEMORY_METHOD
     return pd.DataFrame([{"network": label, "model": name, **{k: str(v) for k, v in kwargs.items()},
                           **_memory_row(name, kwargs, m, x, y, 0, device)}
                          for label, name, kwargs in networks for m in methods])
-
-
-def save_memory(plan, folder, table):
-    path = raw_folder(folder, costs_experiment(plan)) / "memory.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(path, index=False)
-    write_index(folder)
 
 
 def load_memory(folder, experiment):
@@ -253,9 +239,9 @@ def save_timings(plan, folder, rounds, device="cpu"):
 
 
 def time_in_processes(plan, folder, processes=3, repeats=30, device="cpu"):
-    """The plan's timing rounds and memory, each process's rounds measured in a fresh Python
-    process, so that the spread between processes can be reported
-    beside the spread within one; saved raw and appended, like save_timings."""
+    """The plan's timing rounds, each process's rounds measured in a fresh Python process, so that
+    the spread between processes can be reported beside the spread within one; saved raw and
+    appended, like save_timings."""
     import subprocess
     import sys
     for _ in range(processes):
@@ -280,8 +266,23 @@ def _time_one_process(argv=None):
     plan = Plan(**{**fields, "methods": tuple(fields["methods"])})
     data = load_data("mnist", device=args.device)
     save_timings(plan, args.folder, measure_steps(plan, data, repeats=args.repeats, device=args.device), args.device)
-    if load_memory(args.folder, costs_experiment(plan)).empty:
-        save_memory(plan, args.folder, measure_memory(plan, data, args.device))
+
+
+def save_table(folder, experiment, name, table, device="cpu"):
+    """A chapter's raw measurements as raw/<experiment>/<name> (CSV, gzipped if the name ends in
+    .gz), with the device, torch version and threads on every row."""
+    path = raw_folder(folder, experiment) / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.assign(device=device_name(device), torch=torch.__version__, threads=torch.get_num_threads()).to_csv(
+        path, index=False, float_format="%.9g")
+    write_index(folder)
+
+
+def load_table(folder, experiment, name):
+    """What save_table saved (empty if nothing was)."""
+    path = raw_folder(folder, experiment) / name
+    note_read([path])
+    return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
 
 def load_timings(folder, experiment):
@@ -328,8 +329,10 @@ def run_for_chapter(plan, folder, device="cpu", train_runs=None, timing_repeats=
 
 
 def load_plan(plan, folder):
-    """A plan's saved measurements: {'runs', 'records', 'timings', 'memory'} (timings and memory
-    from the plan it shares its costs with)."""
-    costs = costs_experiment(plan)
+    """A plan's saved measurements: {'runs', 'records', 'timings', 'memory'}: the timings of the
+    plan it shares its costs with, and the memory of its model's step from claim 6's one table
+    over every network (raw/networks/memory.csv), so that each is measured once."""
+    networks = load_memory(folder, "networks")
     return {"runs": load_runs(folder, plan.experiment), "records": load_records(folder, plan.experiment),
-            "timings": load_timings(folder, costs), "memory": load_memory(folder, costs)}
+            "timings": load_timings(folder, costs_experiment(plan)),
+            "memory": networks[networks["model"] == plan.model] if not networks.empty else networks}

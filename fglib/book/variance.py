@@ -14,7 +14,6 @@ import copy
 import math
 
 import pandas as pd
-import torch
 import torch.nn.functional as F
 
 from .. import checks

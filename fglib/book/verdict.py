@@ -10,7 +10,8 @@ import pandas as pd
 from ..methods import PAPER_DECAY
 from .paper import RESULTS
 
-from .grading import NOT_JUDGED, NOT_RUN, _grade, alike, experiment_numbers, grade_memory, grade_ratios
+from .grading import (NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades, depth_costs,
+                      depth_sentence, experiment_numbers, grade_depth, grade_memory, grade_unbiased, speed_grade)
 
 
 def mnist_results(results):
@@ -28,11 +29,15 @@ def with_raw(results, folder="results"):
     """`results` with results["mnist"] = {label: numbers} for each experiment of RAW_EXPERIMENTS
     that has runs or step times, derived from them by the grading module now (nothing of it is
     stored graded), and results["memory"], claim 6's table over every network."""
-    from .runs import PLANS, costs_experiment, load_memory, load_records, load_runs, load_timings
+    from .runs import PLANS, costs_experiment, load_memory, load_records, load_runs, load_table, load_timings
     out = dict(results)
     memory = load_memory(folder, "networks")
     if not memory.empty:
         out["memory"] = memory
+    rounds = load_table(folder, "scaling", "rounds.csv.gz")
+    if not rounds.empty:   # claim 5: the depth sweep's timing rounds, graded now
+        out["scaling"] = {"table": depth_costs(rounds), "device": rounds["device"].iloc[0],
+                          "runs": int(rounds["run"].nunique())}
     from .implementations import step_ratios
     ratios = step_ratios(folder)
     if ratios:   # the implementations chapter's rounds, compared fastest against fastest now
@@ -61,7 +66,6 @@ def judged(folder="results"):
     return results, gpu, claims_table(results, gpu)
 
 
-NOT_ON_CPU = "not reproduced on this CPU"
 UNTESTED_GPU = "untested on GPU"
 DEVICE_FREE = "n/a (device-independent)"
 
@@ -71,25 +75,11 @@ def _row(paper, ours="", evidence="", verdict=NOT_RUN, rule="", short="no result
     return {"paper": paper, "ours": ours, "evidence": evidence, "verdict": verdict, "rule": rule, "short": short}
 
 
-def _combine(grades):
-    """One grade from several experiments' grades."""
-    grades = list(grades)
-    if not grades:
-        return NOT_RUN
-    for word in ("holds", "does not hold", NOT_JUDGED):
-        if all(g == word for g in grades):
-            return word
-    if all(g in (NOT_JUDGED, "holds") for g in grades) or all(g in (NOT_JUDGED, "does not hold") for g in grades):
-        return NOT_JUDGED if sum(g == NOT_JUDGED for g in grades) > len(grades) / 2 else "partly"
-    return "partly"
-
-
 def claim_unbiased(r):
     u = r.get("unbiasedness")
     paper = "Theorem 1: proof"
     if not u:
         return _row(paper)
-    ok = u["max_abs_z"] < 4.5 and u["max_second_moment_deviation_se"] < 4.5
     low, high = (f"{x:.3f}" for x in (min(u["slopes"].values()), max(u["slopes"].values())))
     slopes = f"slope {low}" if low == high else f"slopes {low} to {high}"
     ours = (f"largest z-score of the mean {u['max_abs_z']:.2f} over {u['z_samples']:,} samples; "
@@ -97,8 +87,8 @@ def claim_unbiased(r):
             f"error of the mean falls with K at {slopes} (theory −0.5)")
     short = (f"the mean of {u['z_samples']:,} forward gradients sat within {u['max_abs_z']:.1f} standard errors of "
              f"the true gradient in every test, and the variance grew with the dimension as the theory says")
-    return _row(paper, ours, f"{u['device']}; Monte Carlo with fixed seeds", "holds" if ok else "does not hold",
-                "holds if every |z| < 4.5 and the second moment is within 4.5 SE", short)
+    return _row(paper, ours, f"{u['device']}; Monte Carlo with fixed seeds", grade_unbiased(u["max_abs_z"], u["max_second_moment_deviation_se"]),
+                f"holds if every |z| < {UNBIASED_Z} and the second moment is within {UNBIASED_Z} SE", short)
 
 
 def claim_test_functions(r):
@@ -135,8 +125,7 @@ def claim_runtime(r, cpu=True):
     device = next(iter(rows.values()))["device"]
     engine = next(iter(rows.values())).get("engine", "forward_ad")
     grade = _grade(v["runtime_verdict"] == "holds" for v in rows.values())
-    if cpu and grade != "holds":
-        grade = NOT_ON_CPU
+    grade = speed_grade(grade, cpu)
     runs = ", ".join(f"{k}: {v['runs']}" for k, v in rows.items())
     by_model = {}
     for k, v in rows.items():
@@ -164,7 +153,7 @@ def claim_time_to_loss(r, cpu=True):
     device = next(iter(rows.values()))["device"]
     runs = ", ".join(f"{k}: {v['runs']} × {v['iterations']:,}" for k, v in rows.items())
     return _row(paper, "; ".join(parts), f"{device}; pairs × iterations {runs}",
-                _combine(v["time_verdict"] for v in rows.values()),
+                combine_grades(v["time_verdict"] for v in rows.values()),
                 "per experiment, the paper's measure on the mean curves: not judged until every planned pair has "
                 "run, backprop has learned (test accuracy above chance) and its mean validation loss has levelled "
                 "off (< 1% fall over the last fifth) or the decay has frozen it (the rest of the schedule would "
@@ -174,59 +163,28 @@ def claim_time_to_loss(r, cpu=True):
 def claim_depth(r, cpu=True):
     s = r.get("scaling")
     paper = "R_f/R_b < 0.6 to 10 layers, ≈0.8 at 100"
-    if not s:
+    if not s or "table" not in s:
         return _row(paper)
-    ratios = {int(k): v for k, v in s["ratio_by_depth"].items()}
-    sds = {int(k): v for k, v in s["ratio_sd_by_depth"].items()}
-    deepest = max(ratios)
-    ours = (f"R_f/R_b {min(ratios.values()):.2f} to {max(ratios.values()):.2f}; {ratios[deepest]:.2f} at depth "
-            f"{deepest}; sd up to {max(v for v in sds.values() if math.isfinite(v)):.2f}")
-    grade = grade_ratios(ratios.values())   # graded now, from the saved medians per depth
-    if cpu and grade != "holds":
-        grade = NOT_ON_CPU
-    short = (f"R_f/R_b went from {ratios[min(ratios)]:.2g} at depth {min(ratios)} to {ratios[deepest]:.2g} at depth "
-             f"{deepest} on {s['device']}, above 1 throughout")  if min(ratios.values()) > 1 else (
-             f"R_f/R_b stayed between {min(ratios.values()):.2g} and {max(ratios.values()):.2g} up to depth {deepest}")
-    return _row(paper, ours, f"{s['device']}; engine {s.get('engine', 'forward_ad')}; {s['runs']} runs per depth",
-                grade, "holds if R_f/R_b < 1 at every depth", short)
+    table = s["table"]
+    deepest = table.iloc[-1]
+    ours = (f"R_f/R_b {table['R_f/R_b'].min():.2f} to {table['R_f/R_b'].max():.2f}; {deepest['R_f/R_b']:.2f} at depth "
+            f"{deepest['depth']:.0f}; sd between runs up to {table['sd between runs'].max():.2f}")
+    grade = grade_depth(table)
+    grade = speed_grade(grade, cpu)
+    return _row(paper, ours, f"{s['device']}; engine fglib; {s['runs']} runs per depth (fresh weights and batch)",
+                grade, "holds if R_f/R_b < 1 at every depth", depth_sentence(table, s["device"]))
 
 
 def claim_memory(r, cpu=True):
     paper = "< 0.1% difference (batch 64)"
-    if "memory" in r:   # raw: every network the paper ran, at batch 64, in the paper's sense
-        table = r["memory"]
-        word, sentence = grade_memory(table)
-        return _row(paper, sentence, f"{table['device'].iloc[0]}; peak of the tensors a step creates plus the "
-                    "weights and the gradients held between steps", word,
-                    "holds if the two differ by < 0.1% (the paper's figure) on every network, partly if on some",
-                    sentence)
-    s = r.get("scaling")
-    if not s:
+    if "memory" not in r:
         return _row(paper)
-    mem = pd.DataFrame(s["memory"])
-    bp = mem[mem["method"] == "backprop"].set_index("batch size")
-    fg = mem[mem["method"] == "forward gradient"].set_index("batch size")
-    b0, b1 = bp.index.min(), bp.index.max()
-    if s["on_gpu"]:
-        diff = 100 * (bp["peak memory (MiB)"] - fg["peak memory (MiB)"]) / bp["peak memory (MiB)"]
-        ours = f"peak memory difference {diff[b0]:.2f}% at batch {b0}, {diff[b1]:.1f}% at batch {b1}"
-        verdict = "holds" if abs(diff[b1]) < 0.1 else ("partly" if abs(diff[b0]) < 1 else "does not hold")
-        rule = "holds if peak memory differs by < 0.1% at every batch size"
-    elif "peak tensor memory (MiB)" in mem.columns:
-        diff = 100 * (fg["peak tensor memory (MiB)"] - bp["peak tensor memory (MiB)"]) / bp["peak tensor memory (MiB)"]
-        ours = (f"peak tensor memory of a forward-gradient step {diff[b0]:+.1f}% against backprop's at batch {b0}, "
-                f"{diff[b1]:+.0f}% at batch {b1}; backprop stores activations, forward gradient none")
-        verdict = ("holds" if abs(diff[b0]) < 1 and abs(diff[b1]) < 1 else
-                   "partly" if abs(diff[b0]) < 10 else "does not hold")
-        rule = ("peak memory of the tensors a step creates (any device): holds if the two differ by < 1% at "
-                "batch 64 and at the largest batch, partly if by < 10% at batch 64")
-    else:
-        share = bp["saved for backward (MiB)"] / bp["parameters (MiB)"]
-        ours = (f"backprop stores activations of {100 * share[b0]:.1f}% of the weights' size at batch {b0}, "
-                f"{100 * share[b1]:.0f}% at batch {b1}; forward gradient stores none")
-        verdict = "partly" if share[b0] < 0.1 else "does not hold"
-        rule = "CPU: no peak allocator; judged from bytes saved for backward (< 10% of the weights: partly)"
-    return _row(paper, ours, f"{s['device']}; depth {s.get('memory_depth', 8)}", verdict, rule, ours)
+    table = r["memory"]   # every network the paper ran, at batch 64, in the paper's sense
+    word, sentence = grade_memory(table)
+    return _row(paper, sentence, f"{table['device'].iloc[0]}; peak of the tensors a step creates plus the "
+                "weights and the gradients held between steps", word,
+                "holds if the two differ by < 0.1% (the paper's figure) on every network, partly if on some",
+                sentence)
 
 
 CLAIMS = [
