@@ -253,3 +253,15 @@ def test_alike_per_iteration_is_read_at_the_smallest_tolerance_the_curves_allow(
     far.loc[far["method"] == grading.FG, "loss"] *= 1.05     # the control
     assert grading.per_iteration_at(far) == (math.inf, None)
     assert "never came within 2%" in grading.per_iteration_sentence(far)
+
+
+def test_the_depth_sentence_names_a_subnormal_deepest_point_on_a_cpu_only():
+    table = grading.depth_costs(depth_rounds({1: 2.4, 100: 0.3}))
+    subnormal = pd.DataFrame([{"depth": 100, "largest |activation|, last hidden layer": 3.7e-39,
+                               "smallest normal float32": 1.2e-38, "forward (ms), subnormals kept": 760.0,
+                               "forward (ms), subnormals flushed": 120.0}])
+    assert "subnormal numbers, which this CPU computes 6 times more slowly" in grading.depth_sentence(
+        table, "CPU (test)", subnormal)
+    normal = subnormal.assign(**{"largest |activation|, last hidden layer": 1e-20})   # the controls
+    assert "subnormal" not in grading.depth_sentence(table, "CPU (test)", normal)
+    assert "subnormal" not in grading.depth_sentence(table, "NVIDIA H200", subnormal)

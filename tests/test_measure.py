@@ -160,7 +160,8 @@ def test_k_directions_pay_only_when_the_whole_interval_of_the_time_ratio_is_belo
     K = 1's iterations in both pairs (0.4 of its directions) and its step costs half of 4 steps,
     so T(4)/T(1) = 0.2 with no spread: pays; K = 16 needs the same iterations as K = 1 at equal
     step cost per direction: 16 times the time, does not pay."""
-    from fglib.book.variance import k_label, k_pays, k_table
+    from fglib.book.grading import k_label, k_pays
+    from fglib.book.variance import k_table
     hits = {(k_label(1), 1e-4): [200, 500], (k_label(1), 1e-3): [100, 200],
             (k_label(4), 1e-3): [10, 20], (k_label(16), 1e-2): [100, 200], ("backprop", 0.1): [10, 20]}
     losses = {(k_label(1), 1e-4): 0.5, (k_label(1), 1e-3): 0.4, (k_label(4), 1e-3): 0.3,
@@ -181,7 +182,7 @@ def test_k_directions_bound_the_ratio_when_a_run_misses_its_budget():
     """Every run draws the same budget of directions (1,000), so a K = 1 run that missed the
     target bounds the ratio from above (it needed more than 1,000 directions), a K = 4 run that
     missed bounds it from below; both missing in one pair, or bounds both ways, is not judged."""
-    from fglib.book.variance import k_label, k_pays
+    from fglib.book.grading import k_label, k_pays
 
     def pays(h1, h4, ms4=4.0):
         hits = {(k_label(1), 1e-3): h1, (k_label(4), 1e-3): h4, ("backprop", 0.1): [10, 10]}
@@ -216,7 +217,7 @@ def test_k_sweep_refuses_a_budget_below_the_largest_k_and_bad_grids(mnist):
 def test_k_directions_cannot_tell_when_the_interval_straddles_one():
     """Pairs that disagree (K = 4 takes 0.4 and then 1.6 of K = 1's directions, at equal cost
     per direction) give an interval around 1: no verdict either way."""
-    from fglib.book.variance import describe_k, k_label, k_pays
+    from fglib.book.grading import describe_k, k_label, k_pays
     hits = {(k_label(1), 1e-3): [100, 50], (k_label(4), 1e-3): [10, 20], ("backprop", 0.1): [10, 10]}
     losses = {key: 0.4 for key in hits}
     pays = k_pays(sweep_curves(hits), k_finals(hits, losses), {k_label(1): 1.0, k_label(4): 4.0, "backprop": 1.0}, 0.5,

@@ -182,3 +182,30 @@ def test_the_larger_rate_sentence_waits_for_a_pair_and_then_says_which_ended_low
     assert "forward gradients even ended lower" in verdict.larger_rate_sentence(pair)
     pair["mnist"]["MLP, lr 0.0002"]["val_fg"] = 0.4    # the control
     assert "backprop ended lower" in verdict.larger_rate_sentence(pair)
+
+
+def test_the_sweeps_comparison_is_derived_from_its_raw_runs_and_the_models_own_step_times(tmp_path, mnist):
+    """lr_sweep.json keeps only the settings; the verdict derives T_f/T_b at each method's best
+    rate from the saved sweep and the model's timing rounds, so changed rounds (the control)
+    change S_f/S_b with no re-run of the sweep."""
+    import json
+    import numpy as np
+    from fglib import load_data
+    from fglib.book import report, runs, sweep
+    from conftest import data_folder
+    data = load_data("mnist", root=data_folder(), limit=500)
+    curves, finals = sweep.lr_sweep("logreg", data, {"fg": [1e-3], "bp": [1e-1]}, runs=1, iterations=30, eval_points=5)
+    sweep.save_sweep(tmp_path, "logreg", curves, finals)
+    (tmp_path / "lr_sweep.json").write_text(json.dumps({"device": "CPU (test)", "runs": 1, "iterations": {"logreg": 30},
+                                                         "targets": {"loss": [2.2]}}))
+
+    def rounds(ratio):
+        rng = np.random.default_rng(0)
+        return pd.DataFrame([{"round": r, "name": n, "seconds": t * (1 + 0.01 * rng.standard_normal()), "disturbed": False}
+                             for r in range(10) for n, t in (("base", 1e-3), ("backprop", 2e-3), ("forward gradient", 2e-3 * ratio))])
+    for ratio in (2.0, 3.0):   # the second is the control
+        path = tmp_path / "raw" / "logreg" / "timings.csv.gz"
+        path.unlink(missing_ok=True)
+        runs.save_timings(runs.PLANS["logreg"], tmp_path, rounds(ratio))
+        row = verdict.with_raw(report.load_results(tmp_path), tmp_path)["lr_sweep"]["logreg"][0]
+        assert row["S_f/S_b"] == pytest.approx(ratio, rel=0.02)

@@ -196,3 +196,19 @@ def describe(rows):
         else:
             parts.append(f"to {row['target']}, {row['note'].split('; best rate')[0]}")
     return "; ".join(parts)
+
+
+def save_sweep(folder, model_name, curves, finals, device="cpu"):
+    """A model's sweep saved raw: every run's curve at every evaluation, and every (method, rate,
+    run)'s final numbers and status, as raw/lr_sweep/<model>-curves.csv.gz and -finals.csv."""
+    from .runs import save_table
+    save_table(folder, "lr_sweep", f"{model_name}-curves.csv.gz", curves, device)
+    save_table(folder, "lr_sweep", f"{model_name}-finals.csv", finals, device)
+
+
+def load_sweep(folder, model_name):
+    """(curves, finals) as save_sweep saved them (both empty if nothing was)."""
+    from .runs import load_table
+    read = lambda name: load_table(folder, "lr_sweep", name).drop(columns=["device", "torch", "threads"],
+                                                                   errors="ignore")
+    return read(f"{model_name}-curves.csv.gz"), read(f"{model_name}-finals.csv")

@@ -23,8 +23,8 @@ from ..registry import make_method
 from ..models import build_model, count_parameters
 from ..stats import expected_squared_error, network_errors
 from ..timing import median_times
-from ..to_target import mean_ci
-from .sweep import at_best_rates, best_final_rates, iterations_to_targets, lr_sweep
+from .grading import k_label
+from .sweep import at_best_rates, best_final_rates, lr_sweep
 
 
 def trained_copy(model, data, steps, lr=0.1, seed=0, method="bp"):
@@ -82,11 +82,6 @@ def k_costs(model_name, x, y, ks, seed=0, warmup=3, repeats=10, device="cpu"):
     return pd.DataFrame(rows), times["backprop"]
 
 
-def k_label(k):
-    """'forward gradient, K = 4'."""
-    return f"forward gradient, K = {k}"
-
-
 def check_k_rates(name, value):
     """{K: [rates]}, e.g. {1: [1e-4, 3e-4], 4: [3e-4, 1e-3]}, in increasing K."""
     if not isinstance(value, dict) or not value:
@@ -127,93 +122,10 @@ def k_step_ms(costs, bp_seconds):
 def k_table(curves, finals, step_ms, target_loss, budget):
     """One row per K (and backprop) at its best rate (lowest final validation loss): test error,
     iterations I to the validation-loss target, S, and T = I x S against backprop's. How K
-    compares with the smallest K is `k_pays`'s table, pair by pair."""
+    compares with the smallest K is grading.k_pays's table, pair by pair."""
     best = best_final_rates(finals)
     ks = finals.groupby("method", sort=False)["K"].first()
     table = at_best_rates(curves, finals, best, step_ms, target_loss, budget, reference="backprop")
     table.insert(1, "K", table["method"].map(ks).values)
     table.insert(2, "at the grid's edge", best["at the grid's edge"].values)
     return table
-
-
-def _pair_ratio(k, i_k, k1, i_1, budget):
-    """Directions to the target of run r with K over those with k1, or a bound on it when one
-    run missed the target within its budget of directions: ('=', value), ('<', upper bound),
-    ('>', lower bound), or None when both missed."""
-    hit_k, hit_1 = math.isfinite(i_k), math.isfinite(i_1)
-    if hit_k and hit_1:
-        return "=", k * i_k / (k1 * i_1)
-    if hit_k:  # k1 needs more than its whole budget: k1 I(k1) > budget
-        return "<", k * i_k / budget
-    if hit_1:
-        return ">", budget / (k1 * i_1)
-    return None
-
-
-def k_pays(curves, finals, step_ms, target_loss, budget):
-    """For each K above the smallest (k1), at each one's best rate: the directions to the
-    validation-loss target relative to k1's, K I(K) / (k1 I(k1)), pair by pair (run r against
-    run r: same seed) with its 95% interval; the engine factor S(K) k1 / (K S(k1)); their
-    product T(K) / T(k1); and a verdict: 'pays for itself' when the whole interval of T(K)/T(k1)
-    lies below 1, 'does not pay' when above, 'cannot tell' when it straddles 1 (or one run gives
-    no interval). Every run draws `budget` directions, so a run that missed the target still
-    bounds its ratio: when only k1's runs missed, the column says '<' and the interval is that
-    of an upper bound (only 'pays for itself' or 'cannot tell'); when only K's missed, '>'.
-    'not judged' when both runs of a pair missed, the bounds point both ways, or a run started
-    at or below the target."""
-    best = best_final_rates(finals).set_index("method")["lr"]
-    ks = finals.dropna(subset=["K"]).groupby("method")["K"].first().astype(int).sort_values()
-    reach = iterations_to_targets(curves, {"loss": [target_loss]})
-
-    def runs(label):
-        d = reach[(reach["method"] == label) & (reach["lr"] == best[label])]
-        return d.sort_values("run")["iterations"].to_numpy()
-
-    k1 = int(ks.iloc[0])
-    rows = []
-    for label, k in ks.iloc[1:].items():
-        engine = step_ms[label] * k1 / (k * step_ms[k_label(k1)])
-        i_k, i_1 = runs(label), runs(k_label(k1))
-        row = {"K": k, "bound": "", "directions / those of K = 1": math.nan, "±95%": math.nan,
-               "engine factor": engine, "T / T(K = 1)": math.nan, "verdict": ""}
-        pairs = [_pair_ratio(k, a, k1, b, budget) for a, b in zip(i_k, i_1)]
-        kinds = {p[0] for p in pairs if p} - {"="}
-        if not len(i_k) or len(i_k) != len(i_1) or None in pairs:
-            row["verdict"] = "not judged: both runs of a pair missed the target"
-        elif 0 in (*i_k, *i_1):
-            row["verdict"] = "not judged: a run started at or below the target"
-        elif len(kinds) > 1:
-            row["verdict"] = "not judged: the runs that missed bound the ratio both ways"
-        else:
-            bound = kinds.pop() if kinds else "="
-            mean, half, _ = mean_ci([v for _, v in pairs])
-            low, high = (mean - half) * engine, (mean + half) * engine
-            pays = high < 1 and bound in "=<"
-            loses = low > 1 and bound in "=>"
-            row.update({"bound": bound, "directions / those of K = 1": mean, "±95%": half,
-                        "T / T(K = 1)": mean * engine,
-                        "verdict": "pays for itself" if pays else "does not pay" if loses else "cannot tell"})
-        rows.append(row)
-    return pd.DataFrame(rows).rename(columns=lambda c: c.replace("K = 1", f"K = {k1}"))
-
-
-def describe_k(pays):
-    """One clause per row of k_pays: 'with K = 4, 0.93 ± 0.12 times the directions of K = 1,
-    a step costing 0.96 of K steps with one: T(4)/T(1) = 0.89, cannot tell' ('at most' or
-    'at least' before a bound)."""
-    k1 = next(c for c in pays.columns if c.startswith("T / T(K = "))[len("T / T(K = "):-1]
-    words = {"=": "", "<": "at most ", ">": "at least "}
-    parts = []
-    for row in pays.to_dict("records"):
-        head = f"with K = {row['K']}"
-        dirs, t = row[f"directions / those of K = {k1}"], row[f"T / T(K = {k1})"]
-        if math.isfinite(dirs):
-            ci = f" ± {row['±95%']:.2f}" if math.isfinite(row["±95%"]) else ""
-            w = words[row["bound"]]
-            parts.append(f"{head}, {w}{dirs:.2f}{ci} times the directions of K = {k1} and a step costing "
-                         f"{row['engine factor']:.2f} of {row['K']} steps with {k1}: "
-                         f"T({row['K']})/T({k1}) = {w}{t:.2f}, {row['verdict']}")
-        else:
-            parts.append(f"{head}, {row['verdict']} (a step costs {row['engine factor']:.2f} of "
-                         f"{row['K']} steps with {k1})")
-    return "; ".join(parts)

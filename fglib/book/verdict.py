@@ -11,7 +11,8 @@ from ..methods import PAPER_DECAY
 from .paper import RESULTS
 
 from .grading import (NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades, depth_costs,
-                      depth_sentence, experiment_numbers, grade_depth, grade_memory, grade_unbiased, speed_grade)
+                      depth_sentence, experiment_numbers, grade_depth, grade_memory, grade_unbiased, speed_grade,
+                      step_times, BP, FG)
 
 
 def mnist_results(results):
@@ -37,7 +38,18 @@ def with_raw(results, folder="results"):
     rounds = load_table(folder, "scaling", "rounds.csv.gz")
     if not rounds.empty:   # claim 5: the depth sweep's timing rounds, graded now
         out["scaling"] = {"table": depth_costs(rounds), "device": rounds["device"].iloc[0],
-                          "runs": int(rounds["run"].nunique())}
+                          "runs": int(rounds["run"].nunique()),
+                          "subnormal": load_table(folder, "scaling", "subnormal.csv")}
+    sweep = out.get("lr_sweep", {})
+    if "targets" in sweep:   # each method at its own rate: the sweep's raw runs, the models' own step times
+        from .sweep import compare_at_best, load_sweep
+        for model in ("logreg", "mlp"):
+            (curves, finals), timings = load_sweep(folder, model), load_timings(folder, model)
+            if not curves.empty and not timings.empty:
+                s = step_times(timings)
+                sweep = {**sweep, model: compare_at_best(curves, finals, sweep["targets"], s[FG], s[BP],
+                                                         sweep["iterations"][model]).to_dict("records")}
+        out["lr_sweep"] = sweep
     from .implementations import step_ratios
     ratios = step_ratios(folder)
     if ratios:   # the implementations chapter's rounds, compared fastest against fastest now
@@ -172,7 +184,7 @@ def claim_depth(r, cpu=True):
     grade = grade_depth(table)
     grade = speed_grade(grade, cpu)
     return _row(paper, ours, f"{s['device']}; engine fglib; {s['runs']} runs per depth (fresh weights and batch)",
-                grade, "holds if R_f/R_b < 1 at every depth", depth_sentence(table, s["device"]))
+                grade, "holds if R_f/R_b < 1 at every depth", depth_sentence(table, s["device"], s.get("subnormal")))
 
 
 def claim_memory(r, cpu=True):
