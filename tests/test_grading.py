@@ -233,10 +233,15 @@ def test_claim_one_holds_only_when_both_tests_sit_within_the_bound():
 
 
 def test_grades_of_several_experiments_combine_into_one_word():
+    """'partly' only where the judged experiments disagree; experiments still to judge never make
+    it 'partly' (the control: two 'does not hold' and two not judged is not 'partly')."""
+    nj = grading.NOT_JUDGED
     assert grading.combine_grades(["holds", "holds"]) == "holds"
     assert grading.combine_grades(["holds", "does not hold"]) == "partly"
-    assert grading.combine_grades([grading.NOT_JUDGED, grading.NOT_JUDGED, "holds"]) == grading.NOT_JUDGED
-    assert grading.combine_grades([grading.NOT_JUDGED, "holds", "holds"]) == "partly"
+    assert grading.combine_grades(["does not hold", "does not hold", nj, nj]) == "does not hold"
+    assert grading.combine_grades(["holds", nj, nj, nj]) == nj
+    assert grading.combine_grades([nj, "holds", "holds"]) == "holds"
+    assert grading.combine_grades(["holds", "does not hold", nj, nj, nj]) == "partly"
     assert grading.combine_grades([]) == grading.NOT_RUN
 
 
@@ -265,3 +270,11 @@ def test_the_depth_sentence_names_a_subnormal_deepest_point_on_a_cpu_only():
     normal = subnormal.assign(**{"largest |activation|, last hidden layer": 1e-20})   # the controls
     assert "subnormal" not in grading.depth_sentence(table, "CPU (test)", normal)
     assert "subnormal" not in grading.depth_sentence(table, "NVIDIA H200", subnormal)
+
+
+def test_an_open_ended_interval_reads_as_words_not_inf():
+    n = {"I_f": 300.0, "I_b": 300.0, "level": 2.19, "T_ratio": 2.3, "S_ratio": 2.3, "low": 2.2, "high": math.inf,
+         "reached": 0.4}
+    text = grading.time_sentence(n)
+    assert "inf" not in text and "from 2.2 up: in 60% of the bootstrap resamples" in text
+    assert "95% interval 2.2 to 2.5" in grading.time_sentence({**n, "high": 2.5})   # the control

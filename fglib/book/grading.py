@@ -49,18 +49,19 @@ def grade_unbiased(max_abs_z, second_moment_se):
 
 
 def combine_grades(grades):
-    """One grade from several experiments' grades: a word all share, else 'partly', except that
-    when 'not judged' is mixed with only one other word, the majority of the two decides
-    (more than half not judged: 'not judged')."""
+    """One grade from several experiments' grades. The experiments that were judged decide: if
+    they all got one word, that word, provided they are at least half of all the experiments
+    (else 'not judged'); if they disagree, 'partly'. 'partly' therefore always means that the
+    claim held somewhere and failed somewhere, never that some experiments are still to judge."""
     grades = list(grades)
     if not grades:
         return NOT_RUN
-    for word in ("holds", "does not hold", NOT_JUDGED):
-        if all(g == word for g in grades):
-            return word
-    if all(g in (NOT_JUDGED, "holds") for g in grades) or all(g in (NOT_JUDGED, "does not hold") for g in grades):
-        return NOT_JUDGED if sum(g == NOT_JUDGED for g in grades) > len(grades) / 2 else "partly"
-    return "partly"
+    judged = [g for g in grades if g != NOT_JUDGED]
+    if not judged:
+        return NOT_JUDGED
+    if len(set(judged)) > 1:
+        return "partly"
+    return judged[0] if len(judged) >= len(grades) / 2 else NOT_JUDGED
 
 
 def grade_ratios(ratios, threshold=1.0):
@@ -326,7 +327,10 @@ def time_sentence(n):
     if not math.isfinite(n["I_f"]):
         return (f"forward gradient's mean validation curve never reached backprop's lowest ({n['level']:.3g}, "
                 f"reached at iteration {n['I_b']:,.0f})")
-    return (f"T_f/T_b = {n['T_ratio']:.2g} (95% interval {n['low']:.2g} to {n['high']:.2g}): forward gradient "
+    interval = (f"95% interval {n['low']:.2g} to {n['high']:.2g}" if math.isfinite(n["high"]) else
+                f"95% interval from {n['low']:.2g} up: in {1 - n['reached']:.0%} of the bootstrap resamples forward "
+                "gradient never reached the level")
+    return (f"T_f/T_b = {n['T_ratio']:.2g} ({interval}): forward gradient "
             f"reached backprop's lowest mean validation loss ({n['level']:.3g}) at iteration {n['I_f']:,.0f} against "
             f"{n['I_b']:,.0f}, with steps {n['S_ratio']:.2g} times as long")
 
@@ -461,9 +465,9 @@ def per_iteration_sentence(runs, paper_alike=False):
              f"within {pct(tolerance)} of backprop's lowest mean validation loss")
     paper = " as the paper found at this rate" if paper_alike else ""
     if alike(ratio):
-        return f"Per iteration the two were alike{paper}: I_f/I_b = {ratio:.2g} to {level}."
+        return f"Per iteration the two were alike{paper}: I_f/I_b = {ratio:#.2g} to {level}."
     fewer = "forward gradient" if ratio < 1 else "backprop"
-    return (f"Per iteration {fewer} needed fewer: I_f/I_b = {ratio:.2g} to {level}"
+    return (f"Per iteration {fewer} needed fewer: I_f/I_b = {ratio:#.2g} to {level}"
             + (", where the paper found the two alike." if paper_alike else "."))
 
 
