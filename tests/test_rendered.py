@@ -23,7 +23,7 @@ DECIMAL = re.compile(r"(?<![\w.,])\d+\.\d+(?![\w.])")
 VERDICT_WORDS = ("What we found", "holds", "does not hold", "not judged", "partly")
 # Results pages rewritten on raw results (issue 28) open with their findings before any code
 # toggle; the others join this set as their chapters move to raw results.
-FINDINGS_FIRST = {"intro", "cnn", "logreg", "mlp", "mlp_long", "verdict", "scaling", "test_functions", "unbiasedness", "distributed", "variance", "lr_sweep"}
+FINDINGS_FIRST = {"intro", "cnn", "logreg", "mlp", "mlp_long", "verdict", "scaling", "test_functions", "unbiasedness", "distributed", "lr_sweep"}
 
 
 def significant_figures(number):

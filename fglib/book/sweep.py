@@ -26,6 +26,7 @@ from .. import checks
 from ..to_target import eval_schedule, mean_ci
 from ..registry import LABELS
 from .experiments import run_training
+from .tables import significant
 
 DIVERGED, SKIPPED, RAN = "diverged", "skipped: above a divergent rate", "ran"
 
@@ -190,9 +191,9 @@ def describe(rows):
     parts = []
     for row in rows:
         if math.isfinite(row["T_f/T_b"]):
-            ci = f" ± {row['±95%']:.2g}" if math.isfinite(row["±95%"]) else ""
-            parts.append(f"to {row['target']}, T_f/T_b = {row['T_f/T_b']:.3g} "
-                         f"(I_f/I_b {row['I_f/I_b']:.3g}{ci} × S_f/S_b {row['S_f/S_b']:.3g})")
+            ci = f" ± {significant(row['±95%'], 2)}" if math.isfinite(row["±95%"]) else ""
+            parts.append(f"to {row['target']}, T_f/T_b = {significant(row['T_f/T_b'])} "
+                         f"(I_f/I_b {significant(row['I_f/I_b'])}{ci} × S_f/S_b {significant(row['S_f/S_b'])})")
         else:
             parts.append(f"to {row['target']}, {row['note'].split('; best rate')[0]}")
     return "; ".join(parts)
