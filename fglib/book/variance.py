@@ -23,7 +23,7 @@ from ..registry import make_method
 from ..models import build_model, count_parameters
 from ..stats import expected_squared_error, network_errors
 from ..timing import median_times
-from .grading import describe_k, k_label, k_pays  # noqa: F401  (the chapter's K sweep is graded there)
+from .grading import k_label
 from .sweep import at_best_rates, best_final_rates, lr_sweep
 
 
