@@ -135,11 +135,11 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     run = Run(method, batches, record)
     if checkpoint is not None and os.path.exists(checkpoint):
         run.load(checkpoint)
-    elif data is not None and 0 in eval_at:
-        run.evaluate(0, splits)
-    else:
+    elif data is None:   # a test function: its starting value
         with torch.no_grad():
             run.add(0, "train", method.loss_fn(method.model(None), None).item())
+    elif 0 in eval_at:
+        run.evaluate(0, splits)
     saved_at = time.monotonic()
     for i in progress_bar(range(run.done + 1, iterations + 1), desc=desc or method.name, disable=not progress,
                           mininterval=5.0, initial=run.done, total=iterations):

@@ -43,6 +43,13 @@ def test_table_is_tidy(mnist):
     assert df.time.is_monotonic_increasing
 
 
+def test_an_evaluation_grid_without_iteration_0_evaluates_only_where_asked(mnist):
+    # a regression: a grid without 0 once fell into the test-function branch, model(None)
+    m = fglib.make_method("bp", fglib.build_model("logreg", seed=0), F.cross_entropy, lr=1e-3)
+    df = fglib.train(m, mnist, iterations=20, eval_at=[10, 20], progress=False)
+    assert df[df.split == "validation"].iteration.tolist() == [10, 20]
+
+
 def test_diverging_run_raises(mnist):
     m = fglib.make_method("fg", fglib.build_model("mlp", seed=0), F.cross_entropy, lr=1e3)
     with pytest.raises(FloatingPointError, match="smaller learning rate"):
