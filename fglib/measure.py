@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_leaves
 
 from . import checks
 from .device import synchronize
-from .timing import median_times
+from .timing import median_times, timed_rounds
 
 
 def base_call(model, loss_fn, x, y):
@@ -45,6 +45,17 @@ def runtime_ratios(model, methods, loss_fn, x, y, warmup=5, repeats=30):
         out[name] = times[name]
         out[f"R_{name}"] = times[name] / times["base"]
     return out
+
+
+def cost_rounds(calls, device, warmup=5, repeats=30):
+    """What each call costs, raw: (rounds, memory). rounds: every interleaved timing round
+    (fglib.timing.timed_rounds: round, name, seconds, other load, disturbed); memory: one row per
+    call, its peak tensor memory in MiB (peak_tensor_bytes, one more call after the timing)."""
+    import pandas as pd
+    rounds = timed_rounds(calls, device, warmup, repeats)
+    memory = pd.DataFrame([{"name": name, "peak memory (MiB)": peak_tensor_bytes(call) / 2 ** 20}
+                           for name, call in calls.items()])
+    return rounds, memory
 
 
 def peak_memory(fn, device):

@@ -278,3 +278,26 @@ def test_an_open_ended_interval_reads_as_words_not_inf():
     text = grading.time_sentence(n)
     assert "inf" not in text and "from 2.2 up: in 60% of the bootstrap resamples" in text
     assert "95% interval 2.2 to 2.5" in grading.time_sentence({**n, "high": 2.5})   # the control
+
+
+def zeroth_order_tables(i_fd, i_fg=1000.0, i_bp=10.0):
+    """A zeroth-order chapter's derived tables, fabricated: the MLP, one row per method."""
+    best = pd.DataFrame([{"model": "mlp", "dtype": "float32", "estimator": "central difference", "best h": 1e-4,
+                          "median relative error there": 0.022, "forward mode's error": 1.6e-7}])
+    to_target = pd.DataFrame([{"model": "mlp", "method": m, "I (iterations)": i, "test accuracy": 0.82}
+                              for m, i in (("finite difference", i_fd), (grading.FG, i_fg), (grading.BP, i_bp))])
+    quant = pd.DataFrame([{"method": m, "test_accuracy": a}
+                          for m, a in (("finite difference", 0.76), (grading.FG, 0.12), (grading.BP, 0.13))])
+    return best, to_target, quant
+
+
+def test_zeroth_order_findings_say_what_exactness_bought():
+    """Alike iterations (within 10%) read as 'bought little'; 1.5 times as many as a cost of 50%
+    (the control); a run that never reached the target is said so, never as a ratio."""
+    same = grading.zeroth_order_findings(*zeroth_order_tables(1050.0), "CPU")
+    assert "exactness bought little" in same and "1.05 times" in same and "2.2%" in same
+    costly = grading.zeroth_order_findings(*zeroth_order_tables(1500.0), "CPU")
+    assert "bought little" not in costly and "cost 50% more iterations" in costly
+    never = grading.zeroth_order_findings(*zeroth_order_tables(math.nan), "CPU")
+    assert "cannot be compared" in never and "times forward gradients'" not in never
+    assert "76%" in same and "the MLP" in same

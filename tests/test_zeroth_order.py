@@ -183,3 +183,19 @@ def test_in_place_scheme_refuses_an_optimiser_with_state():
 def test_bad_scheme_is_refused():
     with pytest.raises(ValueError, match="scheme"):
         fglib.make_method("fd", small_mlp(), F.cross_entropy, 1e-3, scheme="backward")
+
+
+def test_cost_table_takes_the_median_of_quiet_rounds_only():
+    """The zeroth-order chapter's costs derive from every saved repeat: disturbed rounds (other load)
+    are left out, so backprop's slow steps there move nothing; counted as quiet (control), they would."""
+    import pandas as pd
+    from fglib.book.grading import cost_table
+    slow = lambda r, n: 100 if (r < 2 and n == "backprop") else 1
+    rounds = pd.DataFrame([{"round": r, "name": n, "seconds": s * slow(r, n), "other load": 0.0,
+                            "disturbed": r < 2, "model": "mlp"}
+                           for r in range(4) for n, s in (("backprop", 0.01), ("forward gradient", 0.02))])
+    memory = pd.DataFrame([{"model": "mlp", "name": n, "peak memory (MiB)": 1.0, "parameters (MiB)": 7.0}
+                           for n in ("backprop", "forward gradient")])
+    ratio = lambda r: cost_table(r, memory).set_index("method").loc["forward gradient", "S / S_backprop"]
+    assert ratio(rounds) == pytest.approx(2.0)
+    assert ratio(rounds.assign(disturbed=False)) < 0.1

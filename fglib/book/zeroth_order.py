@@ -11,11 +11,12 @@ from torch import nn
 
 from ..directions import make_generator, sample_directions
 from ..forward_grad import module_jvp
-from ..measure import base_call, peak_tensor_bytes
+from ..measure import base_call, cost_rounds
 from ..registry import make_method
 from ..models import build_model
-from ..timing import median_times
+from ..to_target import mean_ci
 from ..zeroth_order import SCHEMES, finite_difference
+from .sweep import iterations_to_targets
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 STEP_METHODS = {"forward gradient": ("fg", {}), "finite difference": ("fd", {}),
@@ -60,22 +61,36 @@ def best_h(errors):
     return pd.DataFrame(rows)
 
 
-def step_costs(model_name, x, y, h, seed=0, warmup=5, repeats=30, device="cpu"):
-    """Median step time (interleaved, fglib.timing) and peak tensor memory of one step of each
-    estimator and of backprop, and of inference (forward and loss), on one model."""
+def step_rounds(model_name, x, y, h, seed=0, warmup=5, repeats=30, device="cpu"):
+    """What a step of each estimator, of backprop and of inference (forward and loss) costs on one
+    model, raw (fglib.measure.cost_rounds): every timing round and each call's peak tensor memory,
+    with `model` and the parameters' size beside them. grading.cost_table reads them."""
     model = build_model(model_name, seed=seed, device=device)
     methods = {label: make_method(name, model, F.cross_entropy, 1e-9, seed=seed,
                                   **({"h": h} if name.startswith("fd") else {}), **kw)
                for label, (name, kw) in STEP_METHODS.items()}
     calls = {"inference": base_call(model, F.cross_entropy, x, y)}
     calls.update({label: (lambda m=m: m.step(x, y)) for label, m in methods.items()})
-    times = median_times(calls, device, warmup, repeats)
+    rounds, memory = cost_rounds(calls, device, warmup, repeats)
     params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return rounds.assign(model=model_name), memory.assign(model=model_name, **{"parameters (MiB)": params / 2 ** 20})
+
+
+def time_to_target(curves, finals, costs, target_loss):
+    """One row per (model, method) of the training runs (curves and finals with a `model` column):
+    runs that reached the validation loss `target_loss`, I (mean iterations, 95% half-width), the
+    step time S from grading.cost_table, T = I x S when every run reached it, and the mean test accuracy."""
     rows = []
-    for label, call in calls.items():
-        rows.append({"model": model_name, "method": label, "step time (ms)": 1e3 * times[label],
-                     "S / S_backprop": times[label] / times["backprop"],
-                     "peak memory (MiB)": peak_tensor_bytes(call) / 2 ** 20, "parameters (MiB)": params / 2 ** 20})
+    for model_name, c in curves.groupby("model", sort=False):
+        reach = iterations_to_targets(c.assign(lr=0.0), {"loss": [target_loss]})
+        step = costs[costs["model"] == model_name].set_index("method")["step time (ms)"]
+        acc = finals[finals["model"] == model_name].groupby("method")["test_accuracy"].mean()
+        for method, d in reach.groupby("method", sort=False):
+            mean, half, n = mean_ci(d["iterations"].tolist())
+            rows.append({"model": model_name, "method": method, "runs that reached": f"{n}/{len(d)}",
+                         "I (iterations)": mean, "±95%": half, "S (ms)": step[method],
+                         "T = I × S (s)": mean * step[method] / 1e3 if n == len(d) else math.nan,
+                         "test accuracy": acc[method]})
     return pd.DataFrame(rows)
 
 
