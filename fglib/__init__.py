@@ -15,6 +15,7 @@ The method, one idea per module:
     stats          the estimator's mean, variance and cosine
     zeroth_order   finite differences along v (SPSA, MeZO) beside the exact forward gradient
     local          activity-perturbed forward gradients and local losses (Ren et al. 2023)
+    subspace       training in a random subspace of the weights, theta = theta_0 + P z
     distributed    data-parallel forward gradients on torch.distributed (run with torchrun)
     numerics       finite differences and the complex step against the exact derivative
     device         choosing, naming and synchronising the device
@@ -39,10 +40,11 @@ from .registry import METHODS, make_method
 from .train import evaluate, train
 from .zeroth_order import FiniteDifferenceDescent, InPlaceFiniteDifference, finite_difference
 from .local import BlockForwardGradient, LocalBackprop
+from .subspace import RandomSubspace
 from .measure import describe_ratio, peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes, time_to_target
 from .timing import keep_freed_memory, median_times
 from .device import device_name, resolve_device
 from .to_target import decompose, eval_schedule, levelled_off
-from . import checks, distributed, engine, local, measure, numerics, registry, stats, timing, to_target, zeroth_order
+from . import checks, distributed, engine, local, measure, numerics, registry, stats, subspace, timing, to_target, zeroth_order
 
 __version__ = "0.1.0"

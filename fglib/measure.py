@@ -83,10 +83,11 @@ class _TensorBytes(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs))
+                  if isinstance(t, torch.Tensor) and not t._is_zerotensor()}
         for t in tree_leaves(out):
-            if not isinstance(t, torch.Tensor):
-                continue
+            if not isinstance(t, torch.Tensor) or t._is_zerotensor():
+                continue   # a zero tensor (forward mode's zero tangent) has no storage: it holds nothing
             storage = t.untyped_storage()
             key = (storage.data_ptr(), storage.device)
             if key[0] in inputs or key in self.live or storage.nbytes() == 0:
