@@ -209,3 +209,16 @@ def test_the_sweeps_comparison_is_derived_from_its_raw_runs_and_the_models_own_s
         runs.save_timings(runs.PLANS["logreg"], tmp_path, rounds(ratio))
         row = verdict.with_raw(report.load_results(tmp_path), tmp_path)["lr_sweep"]["logreg"][0]
         assert row["S_f/S_b"] == pytest.approx(ratio, rel=0.02)
+
+
+def test_a_sweeps_summary_counts_the_targets_and_says_which_were_never_reached():
+    from fglib.book.sweep import summarise
+    row = lambda target, t, note="": {"target": target, "T_f/T_b": t, "note": note}
+    missed = "forward gradients did not reach it in 5,000 iterations: I_f/I_b > 47"
+    three = [row("loss ≤ 1", 327.0), row("loss ≤ 0.5", 811.0), row("accuracy ≥ 80%", 465.0), row("accuracy ≥ 90%", math.nan, missed)]
+    assert summarise(three, 20_000) == ("backprop reached 3 of the 4 targets 327 to 811 times sooner (T_f/T_b), and "
+                                        "forward gradients did not reach accuracy ≥ 90% in 20,000 iterations")
+    none = [row("loss ≤ 1", math.nan, missed), row("loss ≤ 0.5", math.nan, missed)]
+    assert summarise(none, 5_000) == "forward gradients reached none of the targets in 5,000 iterations"
+    won = [row("loss ≤ 1", 0.5), row("loss ≤ 0.5", 0.25)]   # the control: forward gradients first
+    assert summarise(won, 100) == "forward gradients reached both targets 2 to 4 times sooner"

@@ -30,6 +30,7 @@ FG, BP = "forward gradient", "backprop"
 
 NOT_RUN = "not run yet"
 NOT_ON_CPU = "not reproduced on this CPU"
+MODEL_WORDS = {"logreg": "logistic regression", "mlp": "MLP", "cnn": "CNN"}
 
 
 def speed_grade(grade, cpu):
@@ -394,6 +395,26 @@ def step_costs(timings, fg=FG, bp=BP):
             "processes": len(per_process), "grade": grade, "per process": spread["per process"]}
 
 
+def cost_table(rounds, memory=None, reference=BP):
+    """One row per (model, name) from raw cost rounds (fglib.measure.cost_rounds; a `model` column
+    optional): the median step time over the quiet rounds (fglib.timing.quiet), S / S_reference,
+    and the memory table's columns beside it, if one is given (peak memory, and whatever else it
+    records)."""
+    if memory is None:
+        memory = pd.DataFrame({"name": rounds["name"].unique()})
+    if "model" not in rounds.columns:
+        rounds, memory = rounds.assign(model=""), memory.assign(model="")
+    rows = []
+    for model_name, r in rounds.groupby("model", sort=False):
+        median = quiet(r).groupby("name", sort=False)["seconds"].median()
+        mem = memory[memory["model"] == model_name].set_index("name").drop(columns="model")
+        for name, seconds in median.items():
+            rows.append({"model": model_name, "method": name, "step time (ms)": 1e3 * seconds,
+                         f"S / S_{reference}": seconds / median[reference], **mem.loc[name].to_dict()})
+    table = pd.DataFrame(rows)
+    return table.drop(columns="model") if (table["model"] == "").all() else table
+
+
 def experiment_numbers(runs, timings, records, iterations, decay, planned_pairs, lr, n_classes=10):
     """What the verdict needs of one experiment saved raw, derived here and never stored: the
     step costs (claim 3) and the time to backprop's lowest loss (claim 4), with the device."""
@@ -714,3 +735,195 @@ def describe_k(pays):
             parts.append(f"{head}, {row['verdict']} (a step costs {row['engine factor']:.2f} of "
                          f"{row['K']} steps with {k1})")
     return "; ".join(parts)
+
+
+def zeroth_order_findings(best, to_target, quant, device, model="mlp"):
+    """The zeroth-order chapter's findings, in sentences, from its derived tables: how close the best
+    float32 central difference came to the exact directional derivative on `model`, what the
+    approximation cost in iterations to the target (same directions), where backprop stood, and what
+    the quantised model learned with each method."""
+    b = best[(best["model"] == model) & (best["dtype"] == "float32")
+             & (best["estimator"] == "central difference")].iloc[0]
+    t = to_target[to_target["model"] == model].set_index("method")
+    exact = b["forward mode's error"]
+    first = (f"On {device}, the best float32 central difference for {_the(model)} was off by "
+             f"{pct(b['median relative error there'])} of the exact directional derivative (at h = {b['best h']:g}); "
+             f"forward mode in float32 was off by {_small(exact)}, rounding only.")
+    i_fd, i_fg, i_bp = (t.loc[m, "I (iterations)"] for m in ("finite difference", FG, BP))
+    if math.isfinite(i_fd) and math.isfinite(i_fg):
+        ratio = i_fd / i_fg
+        effect = ("exactness bought little in training" if abs(ratio - 1) <= 0.1 else
+                  f"the approximation cost {pct(ratio - 1)} more iterations" if ratio > 1 else
+                  "the approximate derivative trained faster")
+        second = (f"With the same directions, finite differences needed {ratio:.2f} times forward gradients' "
+                  f"iterations to the target and ended at {pct(t.loc['finite difference', 'test accuracy'])} test "
+                  f"accuracy against {pct(t.loc[FG, 'test accuracy'])}: {effect}.")
+    else:
+        second = ("Forward gradients or finite differences did not reach the target in every run, so their "
+                  "iterations cannot be compared.")
+    if math.isfinite(i_bp) and math.isfinite(i_fg):
+        second += (f" Backprop, at its own rate, reached the target in {i_bp:,.0f} iterations against forward "
+                   f"gradients' {i_fg:,.0f}.")
+    q = quant.set_index("method")["test_accuracy"]
+    third = (f"On a model with rounded weights, which forward mode and backprop differentiate as zero, finite "
+             f"differences reached {pct(q['finite difference'])} test accuracy; forward gradients "
+             f"{pct(q[FG])} and backprop {pct(q[BP])}.")
+    return " ".join([first, second, third])
+
+
+def _small(x):
+    """A tiny relative error in words: 'nothing' for 0, else 1.6e-07."""
+    return "nothing" if x == 0 else f"{x:.1e}"
+
+
+def _the(model):
+    """'the MLP', 'logistic regression': a model's name as a sentence uses it."""
+    words = MODEL_WORDS.get(model, model)
+    return words if words == "logistic regression" else f"the {words}"
+
+
+# Ren et al. (2023)'s findings, as their abstract states them, checked by the local-losses chapter.
+REN_FINDINGS = {
+    "activity": "Perturbing activities rather than weights substantially reduces the variance of the forward "
+                "gradient estimator.",
+    "local": "Local greedy losses further improve forward gradient learning.",
+    "match": "With both, forward gradient learning matches backprop on MNIST.",
+}
+
+
+def compare_errors(table, a, b):
+    """(difference of mean test errors a - b in points, the sum of their sds, a word): 'lower'
+    or 'higher' only when the difference exceeds the sum of the sds, 'indistinguishable' when
+    it does not, 'one run' when there is no spread to compare with."""
+    t = table.set_index("method")
+    diff, spread = t.loc[a, "test error (%)"] - t.loc[b, "test error (%)"], t.loc[a, "± sd"] + t.loc[b, "± sd"]
+    if not math.isfinite(spread):
+        return diff, spread, "one run"
+    word = "indistinguishable" if abs(diff) <= spread else ("lower" if diff < 0 else "higher")
+    return diff, spread, word
+
+
+def _spread(spread):
+    return f"sum of sds {spread:.2f}" if math.isfinite(spread) else "one run: no spread"
+
+
+def ren_findings(errors, table):
+    """Ren et al.'s three findings (the local-losses chapter), what it measured for each, and whether
+    it held: errors from local.layer_errors, table from sweep.at_best_rates."""
+    ratio = errors.pivot_table(index=["point", "layer"], columns="method", values="relative error")
+    pairs = [("FG-W", "FG-A"), ("local FG-W", "local FG-A")]
+    ratios = pd.concat([(ratio[w] / ratio[a]).dropna() for w, a in pairs])
+    held = bool((ratios > 1).all())
+    rows = [{"finding (Ren et al.)": REN_FINDINGS["activity"],
+             "ours": f"FG-W's error / FG-A's, per layer and point: {ratios.min():.3g} to {ratios.max():.3g}",
+             "verdict": "holds" if held else "does not hold on every layer"}]
+    words = {}
+    parts = []
+    for g, l in (("FG-W", "local FG-W"), ("FG-A", "local FG-A")):
+        diff, spread, words[g] = compare_errors(table, l, g)
+        parts.append(f"{l} {diff:+.2f} points against {g} ({_spread(spread)})")
+    found = set(words.values())
+    verdict = ("mixed" if {"lower", "higher"} <= found else "holds" if found == {"lower"} else
+               "partly" if "lower" in found else "does not hold here" if "higher" in found else
+               "cannot tell from these runs")
+    rows.append({"finding (Ren et al.)": REN_FINDINGS["local"], "ours": "test error: " + "; ".join(parts),
+                 "verdict": verdict})
+    diff, spread, word = compare_errors(table, "local FG-A", "backprop")
+    rows.append({"finding (Ren et al.)": REN_FINDINGS["match"],
+                 "ours": f"test error: local FG-A {diff:+.2f} points against backprop ({_spread(spread)}), "
+                         "on the paper's MLP, not their LocalMixer",
+                 "verdict": {"higher": "does not hold here", "lower": "holds (FG better)",
+                             "indistinguishable": "holds here", "one run": "cannot tell from one run"}[word]})
+    return pd.DataFrame(rows)
+
+
+def local_findings(table, findings, device, iterations, runs):
+    """The local-losses chapter's findings, in sentences: each method's test error at its own best
+    rate (table from sweep.at_best_rates), then Ren et al.'s three findings with their verdicts
+    (from ren_findings)."""
+    err = table.set_index("method")["test error (%)"]
+    plain = ", ".join(f"{m} {err[m]:.1f}%" for m in ("backprop", "FG-W", "FG-A"))
+    local = ", ".join(f"{m.split()[1]} {err[m]:.1f}%" for m in ("local backprop", "local FG-W", "local FG-A"))
+    v = findings["verdict"].tolist()
+    per_rate = f"{runs} run{'s' if runs != 1 else ''} per rate"
+    return (f"On {device} we trained the paper's MLP six ways for {iterations:,} iterations, each method at its "
+            f"own best rate ({per_rate}). Test error: {plain}; with local losses, {local}. Ren et al.'s findings, "
+            f"checked on this network: activity perturbation lowers the estimator's error ({v[0]}); local losses "
+            f"improve forward gradient learning ({v[1]}); with both, forward gradients match backprop ({v[2]}).")
+
+
+def optimiser_findings(table, fg_best, bp_best, gaps, device, iterations, runs, reference="backprop, SGD"):
+    """The optimisers chapter's findings, in sentences: SGD's test errors for both methods, the best
+    pairing of each by final validation loss (its name and test error), and how the gap between the
+    two best carried from MNIST to Fashion-MNIST (gaps: {data: {pairing: its error minus the best
+    backprop pairing's}})."""
+    err = table.set_index("method")["test error (%)"]
+    fg_sgd = "forward gradient, SGD"
+    gap = {name: g[fg_best] for name, g in gaps.items()}
+    carried = (f" The gap between the two best pairings was {gap['mnist']:.1f} points of test error on MNIST and "
+               f"{gap['fashion-mnist']:.1f} on Fashion-MNIST." if {"mnist", "fashion-mnist"} <= set(gap) else "")
+    per_rate = f"{runs} run{'s' if runs != 1 else ''} per rate"
+    return (f"On {device} we trained the paper's MLP for {iterations:,} iterations with forward gradients and "
+            f"with backprop, each under SGD, momentum 0.9 and Adam, every pairing at its own best rate "
+            f"({per_rate}). With SGD, forward gradients ended at {err[fg_sgd]:.1f}% test error and backprop at "
+            f"{err[reference]:.1f}%. By the lowest final validation loss, the best forward-gradient pairing was "
+            f"{fg_best} ({err[fg_best]:.1f}%) and the best backprop pairing {bp_best} ({err[bp_best]:.1f}%)."
+            + carried)
+
+
+def finetune_gaps(table, fg="FG, normal", bp="backprop"):
+    """The fine-tuning chapter's question, per regime: from at_best_rates rows with a `regime`
+    column, forward gradients' (`fg`) and backprop's test error (%), the gap in points with its
+    spread (the sum of the two sds over runs), and the forward-gradient variant with the lowest test
+    error and its gap."""
+    rows = []
+    for regime, t in table.groupby("regime", sort=False):
+        t = t.set_index("method")
+        if fg not in t.index or bp not in t.index:
+            continue
+        variants = t[t.index.str.startswith("FG") | (t.index == "MeZO")]
+        best = variants["test error (%)"].idxmin()
+        base = t.loc[bp, "test error (%)"]
+        rows.append({"regime": regime, "forward gradient (%)": t.loc[fg, "test error (%)"], "backprop (%)": base,
+                     "gap (points)": t.loc[fg, "test error (%)"] - base,
+                     "± (sum of sds)": t.loc[fg, "± sd"] + t.loc[bp, "± sd"],
+                     "best variant": best, "its gap (points)": t.loc[best, "test error (%)"] - base})
+    return pd.DataFrame(rows)
+
+
+def _narrowed(gaps, regime, reference="from scratch"):
+    """'narrowed', 'widened' or 'about the same', the gap of `regime` against `reference`'s, a change
+    counting only beyond the two gaps' spreads together."""
+    g = gaps.set_index("regime")
+    change = g.loc[regime, "gap (points)"] - g.loc[reference, "gap (points)"]
+    spread = g.loc[regime, "± (sum of sds)"] + g.loc[reference, "± (sum of sds)"]
+    if not math.isfinite(spread) or abs(change) <= spread:
+        return "about the same" if math.isfinite(spread) else "not judged (one run: no spread)"
+    return "narrowed" if change < 0 else "widened"
+
+
+def finetune_findings(gaps, memory, device, iterations, pretrain_accuracy, dim, edge=()):
+    """The fine-tuning chapter's findings, in sentences, from finetune_gaps' table and the memory
+    table (regime, name, total (MiB)): the gap in each regime, whether fine-tuning narrowed it against
+    training from scratch, and what checkpointed backprop held against forward gradients. `edge`: the
+    regimes where forward gradients' best rate sat at the edge of its grid (their gap is provisional)."""
+    g = gaps.set_index("regime")
+    words = {"from scratch": "training from scratch", "all layers": "fine-tuning every layer",
+             "last layer": "fine-tuning the last layer only", "subspace": f"fine-tuning a random {dim}-dimensional subspace"}
+    listed = ", ".join(f"{g.loc[r, 'gap (points)']:.1f} points {words[r]}" for r in g.index)
+    text = (f"On {device} we pre-trained the paper's MLP on MNIST with backprop ({pct(pretrain_accuracy)} test "
+            f"accuracy) and trained it on Fashion-MNIST for {iterations:,} iterations, each method at its own best "
+            f"rate. The gap in test error between forward gradients (normal directions) and backprop was {listed}.")
+    if "from scratch" in g.index:
+        caveat = " (provisional: forward gradients' best rate sat at the edge of its grid)"
+        judged = [f"{words[r]}, {_narrowed(gaps, r)}{caveat if r in edge else ''}" for r in g.index if r != "from scratch"]
+        if judged:
+            text += " Against training from scratch, the gap: " + "; ".join(judged) + "."
+    best = g["its gap (points)"].idxmin()
+    text += f" The closest forward-gradient variant was {g.loc[best, 'best variant']} ({words[best]}, {g.loc[best, 'its gap (points)']:.1f} points)."
+    m = memory[memory["regime"] == "all layers"].set_index("name")["total (MiB)"] if "regime" in memory else None
+    if m is not None and {"backprop, checkpointed", "FG, normal"} <= set(m.index):
+        text += (f" Fine-tuning every layer, a checkpointed backprop step held {m['backprop, checkpointed']:.1f} MiB "
+                 f"in all, weights included, against {m['FG, normal']:.1f} MiB for forward gradients and "
+                 f"{m['backprop']:.1f} MiB for plain backprop.")
+    return text

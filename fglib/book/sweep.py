@@ -40,21 +40,32 @@ def lr_sweep(model_name, data, rates, runs=3, iterations=2000, eval_points=40, s
     rates = {checks.choice("rates key", m, LABELS): sorted(checks.rates(f"rates[{m!r}]", r))
              for m, r in rates.items()}
     eval_at = eval_schedule(checks.count("iterations", iterations), checks.count("eval_points", eval_points))
+
+    def train_at(m, lr):
+        return run_training(model_name, data, lr, runs, iterations, seed=seed, methods=(m,), device=device,
+                            progress=progress, eval_at=eval_at, **kwargs)
+    return sweep_rates(train_at, rates, label=LABELS.get)
+
+
+def sweep_rates(train_at, rates, label=str):
+    """The sweep rule, for any training: each key's rates in increasing order, up to and including
+    the first rate at which train_at(key, lr) raises FloatingPointError (a run diverged); the
+    higher rates are skipped. train_at returns (curves, finals) of that key at that rate. Returns
+    (curves, finals) with an `lr` column, finals with each rate's `status`, labelled label(key)."""
     curves, finals = [], []
-    for m, method_rates in rates.items():
+    for key, key_rates in rates.items():
         status = RAN
-        for lr in method_rates:
+        for lr in sorted(key_rates):
             if status != RAN:
-                finals.append(pd.DataFrame([{"method": LABELS[m], "run": -1, "lr": lr, "status": SKIPPED}]))
+                finals.append(pd.DataFrame([{"method": label(key), "run": -1, "lr": lr, "status": SKIPPED}]))
                 continue
             try:
-                c, f = run_training(model_name, data, lr, runs, iterations, seed=seed, methods=(m,),
-                                    device=device, progress=progress, eval_at=eval_at, **kwargs)
+                c, f = train_at(key, lr)
                 curves.append(c.assign(lr=lr))
                 finals.append(f.assign(lr=lr, status=RAN))
             except FloatingPointError:
                 status = DIVERGED
-                finals.append(pd.DataFrame([{"method": LABELS[m], "run": -1, "lr": lr, "status": DIVERGED}]))
+                finals.append(pd.DataFrame([{"method": label(key), "run": -1, "lr": lr, "status": DIVERGED}]))
     return pd.concat(curves, ignore_index=True), pd.concat(finals, ignore_index=True)
 
 
@@ -154,12 +165,13 @@ def rates_tried(finals):
             for method, d in finals.groupby("method", sort=False)}
 
 
-def at_best_rates(curves, finals, best, step_ms, target_loss, iterations, reference="backprop"):
+def at_best_rates(curves, finals, best, step_ms, target_loss, iterations, reference="backprop", column="loss"):
     """One row per method at its best rate (from best_final_rates): test error (%, mean ± sd),
     iterations to the validation-loss target (mean over runs, all of which must reach it), the
     step time S (step_ms: {method: median ms per step}) and T = I x S against `reference`'s,
-    decomposed as (I / I_ref) x (S / S_ref)."""
-    reach = iterations_to_targets(curves, {"loss": [target_loss]})
+    decomposed as (I / I_ref) x (S / S_ref). column='accuracy' makes target_loss a validation accuracy
+    to reach instead."""
+    reach = iterations_to_targets(curves, {column: [target_loss]})
     rows = []
     for _, b in best.iterrows():
         f = finals[(finals["method"] == b["method"]) & (finals["lr"] == b["lr"]) & (finals["status"] == RAN)]
@@ -197,6 +209,35 @@ def describe(rows):
         else:
             parts.append(f"to {row['target']}, {row['note'].split('; best rate')[0]}")
     return "; ".join(parts)
+
+
+def summarise(rows, iterations):
+    """A compare_at_best table (as records) in one clause: how many targets each method reached
+    first and by how much (the range of T_f/T_b), and which ones forward gradients never reached
+    within the run. describe gives the clause per target."""
+    finite = [r["T_f/T_b"] for r in rows if math.isfinite(r["T_f/T_b"])]
+    missed = [r["target"] for r in rows if r["note"].startswith("forward gradients did not reach")]
+    bp_missed = [r["target"] for r in rows if r["note"].startswith("backprop never")]
+    def of(n):
+        if n < len(rows):
+            return f"{n} of the {len(rows)} targets"
+        return {1: "the target", 2: "both targets"}.get(n, f"all {n} targets")
+    span = lambda v: significant(v[0]) if len(v) == 1 else f"{significant(min(v))} to {significant(max(v))}"
+    parts = []
+    if finite and all(t > 1 for t in finite):
+        parts.append(f"backprop reached {of(len(finite))} {span(finite)} times sooner (T_f/T_b)")
+    elif finite and all(t < 1 for t in finite):
+        parts.append(f"forward gradients reached {of(len(finite))} {span([1 / t for t in finite])} times sooner")
+    elif finite:
+        parts.append(f"T_f/T_b ranged from {significant(min(finite))} to {significant(max(finite))} over "
+                     f"{of(len(finite))}")
+    if missed:
+        which = "none of the targets" if len(missed) == len(rows) else "; ".join(missed)
+        verb = "reached" if len(missed) == len(rows) else "did not reach"
+        parts.append(f"forward gradients {verb} {which} in {iterations:,} iterations")
+    if bp_missed:
+        parts.append(f"backprop did not reach {'; '.join(bp_missed)}")
+    return ", and ".join(parts) if len(parts) == 2 else "; ".join(parts)
 
 
 def save_sweep(folder, model_name, curves, finals, device="cpu"):

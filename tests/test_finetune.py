@@ -1,0 +1,94 @@
+"""The fine-tuning chapter's machinery (fglib.book.finetune): each regime trains what it says and
+nothing else, pre-training is re-created from its cache bit for bit, and memory adds up."""
+import pytest
+import torch
+
+import fglib
+from fglib.book import finetune
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("pretrained")
+
+
+def pretrained(mnist, folder):
+    return finetune.pretrain("mlp", mnist, 20, 0.1, seed=0, cache=folder, progress=False)
+
+
+def test_pretraining_is_cached_and_the_cache_gives_back_the_same_weights(mnist, cache):
+    state, acc = pretrained(mnist, cache)
+    again, acc2 = pretrained(mnist, cache)
+    assert acc == acc2 and all(torch.equal(state[k], again[k]) for k in state)
+    assert list(cache.glob("pretrained-mlp-20-0.1-seed0.pt"))
+
+
+def test_each_regime_trains_only_what_it_says(mnist, cache):
+    state, _ = pretrained(mnist, cache)
+    every = finetune.fine_tune_model("mlp", state, "all layers", seed=3)
+    last = finetune.fine_tune_model("mlp", state, "last layer", seed=3)
+    head = finetune.read_out(last)
+    assert [p for p in last.parameters() if p.requires_grad] == list(head.parameters())
+    assert all(p.requires_grad for p in every.parameters())
+    # the body is the pre-trained one; the read-out is new, the same for the same seed (control: another seed)
+    assert torch.equal(every[1].weight, state["1.weight"]) and not torch.equal(head.weight, state["5.weight"])
+    assert torch.equal(head.weight, finetune.read_out(every).weight)
+    other = finetune.fine_tune_model("mlp", state, "all layers", seed=4)
+    assert not torch.equal(finetune.read_out(other).weight, head.weight)
+    sub = finetune.fine_tune_model("mlp", state, "subspace", seed=3, dim=100)
+    assert [p.numel() for p in sub.parameters() if p.requires_grad] == [100]
+    assert "MeZO" not in finetune.methods_for("subspace") and "MeZO" in finetune.methods_for("last layer")
+
+
+def test_a_sweep_stops_a_method_at_its_first_divergent_rate(mnist, cache):
+    state, _ = pretrained(mnist, cache)
+    make = lambda s: finetune.fine_tune_model("mlp", state, "all layers", seed=s)
+    methods = {"FG, normal": finetune.METHODS["FG, normal"]}
+    curves, finals = finetune.sweep(make, mnist, methods, {"FG, normal": [1e3, 1e-4, 1e4]}, 1, 200, 4,
+                                    eval_examples=200, progress=False)
+    assert finals["status"].tolist() == ["ran", "diverged", "skipped: above a divergent rate"]
+    assert finals["lr"].tolist() == [1e-4, 1e3, 1e4] and set(curves["lr"]) == {1e-4}
+
+
+def test_memory_in_the_papers_sense_adds_up_and_frozen_layers_hold_no_gradient(mnist, cache):
+    state, _ = pretrained(mnist, cache)
+    x, y = mnist["train"].x[:64], mnist["train"].y[:64]
+    methods = {k: finetune.METHODS[k] for k in ("FG, normal", "backprop")}
+    for regime, grad_mib in (("all layers", 1_863_690 * 4 / 2 ** 20), ("last layer", 10_250 * 4 / 2 ** 20)):
+        make = lambda s: finetune.fine_tune_model("mlp", state, regime, seed=s)
+        rounds, memory = finetune.step_rounds(make, methods, x, y, repeats=2, warmup=1)
+        m = memory.set_index("name")
+        assert m.loc["backprop", "gradients (MiB)"] == pytest.approx(grad_mib)
+        assert m.loc["FG, normal", "gradients (MiB)"] == pytest.approx(grad_mib)
+        parts = m[["weights (MiB)", "gradients (MiB)", "optimiser state (MiB)", "step peak (MiB)"]].sum(axis=1)
+        assert (parts == m["total (MiB)"]).all() and set(rounds["name"]) == {"inference", *methods}
+
+
+def at_best(errors):
+    """at_best_rates-like rows: {(regime, method): (test error %, sd)}."""
+    import pandas as pd
+    return pd.DataFrame([{"regime": r, "method": m, "test error (%)": e, "± sd": sd}
+                         for (r, m), (e, sd) in errors.items()])
+
+
+def test_the_gap_narrows_only_beyond_the_spread_of_the_runs():
+    from fglib.book import grading
+    table = at_best({("from scratch", "FG, normal"): (50.0, 1.0), ("from scratch", "backprop"): (15.0, 0.5),
+                     ("all layers", "FG, normal"): (30.0, 1.0), ("all layers", "backprop"): (14.0, 0.5),
+                     ("all layers", "FG, K = 4, projected"): (25.0, 1.0),
+                     ("last layer", "FG, normal"): (49.0, 1.0), ("last layer", "backprop"): (15.0, 0.5)})
+    gaps = grading.finetune_gaps(table)
+    g = gaps.set_index("regime")
+    assert g.loc["all layers", "gap (points)"] == 16.0 and g.loc["all layers", "best variant"] == "FG, K = 4, projected"
+    assert grading._narrowed(gaps, "all layers") == "narrowed"          # 35 -> 16 points, spreads 1.5 + 1.5
+    assert grading._narrowed(gaps, "last layer") == "about the same"    # the control: 35 -> 34, within 3
+    import pandas as pd
+    memory = pd.DataFrame([{"regime": "all layers", "name": n, "total (MiB)": t}
+                           for n, t in (("backprop", 21.6), ("backprop, checkpointed", 15.0), ("FG, normal", 22.8))])
+    text = grading.finetune_findings(gaps, memory, "CPU", 500, 0.97, 1000)
+    assert "35.0 points training from scratch" in text and "fine-tuning every layer, narrowed" in text
+    assert "FG, K = 4, projected (fine-tuning every layer, 11.0 points)" in text
+    assert "(provisional" not in text
+    edged = grading.finetune_findings(gaps, memory, "CPU", 500, 0.97, 1000, edge={"last layer"})
+    assert "the last layer only, about the same (provisional: forward gradients' best rate sat at the edge" in edged
+    assert "held 15.0 MiB in all, weights included, against 22.8 MiB for forward gradients and 21.6" in text
