@@ -234,7 +234,8 @@ def summarise(rows, iterations):
     if missed:
         which = "none of the targets" if len(missed) == len(rows) else "; ".join(missed)
         verb = "reached" if len(missed) == len(rows) else "did not reach"
-        parts.append(f"forward gradients {verb} {which} in {iterations:,} iterations")
+        reached_by_bp = " (backprop reached every one)" if len(missed) == len(rows) and not bp_missed else ""
+        parts.append(f"forward gradients {verb} {which} in {iterations:,} iterations{reached_by_bp}")
     if bp_missed:
         parts.append(f"backprop did not reach {'; '.join(bp_missed)}")
     return ", and ".join(parts) if len(parts) == 2 else "; ".join(parts)

@@ -43,7 +43,7 @@ def with_raw(results, folder="results"):
     sweep = out.get("lr_sweep", {})
     if "targets" in sweep:   # each method at its own rate: the sweep's raw runs, the models' own step times
         from .sweep import compare_at_best, load_sweep
-        for model in ("logreg", "mlp"):
+        for model in sweep["iterations"]:
             (curves, finals), timings = load_sweep(folder, model), load_timings(folder, model)
             if not curves.empty and not timings.empty:
                 s = step_times(timings)
@@ -269,7 +269,8 @@ def takeaways(results, table):
         out.append(f"Per step, the paper's speed-up did not appear on this CPU: {step_row['short']}."
                    if step_row["verdict"] != "holds" else f"Per step, the paper's speed-up appeared: {step_row['short']}.")
     sweep = results.get("lr_sweep", {})
-    best = [v["T_f/T_b"] for m in ("logreg", "mlp") for v in sweep.get(m, []) if math.isfinite(v.get("T_f/T_b", math.inf))]
+    best = [v["T_f/T_b"] for m in sweep.get("iterations", {}) for v in sweep.get(m, [])
+            if math.isfinite(v.get("T_f/T_b", math.inf))]
     if best:
         out.append(f"With each method at its own best learning rate ({{doc}}`lr_sweep`), backprop reached the "
                    f"targets {min(best):.3g} to {max(best):.3g} times sooner where forward gradients reached them "
@@ -334,7 +335,7 @@ def sweep_summary(results):
     to fixed targets decomposed), or None before the sweep has run."""
     from .sweep import describe
     sweep = results.get("lr_sweep", {})
-    parts = [f"{model}: {describe(sweep[model])}" for model in ("logreg", "mlp")
+    parts = [f"{model}: {describe(sweep[model])}" for model in sweep.get("iterations", {})
              if isinstance(sweep.get(model), list) and sweep[model] and "T_f/T_b" in sweep[model][0]]
     return "; ".join(parts) or None
 
