@@ -204,6 +204,8 @@ CASES = [
      TypeError, "batch_size"),
     ("lr_sweep rates", lambda: lr_sweep("logreg", tiny_data(), {"fg": []}), ValueError, r"rates\['fg'\]"),
     ("lr_sweep method", lambda: lr_sweep("logreg", tiny_data(), {"adam": [0.1]}), ValueError, "rates key"),
+    ("RandomSubspace dim", lambda: fglib.RandomSubspace(fglib.build_model("logreg"), 0), ValueError, "dim"),
+    ("RandomSubspace model", lambda: fglib.RandomSubspace("mlp", 10), TypeError, "model"),
     # reporting
     ("environment device", lambda: fglib.book.environment("gpu"), ValueError, "device"),
     ("glue name", lambda: fglib.book.glue(3, 1.0), TypeError, "name"),

@@ -32,7 +32,7 @@ CHUNKS = {
     "mlp": ("claims 3 and 4, the MLP's step costs, and the MLP at 2e-5 (5 x 30,000)", 8, [("mlp", {})]),
     "mlp_long": ("claim 4, MLP at 2e-4 run until backprop levels off (5 x 70,000)", 8, [("mlp_long", {})]),
     "cnn": ("claim 4, CNN (its missing runs, each resumed from its checkpoint)", 8, [("cnn", {"train_runs": None})]),
-    "sweep": ("the learning-rate sweep (logistic regression and MLP)", 8, [("lr_sweep", {})]),
+    "sweep": ("the learning-rate sweep (logistic regression, MLP and CNN)", 8, [("lr_sweep", {})]),
     "variance": ("beyond the paper: variance, and whether K directions pay for themselves (MLP)", 8,
                  [("variance", {})]),
     "beyond": ("beyond the paper: finite differences, several workers", 6,
@@ -41,6 +41,8 @@ CHUNKS = {
               [("local_losses", {})]),
     "optimisers": ("beyond the paper: momentum and Adam, each tuned, and Fashion-MNIST (MLP)", 8,
                    [("optimisers", {})]),
+    "finetune": ("beyond the paper: fine-tuning a pre-trained MLP, four regimes, every method at its own rate", 6,
+                 [("finetune", {})]),
     "rest": ("the other chapters, and the verdict", 8,
              [("forward_reverse", {}), ("unbiasedness", {}), ("test_functions", {}), ("verdict", {})]),
 }
