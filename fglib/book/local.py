@@ -5,16 +5,16 @@ a step costs."""
 import copy
 import math
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..measure import base_call, peak_tensor_bytes
+from ..measure import base_call, cost_rounds
 from ..registry import make_method
 from ..models import LocalNet, build_model
 from ..stats import estimator_errors
-from ..timing import median_times
 from ..registry import LABELS as METHOD_LABELS
 from .sweep import lr_sweep
 
@@ -58,11 +58,11 @@ def layer_labels(model):
     return labels
 
 
-def error_by_layer(models, x, y, n_samples=50, seed=0):
-    """models: {(point label, 'plain' or 'local'): model}. For each estimator and point, one row
-    per layer: E||g - grad||^2 / ||grad||^2 over that layer's weights and bias, against backprop
-    of the loss the estimator targets (the network's loss for FG-W and FG-A, the block's own
-    loss for the local ones), with its standard error, and the mean cosine of the whole g."""
+def error_draws(models, x, y, n_samples=50, seed=0):
+    """models: {(point label, 'plain' or 'local'): model}. Raw: for each estimator, point, draw and
+    layer, the relative error ||g - grad||^2 / ||grad||^2 over that layer's weights and bias, against
+    backprop of the loss the estimator targets (the network's loss for FG-W and FG-A, the block's
+    own loss for the local ones), and the cosine of the whole g. layer_errors summarises them."""
     rows = []
     for method, reference in REFERENCE.items():
         for (point, kind), model in models.items():
@@ -76,10 +76,19 @@ def error_by_layer(models, x, y, n_samples=50, seed=0):
                 names = [n for n, lab in labels.items() if lab == layer]
                 norm2 = sum(float(exact[n].pow(2).sum()) for n in names)
                 e = sum(errors[f"squared error, {n}"] for n in names) / norm2
-                rows.append({"point": point, "method": LABELS[method], "layer": layer,
-                             "relative error": e.mean(), "± (se)": e.std() / math.sqrt(n_samples),
-                             "cosine (whole g)": errors["cosine"].mean()})
+                rows += [{"point": point, "method": LABELS[method], "layer": layer, "draw": k,
+                          "relative error": float(v), "cosine (whole g)": float(c)}
+                         for k, (v, c) in enumerate(zip(e, errors["cosine"]))]
     return pd.DataFrame(rows)
+
+
+def layer_errors(draws):
+    """error_draws' rows summarised per (point, method, layer): the mean relative error
+    E||g - grad||^2 / ||grad||^2, its standard error, and the mean cosine of the whole g."""
+    g = draws.groupby(["point", "method", "layer"], sort=False)
+    return pd.DataFrame({"relative error": g["relative error"].mean(),
+                         "± (se)": g["relative error"].std() / np.sqrt(g["relative error"].count()),
+                         "cosine (whole g)": g["cosine (whole g)"].mean()}).reset_index()
 
 
 def perturbed_counts(model, x):
@@ -111,71 +120,36 @@ def sweep(base, data, rates, runs, iterations, eval_points, seed=0, device="cpu"
     return curves.replace({"method": RELABEL}), finals.replace({"method": RELABEL})
 
 
-def step_costs(base, x, y, seed=0, warmup=5, repeats=30, device="cpu"):
-    """Median step time of the six methods and of inference, interleaved, each on a fresh
-    network of the same seed; S / S_backprop and the peak memory of the tensors a step creates."""
+def step_rounds(base, x, y, seed=0, warmup=5, repeats=30, device="cpu"):
+    """What a step of each of the six methods and of inference costs, raw (fglib.measure.cost_rounds:
+    every interleaved timing round, each call's peak tensor memory), each method on a fresh network
+    of the same seed. grading.cost_table reads them."""
     calls = {"inference": base_call(build_model(base, seed=seed, device=device), F.cross_entropy, x, y)}
     for m in LABELS:
         method = make_method(m, build_model(model_for(m, base), seed=seed, device=device), F.cross_entropy, 1e-9,
                              seed=seed)
-        calls[m] = lambda method=method: method.step(x, y)
-    times = median_times(calls, device, warmup, repeats)
-    rows = [{"method": LABELS.get(m, m), "step time (ms)": 1e3 * t, "S / S_backprop": t / times["bp"],
-             "peak tensor memory (MiB)": peak_tensor_bytes(calls[m]) / 2 ** 20} for m, t in times.items()]
-    return pd.DataFrame(rows)
+        calls[LABELS[m]] = lambda method=method: method.step(x, y)
+    return cost_rounds(calls, device, warmup, repeats)
 
 
-REN_FINDINGS = {
-    "activity": "Perturbing activities rather than weights substantially reduces the variance of the forward "
-                "gradient estimator.",
-    "local": "Local greedy losses further improve forward gradient learning.",
-    "match": "With both, forward gradient learning matches backprop on MNIST.",
-}
+# The local-losses chapter as it last ran calls these three; its re-run on raw results reads
+# error_draws, step_rounds and grading.ren_findings directly (issue 28).
+def error_by_layer(models, x, y, n_samples=50, seed=0):
+    """layer_errors(error_draws(...)): each estimator's error per layer and point."""
+    return layer_errors(error_draws(models, x, y, n_samples, seed))
 
 
-def compare_errors(table, a, b):
-    """(difference of mean test errors a - b in points, the sum of their sds, a word): 'lower'
-    or 'higher' only when the difference exceeds the sum of the sds, 'indistinguishable' when
-    it does not, 'one run' when there is no spread to compare with."""
-    t = table.set_index("method")
-    diff, spread = t.loc[a, "test error (%)"] - t.loc[b, "test error (%)"], t.loc[a, "± sd"] + t.loc[b, "± sd"]
-    if not math.isfinite(spread):
-        return diff, spread, "one run"
-    word = "indistinguishable" if abs(diff) <= spread else ("lower" if diff < 0 else "higher")
-    return diff, spread, word
-
-
-def _spread(spread):
-    return f"sum of sds {spread:.2f}" if math.isfinite(spread) else "one run: no spread"
+def step_costs(base, x, y, seed=0, warmup=5, repeats=30, device="cpu"):
+    """grading.cost_table of step_rounds: median step time, S / S_backprop, peak tensor memory."""
+    from .grading import cost_table
+    return cost_table(*step_rounds(base, x, y, seed, warmup, repeats, device)).rename(
+        columns={"peak memory (MiB)": "peak tensor memory (MiB)"})
 
 
 def ren_findings(errors, table):
-    """Ren et al.'s three findings, what this chapter measured for each, and whether it held."""
-    ratio = errors.pivot_table(index=["point", "layer"], columns="method", values="relative error")
-    pairs = [("FG-W", "FG-A"), ("local FG-W", "local FG-A")]
-    ratios = pd.concat([(ratio[w] / ratio[a]).dropna() for w, a in pairs])
-    held = bool((ratios > 1).all())
-    rows = [{"finding (Ren et al.)": REN_FINDINGS["activity"],
-             "ours": f"FG-W's error / FG-A's, per layer and point: {ratios.min():.3g} to {ratios.max():.3g}",
-             "verdict": "holds" if held else "does not hold on every layer"}]
-    words = {}
-    parts = []
-    for g, l in (("FG-W", "local FG-W"), ("FG-A", "local FG-A")):
-        diff, spread, words[g] = compare_errors(table, l, g)
-        parts.append(f"{l} {diff:+.2f} points against {g} ({_spread(spread)})")
-    found = set(words.values())
-    verdict = ("mixed" if {"lower", "higher"} <= found else "holds" if found == {"lower"} else
-               "partly" if "lower" in found else "does not hold here" if "higher" in found else
-               "cannot tell from these runs")
-    rows.append({"finding (Ren et al.)": REN_FINDINGS["local"], "ours": "test error: " + "; ".join(parts),
-                 "verdict": verdict})
-    diff, spread, word = compare_errors(table, "local FG-A", "backprop")
-    rows.append({"finding (Ren et al.)": REN_FINDINGS["match"],
-                 "ours": f"test error: local FG-A {diff:+.2f} points against backprop ({_spread(spread)}), "
-                         "on the paper's MLP, not their LocalMixer",
-                 "verdict": {"higher": "does not hold here", "lower": "holds (FG better)",
-                             "indistinguishable": "holds here", "one run": "cannot tell from one run"}[word]})
-    return pd.DataFrame(rows)
+    """grading.ren_findings (the verdict words live in the grading module)."""
+    from .grading import ren_findings as grade
+    return grade(errors, table)
 
 
 def beside_ren(table):

@@ -9,7 +9,7 @@ from ..measure import base_call
 from ..methods import OPTIMIZERS
 from ..registry import LABELS, make_method
 from ..models import build_model
-from ..timing import median_times
+from ..timing import timed_rounds
 from .local import model_for
 from .sweep import at_best_rates, best_final_rates, lr_sweep
 
@@ -50,16 +50,24 @@ def optimiser_sweep(base, data, settings, runs, iterations, eval_points, seed=0,
     return pd.concat(curves, ignore_index=True), pd.concat(finals, ignore_index=True)
 
 
-def step_times(base, x, y, settings, seed=0, warmup=5, repeats=30, device="cpu"):
-    """{label: median ms per step} for each (method, optimizer) pair in `settings`, and for
-    inference, measured interleaved on fresh networks of the same seed."""
+def step_rounds(base, x, y, settings, seed=0, warmup=5, repeats=30, device="cpu"):
+    """Every interleaved timing round (fglib.timing.timed_rounds) of one step of each (method,
+    optimizer) pair in `settings`, and of inference, on fresh networks of the same seed: raw, for
+    grading.cost_table."""
     net = build_model(base, seed=seed, device=device)
     calls = {"inference": base_call(net, F.cross_entropy, x, y)}
     for m, opt in settings:
         model = build_model(model_for(m, base), seed=seed, device=device)
         method = make_method(m, model, F.cross_entropy, 1e-9, seed=seed, optimizer=opt)
         calls[label(m, opt)] = lambda method=method: method.step(x, y)
-    return {name: 1e3 * t for name, t in median_times(calls, device, warmup, repeats).items()}
+    return timed_rounds(calls, device, warmup, repeats)
+
+
+def step_times(base, x, y, settings, seed=0, warmup=5, repeats=30, device="cpu"):
+    """{label: median ms per step} of step_rounds' rounds (grading.cost_table: quiet rounds only)."""
+    from .grading import cost_table
+    rounds = step_rounds(base, x, y, settings, seed, warmup, repeats, device)
+    return cost_table(rounds, reference="inference").set_index("method")["step time (ms)"].to_dict()
 
 
 def around(rate, factors=(1 / 3, 1, 3)):
@@ -86,19 +94,36 @@ def with_final_loss(best, finals):
     return best.assign(**{"validation loss": [loss[(m, lr)] for m, lr in zip(best["method"], best["lr"])]})
 
 
-def carry_over(base, datasets, settings, runs, iterations, eval_points, seed=0, device="cpu", eval_examples=None,
-               target_loss=1.0, reference=None):
-    """The same settings swept on each data set ({name: data}), the same seeds: one row per
-    (data set, pairing) at its best rate with its test error (at_best_rates, no step times)."""
-    rows = []
+def carry_sweep(base, datasets, settings, runs, iterations, eval_points, seed=0, device="cpu",
+                eval_examples=None):
+    """The same settings swept on each data set ({name: data}), the same seeds: raw (curves,
+    finals), each with a `data` column. carry_results reads them."""
+    curves, finals = [], []
     for name, data in datasets.items():
-        curves, finals = optimiser_sweep(base, data, settings, runs, iterations, eval_points, seed, device,
-                                         eval_examples)
-        best = best_final_rates(finals)
-        table = at_best_rates(curves, finals, best, {m: float("nan") for m in best.method}, target_loss,
-                              iterations, reference=reference or best.method.iloc[0])
+        c, f = optimiser_sweep(base, data, settings, runs, iterations, eval_points, seed, device, eval_examples)
+        curves.append(c.assign(data=name))
+        finals.append(f.assign(data=name))
+    return pd.concat(curves, ignore_index=True), pd.concat(finals, ignore_index=True)
+
+
+def carry_results(curves, finals, iterations, target_loss=1.0):
+    """One row per (data set, pairing) of carry_sweep's raw runs, at its best rate, with its test
+    error (at_best_rates, no step times)."""
+    rows = []
+    for name in finals["data"].unique():
+        c, f = curves[curves["data"] == name], finals[finals["data"] == name]
+        best = best_final_rates(f)
+        table = at_best_rates(c, f, best, {m: float("nan") for m in best.method}, target_loss, iterations,
+                              reference=best.method.iloc[0])
         rows.append(table[["method", "best rate", "test error (%)", "± sd"]].assign(data=name))
     return pd.concat(rows, ignore_index=True)
+
+
+def carry_over(base, datasets, settings, runs, iterations, eval_points, seed=0, device="cpu", eval_examples=None,
+               target_loss=1.0, reference=None):
+    """carry_sweep, then carry_results: one row per (data set, pairing) at its best rate."""
+    curves, finals = carry_sweep(base, datasets, settings, runs, iterations, eval_points, seed, device, eval_examples)
+    return carry_results(curves, finals, iterations, target_loss)
 
 
 DATA_TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
