@@ -3,7 +3,6 @@ nothing else, pre-training is re-created from its cache bit for bit, and memory 
 import pytest
 import torch
 
-import fglib
 from fglib.book import finetune
 
 

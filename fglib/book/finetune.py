@@ -14,7 +14,6 @@ timing round and memory figure is saved raw; the chapter derives its tables from
 import copy
 import pathlib
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn

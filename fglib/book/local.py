@@ -3,7 +3,6 @@ FG-W and FG-A, each on the network's loss or on local losses), their estimators'
 layer against backprop of the loss each targets, a learning-rate sweep per method, and what
 a step costs."""
 import copy
-import math
 
 import numpy as np
 import pandas as pd
