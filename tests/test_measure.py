@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import fglib
+from fglib.registry import LABELS
 
 
 def validation_rows(fg_losses, bp_losses, dt_fg=1.0, dt_bp=2.0):
@@ -67,6 +68,51 @@ def test_sweep_stops_at_the_first_divergent_rate(mnist):
     status = finals.set_index(["method", "lr"])["status"]
     assert status[("forward gradient", 1e38)] == DIVERGED and status[("forward gradient", 1e39)] == SKIPPED
     assert set(curves.lr) == {1e-3, 1e-1}
+
+
+def test_a_grid_widened_in_a_second_sitting_gives_the_one_sitting_sweep(mnist):
+    """rates_to_run + extend_sweep: the new rates only, and the same tables as a sweep of the
+    whole grid at once (runs are seeded, so rates are independent); nothing at or above a saved
+    divergent rate is run again."""
+    from fglib.book.sweep import extend_sweep, lr_sweep, rates_to_run
+    kw = dict(runs=1, iterations=20, eval_points=4)
+    whole = lr_sweep("logreg", mnist, {"fg": [1e-4, 1e-3], "bp": [1e-2, 1e-1]}, **kw)
+    first = lr_sweep("logreg", mnist, {"fg": [1e-4], "bp": [1e-2]}, **kw)
+    todo = rates_to_run(first[1], {"fg": [1e-4, 1e-3], "bp": [1e-2, 1e-1]}, label=LABELS.get)
+    assert todo == {"fg": [1e-3], "bp": [1e-1]}
+    curves, finals = extend_sweep(first, lr_sweep("logreg", mnist, todo, **kw))
+    expected_curves, expected_finals = extend_sweep(whole, (whole[0].iloc[:0], whole[1].iloc[:0]))
+    pd.testing.assert_frame_equal(finals, expected_finals)
+    pd.testing.assert_frame_equal(curves.drop(columns="time"), expected_curves.drop(columns="time"))
+    diverged = pd.DataFrame([{"method": "forward gradient", "lr": 1e-2, "run": -1, "status": "diverged"}])
+    assert rates_to_run(diverged, {"fg": [1e-3, 1e-2, 1e-1]}, label=LABELS.get) == {"fg": [1e-3]}
+
+
+def test_a_saved_sweep_runs_only_its_missing_rates_and_keeps_each_rows_device(tmp_path):
+    """complete_sweep: a second sitting with a wider grid calls the sweep for the new rates only;
+    rows from the first sitting keep the device they were measured on; remeasure runs everything."""
+    from fglib.book.runs import load_table, raw_folder
+    from fglib.book.sweep import complete_sweep
+    calls = []
+
+    def fake(todo):   # one run per rate, its loss the rate itself
+        calls.append(todo)
+        rows = [(LABELS[m], lr) for m, rates in todo.items() for lr in rates]
+        curves = pd.DataFrame([{"method": m, "lr": lr, "run": 0, "iteration": 0, "split": "validation", "loss": lr}
+                               for m, lr in rows])
+        finals = pd.DataFrame([{"method": m, "lr": lr, "run": 0, "status": "ran", "validation_loss": lr}
+                               for m, lr in rows])
+        return curves, finals
+    complete_sweep(tmp_path, "mlp", {"fg": [1e-4]}, fake)
+    path = raw_folder(tmp_path, "lr_sweep") / "mlp-finals.csv"
+    pd.read_csv(path).assign(device="an earlier device").to_csv(path, index=False)
+    curves, finals = complete_sweep(tmp_path, "mlp", {"fg": [1e-4, 1e-3]}, fake)
+    assert calls == [{"fg": [1e-4]}, {"fg": [1e-3]}] and list(finals["lr"]) == [1e-4, 1e-3]
+    devices = load_table(tmp_path, "lr_sweep", "mlp-finals.csv").set_index("lr")["device"]
+    assert devices[1e-4] == "an earlier device" and devices[1e-3] != "an earlier device"
+    complete_sweep(tmp_path, "mlp", {"fg": [1e-4, 1e-3]}, fake)   # nothing missing: no call
+    complete_sweep(tmp_path, "mlp", {"fg": [1e-4, 1e-3]}, fake, remeasure=True)
+    assert calls[2:] == [{"fg": [1e-4, 1e-3]}]
 
 
 def sweep_curves(hits):

@@ -270,11 +270,13 @@ def _time_one_process(argv=None):
 
 def save_table(folder, experiment, name, table, device="cpu"):
     """A chapter's raw measurements as raw/<experiment>/<name> (CSV, gzipped if the name ends in
-    .gz), with the device, torch version and threads on every row."""
+    .gz), with the device, torch version and threads on every row: this process's, except on rows
+    that carry their own already (a table extended across sittings keeps each row's)."""
     path = raw_folder(folder, experiment) / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    table.assign(device=device_name(device), torch=torch.__version__, threads=torch.get_num_threads()).to_csv(
-        path, index=False, float_format="%.9g")
+    stamp = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
+    table = table.assign(**{k: table[k].fillna(v) if k in table else v for k, v in stamp.items()})
+    table.to_csv(path, index=False, float_format="%.9g")
     write_index(folder)
 
 

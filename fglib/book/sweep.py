@@ -69,6 +69,43 @@ def sweep_rates(train_at, rates, label=str):
     return pd.concat(curves, ignore_index=True), pd.concat(finals, ignore_index=True)
 
 
+def rates_to_run(finals, rates, label=str):
+    """What a saved sweep still lacks of a grid: {key: its rates with no saved row}, leaving out
+    those at or above a saved divergent rate (the sweep rule would have skipped them). A grid
+    widened after a sweep ran (its best rate sat at the grid's edge) runs only its new rates."""
+    todo = {}
+    for key, key_rates in rates.items():
+        done = finals[finals["method"] == label(key)] if not finals.empty else finals
+        saved = set(done["lr"].round(12)) if not done.empty else set()
+        diverged = done.loc[done["status"] == DIVERGED, "lr"].min() if not done.empty else math.nan
+        new = [lr for lr in sorted(key_rates) if round(lr, 12) not in saved and not lr >= diverged]
+        if new:
+            todo[key] = new
+    return todo
+
+
+def extend_sweep(saved, fresh):
+    """A saved sweep (curves, finals) with the rates run since, fresh (curves, finals), appended;
+    each table sorted by method and rate so that the result does not depend on the order of sittings."""
+    curves, finals = (pd.concat([a, b], ignore_index=True) for a, b in zip(saved, fresh))
+    order = lambda t, extra: t.sort_values(["method", "lr", *extra], kind="stable", ignore_index=True)
+    return order(curves, [c for c in ("run", "iteration") if c in curves]), order(finals, ["run"])
+
+
+def complete_sweep(folder, model_name, grid, run, device="cpu", remeasure=False):
+    """A model's sweep over `grid`, from what is saved: run(todo) -> (curves, finals) sweeps only the
+    rates the saved sweep lacks (rates_to_run; all of them with remeasure), the result is saved
+    (save_sweep; each row keeps the device it ran on) and returned as load_sweep reads it."""
+    from .runs import load_table
+    saved = tuple(pd.DataFrame() if remeasure else load_table(folder, "lr_sweep", f"{model_name}-{name}")
+                  for name in ("curves.csv.gz", "finals.csv"))
+    todo = grid if saved[1].empty else rates_to_run(saved[1], grid, label=LABELS.get)
+    if todo:
+        fresh = run(todo)
+        save_sweep(folder, model_name, *(fresh if saved[1].empty else extend_sweep(saved, fresh)), device)
+    return load_sweep(folder, model_name)
+
+
 def target_label(column, level):
     """'validation loss ≤ 0.5' or 'validation accuracy ≥ 90%'."""
     return f"validation loss ≤ {level:g}" if column == "loss" else f"validation accuracy ≥ {100 * level:g}%"
