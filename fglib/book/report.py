@@ -8,7 +8,10 @@ from ..device import device_name
 
 
 def plain_value(value):
-    """A setting as a reader writes it: lists joined by commas, no quotes around names."""
+    """A setting as a reader writes it: lists joined by commas, no quotes around names, yes or no
+    for a switch, 'default' for None."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if isinstance(value, (list, tuple)):
         return ", ".join(plain_value(v) for v in value)
     if isinstance(value, dict):
@@ -24,10 +27,10 @@ def plain_value(value):
 
 def environment(device, **params):
     """A table of settings: device, torch version, Python, and the chapter's parameters
-    (show it with fglib.book.tables.show)."""
+    (show it with fglib.book.tables.show); `smoke` only when it is on."""
     info = {"device": device_name(device), "torch": torch.__version__,
             "python": platform.python_version()}
-    info.update({k: plain_value(v) for k, v in params.items()})
+    info.update({k: plain_value(v) for k, v in params.items() if not (k == "smoke" and v is False)})
     return pd.DataFrame({"setting": list(info), "value": list(info.values())})
 
 
