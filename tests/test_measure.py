@@ -181,6 +181,37 @@ def test_optimiser_settings_are_checked_by_name():
         check_settings("s", {"fg": [1e-4]})
 
 
+class Stop(Exception):
+    pass
+
+
+def test_an_optimiser_sweep_stopped_part_way_resumes_to_the_uninterrupted_result(mnist):
+    """optimiser_sweep and carry_sweep save after each pairing; a sweep stopped after its first
+    save and started again from what was saved runs only the rest, and ends with the tables of a
+    sweep that never stopped (runs are seeded); nothing saved is run twice."""
+    from fglib.book import optimisers as opt
+    settings = {"fg": {"sgd": [1e-4]}, "bp": {"sgd": [0.1], "adam": [1e-3]}}
+    kw = dict(runs=1, iterations=12, eval_points=3, eval_examples=200)
+    datasets = {"mnist": mnist, "again": mnist}
+    for sweep, first in ((lambda **k: opt.optimiser_sweep("logreg", mnist, settings, **kw, **k), 1),
+                         (lambda **k: opt.carry_sweep("logreg", datasets, settings, **kw, **k), 3)):
+        whole = sweep()
+        saves = []
+
+        def stop_after(c, f, n=first):
+            saves.append((c, f))
+            if len(saves) == n:
+                raise Stop
+        with pytest.raises(Stop):
+            sweep(save=stop_after)
+        ran = []
+        resumed = sweep(saved=saves[-1], save=lambda c, f: ran.append(set(f["method"]) - set(saves[-1][1]["method"])))
+        assert len(ran) == 3 * len(datasets if first == 3 else [0]) - first
+        for got, expected in zip(resumed, whole):
+            pd.testing.assert_frame_equal(got.drop(columns="time", errors="ignore"),
+                                          expected.drop(columns="time", errors="ignore"))
+
+
 def test_saved_bytes_counts_the_activations_not_the_weights():
     """Backprop through the MLP keeps the input and the two hidden ReLU outputs (plus the small
     softmax output and labels); the 7 MB of weights it also references are not counted."""

@@ -11,7 +11,7 @@ from ..registry import LABELS, make_method
 from ..models import build_model
 from ..timing import timed_rounds
 from .local import model_for
-from .sweep import at_best_rates, best_final_rates, lr_sweep
+from .sweep import at_best_rates, best_final_rates, extend_sweep, lr_sweep, rates_to_run
 
 OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "momentum 0.9", "adam": "Adam"}
 
@@ -36,18 +36,28 @@ def check_settings(name, value):
 
 
 def optimiser_sweep(base, data, settings, runs, iterations, eval_points, seed=0, device="cpu",
-                    eval_examples=None):
+                    eval_examples=None, saved=None, save=None):
     """lr_sweep of every (method, optimiser) in settings ({method: {optimizer: [rates]}}), each
     on its own grid up to its first divergent rate, on `base` (a local method on its LocalNet);
-    returns (curves, finals) labelled 'method, optimiser'."""
-    curves, finals = [], []
+    returns (curves, finals) labelled 'method, optimiser'. Resumable: `saved` (curves, finals)
+    already measured are kept and only the rates they lack run (sweep.rates_to_run), and
+    save(curves, finals) receives everything so far after each pairing, so that a sweep stopped
+    part way loses at most the pairing it was in."""
+    empty = pd.DataFrame()
+    curves, finals = saved if saved is not None else (empty, empty)
     for m, by_opt in check_settings("settings", settings).items():
         for opt, rates in by_opt.items():
-            c, f = lr_sweep(model_for(m, base), data, {m: rates}, runs, iterations, eval_points, seed, device,
+            name = label(m, opt)
+            todo = rates_to_run(finals, {name: rates}).get(name, [])
+            if not todo:
+                continue
+            c, f = lr_sweep(model_for(m, base), data, {m: todo}, runs, iterations, eval_points, seed, device,
                             eval_examples=eval_examples, optimizer=opt)
-            curves.append(c.assign(method=label(m, opt), optimizer=opt))
-            finals.append(f.assign(method=label(m, opt), optimizer=opt))
-    return pd.concat(curves, ignore_index=True), pd.concat(finals, ignore_index=True)
+            fresh = c.assign(method=name, optimizer=opt), f.assign(method=name, optimizer=opt)
+            curves, finals = extend_sweep((curves, finals), fresh)
+            if save is not None:
+                save(curves, finals)
+    return curves, finals
 
 
 def step_rounds(base, x, y, settings, seed=0, warmup=5, repeats=30, device="cpu"):
@@ -95,15 +105,24 @@ def with_final_loss(best, finals):
 
 
 def carry_sweep(base, datasets, settings, runs, iterations, eval_points, seed=0, device="cpu",
-                eval_examples=None):
+                eval_examples=None, saved=None, save=None):
     """The same settings swept on each data set ({name: data}), the same seeds: raw (curves,
-    finals), each with a `data` column. carry_results reads them."""
-    curves, finals = [], []
+    finals), each with a `data` column. carry_results reads them. Resumable as optimiser_sweep
+    is, data set by data set."""
+    empty = pd.DataFrame()
+    curves, finals = saved if saved is not None else (empty, empty)
     for name, data in datasets.items():
-        c, f = optimiser_sweep(base, data, settings, runs, iterations, eval_points, seed, device, eval_examples)
-        curves.append(c.assign(data=name))
-        finals.append(f.assign(data=name))
-    return pd.concat(curves, ignore_index=True), pd.concat(finals, ignore_index=True)
+        mine = lambda t: t[t["data"] == name].drop(columns="data") if not t.empty else t
+        others = lambda t: t[t["data"] != name] if not t.empty else t
+
+        def save_all(c, f, name=name):
+            nonlocal curves, finals
+            curves, finals = extend_sweep((others(curves), others(finals)), (c.assign(data=name), f.assign(data=name)))
+            if save is not None:
+                save(curves, finals)
+        optimiser_sweep(base, data, settings, runs, iterations, eval_points, seed, device, eval_examples,
+                        saved=(mine(curves), mine(finals)), save=save_all)
+    return curves, finals
 
 
 def carry_results(curves, finals, iterations, target_loss=1.0):

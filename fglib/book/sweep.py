@@ -85,10 +85,14 @@ def rates_to_run(finals, rates, label=str):
 
 
 def extend_sweep(saved, fresh):
-    """A saved sweep (curves, finals) with the rates run since, fresh (curves, finals), appended;
-    each table sorted by method and rate so that the result does not depend on the order of sittings."""
+    """A saved sweep (curves, finals; empty if nothing is saved) with the rates run since, fresh
+    (curves, finals), appended; each table sorted by data set or regime (where there is such a
+    column), method and rate, so that the result does not depend on the order of sittings."""
+    if saved[1].empty:
+        saved = (fresh[0].iloc[:0], fresh[1].iloc[:0])
     curves, finals = (pd.concat([a, b], ignore_index=True) for a, b in zip(saved, fresh))
-    order = lambda t, extra: t.sort_values(["method", "lr", *extra], kind="stable", ignore_index=True)
+    groups = [c for c in ("data", "regime") if c in finals]
+    order = lambda t, extra: t.sort_values([*groups, "method", "lr", *extra], kind="stable", ignore_index=True)
     return order(curves, [c for c in ("run", "iteration") if c in curves]), order(finals, ["run"])
 
 
