@@ -36,6 +36,8 @@ METHODS = {
     "FG, Rademacher": ("fg", {"direction": "rademacher"}),
     "FG, K = 4, mean": ("fg", {"n_directions": 4}),
     "FG, K = 4, projected": ("fg", {"n_directions": 4, "combine": "project"}),
+    "FG, K = 16, mean": ("fg", {"n_directions": 16}),
+    "FG, K = 16, projected": ("fg", {"n_directions": 16, "combine": "project"}),
     "MeZO": ("fd_inplace", {}),
     "backprop": ("bp", {}),
     "backprop, checkpointed": ("bp_ckpt", {}),
