@@ -313,3 +313,29 @@ def test_a_settings_table_reads_as_a_reader_writes_settings():
     assert values["rates"] == "0.0001, 0.0003"
     assert not {"True", "False", "None"} & set(table["value"])
     assert dict(zip(*environment("cpu", smoke=True).T.values))["smoke"] == "yes"
+
+
+def test_claim_two_is_derived_from_the_raw_curves_of_the_test_functions():
+    """function_numbers: per function, the median over runs of the first recorded iteration below
+    the level (a run that never gets there does not count; a method with no such run is left
+    out), and backprop's time per iteration over forward gradient's. function_raw keeps the
+    schedule and each run's last row, so a diverged run's end survives the thinning."""
+    from fglib.book.experiments import function_raw
+    from fglib.book.grading import BP, FG, function_numbers
+    rows = []
+    for method, hits, dt in ((FG, [100, 300, None], 2.0), (BP, [200, 200, 200], 1.0)):
+        for run, hit in enumerate(hits):
+            for i in range(0, 1001):
+                rows.append({"function": "beale", "method": method, "run": run, "iteration": i, "time": i * dt,
+                             "loss": 1e-4 if hit is not None and i >= hit else 1.0, "split": "train"})
+    curves = pd.DataFrame(rows)
+    numbers = function_numbers(curves)
+    assert numbers["reach"]["beale"] == {FG: 200.0, BP: 200.0}   # median of 100 and 300
+    assert numbers["backprop_over_fg_time_per_iteration"]["beale"] == pytest.approx(0.5)
+    assert "rosenbrock" in numbers["reach"] and numbers["reach"]["rosenbrock"] == {}
+    stopped = curves[~((curves.method == FG) & (curves.run == 2) & (curves.iteration > 777))]   # diverged at 777
+    thin = function_raw({"beale": stopped.drop(columns="function")}, eval_points=50)
+    assert len(thin) < len(stopped) / 5
+    assert 777 in set(thin[(thin.method == FG) & (thin.run == 2)].iteration) and 1000 in set(thin.iteration)
+    reach = function_numbers(thin)["reach"]["beale"]
+    assert 200 <= reach[BP] <= 200 * 1000 ** (1 / 50)   # the schedule decides I to within its log spacing

@@ -82,6 +82,12 @@ def test_claim_two_is_graded_per_iteration_only():
     assert row["verdict"] == "holds" and "not graded" in row["evidence"] and "rosenbrock 0.44" in row["evidence"]
     t["reach"]["rosenbrock"]["forward gradient"] = 30_000
     assert verdict.claims_table({"test_functions": t}).set_index("#").loc[2, "verdict"] == "partly"
+    del t["reach"]["rosenbrock"]["forward gradient"]   # forward gradient never got there: not alike
+    row = verdict.claims_table({"test_functions": t}).set_index("#").loc[2]
+    assert row["verdict"] == "partly" and "forward gradient did not reach loss 0.01" in row["ours"]
+    t["reach"] = {name: {} for name in t["reach"]}     # a run too short for either: not judged, said so
+    row = verdict.claim_test_functions({"test_functions": t})
+    assert row["verdict"] == "not judged" and "backprop did not reach loss 0.001" in row["short"]
 
 
 def test_each_pair_is_judged_against_its_own_backprop_run():

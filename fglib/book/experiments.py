@@ -199,11 +199,19 @@ def function_summary(results):
     return pd.DataFrame(rows)
 
 
-def iterations_to(curves, level):
-    """{method: median over runs of the first iteration whose training loss is below `level`}."""
-    train = curves[curves["split"] == "train"]
-    first = train[train["loss"] < level].groupby(["method", "run"])["iteration"].min()
-    return first.groupby("method").median()
+def function_raw(results, eval_points=400):
+    """run_function's curves {name: curves} as the chapter saves them raw: one table with a
+    `function` column, each run kept at the evaluation schedule (fglib.eval_schedule: log-spaced,
+    and at most 2% of the run apart over its second half) and at its last iteration (a diverged
+    run's too); the point (x, y), the loss and the cumulative time at each."""
+    from ..to_target import eval_schedule
+    parts = []
+    for name, curves in results.items():
+        keep = set(eval_schedule(int(curves["iteration"].max()), eval_points))
+        last = curves.groupby(["method", "run"])["iteration"].transform("max")
+        rows = curves[curves["iteration"].isin(keep) | (curves["iteration"] == last)]
+        parts.append(rows.drop(columns="accuracy", errors="ignore").assign(function=name))
+    return pd.concat(parts, ignore_index=True)
 
 
 def subnormal_check(data, depth=100, width=1024, batch_size=64, seed=0, repeats=3):

@@ -441,6 +441,35 @@ def alike(ratio):
     return math.isfinite(ratio) and ALIKE[0] <= ratio <= ALIKE[1]
 
 
+FUNCTION_LEVELS = {"beale": 1e-3, "rosenbrock": 1e-2}   # claim 2: the loss each method must get below
+
+
+def function_reach(curves, levels=FUNCTION_LEVELS):
+    """Claim 2's measure, from the test-function chapter's raw curves (a `function` column):
+    {function: {method: median over runs of the first recorded iteration whose loss is below
+    the function's level}}; a method none of whose runs got there is left out."""
+    reach = {}
+    for name, level in levels.items():
+        c = curves[(curves["function"] == name) & (curves["loss"] < level)]
+        first = c.groupby(["method", "run"])["iteration"].min()
+        reach[name] = {m: float(v) for m, v in first.groupby("method").median().items()}
+    return reach
+
+
+def function_numbers(curves):
+    """What the verdict grades claim 2 with, derived from the raw curves now: the reach (above),
+    the levels, the runs per method, the device, and backprop's time per iteration over forward
+    gradient's on each function (each run's last recorded time over its last iteration; median
+    over runs; not graded: on two parameters it measures the device's Python overhead)."""
+    last = curves.sort_values("iteration").groupby(["function", "method", "run"]).tail(1)
+    per_it = (last["time"] / last["iteration"]).groupby([last["function"], last["method"]]).median()
+    speed = {name: float(per_it[(name, BP)] / per_it[(name, FG)]) for name in curves["function"].unique()
+             if (name, BP) in per_it and (name, FG) in per_it}
+    return {"device": curves["device"].iloc[0] if "device" in curves else "CPU", "levels": dict(FUNCTION_LEVELS),
+            "runs": int(curves.groupby("method")["run"].nunique().max()), "reach": function_reach(curves),
+            "backprop_over_fg_time_per_iteration": speed}
+
+
 def final_numbers(runs):
     """Each method's mean final validation loss and test accuracy: {'val_fg', 'val_bp', 'acc_fg', 'acc_bp'}."""
     out = {}
