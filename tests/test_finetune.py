@@ -91,3 +91,15 @@ def test_the_gap_narrows_only_beyond_the_spread_of_the_runs():
     edged = grading.finetune_findings(gaps, memory, "CPU", 500, 0.97, 1000, edge={"last layer"})
     assert "the last layer only, about the same (provisional: forward gradients' best rate sat at the edge" in edged
     assert "held 15.0 MiB in all, weights included, against 22.8 MiB for forward gradients and 21.6" in text
+
+
+def test_averaging_and_projecting_k_tangents_are_told_apart_only_beyond_the_spread():
+    from fglib.book import grading
+    table = at_best({("last layer", "FG, normal"): (45.0, 1.0), ("last layer", "FG, K = 4, mean"): (40.0, 1.0),
+                     ("last layer", "FG, K = 4, projected"): (39.5, 1.0), ("last layer", "FG, K = 16, mean"): (36.0, 0.5),
+                     ("last layer", "FG, K = 16, projected"): (30.0, 0.5), ("all layers", "FG, normal"): (20.0, 1.0)})
+    text = grading.combine_sentence(table, "last layer")
+    assert "with K = 4, averaging ended at 40.0% test error and projecting at 39.5% (within the spread" in text
+    assert "with K = 16, averaging ended at 36.0% test error and projecting at 30.0% (projecting lower beyond" in text
+    assert text.index("K = 4") < text.index("K = 16") and "(one normal direction per step: 45.0%)" in text
+    assert grading.combine_sentence(table, "all layers") == ""   # no K variants there: nothing to say

@@ -920,6 +920,30 @@ def finetune_gaps(table, fg="FG, normal", bp="backprop"):
     return pd.DataFrame(rows)
 
 
+def combine_sentence(table, regime):
+    """How the K tangents of one step are best combined, in one regime (at_best_rates rows with a
+    `regime` column, labels 'FG, K = k, mean' and 'FG, K = k, projected'): for each K, the test
+    errors of averaging and of projecting onto the span, which is lower, and whether the
+    difference exceeds the sum of the two sds over runs."""
+    t = table[table["regime"] == regime].set_index("method")
+    parts = []
+    ks = sorted({int(m.split("K = ")[1].split(",")[0]) for m in t.index if m.startswith("FG, K = ")})
+    for k in ks:
+        mean, proj = f"FG, K = {k}, mean", f"FG, K = {k}, projected"
+        if mean not in t.index or proj not in t.index:
+            continue
+        e_m, e_p = t.loc[mean, "test error (%)"], t.loc[proj, "test error (%)"]
+        spread = t.loc[mean, "± sd"] + t.loc[proj, "± sd"]
+        lower = "projecting" if e_p < e_m else "averaging"
+        clear = ("within the spread of the runs" if math.isfinite(spread) and abs(e_p - e_m) <= spread else
+                 "one run each: no spread" if not math.isfinite(spread) else f"{lower} lower beyond the spread")
+        parts.append(f"with K = {k}, averaging ended at {e_m:.1f}% test error and projecting at {e_p:.1f}% ({clear})")
+    if not parts:
+        return ""
+    base = f" (one normal direction per step: {t.loc['FG, normal', 'test error (%)']:.1f}%)" if "FG, normal" in t.index else ""
+    return f"Fine-tuning the {regime}, " + "; ".join(parts) + base + "."
+
+
 def _narrowed(gaps, regime, reference="from scratch"):
     """'narrowed', 'widened' or 'about the same', the gap of `regime` against `reference`'s, a change
     counting only beyond the two gaps' spreads together."""
