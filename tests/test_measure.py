@@ -68,6 +68,8 @@ def test_sweep_stops_at_the_first_divergent_rate(mnist):
     status = finals.set_index(["method", "lr"])["status"]
     assert status[("forward gradient", 1e38)] == DIVERGED and status[("forward gradient", 1e39)] == SKIPPED
     assert set(curves.lr) == {1e-3, 1e-1}
+    curves, finals = lr_sweep("logreg", mnist, {"fg": [1e38]}, runs=1, iterations=5, eval_points=2)
+    assert curves.empty and list(finals["status"]) == [DIVERGED]   # a grid widened only into divergence
 
 
 def test_a_grid_widened_in_a_second_sitting_gives_the_one_sitting_sweep(mnist):

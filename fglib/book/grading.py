@@ -941,7 +941,11 @@ def combine_sentence(table, regime):
     if not parts:
         return ""
     base = f" (one normal direction per step: {t.loc['FG, normal', 'test error (%)']:.1f}%)" if "FG, normal" in t.index else ""
-    return f"Fine-tuning the {regime}, " + "; ".join(parts) + base + "."
+    return f"{REGIME_WORDS.get(regime, regime).capitalize()}{base}: " + "; ".join(parts) + "."
+
+
+REGIME_WORDS = {"from scratch": "training from scratch", "all layers": "fine-tuning every layer",
+                "last layer": "fine-tuning the last layer only", "subspace": "fine-tuning a random subspace"}
 
 
 def _narrowed(gaps, regime, reference="from scratch"):

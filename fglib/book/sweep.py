@@ -66,7 +66,8 @@ def sweep_rates(train_at, rates, label=str):
             except FloatingPointError:
                 status = DIVERGED
                 finals.append(pd.DataFrame([{"method": label(key), "run": -1, "lr": lr, "status": DIVERGED}]))
-    return pd.concat(curves, ignore_index=True), pd.concat(finals, ignore_index=True)
+    curves = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()   # every rate may diverge
+    return curves, pd.concat(finals, ignore_index=True)
 
 
 def rates_to_run(finals, rates, label=str):
@@ -86,13 +87,18 @@ def rates_to_run(finals, rates, label=str):
 
 def extend_sweep(saved, fresh):
     """A saved sweep (curves, finals; empty if nothing is saved) with the rates run since, fresh
-    (curves, finals), appended; each table sorted by data set or regime (where there is such a
-    column), method and rate, so that the result does not depend on the order of sittings."""
+    (curves, finals), appended; each table ordered by data set or regime (where there is such a
+    column) and method, each in the order it first appears (saved first), then by rate and run,
+    so that a sweep run in several sittings reads as the sweep run in one."""
     if saved[1].empty:
         saved = (fresh[0].iloc[:0], fresh[1].iloc[:0])
     curves, finals = (pd.concat([a, b], ignore_index=True) for a, b in zip(saved, fresh))
-    groups = [c for c in ("data", "regime") if c in finals]
-    order = lambda t, extra: t.sort_values([*groups, "method", "lr", *extra], kind="stable", ignore_index=True)
+    keys = [c for c in ("data", "regime") if c in finals] + ["method"]
+    rank = {k: {v: i for i, v in enumerate(pd.unique(finals[k]))} for k in keys}
+    by_rank = lambda col: col.map(rank[col.name]) if col.name in rank else col
+
+    def order(t, extra):
+        return t.sort_values([*keys, "lr", *extra], key=by_rank, kind="stable", ignore_index=True)
     return order(curves, [c for c in ("run", "iteration") if c in curves]), order(finals, ["run"])
 
 
