@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..timing import quiet, ratio_samples
 from ..to_target import budget_spent, mean_ci, relative_fall
+from .tables import significant
 
 FG, BP = "forward gradient", "backprop"
 
@@ -844,7 +845,7 @@ def ren_findings(errors, table):
     ratios = pd.concat([(ratio[w] / ratio[a]).dropna() for w, a in pairs])
     held = bool((ratios > 1).all())
     rows = [{"finding (Ren et al.)": REN_FINDINGS["activity"],
-             "ours": f"FG-W's error / FG-A's, per layer and point: {ratios.min():.3g} to {ratios.max():.3g}",
+             "ours": f"FG-W's error / FG-A's, per layer and point: {significant(ratios.min())} to {significant(ratios.max())}",
              "verdict": "holds" if held else "does not hold on every layer"}]
     words = {}
     parts = []
