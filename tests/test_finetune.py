@@ -104,3 +104,19 @@ def test_averaging_and_projecting_k_tangents_are_told_apart_only_beyond_the_spre
     assert text.startswith("Fine-tuning the last layer only (one normal direction per step: 45.0%): with K = 4")
     assert text.index("K = 4") < text.index("K = 16")
     assert grading.combine_sentence(table, "all layers") == ""   # no K variants there: nothing to say
+
+
+def test_the_from_scratch_k_sweep_reads_as_one_sentence_with_its_spread():
+    import pandas as pd
+    from fglib.book import grading
+    rows = []
+    for k, lr_errors in {1: {1e-4: [30, 31], 2e-4: [28, 29]}, 4: {1e-3: [46, 47]}, 16: {3e-3: [20, 21]}}.items():
+        for lr, errors in lr_errors.items():
+            rows += [{"K": float(k), "lr": lr, "run": r, "status": "ran", "test_accuracy": 1 - e / 100,
+                      "validation_loss": e / 10} for r, e in enumerate(errors)]
+    rows.append({"K": 4.0, "lr": 3e-3, "run": -1, "status": "diverged"})
+    text = grading.k_from_scratch(pd.DataFrame(rows), 4000)
+    assert "(4,000 iterations" in text and "with K = 1, 4, 16 was 28.5%, 46.5%, 20.5%" in text
+    assert "lowered it beyond the runs' spread with K = 16" in text
+    close = pd.DataFrame([r for r in rows if r.get("K") != 16.0])   # the control: K = 4 is worse, not better
+    assert "did not lower it" in grading.k_from_scratch(close, 4000)

@@ -945,6 +945,28 @@ def combine_sentence(table, regime):
     return f"{REGIME_WORDS.get(regime, regime).capitalize()}{base}: " + "; ".join(parts) + "."
 
 
+def k_from_scratch(k_finals, iterations):
+    """The variance chapter's K sweep (training from scratch on MNIST; raw finals with K, lr, run,
+    status, validation_loss, test_accuracy), in one sentence: each K's test error at its own best
+    rate (the lowest mean final validation loss), and whether more directions per step lowered
+    it against K = 1 beyond the sum of the two sds over runs."""
+    ran = k_finals[k_finals["status"] == "ran"]
+    rows = {}
+    for k, t in ran.groupby("K"):
+        lr = t.groupby("lr")["validation_loss"].mean().idxmin()
+        err = 100 * (1 - t[t["lr"] == lr]["test_accuracy"])
+        rows[int(k)] = (err.mean(), err.std() if len(err) > 1 else math.nan)
+    if 1 not in rows or len(rows) < 2:
+        return ""
+    ks = sorted(rows)
+    listed = ", ".join(f"{rows[k][0]:.1f}%" for k in ks)
+    better = [k for k in ks[1:] if rows[1][0] - rows[k][0] > rows[1][1] + rows[k][1]]
+    verdict = (f"more directions lowered it beyond the runs' spread with K = {', '.join(map(str, better))}" if better
+               else "more directions per step did not lower it beyond the runs' spread")
+    return (f"Training from scratch on MNIST ({iterations:,} iterations, each K at its own best rate), the test error "
+            f"with K = {', '.join(map(str, ks))} was {listed}: {verdict}.")
+
+
 REGIME_WORDS = {"from scratch": "training from scratch", "all layers": "fine-tuning every layer",
                 "last layer": "fine-tuning the last layer only", "subspace": "fine-tuning a random subspace"}
 
