@@ -339,3 +339,26 @@ def test_claim_two_is_derived_from_the_raw_curves_of_the_test_functions():
     assert 777 in set(thin[(thin.method == FG) & (thin.run == 2)].iteration) and 1000 in set(thin.iteration)
     reach = function_numbers(thin)["reach"]["beale"]
     assert 200 <= reach[BP] <= 200 * 1000 ** (1 / 50)   # the schedule decides I to within its log spacing
+
+
+def test_claim_one_is_derived_from_the_monte_carlo_tables():
+    """unbiased_numbers: the largest |z| over every component, the log-log slope of the mean error
+    against K (fabricated as K^-1/2: slope -0.5), and the second moment's largest deviation from its
+    formula in standard errors; the verdict says 'does not hold' in words when a z-score is too
+    large (the control), never 'within ... in every test'."""
+    from fglib.book import verdict
+    from fglib.book.grading import unbiased_numbers
+    mc = pd.DataFrame([{"case": c, "K": k, "repeat": r, "relative error": 2 * k ** -0.5 * (1 + 0.01 * r)}
+                       for c in ("a", "b") for k in (1, 10, 100) for r in range(3)])
+    z = pd.DataFrame([{"case": "a", "direction": "normal", "component": i, "z": v, "samples": 1000}
+                      for i, v in enumerate([0.5, -3.2, 1.0])])
+    moments = pd.DataFrame([{"n": n, "direction": "normal", "E‖g‖² / ‖∇f‖²": n + 2 + dev, "standard error": 1.0,
+                             "formula": n + 2, "mean cosine": 1 / n} for n, dev in ((10, 0.5), (1000, -2.0))])
+    u = unbiased_numbers(mc, z, moments)
+    assert u["slopes"]["a"] == pytest.approx(-0.5) and u["max_abs_z"] == 3.2 and u["z_samples"] == 1000
+    assert u["max_second_moment_deviation_se"] == 2.0 and u["max_dim"] == 1000 and u["cos_at_max_dim"] == 0.001
+    row = verdict.claim_unbiased({"unbiasedness": u})
+    assert row["verdict"] == "holds" and "within 3.2 standard errors" in row["short"]
+    bad = verdict.claim_unbiased({"unbiasedness": unbiased_numbers(mc, z.assign(z=z.z * 2), moments)})
+    assert bad["verdict"] == "does not hold" and "up to 6.4 standard errors" in bad["short"]
+    assert "within" not in bad["short"]

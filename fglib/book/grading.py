@@ -50,6 +50,33 @@ def grade_unbiased(max_abs_z, second_moment_se):
     return "holds" if max_abs_z < UNBIASED_Z and second_moment_se < UNBIASED_Z else "does not hold"
 
 
+def mc_slopes(mc):
+    """{case: the log-log slope of the mean relative error of the mean of K forward gradients
+    against K} (theory: -1/2), from the unbiasedness chapter's Monte Carlo table."""
+    slopes = {}
+    for case, d in mc.groupby("case", sort=False):
+        m = d.groupby("K")["relative error"].mean()
+        slopes[case] = float(np.polyfit(np.log(m.index.to_numpy(float)), np.log(m.to_numpy()), 1)[0])
+    return slopes
+
+
+def unbiased_numbers(mc, z, moments):
+    """What the verdict grades claim 1 with, from the unbiasedness chapter's raw tables: mc (case, K,
+    repeat, relative error: the error of the mean of K forward gradients), z (case, direction,
+    component, z, samples: each component's z-score of the mean against the true gradient) and
+    moments (n, direction, E||g||^2 / ||grad f||^2, its standard error, the formula's value, mean
+    cosine). Returns the largest |z|, the samples behind it, each case's log-log slope of the mean
+    error against K (theory: -1/2), the largest deviation of the second moment from its formula in
+    standard errors, and the mean cosine at the largest n (normal directions)."""
+    slopes = mc_slopes(mc)
+    deviation = (moments["E‖g‖² / ‖∇f‖²"] - moments["formula"]) / moments["standard error"]
+    top = moments[moments["n"] == moments["n"].max()].set_index("direction")
+    return {"device": z["device"].iloc[0] if "device" in z else "CPU", "max_abs_z": float(z["z"].abs().max()),
+            "z_samples": int(z["samples"].max()), "slopes": slopes,
+            "max_second_moment_deviation_se": float(deviation.abs().max()),
+            "cos_at_max_dim": float(top.loc["normal", "mean cosine"]), "max_dim": int(moments["n"].max())}
+
+
 def combine_grades(grades):
     """One grade from several experiments' grades. The experiments that were judged decide: if
     they all got one word, that word, provided they are at least half of all the experiments

@@ -11,7 +11,7 @@ from ..methods import PAPER_DECAY
 from .paper import RESULTS
 
 from .grading import (NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades, depth_costs,
-                      depth_sentence, experiment_numbers, function_numbers, grade_depth, grade_memory, grade_unbiased, speed_grade,
+                      depth_sentence, experiment_numbers, function_numbers, grade_depth, grade_memory, grade_unbiased, speed_grade, unbiased_numbers,
                       step_times, BP, FG)
 
 
@@ -35,6 +35,9 @@ def with_raw(results, folder="results"):
     memory = load_memory(folder, "networks")
     if not memory.empty:
         out["memory"] = memory
+    unbiased = [load_table(folder, "unbiasedness", name) for name in ("mc.csv.gz", "z.csv.gz", "moments.csv")]
+    if not any(t.empty for t in unbiased):   # claim 1: the Monte Carlo tables, graded now
+        out["unbiasedness"] = unbiased_numbers(*unbiased)
     curves = load_table(folder, "test_functions", "curves.csv.gz")
     if not curves.empty:   # claim 2: the test functions' raw curves, graded now
         out["test_functions"] = function_numbers(curves)
@@ -93,16 +96,21 @@ def _row(paper, ours="", evidence="", verdict=NOT_RUN, rule="", short="no result
 def claim_unbiased(r):
     u = r.get("unbiasedness")
     paper = "Theorem 1: proof"
-    if not u:
+    if not u or "max_abs_z" not in u:   # settings saved, raw tables not (yet)
         return _row(paper)
     low, high = (f"{x:.3f}" for x in (min(u["slopes"].values()), max(u["slopes"].values())))
     slopes = f"slope {low}" if low == high else f"slopes {low} to {high}"
     ours = (f"largest z-score of the mean {u['max_abs_z']:.2f} over {u['z_samples']:,} samples; "
             f"E‖g‖² = (n+2)‖∇f‖² within {u['max_second_moment_deviation_se']:.1f} SE up to n = {u['max_dim']:,}; "
             f"error of the mean falls with K at {slopes} (theory −0.5)")
+    grade = grade_unbiased(u["max_abs_z"], u["max_second_moment_deviation_se"])
     short = (f"the mean of {u['z_samples']:,} forward gradients sat within {u['max_abs_z']:.1f} standard errors of "
-             f"the true gradient in every test, and the variance grew with the dimension as the theory says")
-    return _row(paper, ours, f"{u['device']}; Monte Carlo with fixed seeds", grade_unbiased(u["max_abs_z"], u["max_second_moment_deviation_se"]),
+             f"the true gradient in every test, and the variance grew with the dimension as the theory says"
+             if grade == "holds" else
+             f"the mean of {u['z_samples']:,} forward gradients sat up to {u['max_abs_z']:.1f} standard errors from the "
+             f"true gradient, and the second moment up to {u['max_second_moment_deviation_se']:.1f} from its formula "
+             f"(the rule allows {UNBIASED_Z} for each)")
+    return _row(paper, ours, f"{u['device']}; Monte Carlo with fixed seeds", grade,
                 f"holds if every |z| < {UNBIASED_Z} and the second moment is within {UNBIASED_Z} SE", short)
 
 
