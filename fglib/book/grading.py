@@ -1019,8 +1019,7 @@ def finetune_findings(gaps, memory, device, iterations, pretrain_accuracy, dim, 
     training from scratch, and what checkpointed backprop held against forward gradients. `edge`: the
     regimes where forward gradients' best rate sat at the edge of its grid (their gap is provisional)."""
     g = gaps.set_index("regime")
-    words = {"from scratch": "training from scratch", "all layers": "fine-tuning every layer",
-             "last layer": "fine-tuning the last layer only", "subspace": f"fine-tuning a random {dim}-dimensional subspace"}
+    words = {**REGIME_WORDS, "subspace": f"fine-tuning a random {dim}-dimensional subspace"}
     listed = ", ".join(f"{g.loc[r, 'gap (points)']:.1f} points {words[r]}" for r in g.index)
     text = (f"On {device} we pre-trained the paper's MLP on MNIST with backprop ({pct(pretrain_accuracy)} test "
             f"accuracy) and trained it on Fashion-MNIST for {iterations:,} iterations, each method at its own best "
