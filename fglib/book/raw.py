@@ -1,0 +1,61 @@
+"""One chapter's raw tables: what a sitting saved, read back; what it measured, saved.
+
+Every chapter that measures keeps its observations as tidy tables under
+`<results>/raw/<chapter>/<name>` (see runs.save_table: each row carries the device, torch
+version and threads it was measured with). A chapter opens its tables once,
+
+    raw = RawTables("finetune", results_dir, device, smoke=smoke, remeasure=remeasure)
+
+and then
+
+    raw.read("finals.csv")          # the saved table, without the device stamps (empty if none)
+    raw.read("k_finals.csv", chapter="variance")   # another chapter's, from the same folder
+    raw.kept("finals.csv")          # what a resumed sitting keeps: stamped, empty if remeasure
+    raw.save("finals.csv", table)   # stamped with this process's device, torch and threads
+    raw.lack(["a.csv", "b.csv"])    # remeasure, or any of them unsaved: measure all of them
+    raw.sweep_saver("fashion-")     # save(curves, finals) for a sweep that saves as it goes
+
+A smoke run reads and writes a temporary folder, so that tests never touch the book's results;
+GPU results sit beside the CPU ones (report.results_folder), never over them.
+"""
+import tempfile
+
+import pandas as pd
+
+from ..device import device_name
+from .report import results_folder
+from .runs import load_table, save_table
+
+STAMPS = ["device", "torch", "threads"]
+
+
+class RawTables:
+    def __init__(self, chapter, results_dir, device, smoke=False, remeasure=False):
+        self.chapter, self.device, self.remeasure = chapter, device, remeasure
+        self.folder = tempfile.mkdtemp() if smoke else results_folder(results_dir, device_name(device))
+
+    def read(self, name, stamps=False, chapter=None):
+        """The saved table (another chapter's, beside this one's, with `chapter`), without the
+        device stamps unless asked; empty if it was never saved."""
+        table = load_table(self.folder, chapter or self.chapter, name)
+        return table if stamps else table.drop(columns=STAMPS, errors="ignore")
+
+    def kept(self, name):
+        """The saved rows a resumed sitting keeps, each with its own stamps; none if remeasure."""
+        return pd.DataFrame() if self.remeasure else self.read(name, stamps=True)
+
+    def save(self, name, table):
+        save_table(self.folder, self.chapter, name, table, self.device)
+
+    def lack(self, names):
+        """True when the set must be measured: remeasure, or any table of it unsaved (all or
+        nothing, so that the tables always come from one consistent sitting)."""
+        return self.remeasure or any(self.read(name).empty for name in names)
+
+    def sweep_saver(self, prefix=""):
+        """save(curves, finals) as <prefix>curves.csv.gz and <prefix>finals.csv: a sweep calls it
+        after each pairing, so that a stopped sweep resumes where it stopped."""
+        def save(curves, finals):
+            self.save(f"{prefix}curves.csv.gz", curves)
+            self.save(f"{prefix}finals.csv", finals)
+        return save

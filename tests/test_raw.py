@@ -1,0 +1,44 @@
+"""A chapter's raw tables (fglib.book.raw.RawTables): smoke runs never touch the book's results,
+a remeasure keeps nothing, and a set is measured whole."""
+import pandas as pd
+
+from fglib.book.raw import RawTables
+
+
+def table(n=3):
+    return pd.DataFrame({"method": ["fg"] * n, "lr": [1e-3] * n, "run": range(n)})
+
+
+def test_a_saved_table_reads_back_with_or_without_its_device_stamps(tmp_path):
+    raw = RawTables("chapter", tmp_path, "cpu")
+    assert raw.read("t.csv").empty and raw.lack(["t.csv"])
+    raw.save("t.csv", table())
+    pd.testing.assert_frame_equal(raw.read("t.csv"), table())
+    stamped = raw.read("t.csv", stamps=True)
+    assert set(stamped.columns) == {"method", "lr", "run", "device", "torch", "threads"}
+    assert stamped["device"].str.startswith("CPU").all()
+    assert (tmp_path / "raw" / "chapter" / "t.csv").exists()
+    other = RawTables("other", tmp_path, "cpu")
+    pd.testing.assert_frame_equal(other.read("t.csv", chapter="chapter"), table())
+
+
+def test_a_smoke_run_writes_somewhere_else(tmp_path):
+    smoke = RawTables("chapter", tmp_path, "cpu", smoke=True)
+    smoke.save("t.csv", table())
+    assert not (tmp_path / "raw").exists() and not smoke.read("t.csv").empty
+
+
+def test_a_set_is_measured_whole_and_remeasure_keeps_nothing(tmp_path):
+    raw = RawTables("chapter", tmp_path, "cpu")
+    raw.save("a.csv", table())
+    assert raw.lack(["a.csv", "b.csv"]) and not raw.lack(["a.csv"])
+    assert len(raw.kept("a.csv")) == 3
+    again = RawTables("chapter", tmp_path, "cpu", remeasure=True)
+    assert again.lack(["a.csv"]) and again.kept("a.csv").empty
+    assert len(again.read("a.csv")) == 3   # what is saved still reads: a remeasure replaces it by saving
+
+
+def test_a_sweep_saver_saves_curves_and_finals_under_its_prefix(tmp_path):
+    raw = RawTables("chapter", tmp_path, "cpu")
+    raw.sweep_saver("fashion-")(table(2), table(1))
+    assert len(raw.read("fashion-curves.csv.gz")) == 2 and len(raw.read("fashion-finals.csv")) == 1
