@@ -42,3 +42,26 @@ def test_a_sweep_saver_saves_curves_and_finals_under_its_prefix(tmp_path):
     raw = RawTables("chapter", tmp_path, "cpu")
     raw.sweep_saver("fashion-")(table(2), table(1))
     assert len(raw.read("fashion-curves.csv.gz")) == 2 and len(raw.read("fashion-finals.csv")) == 1
+
+
+def test_a_table_says_where_its_rows_were_measured_even_across_sittings(tmp_path):
+    raw = RawTables("chapter", tmp_path, "cpu")
+    assert raw.measured_on("t.csv") == ""
+    raw.save("t.csv", table().assign(device=["CPU (x86_64, 1 threads)", "GPU X", "CPU (x86_64, 1 thread)"]))
+    raw.save("u.csv", table())
+    here = raw.read("u.csv", stamps=True)["device"].iloc[0]
+    assert raw.measured_on("t.csv") == "CPU (x86_64, 1 thread) and GPU X"
+    assert raw.measured_on("u.csv") == here and raw.measured_on("t.csv", "u.csv").startswith("CPU (x86_64, 1 thread) and GPU X")
+
+
+def test_the_same_rows_saved_again_give_the_same_bytes(tmp_path, monkeypatch):
+    import time
+    raw = RawTables("chapter", tmp_path, "cpu")
+    monkeypatch.setattr(time, "time", lambda: 1e9)
+    raw.save("t.csv.gz", table())
+    first = (tmp_path / "raw" / "chapter" / "t.csv.gz").read_bytes()
+    monkeypatch.setattr(time, "time", lambda: 2e9)   # a later sitting: gzip would stamp another time
+    raw.save("t.csv.gz", table())
+    assert (tmp_path / "raw" / "chapter" / "t.csv.gz").read_bytes() == first
+    raw.save("t.csv.gz", table(4))   # the control: other rows, other bytes
+    assert (tmp_path / "raw" / "chapter" / "t.csv.gz").read_bytes() != first

@@ -12,6 +12,7 @@ and then
     raw.read("k_finals.csv", chapter="variance")   # another chapter's, from the same folder
     raw.kept("finals.csv")          # what a resumed sitting keeps: stamped, empty if remeasure
     raw.save("finals.csv", table)   # stamped with this process's device, torch and threads
+    raw.measured_on("finals.csv")   # the device(s) its rows were measured on, for the prose
     raw.lack(["a.csv", "b.csv"])    # remeasure, or any of them unsaved: measure all of them
     raw.sweep_saver("fashion-")     # save(curves, finals) for a sweep that saves as it goes
 
@@ -43,6 +44,13 @@ class RawTables:
     def kept(self, name):
         """The saved rows a resumed sitting keeps, each with its own stamps; none if remeasure."""
         return pd.DataFrame() if self.remeasure else self.read(name, stamps=True)
+
+    def measured_on(self, *names):
+        """Where the saved rows of these tables were measured: one device's name, or each of them
+        joined with 'and' when the tables were extended across sittings on different ones."""
+        devices = [d.replace(" 1 threads", " 1 thread") for name in names
+                   for d in self.read(name, stamps=True).get("device", pd.Series(dtype=str)).dropna()]
+        return " and ".join(dict.fromkeys(devices))
 
     def save(self, name, table):
         save_table(self.folder, self.chapter, name, table, self.device)

@@ -131,7 +131,7 @@ def save_run(plan, folder, run, seed, method_name, curve, device, minutes):
     out = raw_folder(folder, plan.experiment)
     out.mkdir(parents=True, exist_ok=True)
     stem = run_stem(method_name, seed)
-    rows.to_csv(out / f"{stem}.csv.gz", index=False, float_format="%.9g")
+    write_csv(rows, out / f"{stem}.csv.gz")
     record = {"plan": dataclasses.asdict(plan), "method": method_name, "seed": seed, "run": run,
               "iterations_done": int(curve["iteration"].max()), "decay": PAPER_DECAY,
               "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
@@ -234,7 +234,7 @@ def save_timings(plan, folder, rounds, device="cpu"):
                          device=device_name(device), torch=torch.__version__,
                          threads=torch.get_num_threads(), batch_size=plan.batch_size)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.concat([earlier, rows], ignore_index=True).to_csv(path, index=False, float_format="%.9g")
+    write_csv(pd.concat([earlier, rows], ignore_index=True), path)
     write_index(folder)
 
 
@@ -268,6 +268,13 @@ def _time_one_process(argv=None):
     save_timings(plan, args.folder, measure_steps(plan, data, repeats=args.repeats, device=args.device), args.device)
 
 
+def write_csv(table, path):
+    """A table as CSV (gzipped when the name ends in .gz, with no timestamp in the gzip header, so
+    that the same rows saved again give the same bytes and read as unchanged)."""
+    gz = str(path).endswith(".gz")
+    table.to_csv(path, index=False, float_format="%.9g", compression={"method": "gzip", "mtime": 0} if gz else None)
+
+
 def save_table(folder, experiment, name, table, device="cpu"):
     """A chapter's raw measurements as raw/<experiment>/<name> (CSV, gzipped if the name ends in
     .gz), with the device, torch version and threads on every row: this process's, except on rows
@@ -276,7 +283,7 @@ def save_table(folder, experiment, name, table, device="cpu"):
     path.parent.mkdir(parents=True, exist_ok=True)
     stamp = {"device": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads()}
     table = table.assign(**{k: table[k].fillna(v) if k in table else v for k, v in stamp.items()})
-    table.to_csv(path, index=False, float_format="%.9g")
+    write_csv(table, path)
     write_index(folder)
 
 
