@@ -22,7 +22,7 @@ from ..measure import base_call
 from ..registry import make_method
 from ..models import build_model, count_parameters
 from ..stats import expected_squared_error, network_errors
-from ..timing import median_times
+from ..timing import quiet, timed_rounds
 from .grading import k_label
 from .sweep import at_best_rates, best_final_rates, lr_sweep
 
@@ -37,35 +37,56 @@ def trained_copy(model, data, steps, lr=0.1, seed=0, method="bp"):
     return model
 
 
-def error_table(points, x, y, laws, n_samples=50, seed=0):
-    """points: {(model name, point label): model}. One row per (model, point, law, K): the mean
-    squared error of the forward gradient in units of ||grad f||^2 with its standard error,
-    the formula's value, the mean cosine with the gradient and, for K = 1, sqrt(2 / (pi n))."""
-    rows, shares = [], []
+def error_draws(points, x, y, laws, n_samples=50, seed=0):
+    """points: {(model name, point label): model}. Raw: for each (model, point, law, K), every
+    draw's squared error ||g - grad f||^2 on each parameter tensor (one row per draw and tensor,
+    with the tensor's size), the draw's cosine with grad f, and ||grad f||^2. error_table
+    summarises them."""
+    rows = []
     for (name, point), model in points.items():
-        n = count_parameters(model)
+        sizes = {p_name: p.numel() for p_name, p in model.named_parameters()}
         for kind, k in laws:
             errors, norm2 = network_errors(model, F.cross_entropy, x, y, kind, n_samples, k, seed=seed)
-            rows.append({"model": name, "point": point, "law": kind, "K": k, "parameters": n,
-                         "error / ‖∇f‖²": errors["squared error"].mean() / norm2,
-                         "± (se)": errors["squared error"].std() / math.sqrt(n_samples) / norm2,
-                         "formula": expected_squared_error(1.0, n, kind, k),
-                         "cosine": errors["cosine"].mean(),
-                         "sqrt(2/(pi n))": math.sqrt(2 / (math.pi * n)) if k == 1 else math.nan})
-            if kind == "normal" and k == 1:
-                total = errors["squared error"].mean()
-                for p_name, p in model.named_parameters():
-                    shares.append({"model": name, "point": point, "tensor": p_name,
-                                   "share of the error": errors[f"squared error, {p_name}"].mean() / total,
-                                   "share of the parameters": p.numel() / n})
+            for draw, e in errors.reset_index(drop=True).iterrows():
+                rows += [{"model": name, "point": point, "law": kind, "K": k, "draw": draw, "tensor": p_name,
+                          "tensor parameters": size, "squared error": float(e[f"squared error, {p_name}"]),
+                          "cosine": float(e["cosine"]), "‖∇f‖²": norm2} for p_name, size in sizes.items()]
+    return pd.DataFrame(rows)
+
+
+def error_table(draws):
+    """error_draws summarised. One row per (model, point, law, K): the mean squared error of the
+    forward gradient in units of ||grad f||^2 with its standard error, the formula's value, the
+    mean cosine with the gradient and, for K = 1, sqrt(2 / (pi n)). And, for the normal law with
+    K = 1, each tensor's share of the squared error beside its share of the parameters."""
+    rows, shares = [], []
+    for (name, point, kind, k), d in draws.groupby(["model", "point", "law", "K"], sort=False):
+        per_draw = d.groupby("draw")
+        total, norm2 = per_draw["squared error"].sum(), float(d["‖∇f‖²"].iloc[0])
+        sizes = d.groupby("tensor", sort=False)["tensor parameters"].first()
+        n = int(sizes.sum())
+        rows.append({"model": name, "point": point, "law": kind, "K": k, "parameters": n,
+                     "error / ‖∇f‖²": total.mean() / norm2,
+                     "± (se)": total.std() / math.sqrt(len(total)) / norm2,
+                     "formula": expected_squared_error(1.0, n, kind, k),
+                     "cosine": per_draw["cosine"].first().mean(),
+                     "sqrt(2/(pi n))": math.sqrt(2 / (math.pi * n)) if k == 1 else math.nan})
+        if kind == "normal" and k == 1:
+            by_tensor = d.groupby("tensor", sort=False)["squared error"].mean()
+            shares += [{"model": name, "point": point, "tensor": t, "share of the error": e / total.mean(),
+                        "share of the parameters": sizes[t] / n} for t, e in by_tensor.items()]
     return pd.DataFrame(rows), pd.DataFrame(shares)
 
 
-def k_costs(model_name, x, y, ks, seed=0, warmup=3, repeats=10, device="cpu"):
-    """Median step time of forward gradient descent with K directions, as K passes and as one
-    batched pass, beside backprop's step, all interleaved."""
+PASSES = {False: "K passes", True: "one batched pass"}
+
+
+def k_cost_rounds(model_name, x, y, ks, seed=0, warmup=3, repeats=10, device="cpu"):
+    """Raw: every interleaved timing round of forward gradient descent with K directions, as K
+    passes and as one batched pass, beside backprop's step and the base runtime; each row with
+    its K and pass (none for backprop and the base). k_cost_table summarises them."""
     model = build_model(model_name, seed=seed, device=device)
-    calls = {"base": base_call(model, F.cross_entropy, x, y)}
+    calls, keys = {"base": base_call(model, F.cross_entropy, x, y)}, {}
     bp = make_method("bp", copy.deepcopy(model), F.cross_entropy, 1e-9)
     calls["backprop"] = lambda: bp.step(x, y)
     for k in ks:
@@ -74,12 +95,21 @@ def k_costs(model_name, x, y, ks, seed=0, warmup=3, repeats=10, device="cpu"):
                 continue
             m = make_method("fg", copy.deepcopy(model), F.cross_entropy, 1e-9, seed=seed, n_directions=k,
                             batched=batched)
-            calls[(k, batched)] = lambda m=m: m.step(x, y)
-    times = median_times(calls, device, warmup, repeats)
-    rows = [{"K": k, "pass": "one batched pass" if batched else "K passes",
-             "step time (ms)": 1e3 * times[(k, batched)], "S / S_backprop": times[(k, batched)] / times["backprop"]}
-            for k, batched in (key for key in calls if isinstance(key, tuple))]
-    return pd.DataFrame(rows), times["backprop"]
+            name = f"K = {k}, {PASSES[batched]}"
+            calls[name], keys[name] = (lambda m=m: m.step(x, y)), (k, PASSES[batched])
+    rounds = timed_rounds(calls, device, warmup, repeats)
+    return rounds.assign(K=rounds["name"].map(lambda n: keys.get(n, (None, None))[0]),
+                         **{"pass": rounds["name"].map(lambda n: keys.get(n, (None, None))[1])})
+
+
+def k_cost_table(rounds):
+    """k_cost_rounds summarised by the medians over the quiet rounds: one row per (K, pass) with
+    its step time and S / S_backprop; and backprop's median step in seconds."""
+    med = quiet(rounds).groupby("name", sort=False)["seconds"].median()
+    steps = rounds.dropna(subset=["K"]).drop_duplicates("name")
+    table = pd.DataFrame([{"K": int(k), "pass": p, "step time (ms)": 1e3 * med[n], "S / S_backprop": med[n] / med["backprop"]}
+                          for n, k, p in zip(steps["name"], steps["K"], steps["pass"])])   # in the order timed
+    return table, float(med["backprop"])
 
 
 def check_k_rates(name, value):
@@ -113,7 +143,7 @@ def k_sweep(model_name, data, k_rates, bp_rates, budget, runs, eval_points, seed
 
 
 def k_step_ms(costs, bp_seconds):
-    """{label: ms per step} from k_costs: for each K the faster of K passes and one batched pass
+    """{label: ms per step} from k_cost_table: for each K the faster of K passes and one batched pass
     (both compute the same estimate), and backprop's step."""
     fastest = costs.groupby("K")["step time (ms)"].min()
     return {**{k_label(k): float(ms) for k, ms in fastest.items()}, "backprop": 1e3 * bp_seconds}
