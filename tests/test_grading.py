@@ -366,3 +366,28 @@ def test_claim_one_is_derived_from_the_monte_carlo_tables():
     bad = verdict.claim_unbiased({"unbiasedness": unbiased_numbers(mc, z.assign(z=z.z * 2), moments)})
     assert bad["verdict"] == "does not hold" and "up to 6.4 standard errors" in bad["short"]
     assert "within" not in bad["short"]
+
+
+def test_implementation_findings_quote_each_engine_per_model_and_name_the_missed_targets():
+    summary = pd.DataFrame({"model": ["mlp"] * 3 + ["cnn"] * 3,
+                            "variant": ["FG, fglib engine", "FG, forward_ad", "fwdgrad-style baseline"] * 2,
+                            "R/R_b": [1.5, 2.5, 3.5, 1.1, 2.1, 3.1]})
+    targets = pd.DataFrame({"target": ["MLP: a", "CNN: b", "GPU: c"],
+                            "status": ["met", "not met, by 10%", "untested on GPU"]})
+    text = grading.implementation_findings(summary, targets, {"mlp": 2.0, "cnn": 1.9, "logreg": 1.4}, "CPU")
+    assert "took 1.50, 1.10 backprop steps (MLP, CNN)" in text and "forward_ad took 2.50, 2.10" in text
+    assert "The paper measured 2.00, 1.90 on a GPU" in text
+    assert "Of the chapter's 2 targets on this device, 1 was met; not met: CNN: b." in text
+    met = grading.implementation_findings(summary, targets.assign(status="met"), {"mlp": 2.0, "cnn": 1.9}, "CPU")
+    assert met.endswith("3 were met.") and "not met" not in met
+
+
+def test_the_optimisers_gap_reads_as_one_sentence_or_nothing_before_that_chapter_ran():
+    carry = pd.DataFrame({"method": ["backprop, SGD", "forward gradient, Adam", "local FG-A, SGD"] * 2,
+                          "test error (%)": [10.0, 40.0, 30.0, 20.0, 55.0, 45.0], "± sd": [0.5, 1.0, 2.0] * 2,
+                          "data": ["mnist"] * 3 + ["fashion-mnist"] * 3})
+    text = grading.optimiser_gap_sentence(carry, 2000)
+    assert "for 2,000 iterations" in text and "forward gradient, Adam ended 35.0 points" in text
+    assert "behind backprop, SGD (runs' spread 1.5)." in text
+    assert grading.optimiser_gap_sentence(carry[carry["data"] == "mnist"], 2000) == ""
+    assert grading.optimiser_gap_sentence(pd.DataFrame(), 2000) == ""

@@ -229,3 +229,14 @@ def test_a_sweeps_summary_counts_the_targets_and_says_which_were_never_reached()
                                       "(backprop reached every one)")
     won = [row("loss ≤ 1", 0.5), row("loss ≤ 0.5", 0.25)]   # the control: forward gradients first
     assert summarise(won, 100) == "forward gradients reached both targets 2.00 to 4.00 times sooner"
+
+
+def test_a_per_iteration_win_found_after_the_decay_spent_backprops_step_says_so():
+    """The rule: a comparison made where the decay had frozen backprop says so, in the takeaway
+    too; the control (half the step spent) carries no such caveat."""
+    row = {**MNIST, "lr": 2e-4, "time_verdict": "holds", "I_ratio": 0.14, "S_ratio": 2.3, "T_ratio": 0.33}
+    for spent, caveat in ((1.0, True), (0.5, False)):
+        results = {"mnist": {"MLP, lr 0.0002": {**row, "decay_spent": spent}}}
+        text = " ".join(verdict.takeaways(results, verdict.claims_table(results)))
+        assert "T_f/T_b = 0.33" in text
+        assert ("where the schedule froze it" in text) == caveat

@@ -455,6 +455,7 @@ def experiment_numbers(runs, timings, records, iterations, decay, planned_pairs,
             "R_f": costs["R_f"] if costs else math.nan, "R_b": costs["R_b"] if costs else math.nan,
             "runtime_verdict": costs["grade"] if costs else NOT_RUN, "engine": "auto",
             "time_verdict": report["verdict"], "time_verdict_why": report["why"],
+            "decay_spent": report.get("spent", math.nan),
             "I_ratio": report.get("I_ratio", math.nan), "I_ratio_ci": math.nan,
             "I_per_iteration": per_iteration(runs) if not runs.empty else math.nan,
             "S_ratio": costs["S_ratio"] if costs else math.nan, "T_ratio": report.get("T_ratio", math.nan),
@@ -913,6 +914,29 @@ def local_findings(table, findings, device, iterations, runs):
             f"improve forward gradient learning ({v[1]}); with both, forward gradients match backprop ({v[2]}).")
 
 
+def implementation_findings(summary, targets, paper, device):
+    """The implementations chapter's findings, in sentences: per model, a forward-gradient step in
+    backprop steps (R_f/R_b, medians over the quiet rounds) for fglib's engine, PyTorch's forward_ad
+    and the fwdgrad-style baseline, beside the paper's ({model: R_f/R_b}); then how many of the
+    chapter's targets (targets_table: a `status` column) were met, and which were not."""
+    ratio = summary.set_index(["model", "variant"])["R/R_b"]
+    models = [m for m in MODEL_WORDS if m in set(summary["model"])]
+
+    def listed(variant):
+        return ", ".join(f"{ratio.get((m, variant), float('nan')):.2f}" for m in models)
+    words = ", ".join(MODEL_WORDS[m] for m in models)
+    missed = [t for t, s in zip(targets["target"], targets["status"]) if s.startswith("not met")]
+    judged = [s for s in targets["status"] if s == "met" or s.startswith("not met")]
+    met = len(judged) - len(missed)
+    tally = (f"Of the chapter's {len(judged)} targets on this device, {met} {'was' if met == 1 else 'were'} met"
+             + (f"; not met: {'; '.join(missed)}." if missed else "."))
+    return (f"On {device}, with the paper's normal directions, a forward-gradient step with fglib's engine took "
+            f"{listed('FG, fglib engine')} backprop steps ({words}); PyTorch's forward_ad took "
+            f"{listed('FG, forward_ad')}, and the step as the public port fwdgrad computes it "
+            f"{listed('fwdgrad-style baseline')}. The paper measured "
+            f"{', '.join(f'{paper[m]:.2f}' for m in models)} on a GPU. " + tally)
+
+
 def optimiser_findings(table, fg_best, bp_best, gaps, device, iterations, runs, reference="backprop, SGD"):
     """The optimisers chapter's findings, in sentences: SGD's test errors for both methods, the best
     pairing of each by final validation loss (its name and test error), and how the gap between the
@@ -996,6 +1020,24 @@ def k_from_scratch(k_finals, iterations):
                else "more directions per step did not lower it beyond the runs' spread")
     return (f"Training from scratch on MNIST ({iterations:,} iterations, each K at its own best rate), the test error "
             f"with K = {', '.join(map(str, ks))} was {listed}: {verdict}.")
+
+
+def optimiser_gap_sentence(carry, iterations, data="fashion-mnist"):
+    """The optimisers chapter's from-scratch gap on `data`, in one sentence: from its carry results
+    (optimisers.carry_results: method, test error (%), ± sd, data), the best forward-gradient
+    pairing's test error minus the best backprop pairing's, in points with the sum of the two sds
+    over runs; "" when that chapter has not run on `data`."""
+    rows = carry[carry["data"] == data] if len(carry) else carry
+    fg = rows[rows["method"].str.startswith("forward gradient, ")] if len(rows) else rows
+    bp = rows[rows["method"].str.startswith("backprop, ")] if len(rows) else rows
+    if fg.empty or bp.empty:
+        return ""
+    f, b = fg.iloc[0], bp.iloc[0]
+    spread = f["± sd"] + b["± sd"]
+    return (f"The optimisers chapter trained the same MLP from scratch on Fashion-MNIST for {iterations:,} iterations, "
+            f"each method with its best optimiser: {f['method']} ended {f['test error (%)'] - b['test error (%)']:.1f} "
+            f"points of test error behind {b['method']}"
+            + (f" (runs' spread {spread:.1f})." if spread == spread else "."))
 
 
 REGIME_WORDS = {"from scratch": "training from scratch", "all layers": "fine-tuning every layer",

@@ -10,7 +10,7 @@ import pandas as pd
 from ..methods import PAPER_DECAY
 from .paper import RESULTS
 
-from .grading import (NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades, depth_costs,
+from .grading import (FROZEN, NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades, depth_costs,
                       depth_sentence, experiment_numbers, function_numbers, grade_depth, grade_memory, grade_unbiased, speed_grade, unbiased_numbers,
                       step_times, BP, FG)
 
@@ -283,7 +283,10 @@ def takeaways(results, table):
         k, v = min(per_iteration.items(), key=lambda kv: kv[1]["I_ratio"])
         out.append(f"Per iteration, forward gradients can win at the paper's shared rate: in the {k.split(',')[0]} "
                    f"at rate {v['lr']:g} they reached backprop's lowest validation loss in {v['I_ratio']:.2g} of its "
-                   f"iterations, so that even with steps {v['S_ratio']:.2g} times as long, T_f/T_b = {v['T_ratio']:.2g}.")
+                   f"iterations, so that even with steps {v['S_ratio']:.2g} times as long, T_f/T_b = {v['T_ratio']:.2g}"
+                   + (f"; by then the decay had spent {v['decay_spent']:.0%} of backprop's whole step, so its lowest "
+                      "loss may mark where the schedule froze it rather than where it converged."
+                      if v.get("decay_spent", 0) >= FROZEN else "."))
     step_row = table.set_index("#").loc[3]
     if step_row["verdict"] != NOT_RUN:
         out.append(f"Per step, the paper's speed-up did not appear on this CPU: {step_row['short']}."
