@@ -191,13 +191,13 @@ def describe_ratio(value):
     return "never within the run" if not np.isfinite(value) else f"{value:.3f}"
 
 
-def step_breakdown(model, loss_fn, x, y, kind="normal", seed=0, warmup=5, repeats=30, engine="auto"):
-    """Median milliseconds of the parts of each method's step, to see where the time goes.
+def step_parts(model, loss_fn, x, y, kind="normal", seed=0, engine="auto"):
+    """{(method, part): no-argument callable}: the parts of each method's step, to time apart.
 
     forward gradient: draw v (one random number per parameter), the forward-mode pass
     (value and directional derivative, with `engine`), form g = d v; backprop: the forward
     pass with recording and the backward pass; both: the foreach SGD update. Plus the base
-    runtime.
+    runtime (forward and loss, no derivatives).
     """
     from .directions import make_generator, sample_directions
     from .forward_grad import module_jvp
@@ -214,12 +214,19 @@ def step_breakdown(model, loss_fn, x, y, kind="normal", seed=0, warmup=5, repeat
         sgd.zero_grad(set_to_none=False)
         loss_fn(model(x), y).backward()
 
-    medians = median_times({
+    return {
         ("base", "forward and loss, no derivatives"): base_call(model, loss_fn, x, y),
         ("forward gradient", "draw v"): lambda: sample_directions(params, kind, gen),
         ("forward gradient", "forward-mode pass"): lambda: module_jvp(model, loss_fn, x, y, v, engine=engine),
         ("forward gradient", "form g = d v"): lambda: torch._foreach_mul(v, d),
         ("backprop", "forward (recording) and backward"): forward_backward,
         ("both", "SGD update"): sgd.step,
-    }, device, warmup, repeats)
+    }
+
+
+def step_breakdown(model, loss_fn, x, y, kind="normal", seed=0, warmup=5, repeats=30, engine="auto"):
+    """Median milliseconds of each part of each method's step (step_parts), interleaved, to see
+    where the time goes: {(method, part): ms}."""
+    device = next(model.parameters()).device
+    medians = median_times(step_parts(model, loss_fn, x, y, kind, seed, engine), device, warmup, repeats)
     return {key: 1e3 * t for key, t in medians.items()}

@@ -24,7 +24,7 @@ VERDICT_WORDS = ("What we found", "holds", "does not hold", "not judged", "partl
 # Results pages rewritten on raw results (issue 28) open with their findings before any code
 # toggle; the others join this set as their chapters move to raw results.
 FINDINGS_FIRST = {"intro", "cnn", "logreg", "mlp", "mlp_long", "verdict", "scaling", "test_functions", "unbiasedness", "distributed", "lr_sweep", "variance",
-                  "zeroth_order", "finetune", "local_losses"}
+                  "zeroth_order", "finetune", "local_losses", "implementations"}
 
 
 def significant_figures(number):

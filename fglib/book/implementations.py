@@ -17,12 +17,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from .. import checks
-from ..device import device_name, synchronize
-from ..measure import base_call
+from ..device import synchronize
+from ..measure import base_call, step_parts
 from ..registry import make_method
 from ..models import MODELS, build_model
 from ..timing import quiet, ratio_samples, timed_rounds
-from .report import note_read, write_index
+from .report import note_read
 
 LR = 1e-9
 
@@ -154,14 +154,16 @@ def compare_variants(model_name, data, batch_size=64, labels=tuple(VARIANTS), wa
     return summarise(rounds, list(labels)), rounds
 
 
-def save_rounds(rounds, folder, device="cpu"):
-    """Every timing round of the comparison (one row per round and variant, with its model and
-    batch), raw, in <folder>/raw/implementations/rounds.csv.gz, with the device and versions."""
-    path = pathlib.Path(folder) / "raw" / "implementations" / "rounds.csv.gz"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rounds.assign(device=device_name(device), torch=torch.__version__,
-                  threads=torch.get_num_threads()).to_csv(path, index=False, float_format="%.9g")
-    write_index(folder)
+def summarise_groups(rounds, by=("model",)):
+    """summarise() for each group of saved rounds (by model, and batch or run), each group's
+    variants read from its rounds; with the group's columns and its quiet and total rounds."""
+    out = []
+    for key, rows in rounds.groupby(list(by), sort=False):
+        labels = [v for v in rows["name"].unique() if v != "base"]
+        s = summarise(rows, labels)
+        out.append(s.assign(**dict(zip(by, key)), **{"quiet rounds": s.attrs["quiet rounds"],
+                                                     "rounds": s.attrs["rounds"]}))
+    return pd.concat(out, ignore_index=True)
 
 
 def step_ratios(folder):
@@ -172,13 +174,66 @@ def step_ratios(folder):
     if not path.exists():
         return {}
     rounds = pd.read_csv(path)
-    rounds = rounds[rounds["batch"] == 64]
-    out = {}
-    for model, rows in rounds.groupby("model", sort=False):
-        labels = [v for v in rows["name"].unique() if v != "base"]
-        for _, r in summarise(rows, labels).iterrows():
-            out[f"{model} / {r['variant']}"] = float(r.get("R/R_b", float("nan")))
-    return out
+    summary = summarise_groups(rounds[rounds["batch"] == 64])
+    return {f"{m} / {v}": float(q) for m, v, q in zip(summary["model"], summary["variant"],
+                                                      summary.get("R/R_b", pd.Series(float("nan"), summary.index)))}
+
+
+# ---- where the time goes: the parts of a step, and drawing v ------------------------------------
+
+def breakdown_rounds(model_name, data, batch_size=64, warmup=5, repeats=50, seed=0, device="cpu"):
+    """Every interleaved timing round of each part of each method's step (measure.step_parts,
+    fglib engine), raw: one row per (round, part), named 'method: part'."""
+    model = build_model(model_name, seed=seed, device=device)
+    x, y = batch(data, batch_size, seed)
+    parts = step_parts(model, F.cross_entropy, x, y, seed=seed, engine="fglib")
+    return timed_rounds({f"{method}: {part}": fn for (method, part), fn in parts.items()}, device, warmup, repeats)
+
+
+def in_base_runtimes(rounds, base):
+    """{name: median seconds / the median of `base`}, medians over the quiet rounds, names in the
+    order they were timed."""
+    med = quiet(rounds).groupby("name", sort=False)["seconds"].median()
+    return (med / med[base]).to_dict()
+
+
+def breakdown_table(rounds):
+    """Each part of each step in base runtimes: one row per (model, method, part)."""
+    rows = []
+    for model, r in rounds.groupby("model", sort=False):
+        for name, ratio in in_base_runtimes(r, "base: forward and loss, no derivatives").items():
+            method, part = name.split(": ", 1)
+            if method != "base":
+                rows.append({"model": model, "method": method, "part": part, "base runtimes": ratio})
+    return pd.DataFrame(rows)
+
+
+def draw_rounds(model_name, data, batch_size=64, warmup=3, repeats=50, seed=0, device="cpu"):
+    """Every interleaved timing round of the base runtime and of drawing one random number per
+    parameter three ways (torch.randn; on the CPU also directions.parallel_normal; Rademacher),
+    raw, with the model's parameter count."""
+    from ..directions import flat_direction, make_generator, parallel_normal
+    model = build_model(model_name, seed=seed, device=device)
+    params = list(model.parameters())
+    n, dtype = sum(p.numel() for p in params), params[0].dtype
+    g = make_generator(seed, device)
+    x, y = batch(data, batch_size, seed)
+    fns = {"base": base_call(model, F.cross_entropy, x, y),
+           "randn": lambda: flat_direction(n, "normal", dtype, device, g),
+           "Rademacher": lambda: flat_direction(n, "rademacher", dtype, device, g)}
+    if torch.device(device).type == "cpu":
+        fns["parallel normal"] = lambda: parallel_normal(n, dtype, g)
+    return timed_rounds(fns, device, warmup, repeats).assign(parameters=n)
+
+
+def draw_table(rounds):
+    """Drawing v in base runtimes: one row per model (NaN for a way not timed on its device)."""
+    rows = []
+    for model, r in rounds.groupby("model", sort=False):
+        ratio = in_base_runtimes(r, "base")
+        rows.append({"model": model, "parameters": int(r["parameters"].iloc[0]),
+                     **{k: ratio.get(k, float("nan")) for k in ("randn", "parallel normal", "Rademacher")}})
+    return pd.DataFrame(rows)
 
 
 # ---- work done: FLOPs, and the floor of the same products run bare --------------------------
@@ -223,10 +278,10 @@ def bare_products(fn):
     return run
 
 
-def work_and_floor(model_name, data, batch_size=64, warmup=5, repeats=50, seed=0, device="cpu", kind="normal"):
-    """For the fastest eager forward-gradient step (fglib engine) and eager backprop: FLOPs,
-    median time, GFLOP/s, and the floor: the same products run bare, plus drawing v and
-    the update (timed separately). One row per method."""
+def floor_rounds(model_name, data, batch_size=64, warmup=5, repeats=50, seed=0, device="cpu", kind="normal"):
+    """For the fastest eager forward-gradient step (fglib engine) and eager backprop, raw:
+    (rounds, work). rounds: every interleaved timing round of each step, of the same products
+    and convolutions run bare, of its update, and of drawing v; work: each step's FLOPs."""
     from ..directions import make_generator, sample_directions
     model = build_model(model_name, seed=seed, device=device)
     x, y = batch(data, batch_size, seed)
@@ -243,16 +298,25 @@ def work_and_floor(model_name, data, batch_size=64, warmup=5, repeats=50, seed=0
         fns[f"{name}: products"] = bare_products(lambda m=m: m.fill_grad(x, y))
         fns[f"{name}: update"] = m.optimizer.step
     fns["draw v"] = lambda: sample_directions(params, kind, gen)
-    rounds = quiet(timed_rounds(fns, device, warmup, repeats))
-    med = rounds.groupby("name")["seconds"].median()
-    rows = []
-    for name, m in methods.items():
-        floor = med[f"{name}: products"] + med[f"{name}: update"] + (med["draw v"] if name == "forward gradient" else 0)
-        work = flops(lambda: m.fill_grad(x, y))
-        rows.append({"method": name, "GFLOP per step": work / 1e9, "step (ms)": 1e3 * med[name],
-                     "products alone (ms)": 1e3 * med[f"{name}: products"], "floor (ms)": 1e3 * floor,
-                     "step / floor": med[name] / floor, "GFLOP/s": work / 1e9 / med[name]})
+    rounds = timed_rounds(fns, device, warmup, repeats)
+    work = pd.DataFrame([{"method": name, "FLOP per step": flops(lambda m=m: m.fill_grad(x, y))}
+                         for name, m in methods.items()])
     synchronize(device)
+    return rounds, work
+
+
+def floor_table(rounds, work):
+    """One row per (model, method): FLOPs, the median step over the quiet rounds, its products
+    alone, and the floor: the products run bare, plus the update, plus drawing v for a forward
+    gradient; step / floor and GFLOP/s."""
+    rows = []
+    for model, r in rounds.groupby("model", sort=False):
+        med = quiet(r).groupby("name")["seconds"].median()
+        for name, flop in work.loc[work["model"] == model, ["method", "FLOP per step"]].itertuples(index=False):
+            floor = med[f"{name}: products"] + med[f"{name}: update"] + (med["draw v"] if name == "forward gradient" else 0)
+            rows.append({"model": model, "method": name, "GFLOP per step": flop / 1e9, "step (ms)": 1e3 * med[name],
+                         "products alone (ms)": 1e3 * med[f"{name}: products"], "floor (ms)": 1e3 * floor,
+                         "step / floor": med[name] / floor, "GFLOP/s": flop / 1e9 / med[name]})
     return pd.DataFrame(rows)
 
 

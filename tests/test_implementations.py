@@ -1,0 +1,49 @@
+"""The implementations chapter's tables derive from its raw timing rounds: each part and each draw
+in base runtimes, a floor that counts drawing v for the forward gradient only, and one summary
+per group of rounds against that group's own backprop."""
+import pandas as pd
+import pytest
+
+from fglib.book import implementations as impl
+
+
+def rounds(times, n=21, disturbed=()):
+    """Fabricated interleaved rounds: each name's seconds, a little noise, some rounds disturbed."""
+    return pd.DataFrame([{"round": r, "name": k, "seconds": v * (1 + 0.001 * (r % 3)), "disturbed": r in disturbed}
+                         for r in range(n) for k, v in times.items()])
+
+
+def test_the_floor_is_the_bare_products_plus_the_update_plus_drawing_v_for_the_forward_gradient():
+    times = {"forward gradient": 5.0, "forward gradient: products": 2.0, "forward gradient: update": 0.5,
+             "backprop": 4.0, "backprop: products": 3.0, "backprop: update": 0.5, "draw v": 0.5}
+    work = pd.DataFrame({"model": "mlp", "method": ["forward gradient", "backprop"], "FLOP per step": [3e9, 3e9]})
+    t = impl.floor_table(rounds(times).assign(model="mlp"), work).set_index("method")
+    assert t.loc["forward gradient", "floor (ms)"] == pytest.approx(3000.0, rel=2e-3)
+    assert t.loc["backprop", "floor (ms)"] == pytest.approx(3500.0, rel=2e-3)   # no draw: the control
+    assert t.loc["forward gradient", "step / floor"] == pytest.approx(5 / 3, rel=2e-3)
+    assert t.loc["backprop", "GFLOP/s"] == pytest.approx(3 / 4, rel=2e-3)
+
+
+def test_each_part_of_a_step_reads_in_base_runtimes_in_the_order_it_was_timed():
+    times = {"base: forward and loss, no derivatives": 2.0, "forward gradient: draw v": 0.5,
+             "forward gradient: form g = d v": 0.2, "backprop: forward (recording) and backward": 6.0}
+    t = impl.breakdown_table(rounds(times).assign(model="mlp"))
+    assert t["part"].tolist() == ["draw v", "form g = d v", "forward (recording) and backward"]
+    assert t["method"].tolist() == ["forward gradient", "forward gradient", "backprop"]
+    assert t["base runtimes"].tolist() == pytest.approx([0.25, 0.1, 3.0], rel=2e-3)
+
+
+def test_drawing_v_reads_in_base_runtimes_and_a_way_not_timed_is_nan():
+    t = impl.draw_table(rounds({"base": 2.0, "randn": 1.0, "Rademacher": 0.2}).assign(model="cnn", parameters=7))
+    row = t.iloc[0]
+    assert row["randn"] == pytest.approx(0.5, rel=2e-3) and row["Rademacher"] == pytest.approx(0.1, rel=2e-3)
+    assert row["parameters"] == 7 and row["parallel normal"] != row["parallel normal"]
+
+
+def test_each_group_of_rounds_is_summarised_against_its_own_backprop():
+    a = rounds({"base": 1.0, "backprop": 2.0, "FG, fglib engine": 4.0}).assign(model="mlp", batch=64)
+    b = rounds({"base": 1.0, "backprop": 4.0, "FG, fglib engine": 4.0}).assign(model="mlp", batch=256)
+    s = impl.summarise_groups(pd.concat([a, b]), by=("model", "batch"))
+    fg = s[s["variant"] == "FG, fglib engine"].set_index("batch")["R/R_b"]
+    assert fg[64] == pytest.approx(2.0, rel=2e-3) and fg[256] == pytest.approx(1.0, rel=2e-3)
+    assert set(s["rounds"]) == {21} and set(s["quiet rounds"]) == {21}
