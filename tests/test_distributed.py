@@ -143,3 +143,16 @@ def test_the_command_line_checks_its_arguments_before_it_trains(argv, option, ca
     with pytest.raises(SystemExit) as exit_:
         distributed.main(argv)
     assert exit_.value.code == 2 and f"argument {option}" in capsys.readouterr().err
+
+
+def test_the_measured_table_derives_from_every_saved_step():
+    from fglib.book import distributed as fd
+    runs = {1: {"bp": {"step_times": [0.01, 0.03, 0.02], "bytes_per_step": 31400.0, "parameters": 7850},
+                "fg-shared": {"step_times": [0.05, 0.04], "bytes_per_step": 8.0, "parameters": 7850}},
+            2: {"bp": {"step_times": [0.02, 0.04], "bytes_per_step": 31400.0, "parameters": 7850}}}
+    steps = fd.step_rows(runs)
+    assert len(steps) == 7
+    t = fd.measured_table(steps)
+    assert t[["method", "workers"]].values.tolist() == [["bp", 1], ["fg-shared", 1], ["bp", 2]]
+    assert t["step time (ms)"].tolist() == pytest.approx([20.0, 45.0, 30.0])
+    assert t["gradient (bytes)"].tolist() == [4 * 7850] * 3 and t["bytes sent per step"].tolist()[1] == 8.0

@@ -41,16 +41,23 @@ def launch(world, model="mlp", methods=("fg-shared", "fg-independent", "bp"), it
         return {m: torch.load(pathlib.Path(out) / f"{m}.pt") for m in methods}
 
 
-def measured_table(runs):
-    """runs: {world: launch(...)} -> one row per (method, world): bytes each worker handed to
-    the collectives per step, the parameters, and the median step time."""
-    rows = []
-    for world, results in runs.items():
-        for method, r in results.items():
-            rows.append({"method": method, "workers": world, "bytes sent per step": r["bytes_per_step"],
-                         "parameters": r["parameters"], "gradient (bytes)": FLOAT_BYTES * r["parameters"],
-                         "step time (ms)": 1e3 * float(torch.tensor(r["step_times"]).median())})
-    return pd.DataFrame(rows)
+def step_rows(runs):
+    """runs: {world: launch(...)} -> raw: one row per (method, world, step) with the step's
+    seconds on rank 0, the bytes each worker handed to the collectives per step, and the
+    parameters."""
+    return pd.DataFrame([{"method": method, "workers": world, "step": i, "seconds": t,
+                          "bytes sent per step": r["bytes_per_step"], "parameters": r["parameters"]}
+                         for world, results in runs.items() for method, r in results.items()
+                         for i, t in enumerate(r["step_times"])])
+
+
+def measured_table(steps):
+    """step_rows' rows -> one row per (method, world): bytes each worker handed to the
+    collectives per step, the parameters, the gradient's bytes, and the median step time."""
+    g = steps.groupby(["method", "workers"], sort=False)
+    out = g[["bytes sent per step", "parameters"]].first().reset_index()
+    return out.assign(**{"gradient (bytes)": FLOAT_BYTES * out["parameters"],
+                         "step time (ms)": 1e3 * g["seconds"].median().to_numpy()})
 
 
 def ring_allreduce(nbytes, world, bandwidth, latency):
