@@ -1,9 +1,11 @@
 """The fine-tuning chapter's machinery (fglib.book.finetune): each regime trains what it says and
 nothing else, pre-training is re-created from its cache bit for bit, and memory adds up."""
+import pandas as pd
 import pytest
 import torch
 
 from fglib.book import finetune
+from fglib.book.raw import RawTables
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +122,46 @@ def test_the_from_scratch_k_sweep_reads_as_one_sentence_with_its_spread():
     assert "lowered it beyond the runs' spread with K = 16" in text
     close = pd.DataFrame([r for r in rows if r.get("K") != 16.0])   # the control: K = 4 is worse, not better
     assert "did not lower it" in grading.k_from_scratch(close, 4000)
+
+
+class Stop(Exception):
+    pass
+
+
+class StoppedAfterOneRegime(RawTables):
+    def save(self, name, table):
+        super().save(name, table)
+        if name == "finals.csv":   # a regime's sweep is saved curves first, then finals
+            raise Stop
+
+
+class Recorded(RawTables):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.saves = []
+
+    def save(self, name, table):
+        self.saves.append(name)
+        super().save(name, table)
+
+
+def test_regimes_stopped_after_the_first_resume_to_the_uninterrupted_sweep(mnist, cache, tmp_path):
+    """sweep_regimes saves after each regime; started again after a stop, it runs only the regimes
+    not saved and ends with the tables of a sweep that never stopped (runs are seeded)."""
+    state, _ = pretrained(mnist, cache)
+    regimes = ("all layers", "last layer")
+    make = {r: (lambda s, r=r: finetune.fine_tune_model("mlp", state, r, seed=s)) for r in regimes}
+    methods = {r: {"FG, normal": finetune.METHODS["FG, normal"]} for r in regimes}
+    rates = {r: {"FG, normal": [1e-4]} for r in regimes}
+    args = (mnist, methods, rates, 1, 12, 3, 0, 200)
+    whole = finetune.sweep_regimes(RawTables("finetune", tmp_path / "whole", "cpu"), make, *args)
+    with pytest.raises(Stop):
+        finetune.sweep_regimes(StoppedAfterOneRegime("finetune", tmp_path / "stopped", "cpu"), make, *args)
+    resumed_raw = Recorded("finetune", tmp_path / "stopped", "cpu")
+    assert set(resumed_raw.read("finals.csv")["regime"]) == {"all layers"}
+    resumed = finetune.sweep_regimes(resumed_raw, make, *args)
+    assert resumed_raw.saves == ["curves.csv.gz", "finals.csv"]   # the second regime only
+    stamps = ["time", "device", "torch", "threads"]
+    for got, expected in zip(resumed, whole):
+        pd.testing.assert_frame_equal(got.drop(columns=stamps, errors="ignore"),
+                                      expected.drop(columns=stamps, errors="ignore"))

@@ -26,7 +26,7 @@ from ..subspace import RandomSubspace
 from ..to_target import eval_schedule
 from ..train import evaluate, train
 from .experiments import train_methods
-from .sweep import sweep_rates
+from .sweep import extend_sweep, rates_to_run, sweep_rates
 
 REGIMES = ("from scratch", "all layers", "last layer", "subspace")
 # label: (make_method name, keyword arguments). K directions per step: averaged (the paper's
@@ -117,6 +117,24 @@ def sweep(make_model, data, methods, rates, runs, iterations, eval_points, seed=
         return train_methods(make_model, data, {label: (name, lr, kwargs)}, runs, iterations, seed=seed,
                              progress=progress, eval_examples=eval_examples, eval_at=eval_at)
     return sweep_rates(train_at, {label: rates[label] for label in methods})
+
+
+def sweep_regimes(raw, make_models, data, methods, rates, runs, iterations, eval_points, seed=0,
+                  eval_examples=None):
+    """Every regime's sweep (make_models, methods and rates keyed by regime), running only the
+    (method, rate) pairs raw (a RawTables) lacks, and saving after each regime so that a stop
+    loses one regime at most. Returns the whole sweep (curves, finals) with a `regime` column."""
+    curves, finals = raw.kept("curves.csv.gz"), raw.kept("finals.csv")
+    for regime in methods:
+        mine = finals[finals.regime == regime] if not finals.empty else finals
+        todo = rates_to_run(mine, {label: rates[regime][label] for label in methods[regime]})
+        if todo:
+            c, f = sweep(make_models[regime], data, {label: methods[regime][label] for label in todo}, todo, runs,
+                         iterations, eval_points, seed, eval_examples)
+            curves, finals = extend_sweep((curves, finals), (c.assign(regime=regime), f.assign(regime=regime)))
+            raw.save("curves.csv.gz", curves)
+            raw.save("finals.csv", finals)
+    return curves, finals
 
 
 def step_rounds(make_model, methods, x, y, seed=0, warmup=5, repeats=30, device="cpu"):
