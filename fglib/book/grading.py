@@ -550,13 +550,18 @@ def per_iteration_sentence(runs, paper_alike=False):
             + (", where the paper found the two alike." if paper_alike else "."))
 
 
+def devices_said(devices):
+    """Device names as prose: each said once, in order, joined with 'and' ('' for none). Stamps
+    written before device_name said "1 thread" spell it "1 threads": the same device."""
+    return " and ".join(dict.fromkeys(d.replace(" 1 threads)", " 1 thread)") for d in devices))
+
+
 def runs_sentence(pairs, planned, iterations, device):
     """What ran: '5 paired runs of 30,000 iterations each, on CPU (...).' or, part-way,
     '2 of the 5 planned paired runs of 70,000 iterations each have finished, on ...'. `device`:
     a name, or the devices the runs' own records name (each said once, in order)."""
     if not isinstance(device, str):
-        # records written before device_name said "1 thread" spell it "1 threads": the same device
-        device = " and ".join(dict.fromkeys(d.replace(" 1 threads)", " 1 thread)") for d in device)) or "no device yet"
+        device = devices_said(device) or "no device yet"
     if not pairs:
         return f"None of the {planned} planned paired runs of {iterations:,} iterations has finished yet."
     if pairs == planned:

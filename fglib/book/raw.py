@@ -24,6 +24,7 @@ import tempfile
 import pandas as pd
 
 from ..device import device_name
+from .grading import devices_said
 from .report import results_folder
 from .runs import load_table, save_table
 
@@ -48,9 +49,8 @@ class RawTables:
     def measured_on(self, *names):
         """Where the saved rows of these tables were measured: one device's name, or each of them
         joined with 'and' when the tables were extended across sittings on different ones."""
-        devices = [d.replace(" 1 threads", " 1 thread") for name in names
-                   for d in self.read(name, stamps=True).get("device", pd.Series(dtype=str)).dropna()]
-        return " and ".join(dict.fromkeys(devices))
+        return devices_said(d for name in names
+                            for d in self.read(name, stamps=True).get("device", pd.Series(dtype=str)).dropna())
 
     def save(self, name, table):
         save_table(self.folder, self.chapter, name, table, self.device)

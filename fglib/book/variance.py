@@ -20,7 +20,7 @@ from .. import checks
 from ..data import BatchSampler
 from ..measure import base_call
 from ..registry import make_method
-from ..models import build_model, count_parameters
+from ..models import build_model
 from ..stats import expected_squared_error, network_errors
 from ..timing import quiet, timed_rounds
 from .grading import k_label
