@@ -21,10 +21,9 @@ NAN = re.compile(r"\bnan\b", re.I)
 ZERO_SPREAD = re.compile(r"±\s*0\.0+(?![0-9]*[1-9])")   # "± 0.00": a spread that rounded away
 DECIMAL = re.compile(r"(?<![\w.,])\d+\.\d+(?![\w.])")
 VERDICT_WORDS = ("What we found", "holds", "does not hold", "not judged", "partly")
-# Results pages rewritten on raw results (issue 28) open with their findings before any code
-# toggle; the others join this set as their chapters move to raw results.
+# Results pages open with their findings before any code toggle.
 FINDINGS_FIRST = {"intro", "cnn", "logreg", "mlp", "mlp_long", "verdict", "scaling", "test_functions", "unbiasedness", "distributed", "lr_sweep", "variance",
-                  "zeroth_order", "finetune", "local_losses", "implementations"}
+                  "zeroth_order", "finetune", "local_losses", "implementations", "optimisers"}
 
 
 def significant_figures(number):
@@ -111,28 +110,10 @@ def problems(name, page):
     return [f"{name}: {p}" for p in found]
 
 
-# Pages executed before the checks for generated text existed (issue 30): their saved outputs
-# carry the fault until the chapter runs again, which takes from 20 minutes to 1.5 hours of CPU
-# each; the fault is fixed at its source (fglib), so remove an entry when its chapter has re-run.
-NOT_YET_RERUN = {("optimisers", "a table cell reading None")}
-
-
-def waiting_for_a_rerun(problem):
-    return any(problem.startswith(f"{page}: ") and kind in problem for page, kind in NOT_YET_RERUN)
-
-
 def test_every_page_reads_clean(pages):
     assert pages, "no page was built"
-    found = [p for name, page in pages.items() for p in problems(name, page) if not waiting_for_a_rerun(p)]
-    assert not found, "\n".join(found)
-
-
-def test_every_page_waiting_for_a_rerun_still_needs_it(pages):
-    """An entry of NOT_YET_RERUN whose page is clean now must go, so that the list only shrinks."""
     found = [p for name, page in pages.items() for p in problems(name, page)]
-    gone = [(page, kind) for page, kind in NOT_YET_RERUN
-            if not any(p.startswith(f"{page}: ") and kind in p for p in found)]
-    assert not gone, f"fixed: remove {gone} from NOT_YET_RERUN"
+    assert not found, "\n".join(found)
 
 
 def test_maths_is_served_from_the_build(pages):
