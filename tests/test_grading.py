@@ -382,6 +382,18 @@ def test_implementation_findings_quote_each_engine_per_model_and_name_the_missed
     assert met.endswith("3 were met.") and "not met" not in met
 
 
+def test_the_headline_step_ratio_is_set_beside_an_engine_comparison_and_says_when_it_disagrees():
+    summary = pd.DataFrame({"model": ["mlp", "cnn"], "variant": ["FG, fglib engine"] * 2, "R/R_b": [2.05, 0.94]})
+    def costs(per):
+        return {"S_ratio": float(np.exp(np.mean(np.log(per)))), "per process": pd.DataFrame({"S_f/S_b": per})}
+    inside = grading.headline_agreement(summary, {"mlp": costs([2.0, 2.1, 2.3]), "cnn": costs([0.93, 0.95, 0.97])})
+    assert "for the MLP (2.00 to 2.30 over 3 processes; here 2.05)" in inside
+    assert "falls within that spread for every model" in inside
+    outside = grading.headline_agreement(summary, {"mlp": costs([2.2, 2.3, 2.4]), "cnn": costs([0.93, 0.95, 0.97])})
+    assert "falls outside that spread for the MLP:" in outside and "CNN" not in outside.split("outside")[1]
+    assert grading.headline_agreement(summary, {"logreg": costs([1.5])}) == ""
+
+
 def test_the_optimisers_gap_reads_as_one_sentence_or_nothing_before_that_chapter_ran():
     carry = pd.DataFrame({"method": ["backprop, SGD", "forward gradient, Adam", "local FG-A, SGD"] * 2,
                           "test error (%)": [10.0, 40.0, 30.0, 20.0, 55.0, 45.0], "± sd": [0.5, 1.0, 2.0] * 2,

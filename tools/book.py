@@ -118,12 +118,10 @@ RUNS = ROOT / "book" / "results" / "runs"
 
 
 def device_description():
-    """The device a chapter's 'auto' picks here, and its name."""
-    import platform
+    """The name of the device a chapter's 'auto' picks here (fglib.device_name's wording)."""
     import torch
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    from fglib.device import device_name
+    return device_name("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def read_inputs(log, chapter=None):
@@ -321,7 +319,8 @@ def long_runs(name, background=False, status=False, max_runs=None, methods=None)
     if status or not report["left"]:
         return None
     if background:
-        log = pathlib.Path(".checkpoints") / f"{name}.log"
+        # one log per set of methods, so that two runs of a plan can share the cores
+        log = pathlib.Path(".checkpoints") / f"{name}{'-' + methods.replace(',', '-') if methods else ''}.log"
         log.parent.mkdir(exist_ok=True)
         cmd = [sys.executable, str(ROOT / "tools" / "book.py"), "runs", name]
         cmd += ["--max-runs", str(max_runs)] if max_runs else []
@@ -376,7 +375,8 @@ def main(argv=None):
     sub.add_parser("memory", help="every network's step memory at batch 64 (claim 6), raw")
     runs = sub.add_parser("runs", help="run a long experiment's missing runs (each saved as it finishes)")
     runs.add_argument("plan", help="a plan of fglib.book.runs.PLANS, e.g. cnn")
-    runs.add_argument("--background", action="store_true", help="detach; follow book/.checkpoints/<plan>.log")
+    runs.add_argument("--background", action="store_true",
+                      help="detach; follow book/.checkpoints/<plan>.log (<plan>-<methods>.log with --methods)")
     runs.add_argument("--status", action="store_true", help="only say how many runs remain and how long")
     runs.add_argument("--max-runs", type=int, default=None, help="stop after this many runs (e.g. 2: one pair)")
     runs.add_argument("--methods", default=None, help="only these of the plan's methods, e.g. fg or bp,fg")

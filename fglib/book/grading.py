@@ -942,6 +942,31 @@ def implementation_findings(summary, targets, paper, device):
             f"{', '.join(f'{paper[m]:.2f}' for m in models)} on a GPU. " + tally)
 
 
+def headline_agreement(summary, headline, variant="FG, fglib engine"):
+    """Where an engine comparison's own R_f/R_b (summary: model, variant, R/R_b) stands against
+    the book's headline step ratio ({model: step_costs(...)}, timed in separate processes in the
+    model's own chapter): the headline beside it, and whether it falls within the headline's
+    spread between processes (its lowest to highest process). '' when no model has both."""
+    ratio = summary.set_index(["model", "variant"])["R/R_b"]
+    models = [m for m in MODEL_WORDS if m in headline and (m, variant) in ratio.index]
+    if not models:
+        return ""
+    parts, outside = [], []
+    for m in models:
+        per = headline[m]["per process"]["S_f/S_b"]
+        here = ratio[(m, variant)]
+        parts.append(f"{headline[m]['S_ratio']:.2f} for the {MODEL_WORDS[m]} ({per.min():.2f} to {per.max():.2f} "
+                     f"over {len(per)} processes; here {here:.2f})")
+        if not per.min() <= here <= per.max():
+            outside.append(MODEL_WORDS[m])
+    agree = ("This chapter's single interleaved run falls within that spread for every model."
+             if not outside else f"This chapter's run falls outside that spread for the {', '.join(outside)}: "
+             "a step's cost moves between sittings by more than it moves within one, so compare engines "
+             "within this chapter, and quote the headline elsewhere.")
+    return ("The book quotes one step ratio per model, timed in separate processes on an idle machine in the "
+            f"model's own chapter: R_f/R_b = {'; '.join(parts)}. " + agree)
+
+
 def optimiser_findings(table, fg_best, bp_best, gaps, device, iterations, runs, reference="backprop, SGD"):
     """The optimisers chapter's findings, in sentences: SGD's test errors for both methods, the best
     pairing of each by final validation loss (its name and test error), and how the gap between the
