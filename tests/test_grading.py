@@ -377,7 +377,10 @@ def test_implementation_findings_quote_each_engine_per_model_and_name_the_missed
     text = grading.implementation_findings(summary, targets, {"mlp": 2.0, "cnn": 1.9, "logreg": 1.4}, "CPU")
     assert "took 1.50, 1.10 backprop steps (MLP, CNN)" in text and "forward_ad took 2.50, 2.10" in text
     assert "The paper measured 2.00, 1.90 on a GPU" in text
-    assert "Of the chapter's 2 targets on this device, 1 was met; not met: CNN: b." in text
+    assert "Of the chapter's 2 targets on this device, 1 was met; not met: b (CNN)." in text
+    variants = pd.DataFrame({"target": ["MLP, fglib engine: R ≤ 1", "MLP, fglib engine, compiled: R ≤ 1", "CNN: R ≤ 1"],
+                             "status": ["not met, by 5%"] * 3})
+    assert "not met: R ≤ 1 (MLP, 2 variants; CNN)." in grading.implementation_findings(summary, variants, {"mlp": 2.0, "cnn": 1.9}, "CPU")
     met = grading.implementation_findings(summary, targets.assign(status="met"), {"mlp": 2.0, "cnn": 1.9}, "CPU")
     assert met.endswith("3 were met.") and "not met" not in met
 

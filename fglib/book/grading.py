@@ -919,6 +919,19 @@ def local_findings(table, findings, device, iterations, runs):
             f"improve forward gradient learning ({v[1]}); with both, forward gradients match backprop ({v[2]}).")
 
 
+def _missed_targets(missed):
+    """Targets named 'model, variant: criterion', grouped by criterion and model: 'R_f/R_b ≤ 1.15
+    (MLP, 4 variants)' rather than the same criterion once per variant."""
+    groups = {}
+    for target in missed:
+        who, _, what = target.rpartition(": ")
+        model = who.split(",")[0]
+        model = model if model.isupper() else model[:1].lower() + model[1:]   # 'MLP', 'logistic regression'
+        groups.setdefault(what, {}).setdefault(model, []).append(who)
+    return [f"{what} ({'; '.join(m if len(v) == 1 else f'{m}, {len(v)} variants' for m, v in models.items())})"
+            for what, models in groups.items()]
+
+
 def implementation_findings(summary, targets, paper, device):
     """The implementations chapter's findings, in sentences: per model, a forward-gradient step in
     backprop steps (R_f/R_b, medians over the quiet rounds) for fglib's engine, PyTorch's forward_ad
@@ -934,7 +947,7 @@ def implementation_findings(summary, targets, paper, device):
     judged = [s for s in targets["status"] if s == "met" or s.startswith("not met")]
     met = len(judged) - len(missed)
     tally = (f"Of the chapter's {len(judged)} targets on this device, {met} {'was' if met == 1 else 'were'} met"
-             + (f"; not met: {'; '.join(missed)}." if missed else "."))
+             + (f"; not met: {'; '.join(_missed_targets(missed))}." if missed else "."))
     return (f"On {device}, with the paper's normal directions, a forward-gradient step with fglib's engine took "
             f"{listed('FG, fglib engine')} backprop steps ({words}); PyTorch's forward_ad took "
             f"{listed('FG, forward_ad')}, and the step as the public port fwdgrad computes it "
@@ -960,7 +973,7 @@ def headline_agreement(summary, headline, variant="FG, fglib engine"):
         if not per.min() <= here <= per.max():
             outside.append(MODEL_WORDS[m])
     agree = ("This chapter's single interleaved run falls within that spread for every model."
-             if not outside else f"This chapter's run falls outside that spread for the {', '.join(outside)}: "
+             if not outside else f"This chapter's run falls outside that spread for the {' and the '.join(outside)}: "
              "a step's cost moves between sittings by more than it moves within one, so compare engines "
              "within this chapter, and quote the headline elsewhere.")
     return ("The book quotes one step ratio per model, timed in separate processes on an idle machine in the "

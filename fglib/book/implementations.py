@@ -22,6 +22,7 @@ from ..measure import base_call, step_parts
 from ..registry import make_method
 from ..models import MODELS, build_model
 from ..timing import quiet, ratio_samples, timed_rounds
+from .grading import MODEL_WORDS
 from .report import note_read
 
 LR = 1e-9
@@ -338,10 +339,14 @@ def status(value, limit):
 def targets_table(summary, work, models, labels, device):
     """The targets the engine work set itself, each with our number and whether it was met."""
     rows = []
+
+    def said(name):
+        words = MODEL_WORDS.get(name, name)
+        return words[:1].upper() + words[1:]
     for name in models:
         r = pick(summary, name, "FG, fglib engine", "median (ms)") / pick(summary, name, "fwdgrad-style baseline",
                                                                           "median (ms)")
-        rows.append({"target": f"{name.upper()}: fglib step / fwdgrad-style step < 1", "ours": r,
+        rows.append({"target": f"{said(name)}: fglib step / fwdgrad-style step < 1", "ours": r,
                      "status": status(r, 0.999)})
     for name, limit in (("mlp", 1.15), ("cnn", 1.0)):
         if name not in models:
@@ -350,11 +355,11 @@ def targets_table(summary, work, models, labels, device):
                         "FG, fglib engine, Rademacher, compiled"):
             if variant in labels:
                 r = pick(summary, name, variant)
-                rows.append({"target": f"{name.upper()}, {variant[4:]}: R_f/R_b ≤ {limit}", "ours": r,
+                rows.append({"target": f"{said(name)}, {variant[4:]}: R_f/R_b ≤ {limit}", "ours": r,
                              "status": status(r, limit)})
     for name, ratio in zip(work["model"], work["step / floor"].where(work["method"] == "forward gradient")):
         if ratio == ratio:
-            rows.append({"target": f"{name.upper()}: forward-gradient step within 1.2× its floor", "ours": ratio,
+            rows.append({"target": f"{said(name)}: forward-gradient step within 1.2× its floor", "ours": ratio,
                          "status": status(ratio, 1.2)})
     on_gpu = str(device).startswith("cuda")
     rows.append({"target": "GPU: R_f/R_b ≤ 0.555 / 0.592 / 0.649", "ours": float("nan"),
