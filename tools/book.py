@@ -106,6 +106,7 @@ def execute(paths, mode, out_dir=None, overrides=None):
                             cwd=str(path.parent), kernel_name="python3", progress_bar=False)
         record_input_path(target, path)
         remove_injected_cell_from_page(target)
+        drop_hidden_progress(target)
         strip_machine_paths(target)
         seconds = time.perf_counter() - start
         if out_dir is None:  # a chapter executed in place: record the run, refresh the status page
@@ -276,6 +277,16 @@ def remove_injected_cell_from_page(target):
         tags = cell.get("metadata", {}).get("tags", [])
         if "injected-parameters" in tags and "remove-cell" not in tags:
             tags.append("remove-cell")
+    target.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+
+
+def drop_hidden_progress(target):
+    """A cell whose output the page never shows (tag remove-output) keeps no stderr stream:
+    there it only holds the text progress bars of training, hundreds of lines per chapter."""
+    nb = json.loads(target.read_text())
+    for cell in nb["cells"]:
+        if "remove-output" in cell.get("metadata", {}).get("tags", []):
+            cell["outputs"] = [o for o in cell.get("outputs", []) if o.get("name") != "stderr"]
     target.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
