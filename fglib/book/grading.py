@@ -871,7 +871,7 @@ def compare_errors(table, a, b):
 
 
 def _spread(spread):
-    return f"sum of sds {spread:.2f}" if math.isfinite(spread) else "one run: no spread"
+    return f"sum of sds {spread:.1f}" if math.isfinite(spread) else "one run: no spread"
 
 
 def ren_findings(errors, table):
@@ -888,7 +888,7 @@ def ren_findings(errors, table):
     parts = []
     for g, l in (("FG-W", "local FG-W"), ("FG-A", "local FG-A")):
         diff, spread, words[g] = compare_errors(table, l, g)
-        parts.append(f"{l} {diff:+.2f} points against {g} ({_spread(spread)})")
+        parts.append(f"{l} {diff:+.1f} points against {g} ({_spread(spread)})")
     found = set(words.values())
     verdict = ("mixed" if {"lower", "higher"} <= found else "holds" if found == {"lower"} else
                "partly" if "lower" in found else "does not hold here" if "higher" in found else
@@ -897,7 +897,7 @@ def ren_findings(errors, table):
                  "verdict": verdict})
     diff, spread, word = compare_errors(table, "local FG-A", "backprop")
     rows.append({"finding (Ren et al.)": REN_FINDINGS["match"],
-                 "ours": f"test error: local FG-A {diff:+.2f} points against backprop ({_spread(spread)}), "
+                 "ours": f"test error: local FG-A {diff:+.1f} points against backprop ({_spread(spread)}), "
                          "on the paper's MLP, not their LocalMixer",
                  "verdict": {"higher": "does not hold here", "lower": "holds (FG better)",
                              "indistinguishable": "holds here", "one run": "cannot tell from one run"}[word]})
