@@ -87,11 +87,15 @@ def test_the_gap_narrows_only_beyond_the_spread_of_the_runs():
     memory = pd.DataFrame([{"regime": "all layers", "name": n, "total (MiB)": t}
                            for n, t in (("backprop", 21.6), ("backprop, checkpointed", 15.0), ("FG, normal", 22.8))])
     text = grading.finetune_findings(gaps, memory, "CPU", 500, 0.97, 1000)
-    assert "35.0 points training from scratch" in text and "fine-tuning every layer, narrowed" in text
+    assert "35.0 points training from scratch" in text and "fine-tuning every layer narrowed the gap; fine-tuning the last layer only left the gap about the same." in text
     assert "FG, K = 4, projected (fine-tuning every layer, 11.0 points)" in text
     assert "(provisional" not in text
     edged = grading.finetune_findings(gaps, memory, "CPU", 500, 0.97, 1000, edge={"last layer"})
-    assert "the last layer only, about the same (provisional: forward gradients' best rate sat at the edge" in edged
+    assert "the last layer only left the gap about the same (provisional: forward gradients' best rate sat at the edge" in edged
+    alike = gaps[gaps["regime"] != "last layer"]
+    both = pd.concat([alike, alike[alike["regime"] == "all layers"].assign(regime="subspace")])
+    assert "both fine-tuning regimes narrowed the gap, beyond the runs' spread." in grading.finetune_findings(
+        both, memory, "CPU", 500, 0.97, 1000)
     assert "held 15.0 MiB in all, weights included, against 22.8 MiB for forward gradients and 21.6" in text
 
 

@@ -1111,9 +1111,17 @@ def finetune_findings(gaps, memory, device, iterations, pretrain_accuracy, dim, 
             f"rate. The gap in test error between forward gradients (normal directions) and backprop was {listed}.")
     if "from scratch" in g.index:
         caveat = " (provisional: forward gradients' best rate sat at the edge of its grid)"
-        judged = [f"{words[r]}, {_narrowed(gaps, r)}{caveat if r in edge else ''}" for r in g.index if r != "from scratch"]
-        if judged:
-            text += " Against training from scratch, the gap: " + "; ".join(judged) + "."
+        outcome = {r: _narrowed(gaps, r) for r in g.index if r != "from scratch"}
+        said = {"narrowed": "narrowed the gap", "widened": "widened the gap", "about the same": "left the gap about the same"}
+        if len(set(outcome.values())) == 1 and len(outcome) > 1 and not edge:
+            how = said.get(next(iter(outcome.values())), "cannot be judged (one run: no spread)")
+            spread = "within" if how.startswith("left") else "beyond"
+            every = {2: "both", 3: "all three"}.get(len(outcome), f"all {len(outcome)}")
+            text += f" Against training from scratch, {every} fine-tuning regimes {how}, {spread} the runs' spread."
+        elif outcome:
+            judged = [f"{words[r]} {said.get(o, 'cannot be judged (one run: no spread)')}{caveat if r in edge else ''}"
+                      for r, o in outcome.items()]
+            text += " Against training from scratch, " + "; ".join(judged) + "."
     best = g["its gap (points)"].idxmin()
     text += f" The closest forward-gradient variant was {g.loc[best, 'best variant']} ({words[best]}, {g.loc[best, 'its gap (points)']:.1f} points)."
     m = memory[memory["regime"] == "all layers"].set_index("name")["total (MiB)"] if "regime" in memory else None
