@@ -65,3 +65,14 @@ def test_the_same_rows_saved_again_give_the_same_bytes(tmp_path, monkeypatch):
     assert (tmp_path / "raw" / "chapter" / "t.csv.gz").read_bytes() == first
     raw.save("t.csv.gz", table(4))   # the control: other rows, other bytes
     assert (tmp_path / "raw" / "chapter" / "t.csv.gz").read_bytes() != first
+
+
+def test_a_chapters_results_file_does_not_change_with_how_long_its_sitting_took(tmp_path):
+    """Its readers would show as stale after every re-run; the run record keeps the minutes."""
+    import fglib.book
+    fglib.book.save_results("x", {"device": "CPU (x86_64, 1 thread)", "runs": 2, "minutes": 1.5}, folder=tmp_path)
+    first = (tmp_path / "x.json").read_bytes()
+    fglib.book.save_results("x", {"device": "CPU (x86_64, 1 thread)", "runs": 2, "minutes": 9.0}, folder=tmp_path)
+    assert (tmp_path / "x.json").read_bytes() == first and b"minutes" not in first
+    fglib.book.save_results("x", {"device": "CPU (x86_64, 1 thread)", "runs": 3, "minutes": 9.0}, folder=tmp_path)
+    assert (tmp_path / "x.json").read_bytes() != first   # the control: a setting that changed does show

@@ -83,7 +83,9 @@ def save_results(name, results, folder="results", smoke=False):
     (GPU, by the device the results record) for the verdict chapter, and refresh the folder's
     index.json (the list that lets a reader without the repository fetch them, see load_results).
 
-    Smoke runs write nothing, so that tests never overwrite the published results.
+    Smoke runs write nothing, so that tests never overwrite the published results. A "minutes" entry
+    is left out: how long a sitting took is in its run record (results/runs/<name>.json), and a file
+    that changed with every sitting would mark every chapter that reads it stale.
     Returns nothing (so that a notebook cell ending with it shows no output).
     """
     import json
@@ -94,6 +96,7 @@ def save_results(name, results, folder="results", smoke=False):
         raise TypeError(f"results must be a dict of numbers and strings, got {type(results).__name__}")
     if smoke:
         return None
+    results = {k: v for k, v in results.items() if k != "minutes"}
     folder = results_folder(folder, _device_of(results))
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, f"{name}.json"), "w") as f:
