@@ -24,6 +24,8 @@ VERDICT_WORDS = ("What we found", "holds", "does not hold", "not judged", "partl
 # Results pages open with their findings before any code toggle.
 FINDINGS_FIRST = {"intro", "cnn", "logreg", "mlp", "mlp_long", "verdict", "scaling", "test_functions", "unbiasedness", "distributed", "lr_sweep", "variance",
                   "zeroth_order", "finetune", "local_losses", "implementations", "optimisers"}
+# Chapters that run something show their settings (device, torch, every parameter), folded away.
+SETTINGS_SHOWN = FINDINGS_FIRST - {"intro"} | {"forward_reverse", "measuring"}
 
 
 def significant_figures(number):
@@ -88,6 +90,8 @@ def problems(name, page):
                     found.append(f"a number with more than 4 significant figures in prose: {number}")
     if name in FINDINGS_FIRST and not findings_first(page):
         found.append("no findings before the first code cell")
+    if name in SETTINGS_SHOWN and not any(td.get_text().strip() == "torch" for td in page.select("td")):
+        found.append("no settings table (a display() around show(fglib.book.environment(...)) not last in its cell?)")
     for para in page.select("p"):
         if UNRENDERED_TABLE.match(para.get_text()):
             found.append(f"a Markdown table that did not render: {para.get_text()[:60]!r}")
@@ -137,10 +141,12 @@ def test_the_checks_catch_what_they_look_for():
     found = " ".join(problems("verdict", bad))
     for what in ("raw value", "stderr", "NaN in an output", "NaN glued", "glue", "warning", "code on show",
                  "did not render", "glued sentence in bold", "spread shown as zero", "cell reading None",
-                 "more than 4 significant figures in prose: 2.302585", "no findings before the first code cell"):
+                 "more than 4 significant figures in prose: 2.302585", "no findings before the first code cell",
+                 "no settings table"):
         assert what in found, what
     good = BeautifulSoup('<article><p>What we found: it holds, 0.69 ± 0.02, 2.303.</p>'
-                         '<div class="cell tag_hide-input"></div></article>', "html.parser")
+                         '<div class="cell tag_hide-input"></div>'
+                         '<table><tr><td>torch</td><td>2.11.0</td></tr></table></article>', "html.parser")
     assert problems("verdict", good) == []      # the control: the same page done right
 
 
