@@ -240,6 +240,7 @@ def long_runs_status():
     """Lines of the status page on the long experiments saved run by run (fglib.book.runs.PLANS):
     how many runs are saved, on what, and how many minutes they took. A chapter that reads them
     runs in seconds; its runs are trained by `python tools/book.py runs <plan>`."""
+    from fglib.book.grading import devices_said
     from fglib.book.runs import PLANS, load_records
     lines = ["", "## Long experiments, saved run by run", "",
              "Their chapters read the saved runs; `python tools/book.py runs <plan>` trains the missing ones.", "",
@@ -247,7 +248,7 @@ def long_runs_status():
     for name, plan in PLANS.items():
         records = load_records(ROOT / "book" / "results", plan.experiment)
         done = records[records["iterations_done"] >= plan.iterations] if len(records) else records
-        devices = ", ".join(sorted(set(done["device"]))) if len(done) else "–"
+        devices = devices_said(done["device"]) if len(done) else "–"
         minutes = f"{done['minutes'].mean():.0f}" if len(done) else "–"
         lines.append(f"| {name} | {len(done)} of {plan.runs * len(plan.methods)} | {plan.iterations:,} | {devices} | {minutes} |")
     return lines
