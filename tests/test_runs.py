@@ -123,3 +123,29 @@ def test_timing_processes_are_separate_python_processes(tmp_path, monkeypatch):
     runs.time_in_processes(plan, tmp_path, processes=2, repeats=3)
     rounds = runs.load_timings(tmp_path, "cnn")
     assert sorted(rounds["process"].unique()) == [0, 1] and len(rounds) == 2 * 3 * 3
+
+
+def test_a_background_start_without_the_data_stops_in_the_foreground(tmp_path, monkeypatch):
+    """`tools/book.py runs <plan> --background` looks for the data before it detaches: a missing
+    data folder is an error on the terminal that names the folder, and no process starts (a
+    background run would only have said so in its log)."""
+    import importlib.util
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("book_tool", ROOT / "tools" / "book.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    (tmp_path / "book").mkdir()
+    monkeypatch.setattr(tool, "ROOT", tmp_path)   # its log goes to tmp_path/book/.checkpoints, not the book's
+    monkeypatch.chdir(tmp_path)   # long_runs moves into book/; put the working folder back after
+    monkeypatch.setattr(runs, "progress_report", lambda plan, folder: {"left": 1, "runs": 2, "in progress": {},
+                                                                        "minutes left": None, "minutes per run": None})
+    missing = FileNotFoundError(f"could not find or download MNIST: the four IDX files should be in {tmp_path}")
+    monkeypatch.setattr(fglib, "load_data", lambda name: (_ for _ in ()).throw(missing))
+    started = []
+    monkeypatch.setattr(tool.subprocess, "Popen", lambda *a, **k: started.append(a) or type("Job", (), {"pid": 1}))
+    with pytest.raises(SystemExit, match=f"cnn: no run started: could not find .* in {tmp_path}"):
+        tool.long_runs("cnn", background=True, max_runs=1, methods="bp")
+    assert started == []
+    monkeypatch.setattr(fglib, "load_data", lambda name: {"train": None})   # the control: data found, one start
+    tool.long_runs("cnn", background=True, max_runs=1, methods="bp")
+    assert len(started) == 1 and (tmp_path / "book" / ".checkpoints" / "cnn-bp.log").exists()

@@ -330,6 +330,11 @@ def long_runs(name, background=False, status=False, max_runs=None, methods=None)
           + (f"; about {minutes:.0f} minutes at {report['minutes per run']:.0f} per run" if minutes else ""))
     if status or not report["left"]:
         return None
+    import fglib
+    try:   # find the data now, in the foreground: a background run would only say so in its log
+        data = fglib.load_data("mnist")
+    except (FileNotFoundError, ValueError) as err:
+        raise SystemExit(f"{name}: no run started: {err}") from None
     if background:
         # one log per set of methods, so that two runs of a plan can share the cores
         log = pathlib.Path(".checkpoints") / f"{name}{'-' + methods.replace(',', '-') if methods else ''}.log"
@@ -341,8 +346,7 @@ def long_runs(name, background=False, status=False, max_runs=None, methods=None)
                                env={**os.environ, "FGLIB_PROGRESS": "text"})
         print(f"started in the background (pid {job.pid}); progress in book/{log}")
         return None
-    import fglib
-    run_missing(plan, fglib.load_data("mnist"), "results", max_runs=max_runs)
+    run_missing(plan, data, "results", max_runs=max_runs)
     return None
 
 
