@@ -81,6 +81,37 @@ def stop_if_not_finite(method_name, split, iteration, loss):
             "(or check the data and the model for NaN)")
 
 
+def _checked_settings(method, data, iterations, batch_size, eval_every, seed, eval_examples, eval_at, on_diverge,
+                      eval_splits):
+    """train's arguments checked (each error names its argument): the counts, the set of
+    iterations to evaluate at, and the evaluation splits (cut to `eval_examples`)."""
+    if not isinstance(method, Method):
+        raise TypeError(f"method must be a method from fglib.make_method, got {type(method).__name__}")
+    if data is not None and not (isinstance(data, dict) and {"train", "validation"} <= set(data)):
+        raise TypeError("data must be the dict from fglib.load_data (with 'train' and 'validation'), "
+                        f"or None for a test function; got {type(data).__name__}")
+    if data is None and not isinstance(method.model, PointModel):
+        raise TypeError(f"data is None, which only a test function's model takes (fglib.PointModel); this method "
+                        f"trains a {type(method.model).__name__}: pass data=fglib.load_data(...)")
+    iterations, batch_size = checks.count("iterations", iterations), checks.count("batch_size", batch_size)
+    eval_every, seed = checks.count("eval_every", eval_every), checks.seed("seed", seed)
+    eval_examples = checks.optional_count("eval_examples", eval_examples)
+    checks.choice("on_diverge", on_diverge, ("raise", "stop"))
+    if eval_at is None:
+        eval_at = {0, iterations, *range(eval_every, iterations + 1, eval_every)}
+    else:
+        eval_at = {checks.integer("eval_at[i]", i, minimum=0, maximum=iterations) for i in eval_at}
+    splits = {}
+    if data is not None:
+        checks.same_place("the model's parameters", method.params[0], **{"data['train'].x": data["train"].x})
+        check_data_labels(method, data)
+        for name in eval_splits:
+            checks.choice("eval_splits", name, [s for s in data if s != "train"])
+            split = data[name]
+            splits[name] = type(split)(split.x[:eval_examples], split.y[:eval_examples]) if eval_examples else split
+    return iterations, batch_size, seed, eval_at, splits
+
+
 def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, seed=0,
           progress=True, desc=None, record=None, eval_examples=None, eval_at=None, on_diverge="raise",
           eval_splits=("validation",), checkpoint=None, checkpoint_every=300.0):
@@ -105,32 +136,10 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     generators, the table so far); a call that finds the file resumes from it, bit for bit as
     if it had never stopped, and may ask for more iterations than the first call did.
     """
-    if not isinstance(method, Method):
-        raise TypeError(f"method must be a method from fglib.make_method, got {type(method).__name__}")
-    if data is not None and not (isinstance(data, dict) and {"train", "validation"} <= set(data)):
-        raise TypeError("data must be the dict from fglib.load_data (with 'train' and 'validation'), "
-                        f"or None for a test function; got {type(data).__name__}")
-    if data is None and not isinstance(method.model, PointModel):
-        raise TypeError(f"data is None, which only a test function's model takes (fglib.PointModel); this method "
-                        f"trains a {type(method.model).__name__}: pass data=fglib.load_data(...)")
-    iterations, batch_size = checks.count("iterations", iterations), checks.count("batch_size", batch_size)
-    eval_every, seed = checks.count("eval_every", eval_every), checks.seed("seed", seed)
-    eval_examples = checks.optional_count("eval_examples", eval_examples)
-    checks.choice("on_diverge", on_diverge, ("raise", "stop"))
+    iterations, batch_size, seed, eval_at, splits = _checked_settings(
+        method, data, iterations, batch_size, eval_every, seed, eval_examples, eval_at, on_diverge, eval_splits)
     checkpoint_every = checks.real("checkpoint_every", checkpoint_every, positive=True)
-    if eval_at is None:
-        eval_at = {0, iterations, *range(eval_every, iterations + 1, eval_every)}
-    else:
-        eval_at = {checks.integer("eval_at[i]", i, minimum=0, maximum=iterations) for i in eval_at}
     device = method.params[0].device
-    splits = {}
-    if data is not None:
-        checks.same_place("the model's parameters", method.params[0], **{"data['train'].x": data["train"].x})
-        check_data_labels(method, data)
-        for name in eval_splits:
-            checks.choice("eval_splits", name, [s for s in data if s != "train"])
-            split = data[name]
-            splits[name] = type(split)(split.x[:eval_examples], split.y[:eval_examples]) if eval_examples else split
     batches = BatchSampler(data["train"], batch_size, seed) if data is not None else None
     run = Run(method, batches, record)
     if checkpoint is not None and os.path.exists(checkpoint):
