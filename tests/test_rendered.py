@@ -165,6 +165,16 @@ def test_a_table_with_pipes_in_its_names_renders_as_a_table():
     assert [th.get_text().strip() for th in control.select("th")] != ["max |z|", "case"]
 
 
+def test_a_tables_learning_rates_read_as_the_paper_writes_them():
+    """A column of learning rates shows 3e-4, not 0.000300; a column of other numbers (the
+    control) keeps its significant figures."""
+    import pandas as pd
+    from fglib.book.tables import show
+    text = show(pd.DataFrame({"method": ["fg", "bp"], "best rate": [3e-4, 0.1], "loss": [3e-4, 0.1]})).data
+    rows = [line.split("|")[2:4] for line in text.splitlines()[2:]]
+    assert [[cell.strip() for cell in row] for row in rows] == [["3e-4", "0.000300"], ["0.1", "0.100"]]
+
+
 @pytest.mark.parametrize("low, high, expect", [(0.05, 2.5, {0.1, 0.2, 0.5, 1, 2}),
                                                 (1, 5000, {1, 10, 100, 1000}),
                                                 (1e-8, 1e78, {1e-8, 1})])

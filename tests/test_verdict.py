@@ -123,6 +123,13 @@ def test_the_count_of_grades_reads_as_a_sentence():
     assert verdict.count_sentence(table.iloc[:1]) == "1 holds"
 
 
+def test_learning_rates_read_as_the_paper_writes_them():
+    from fglib.book.report import rate_text
+    assert [rate_text(r) for r in (2e-4, 0.0002, 2e-5, 5.5e-4, 1e-3, 0.1, 1.5)] == [
+        "2e-4", "2e-4", "2e-5", "5.5e-4", "0.001", "0.1", "1.5"]
+    assert f"{2e-4:g}" == "0.0002"   # the control: the plain format the reader should not see
+
+
 def test_budget_spent_is_the_share_of_all_the_steps_a_decaying_schedule_takes():
     """sum_{i<N} eta_0 e^{-ik} over the endless sum, by direct summation (float64)."""
     k = 1e-4
@@ -181,12 +188,12 @@ def test_the_introductions_answer_is_built_from_the_results():
 
 
 def test_the_larger_rate_sentence_waits_for_a_pair_and_then_says_which_ended_lower():
-    one_method = {"mnist": {"MLP, lr 0.0002": {"pairs": 0, "val_fg": math.nan, "val_bp": 0.3, "iterations": 70_000}}}
+    one_method = {"mnist": {"MLP, rate 2e-4": {"pairs": 0, "val_fg": math.nan, "val_bp": 0.3, "iterations": 70_000}}}
     assert "has not finished a pair" in verdict.larger_rate_sentence(one_method)
     assert "nan" not in verdict.larger_rate_sentence(one_method)
-    pair = {"mnist": {"MLP, lr 0.0002": {"pairs": 5, "val_fg": 0.25, "val_bp": 0.3, "iterations": 70_000}}}
+    pair = {"mnist": {"MLP, rate 2e-4": {"pairs": 5, "val_fg": 0.25, "val_bp": 0.3, "iterations": 70_000}}}
     assert "forward gradients even ended lower" in verdict.larger_rate_sentence(pair)
-    pair["mnist"]["MLP, lr 0.0002"]["val_fg"] = 0.4    # the control
+    pair["mnist"]["MLP, rate 2e-4"]["val_fg"] = 0.4    # the control
     assert "backprop ended lower" in verdict.larger_rate_sentence(pair)
 
 
@@ -236,7 +243,7 @@ def test_a_per_iteration_win_found_after_the_decay_spent_backprops_step_says_so(
     too; the control (half the step spent) carries no such caveat."""
     row = {**MNIST, "lr": 2e-4, "time_verdict": "holds", "I_ratio": 0.14, "S_ratio": 2.3, "T_ratio": 0.33}
     for spent, caveat in ((1.0, True), (0.5, False)):
-        results = {"mnist": {"MLP, lr 0.0002": {**row, "decay_spent": spent}}}
+        results = {"mnist": {"MLP, rate 2e-4": {**row, "decay_spent": spent}}}
         text = " ".join(verdict.takeaways(results, verdict.claims_table(results)))
         assert "T_f/T_b = 0.33" in text
         assert ("where the schedule froze it" in text) == caveat

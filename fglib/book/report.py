@@ -25,6 +25,15 @@ def plain_value(value):
     return str(value)
 
 
+def rate_text(rate):
+    """A learning rate as the paper writes it: 2e-4, not 0.0002 or 2e-04 (below 0.001 in powers
+    of ten, otherwise as it is: 0.01, 1.5)."""
+    if rate == 0 or abs(rate) >= 1e-3:
+        return f"{rate:g}"
+    mantissa, exponent = f"{rate:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
 def environment(device, **params):
     """A table of settings: device, torch version, Python, and the chapter's parameters
     (show it with fglib.book.tables.show); `smoke` only when it is on."""

@@ -26,6 +26,7 @@ from .. import checks
 from ..to_target import eval_schedule, mean_ci
 from ..registry import LABELS
 from .experiments import run_training
+from .report import rate_text
 from .tables import significant
 
 DIVERGED, SKIPPED, RAN = "diverged", "skipped: above a divergent rate", "ran"
@@ -208,7 +209,7 @@ def best_final_rates(finals):
 def rates_tried(finals):
     """{method: 'the rates it ran, in order, each divergent or skipped one marked'}."""
     mark = {RAN: "", DIVERGED: " (diverged)", SKIPPED: " (skipped)"}
-    return {method: ", ".join(f"{lr:g}{mark[s]}" for lr, s in d.groupby("lr")["status"].first().items())
+    return {method: ", ".join(f"{rate_text(lr)}{mark[s]}" for lr, s in d.groupby("lr")["status"].first().items())
             for method, d in finals.groupby("method", sort=False)}
 
 

@@ -5,6 +5,7 @@ import pandas as pd
 
 from ..to_target import budget_spent, step_sum
 from .paper import paper_results
+from .report import rate_text
 
 NOT_MEASURED = "–"
 
@@ -44,16 +45,24 @@ def significant(x, digits=3):
     return f"{rounded:,.{decimals}f}"
 
 
+def is_rate_column(name):
+    """Whether a column holds learning rates (shown as the paper writes them: 2e-4)."""
+    return str(name) in ("lr", "rate", "learning rate") or str(name).startswith("best rate")
+
+
 def show(df, digits=3, integers=(), note=None):
     """A table made for reading: no index column, numbers to `digits` significant figures,
-    integer columns with thousands separators, '–' where a value was not measured, and a
-    footnote (`note`) saying why, when there is any '–'."""
+    learning rates as the paper writes them (2e-4, report.rate_text), integer columns with
+    thousands separators, '–' where a value was not measured, and a footnote (`note`) saying
+    why, when there is any '–'."""
     from IPython.display import Markdown
     table = df.reset_index(drop=not _named_index(df))
     cells = table.copy().astype(object)
     for col in table.columns:
         if col in integers:
             cells[col] = [NOT_MEASURED if v != v else f"{int(v):,}" for v in table[col]]
+        elif pd.api.types.is_numeric_dtype(table[col]) and is_rate_column(col):
+            cells[col] = [NOT_MEASURED if v != v else rate_text(v) for v in table[col]]
         elif pd.api.types.is_numeric_dtype(table[col]):
             cells[col] = [significant(v, digits) for v in table[col]]
     align = ["right" if pd.api.types.is_numeric_dtype(table[c]) else "left" for c in table.columns]
@@ -85,7 +94,7 @@ def decay_budget_table(lengths, rates, decay):
     """Per run length: the share of all the steps the decay eta_0 e^{-ik} will ever take, and the
     sum of the steps taken at each starting rate (fglib.to_target.budget_spent, step_sum)."""
     return pd.DataFrame([{"iterations": n, "share of the decay's steps taken": f"{100 * budget_spent(n, decay):.2f}%",
-                          **{f"sum of steps at η0 = {rate:g}": step_sum(rate, n, decay) for rate in rates}}
+                          **{f"sum of steps at η0 = {rate_text(rate)}": step_sum(rate, n, decay) for rate in rates}}
                          for n in lengths])
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..methods import PAPER_DECAY
 from .paper import RESULTS
+from .report import rate_text
 
 from .grading import (FROZEN, NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades, depth_costs,
                       depth_sentence, experiment_numbers, function_numbers, grade_depth, grade_memory, grade_unbiased, speed_grade, unbiased_numbers,
@@ -22,7 +23,7 @@ def mnist_results(results):
 
 # experiment label: the plan (fglib.book.runs.PLANS) whose raw runs give it. To add an experiment:
 # give it a plan, let its chapter save runs and timing rounds, and add it here.
-RAW_EXPERIMENTS = {"logistic regression": "logreg", "MLP, lr 2e-05": "mlp", "MLP, lr 0.0002": "mlp_long",
+RAW_EXPERIMENTS = {"logistic regression": "logreg", "MLP, rate 2e-5": "mlp", "MLP, rate 2e-4": "mlp_long",
                    "CNN": "cnn"}
 
 
@@ -282,7 +283,7 @@ def takeaways(results, table):
     if per_iteration:
         k, v = min(per_iteration.items(), key=lambda kv: kv[1]["I_ratio"])
         out.append(f"Per iteration, forward gradients can win at the paper's shared rate: in the {k.split(',')[0]} "
-                   f"at rate {v['lr']:g} they reached backprop's lowest validation loss in {v['I_ratio']:.2g} of its "
+                   f"at rate {rate_text(v['lr'])} they reached backprop's lowest validation loss in {v['I_ratio']:.2g} of its "
                    f"iterations, so that even with steps {v['S_ratio']:.2g} times as long, T_f/T_b = {v['T_ratio']:.2g}"
                    + (f"; by then the decay had spent {v['decay_spent']:.0%} of backprop's whole step, so its lowest "
                       "loss may mark where the schedule froze it rather than where it converged."
@@ -304,7 +305,7 @@ def takeaways(results, table):
 def larger_rate_sentence(results):
     """How the MLP at the paper's larger rate ended per iteration: which method's mean final
     validation loss was lower, or that no pair of runs has finished yet."""
-    v = mnist_results(results).get("MLP, lr 0.0002", {})
+    v = mnist_results(results).get("MLP, rate 2e-4", {})
     fg, bp = v.get("val_fg", math.nan), v.get("val_bp", math.nan)
     if not (v.get("pairs") and math.isfinite(fg) and math.isfinite(bp)):
         return "the MLP at the larger rate has not finished a pair of runs yet"
@@ -365,8 +366,8 @@ def sweep_summary(results):
 
 def ratio_comparison(results):
     """R_f/R_b and T_f/T_b, the paper's beside ours, one row per experiment and source."""
-    paper_keys = {"logistic regression": "logreg", "MLP, lr 2e-05": "mlp, lr 2e-05",
-                  "MLP, lr 0.0002": "mlp, lr 0.0002", "CNN": "cnn"}
+    paper_keys = {"logistic regression": "logreg", "MLP, rate 2e-5": "mlp, lr 2e-05",
+                  "MLP, rate 2e-4": "mlp, lr 0.0002", "CNN": "cnn"}
     rows = []
     for label, numbers in mnist_results(results).items():
         paper = RESULTS.get(paper_keys.get(label, ""), {})
