@@ -88,7 +88,10 @@ def test_the_gap_narrows_only_beyond_the_spread_of_the_runs():
                            for n, t in (("backprop", 21.6), ("backprop, checkpointed", 15.0), ("FG, normal", 22.8))])
     text = grading.finetune_findings(gaps, memory, "CPU", 500, 0.97, 1000)
     assert "35.0 points training from scratch" in text and "fine-tuning every layer narrowed the gap; fine-tuning the last layer only left the gap about the same." in text
-    assert "FG, K = 4, projected (fine-tuning every layer, 11.0 points)" in text
+    assert ("closest to backprop was the gradient projected onto 4 directions per step, fine-tuning every layer "
+            "(11.0 points behind)") in text and "FG, K = 4" not in text
+    assert [grading.variant_words(v) for v in ("FG, K = 16, mean", "FG, Rademacher", "MeZO")] == [
+        "the mean of 16 forward gradients per step", "one Rademacher direction per step", "MeZO"]
     assert "(provisional" not in text
     edged = grading.finetune_findings(gaps, memory, "CPU", 500, 0.97, 1000, edge={"last layer"})
     assert "the last layer only left the gap about the same (provisional: forward gradients' best rate sat at the edge" in edged

@@ -176,7 +176,7 @@ def test_per_iteration_is_the_iteration_factor_alone_and_says_alike_within_the_b
     assert "alike as the paper found" in grading.per_iteration_sentence(same, paper_alike=True)
     fast = runs(fg_rate=2e-3, bp_rate=2e-3, fg_final=0.2)   # FG passes backprop's lowest far sooner
     assert 0 < grading.per_iteration(fast) < grading.ALIKE[0]
-    assert "forward gradient needed fewer" in grading.per_iteration_sentence(fast, paper_alike=True)
+    assert "forward gradients needed fewer iterations" in grading.per_iteration_sentence(fast, paper_alike=True)
 
 
 def test_what_ran_reads_as_a_sentence_part_way_and_at_the_end():
@@ -282,6 +282,8 @@ def test_an_open_ended_interval_reads_as_words_not_inf():
     text = grading.time_sentence(n)
     assert "inf" not in text and "from 2.2 up: in 60% of the bootstrap resamples" in text
     assert "95% interval 2.2 to 2.5" in grading.time_sentence({**n, "high": 2.5})   # the control
+    assert "in 300 iterations, as many as backprop," in text     # never "at iteration 300 against 300"
+    assert "in 150 iterations to backprop's 300," in grading.time_sentence({**n, "I_f": 150.0})
 
 
 def zeroth_order_tables(i_fd, i_fg=1000.0, i_bp=10.0):
@@ -406,3 +408,15 @@ def test_the_optimisers_gap_reads_as_one_sentence_or_nothing_before_that_chapter
     assert "behind backprop, SGD (runs' spread 1.5)." in text
     assert grading.optimiser_gap_sentence(carry[carry["data"] == "mnist"], 2000) == ""
     assert grading.optimiser_gap_sentence(pd.DataFrame(), 2000) == ""
+
+
+@pytest.mark.parametrize("ratio, grade, words", [(0.95, "holds", "costs 5% less than"),
+                                                 (1.6, "does not hold", "costs 60% more than"),
+                                                 (2.32, "does not hold", "costs 2.3 times as much as")])
+def test_a_steps_cost_reads_as_a_share_or_a_multiple(ratio, grade, words):
+    """Under twice the cost a share ('60% more'); from twice on a multiple ('2.3 times as much'),
+    never '132% more'."""
+    costs = {"per process": pd.DataFrame({"S_f/S_b": [ratio, ratio]}), "S_ratio": ratio, "grade": grade,
+             "device": "CPU (test)"}
+    text = grading.step_sentence(costs, 0.6)
+    assert words in text and "132%" not in text and f"S_f/S_b = R_f/R_b = {ratio:.2f}" in text

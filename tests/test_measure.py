@@ -303,7 +303,8 @@ def test_k_directions_cannot_tell_when_the_interval_straddles_one():
                    budget=1000)
     row = pays.iloc[0]
     assert row["directions / those of K = 1"] == pytest.approx(1.0) and row["verdict"] == "cannot tell"
-    assert "T(4)/T(1) = 1.00, cannot tell" in describe_k(pays)
+    assert "T(4)/T(1) = 1.00, the runs cannot tell" in describe_k(pays)
+    assert "paid for itself" not in describe_k(pays)   # the control: no verdict either way
 
 
 def test_checkpointed_backprop_gives_backprops_gradient_with_less_memory():
@@ -356,7 +357,12 @@ def test_optimiser_findings_name_the_criterion_and_the_gap_on_each_data_set():
         ("backprop, momentum 0.9", 2.0)]])
     gaps = {"mnist": {"forward gradient, Adam": 28.2}, "fashion-mnist": {"forward gradient, Adam": 31.44}}
     text = optimiser_findings(table, "forward gradient, Adam", "backprop, momentum 0.9", gaps, "CPU", 2000, 3)
-    assert "lowest final validation loss" in text and "forward gradient, Adam (30.2%)" in text
+    assert "lowest final validation loss" in text and "forward gradients did best with Adam (30.2% test error)" in text
+    assert "backprop with momentum 0.9 (2.0%)" in text and "forward gradient, Adam" not in text
+    worse = table.assign(**{"test error (%)": [35.1, 36.0, 2.2, 2.0]})
+    assert "(36.0% test error, more than with SGD: a lower loss, but more mistakes)" in optimiser_findings(
+        worse, "forward gradient, Adam", "backprop, momentum 0.9", gaps, "CPU", 2000, 3)
+    assert "more mistakes" not in text   # the control: Adam made fewer errors than SGD
     assert "forward gradients ended at 35.1% test error and backprop at 2.2%" in text
     assert "28.2 points of test error on MNIST and 31.4 on Fashion-MNIST" in text
     assert "gap" not in optimiser_findings(table, "forward gradient, Adam", "backprop, momentum 0.9",

@@ -299,13 +299,13 @@ def settled(runs, iterations, decay):
     to_come = fall_still_to_come(fall, iterations, decay)
     numbers = {"bp_fall": fall, "spent": spent, "fall_to_come": to_come}
     if flat:
-        note = (f" (by then the decay had spent {spent:.0%} of its whole step: backprop may have been frozen by the "
-                "schedule rather than converged)") if spent >= FROZEN else ""
+        note = (f"; by then the decay had spent {spent:.0%} of backprop's whole step, so backprop may have been "
+                "frozen by the schedule rather than converged") if spent >= FROZEN else ""
         return True, note, numbers
     if to_come < LEVELLED:
-        return True, (f" (compared where the decay froze backprop, not where it converged: its mean validation loss "
-                      f"still fell {pct(fall)} over the run's last fifth, but the decay had spent {spent:.0%} of its "
-                      f"whole step and the rest would lower it by about {pct(to_come)})"), numbers
+        return True, (f"; this compares them where the decay froze backprop, not where it converged: backprop's mean "
+                      f"validation loss still fell {pct(fall)} over the run's last fifth, but the decay had spent "
+                      f"{spent:.0%} of its whole step and the rest would lower it by only about {pct(to_come)}"), numbers
     why = f"backprop's mean validation loss still fell {pct(fall)} over the last fifth of the run; "
     if not decay:
         return False, why + "a longer run would settle it", numbers
@@ -354,14 +354,15 @@ def grade_time_to_loss(runs, timings, iterations, decay, n_classes=10, samples=2
 def time_sentence(n):
     """One plain sentence for a time-to-loss comparison."""
     if not math.isfinite(n["I_f"]):
-        return (f"forward gradient's mean validation curve never reached backprop's lowest ({n['level']:.3g}, "
-                f"reached at iteration {n['I_b']:,.0f})")
+        return (f"forward gradients' mean validation curve never reached backprop's lowest mean validation loss "
+                f"({n['level']:.3g}, which backprop reached at iteration {n['I_b']:,.0f})")
     interval = (f"95% interval {n['low']:.2g} to {n['high']:.2g}" if math.isfinite(n["high"]) else
                 f"95% interval from {n['low']:.2g} up: in {1 - n['reached']:.0%} of the bootstrap resamples forward "
-                "gradient never reached the level")
-    return (f"T_f/T_b = {n['T_ratio']:.2g} ({interval}): forward gradient "
-            f"reached backprop's lowest mean validation loss ({n['level']:.3g}) at iteration {n['I_f']:,.0f} against "
-            f"{n['I_b']:,.0f}, with steps {n['S_ratio']:.2g} times as long")
+                "gradients never reached that loss")
+    iterations = (f"{n['I_f']:,.0f} iterations, as many as backprop" if n["I_f"] == n["I_b"] else
+                  f"{n['I_f']:,.0f} iterations to backprop's {n['I_b']:,.0f}")
+    return (f"T_f/T_b = {n['T_ratio']:.2g} ({interval}): forward gradients reached backprop's lowest mean "
+            f"validation loss ({n['level']:.3g}) in {iterations}, with steps {n['S_ratio']:.2g} times as long")
 
 
 def pairs_finished(runs, methods=(FG, BP)):
@@ -538,15 +539,15 @@ def per_iteration_sentence(runs, paper_alike=False):
     at this setting."""
     ratio, tolerance = per_iteration_at(runs)
     if not math.isfinite(ratio):
-        return (f"Per iteration, forward gradient's mean validation curve never came within {pct(TOLERANCES[-1])} of "
+        return (f"Per iteration, forward gradients' mean validation curve never came within {pct(TOLERANCES[-1])} of "
                 "backprop's lowest." if ratio == math.inf else "")
     level = ("backprop's lowest mean validation loss" if not tolerance else
              f"within {pct(tolerance)} of backprop's lowest mean validation loss")
     paper = " as the paper found at this rate" if paper_alike else ""
     if alike(ratio):
-        return f"Per iteration the two were alike{paper}: I_f/I_b = {ratio:#.2g} to {level}."
-    fewer = "forward gradient" if ratio < 1 else "backprop"
-    return (f"Per iteration {fewer} needed fewer: I_f/I_b = {ratio:#.2g} to {level}"
+        return f"Per iteration, the two were alike{paper}: I_f/I_b = {ratio:#.2g} to {level}."
+    fewer = "forward gradients needed fewer iterations" if ratio < 1 else "backprop needed fewer iterations"
+    return (f"Per iteration, {fewer}: I_f/I_b = {ratio:#.2g} to {level}"
             + (", where the paper found the two alike." if paper_alike else "."))
 
 
@@ -577,7 +578,9 @@ def step_sentence(costs, paper_ratio=None):
               else "from one process only")
     cheaper = 1 - costs["S_ratio"]
     how = (f"a forward-gradient step costs {cheaper:.0%} less than a backprop step" if costs["grade"] == "holds" else
-           f"a forward-gradient step costs {-cheaper:.0%} more than a backprop step" if costs["grade"] == "does not hold"
+           (f"a forward-gradient step costs {-cheaper:.0%} more than a backprop step" if costs["S_ratio"] < 2 else
+            f"a forward-gradient step costs {costs['S_ratio']:.2g} times as much as a backprop step")
+           if costs["grade"] == "does not hold"
            else "the two steps cost the same within the noise")
     paper = f" (the paper: {paper_ratio:.3g})" if paper_ratio else ""
     return (f"On {costs.get('device', 'this device')}, {how}: S_f/S_b = R_f/R_b = {costs['S_ratio']:.2f}, "
@@ -783,24 +786,25 @@ def k_pays(curves, finals, step_ms, target_loss, budget):
 
 
 def describe_k(pays):
-    """One clause per row of k_pays: 'with K = 4, 0.93 ± 0.12 times the directions of K = 1,
-    a step costing 0.96 of K steps with one: T(4)/T(1) = 0.89, cannot tell' ('at most' or
-    'at least' before a bound)."""
+    """One clause per row of k_pays: 'K = 4 drew 0.93 ± 0.12 times the directions of K = 1 to the
+    target, and a step with 4 directions cost 0.96 of 4 steps with one: T(4)/T(1) = 0.89, the
+    runs cannot tell' ('at most' / '≤' or 'at least' / '≥' where a run that missed bounds it)."""
     k1 = next(c for c in pays.columns if c.startswith("T / T(K = "))[len("T / T(K = "):-1]
-    words = {"=": "", "<": "at most ", ">": "at least "}
+    words, signs = {"=": "", "<": "at most ", ">": "at least "}, {"=": "=", "<": "≤", ">": "≥"}
+    verdicts = {"pays for itself": "it paid for itself", "does not pay": "it did not pay",
+                "cannot tell": "the runs cannot tell"}
     parts = []
     for row in pays.to_dict("records"):
-        head = f"with K = {row['K']}"
+        k, engine = row["K"], row["engine factor"]
+        cost = f"a step with {k} directions cost {engine:.2f} of {k} steps with {k1}"
         dirs, t = row[f"directions / those of K = {k1}"], row[f"T / T(K = {k1})"]
         if math.isfinite(dirs):
             ci = f" ± {row['±95%']:.2f}" if math.isfinite(row["±95%"]) else ""
-            w = words[row["bound"]]
-            parts.append(f"{head}, {w}{dirs:.2f}{ci} times the directions of K = {k1} and a step costing "
-                         f"{row['engine factor']:.2f} of {row['K']} steps with {k1}: "
-                         f"T({row['K']})/T({k1}) = {w}{t:.2f}, {row['verdict']}")
+            parts.append(f"K = {k} drew {words[row['bound']]}{dirs:.2f}{ci} times the directions of K = {k1} to the "
+                         f"target, and {cost}: T({k})/T({k1}) {signs[row['bound']]} {t:.2f}, "
+                         f"{verdicts.get(row['verdict'], row['verdict'])}")
         else:
-            parts.append(f"{head}, {row['verdict']} (a step costs {row['engine factor']:.2f} of "
-                         f"{row['K']} steps with {k1})")
+            parts.append(f"K = {k}: {row['verdict']} ({cost})")
     return "; ".join(parts)
 
 
@@ -980,6 +984,17 @@ def headline_agreement(summary, headline, variant="FG, fglib engine"):
             f"model's own chapter: R_f/R_b = {'; '.join(parts)}. " + agree)
 
 
+def _optimiser(pairing):
+    """'forward gradient, Adam' -> 'Adam': the optimiser of a method-optimiser pairing."""
+    return pairing.split(", ", 1)[1] if ", " in pairing else pairing
+
+
+def _more_mistakes(err, best, sgd):
+    """', more than with SGD: a lower loss, but more mistakes' when the pairing chosen by validation
+    loss made more test errors than SGD did, else ''."""
+    return "" if best == sgd or err[best] <= err[sgd] else ", more than with SGD: a lower loss, but more mistakes"
+
+
 def optimiser_findings(table, fg_best, bp_best, gaps, device, iterations, runs, reference="backprop, SGD"):
     """The optimisers chapter's findings, in sentences: SGD's test errors for both methods, the best
     pairing of each by final validation loss (its name and test error), and how the gap between the
@@ -994,9 +1009,25 @@ def optimiser_findings(table, fg_best, bp_best, gaps, device, iterations, runs, 
     return (f"On {device} we trained the paper's MLP for {iterations:,} iterations with forward gradients and "
             f"with backprop, each under SGD, momentum 0.9 and Adam, every pairing at its own best rate "
             f"({per_rate}). With SGD, forward gradients ended at {err[fg_sgd]:.1f}% test error and backprop at "
-            f"{err[reference]:.1f}%. By the lowest final validation loss, the best forward-gradient pairing was "
-            f"{fg_best} ({err[fg_best]:.1f}%) and the best backprop pairing {bp_best} ({err[bp_best]:.1f}%)."
+            f"{err[reference]:.1f}%. Judged by the lowest final validation loss, forward gradients did best with "
+            f"{_optimiser(fg_best)} ({err[fg_best]:.1f}% test error{_more_mistakes(err, fg_best, fg_sgd)}) and backprop "
+            f"with {_optimiser(bp_best)} "
+            f"({err[bp_best]:.1f}%)."
             + carried)
+
+
+def variant_words(label):
+    """A forward-gradient variant's table label in words: 'FG, K = 16, mean' -> 'the mean of 16
+    forward gradients per step', 'FG, K = 4, projected' -> 'the gradient projected onto 4
+    directions per step', 'FG, Rademacher' -> 'one Rademacher direction per step'."""
+    parts = label.split(", ")
+    if parts[0] != "FG" or len(parts) < 2:
+        return label
+    if parts[1].startswith("K = ") and len(parts) == 3:
+        k = parts[1][len("K = "):]
+        return (f"the mean of {k} forward gradients per step" if parts[2] == "mean" else
+                f"the gradient projected onto {k} directions per step")
+    return f"one {parts[1]} direction per step"
 
 
 def finetune_gaps(table, fg="FG, normal", bp="backprop"):
@@ -1123,7 +1154,8 @@ def finetune_findings(gaps, memory, device, iterations, pretrain_accuracy, dim, 
                       for r, o in outcome.items()]
             text += " Against training from scratch, " + "; ".join(judged) + "."
     best = g["its gap (points)"].idxmin()
-    text += f" The closest forward-gradient variant was {g.loc[best, 'best variant']} ({words[best]}, {g.loc[best, 'its gap (points)']:.1f} points)."
+    text += (f" The forward-gradient variant closest to backprop was {variant_words(g.loc[best, 'best variant'])}, "
+             f"{words[best]} ({g.loc[best, 'its gap (points)']:.1f} points behind).")
     m = memory[memory["regime"] == "all layers"].set_index("name")["total (MiB)"] if "regime" in memory else None
     if m is not None and {"backprop, checkpointed", "FG, normal"} <= set(m.index):
         text += (f" Fine-tuning every layer, a checkpointed backprop step held {m['backprop, checkpointed']:.1f} MiB "
