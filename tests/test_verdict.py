@@ -71,6 +71,16 @@ def test_cpu_speed_claims_are_not_reproduced_rather_than_refuted_and_gpu_column_
     assert "engine fglib" in evidence and "run too short" in evidence and "Rule: holds if R_f/R_b < 1" in evidence
 
 
+def test_the_step_claim_lists_each_model_once_with_its_timing_processes():
+    """The MLP at its two rates shares one set of step times: claim 3 quotes it once, and its
+    evidence is the timing processes, not the training runs (the control: claim 4 lists both)."""
+    two = {"MLP, rate 2e-5": {**MNIST, "processes": 3}, "MLP, rate 2e-4": {**MNIST, "processes": 3}}
+    table = verdict.claims_table({"mnist": two}).set_index("#")
+    assert table.loc[3, "ours"].count("MLP") == 1 and "3 separate timing processes per model" in table.loc[3, "evidence"]
+    assert "runs" not in table.loc[3, "evidence"]
+    assert "MLP, rate 2e-5" in table.loc[4, "ours"] and "MLP, rate 2e-4" in table.loc[4, "ours"]
+
+
 def test_claim_two_is_graded_per_iteration_only():
     """Time per iteration on a two-parameter function is Python overhead on this device: shown
     beside the grade, never part of it. The control: iterations far apart do change the grade."""

@@ -453,6 +453,7 @@ def experiment_numbers(runs, timings, records, iterations, decay, planned_pairs,
               records["device"].iloc[0] if records is not None and len(records) else "no device yet")
     return {"device": device, "lr": lr, "iterations": iterations, "runs": report["pairs"], "pairs": report["pairs"],
             "ratio": costs["S_ratio"] if costs else math.nan, "ratio_sd": costs["sd between"] if costs else math.nan,
+            "processes": len(costs["per process"]) if costs else 0,
             "R_f": costs["R_f"] if costs else math.nan, "R_b": costs["R_b"] if costs else math.nan,
             "runtime_verdict": costs["grade"] if costs else NOT_RUN, "engine": "auto",
             "time_verdict": report["verdict"], "time_verdict_why": report["why"],
