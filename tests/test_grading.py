@@ -76,6 +76,9 @@ def test_a_run_still_falling_is_not_judged_and_says_how_long_a_run_would_settle_
     decaying = grading.grade_time_to_loss(still, timings(), ITERATIONS, decay=1e-3, samples=50)
     assert decaying["verdict"] == "not judged" and ITERATIONS < decaying["iterations_needed"] < 2 * ITERATIONS
     assert f"a run of about {grading._round_up(decaying['iterations_needed']):,} iterations" in decaying["why"]
+    bp_only = still[still["method"] == grading.BP]
+    assert grading.run_length_needed(bp_only, ITERATIONS, 1e-3) == grading._round_up(decaying["iterations_needed"])
+    assert grading.run_length_needed(runs(), ITERATIONS, 1e-3) == ITERATIONS   # the control: it settled
     done = grading.grade_time_to_loss(runs(), timings(), ITERATIONS, decay=1e-3, samples=50)   # levelled, decay spent
     assert done["verdict"] != "not judged" and "frozen by the schedule" in done["why"]
     control = grading.grade_time_to_loss(runs(), timings(), ITERATIONS, decay=1e-5, samples=50)

@@ -316,6 +316,14 @@ def settled(runs, iterations, decay):
                    f"{_round_up(needed):,} iterations would let the decay freeze it"), numbers
 
 
+def run_length_needed(runs, iterations, decay):
+    """From a run of `iterations`: the length (rounded up to two significant figures) at which the
+    decay would freeze backprop's mean validation loss if it had not settled (settled), else
+    `iterations` itself."""
+    fine, _, numbers = settled(runs, iterations, decay)
+    return iterations if fine else _round_up(numbers.get("iterations_needed", iterations))
+
+
 def pct(x):
     """A share as a percentage to 2 significant figures: 42%, 1.5%, 0.31% (150% above 100)."""
     return f"{100 * x:.0f}%" if abs(x) >= 1 else f"{100 * x:.2g}%"
