@@ -123,7 +123,8 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
 
     A NaN or infinite loss raises FloatingPointError (on_diverge='raise'), or, with
     on_diverge='stop', ends the run there: the table then holds the rows up to the last finite
-    loss and its attribute `diverged_at` the iteration of the first non-finite one.
+    loss and its attribute `diverged_at` the iteration of the first non-finite one. Its attribute
+    `wall_seconds` is the run's wall-clock time, evaluations included, over every sitting.
 
     `data` is the dict from `load_data` (or None for a test function, whose
     model takes no input). The batch order depends only on `seed`. `record`, if
@@ -166,6 +167,7 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
             saved_at = time.monotonic()
     table = pd.DataFrame(run.rows)
     table.attrs["diverged_at"] = run.diverged_at
+    table.attrs["wall_seconds"] = run.wall()
     return table
 
 
@@ -176,6 +178,12 @@ class Run:
     def __init__(self, method, batches, record=None):
         self.method, self.batches, self.record = method, batches, record
         self.rows, self.elapsed, self.done, self.diverged_at = [], 0.0, 0, None
+        self.wall_before, self.sitting_start = 0.0, time.monotonic()
+
+    def wall(self):
+        """Seconds of wall-clock time over every sitting of the run so far: steps, evaluations and
+        checkpoints (`elapsed` counts the steps only)."""
+        return self.wall_before + time.monotonic() - self.sitting_start
 
     def add(self, i, split, loss, accuracy=math.nan):
         stop_if_not_finite(self.method.name, split, i, loss)
@@ -199,7 +207,7 @@ class Run:
 
     def save(self, path):
         """Write the state to `path` atomically (a stop mid-write leaves the last good file)."""
-        state = {"rows": self.rows, "elapsed": self.elapsed, "done": self.done,
+        state = {"rows": self.rows, "elapsed": self.elapsed, "done": self.done, "wall": self.wall(),
                  "model": self.method.model.state_dict(), "method": self.method.state_dict(),
                  "batches": None if self.batches is None else self.batches.state_dict()}
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -209,6 +217,8 @@ class Run:
     def load(self, path):
         state = torch.load(path, weights_only=False)
         self.rows, self.elapsed, self.done = state["rows"], state["elapsed"], state["done"]
+        # a checkpoint written before "wall" was saved: its sittings count their steps only
+        self.wall_before, self.sitting_start = state.get("wall", state["elapsed"]), time.monotonic()
         self.method.model.load_state_dict(state["model"])
         self.method.load_state_dict(state["method"])
         if self.batches is not None:

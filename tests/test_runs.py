@@ -149,3 +149,24 @@ def test_a_background_start_without_the_data_stops_in_the_foreground(tmp_path, m
     monkeypatch.setattr(fglib, "load_data", lambda name: {"train": None})   # the control: data found, one start
     tool.long_runs("cnn", background=True, max_runs=1, methods="bp")
     assert len(started) == 1 and (tmp_path / "book" / ".checkpoints" / "cnn-bp.log").exists()
+
+
+def test_a_resumed_runs_minutes_count_every_sitting(mnist, tmp_path):
+    """A run's record says how long the whole run took: the wall-clock seconds saved in its
+    checkpoint carry over to the sitting that resumes it (a checkpoint written before they were
+    saved, the control, counts its step time only)."""
+    import time
+    import torch
+    plan = PLAN.smaller(runs=1, methods=("bp",))
+    checkpoint = tmp_path / "ck.pt"
+    runs.train_one(plan.smaller(iterations=20), mnist, "bp", 0, checkpoint, progress=False)
+    state = torch.load(checkpoint, weights_only=False)
+    assert 0 < state["elapsed"] <= state["wall"]
+    torch.save({**state, "wall": 1000.0}, checkpoint)
+    started = time.monotonic()
+    resumed = runs.train_one(plan, mnist, "bp", 0, checkpoint, progress=False)
+    assert 1000.0 < resumed.attrs["wall_seconds"] <= 1000.0 + time.monotonic() - started
+    legacy = {k: v for k, v in state.items() if k != "wall"}
+    torch.save(legacy, checkpoint)
+    again = runs.train_one(plan, mnist, "bp", 0, checkpoint, progress=False)
+    assert state["elapsed"] < again.attrs["wall_seconds"] < 1000.0

@@ -24,7 +24,6 @@ import datetime
 import json
 import pathlib
 import platform
-import time
 
 import pandas as pd
 import torch
@@ -152,9 +151,9 @@ def run_missing(plan, data, folder="results", checkpoints=".checkpoints", device
     done = []
     for run, seed, method_name in pending(plan, folder)[:max_runs]:
         checkpoint = pathlib.Path(checkpoints) / plan.experiment / f"{run_stem(method_name, seed)}.pt"
-        started = time.perf_counter()
         curve = train_one(plan, data, method_name, seed, checkpoint, device, progress)
-        save_run(plan, folder, run, seed, method_name, curve, device, (time.perf_counter() - started) / 60)
+        # every sitting of the run, not only this one (a run resumed from a checkpoint)
+        save_run(plan, folder, run, seed, method_name, curve, device, curve.attrs["wall_seconds"] / 60)
         done.append((run, seed, method_name))
     return done
 
