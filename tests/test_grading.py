@@ -423,3 +423,7 @@ def test_a_steps_cost_reads_as_a_share_or_a_multiple(ratio, grade, words):
              "device": "CPU (test)"}
     text = grading.step_sentence(costs, 0.6)
     assert words in text and "132%" not in text and f"S_f/S_b = R_f/R_b = {ratio:.2f}" in text
+
+
+def test_a_count_reads_singular_or_plural():
+    assert [grading.count_words(n, "run") for n in (1, 5, 1000)] == ["1 run", "5 runs", "1,000 runs"]

@@ -324,6 +324,11 @@ def run_length_needed(runs, iterations, decay):
     return iterations if fine else _round_up(numbers.get("iterations_needed", iterations))
 
 
+def count_words(n, noun):
+    """'1 run', '5 runs': a count and its noun, singular or plural."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def pct(x):
     """A share as a percentage to 2 significant figures: 42%, 1.5%, 0.31% (150% above 100)."""
     return f"{100 * x:.0f}%" if abs(x) >= 1 else f"{100 * x:.2g}%"
