@@ -427,3 +427,18 @@ def test_a_steps_cost_reads_as_a_share_or_a_multiple(ratio, grade, words):
 
 def test_a_count_reads_singular_or_plural():
     assert [grading.count_words(n, "run") for n in (1, 5, 1000)] == ["1 run", "5 runs", "1,000 runs"]
+
+
+def test_the_runs_so_far_say_their_accuracy_and_whether_they_are_long_enough():
+    """Before a pair is graded: each method's final test accuracy, and whether backprop's runs
+    settled (the control: a run still falling without decay is not long enough to compare)."""
+    bp_only = runs(acc_bp=0.82)
+    bp_only = bp_only[(bp_only["method"] == grading.BP) & (bp_only["seed"] == 0)]
+    text = grading.runs_so_far_sentence(bp_only, ITERATIONS, 1e-3)
+    assert text.startswith("So far backprop's one finished run ended at 82.0% test accuracy, after 10,000 iterations")
+    assert "levelled off" in text
+    still = runs(bp_rate=1e-4)
+    text = grading.runs_so_far_sentence(still, ITERATIONS, 0)
+    assert "forward gradient's 5 finished runs ended at 90.0% test accuracy on average" in text
+    assert "not yet long enough to compare" in text and "levelled off" not in text
+    assert grading.runs_so_far_sentence(still.iloc[:0], ITERATIONS, 0) == ""

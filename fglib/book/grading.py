@@ -324,6 +324,32 @@ def run_length_needed(runs, iterations, decay):
     return iterations if fine else _round_up(numbers.get("iterations_needed", iterations))
 
 
+def runs_so_far_sentence(runs, iterations, decay):
+    """What a plan's finished runs show before any pair can be graded: each method's mean final
+    test accuracy, and whether backprop's runs are long enough to compare (settled)."""
+    done = [(m, runs[runs["method"] == m]) for m in (BP, FG)] if not runs.empty else []
+    done = [(m, r) for m, r in done if not r.empty]
+    if not done:
+        return ""
+    def finished(r):
+        n = r["seed"].nunique()
+        return "one finished run" if n == 1 else f"{n} finished runs"
+    parts = [f"{m}'s {finished(r)} ended at {learned(r, m)[1]:.1%} test accuracy"
+             f"{' on average' if r['seed'].nunique() > 1 else ''}" for m, r in done]
+    text = f"So far {' and '.join(parts)}, after {iterations:,} iterations"
+    if done[0][0] == BP:
+        fine, note, n = settled(done[0][1], iterations, decay)
+        if not fine:
+            text += f"; not yet long enough to compare: {note}"
+        elif n["bp_fall"] < LEVELLED:
+            text += "; backprop's validation loss had levelled off"
+        else:
+            text += (f"; backprop's validation loss still fell {pct(n['bp_fall'])} over the run's last fifth, but "
+                     f"the decay had spent {n['spent']:.0%} of its whole step and the rest of the schedule would "
+                     f"lower it by only about {pct(n['fall_to_come'])}: long enough to compare")
+    return text + "."
+
+
 def count_words(n, noun):
     """'1 run', '5 runs': a count and its noun, singular or plural."""
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
