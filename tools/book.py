@@ -314,6 +314,11 @@ def sync_setup(paths):
         path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 
 
+def _duration(minutes):
+    """'42 minutes', or '3.8 hours' from two hours on."""
+    return f"{minutes:.0f} minutes" if minutes < 120 else f"{minutes / 60:.1f} hours"
+
+
 def long_runs(name, background=False, status=False, max_runs=None, methods=None):
     """A plan's missing runs (fglib.book.runs.PLANS), in book/ as its chapter would run them: in
     the foreground with a progress bar, or in the background (log in book/.checkpoints/<name>.log);
@@ -325,9 +330,11 @@ def long_runs(name, background=False, status=False, max_runs=None, methods=None)
     plan = PLANS[name] if not methods else PLANS[name].smaller(methods=tuple(methods.split(",")))
     report = progress_report(plan, "results")
     minutes = report["minutes left"]
+    going = ", ".join(f"{stem} at {done:,} of {plan.iterations:,} iterations" for stem, done in report["in progress"].items())
     print(f"{name}: {report['left']} of {report['runs']} runs left"
-          + (f", in progress: {report['in progress']}" if report["in progress"] else "")
-          + (f"; about {minutes:.0f} minutes at {report['minutes per run']:.0f} per run" if minutes else ""))
+          + (f"; in progress: {going}" if going else "")
+          + (f"; about {_duration(minutes)} of computing at {_duration(report['minutes per run'])} per run"
+             if minutes else ""))
     if status or not report["left"]:
         return None
     import fglib
