@@ -442,3 +442,15 @@ def test_the_runs_so_far_say_their_accuracy_and_whether_they_are_long_enough():
     assert "forward gradient's 5 finished runs ended at 90.0% test accuracy on average" in text
     assert "not yet long enough to compare" in text and "levelled off" not in text
     assert grading.runs_so_far_sentence(still.iloc[:0], ITERATIONS, 0) == ""
+
+
+def test_a_pilot_that_had_not_settled_says_how_long_a_run_must_be():
+    """A backprop pilot still falling under a decay: the sentence gives its fall, the share of the
+    step spent and the run length that settles it; the control (no decay) cannot name a length."""
+    still = runs(bp_rate=1e-4)
+    pilot = still[still["method"] == grading.BP]
+    text = grading.pilot_sentence(pilot, ITERATIONS, 1e-3)
+    needed = grading.run_length_needed(pilot, ITERATIONS, 1e-3)
+    assert "learned (test accuracy 50% at the start, 90% at the end) but had not settled" in text
+    assert f"a run of about {needed:,} iterations lets the decay freeze it." in text and needed > ITERATIONS
+    assert "a longer run would settle it" in grading.pilot_sentence(pilot, ITERATIONS, 0)

@@ -651,7 +651,13 @@ def pilot_sentence(pilot, iterations, decay):
                     else f"had not learned (test accuracy {acc:.0%})")
     if fine:
         return f"A first backprop run of {iterations:,} iterations {learned_text} and settled{note}."
-    return f"A first backprop run of {iterations:,} iterations {learned_text}, but {note}."
+    if "iterations_needed" not in numbers:   # no decay: nothing bounds the run
+        return f"A first backprop run of {iterations:,} iterations {learned_text}, but {note}."
+    return (f"A first backprop run of {iterations:,} iterations {learned_text} but had not settled: its mean "
+            f"validation loss still fell {pct(numbers['bp_fall'])} over the last fifth of the run. The decay had "
+            f"spent {numbers['spent']:.0%} of its whole step, yet at the pace of that last fifth the rest of the "
+            f"schedule would lower the loss by about {pct(min(numbers['fall_to_come'], 9.99))} more; a run of about "
+            f"{_round_up(numbers['iterations_needed']):,} iterations lets the decay freeze it.")
 
 
 def claim_sentence(number, verdict, why):
