@@ -92,19 +92,43 @@ def lab(tmp_path):
         assert not left, f"processes left behind: {left}"
 
 
-async def execute(base, token, kernel_id, code):
-    """Run `code` in the kernel over its websocket channel; return (status, stdout)."""
-    from tornado.websocket import websocket_connect
-    ws = await websocket_connect(f"{base.replace('http', 'ws')}/api/kernels/{kernel_id}/channels?token={token}")
+def request(ws, msg_type, content):
+    """Send a shell request on the kernel's websocket; return its msg_id."""
     msg_id = uuid.uuid4().hex
     ws.write_message(json.dumps({
         "header": {"msg_id": msg_id, "username": "test", "session": uuid.uuid4().hex,
-                   "msg_type": "execute_request", "version": "5.3"},
-        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [],
-        "content": {"code": code, "silent": False, "store_history": False, "user_expressions": {},
-                    "allow_stdin": False, "stop_on_error": True}}))
-    status, out = None, []
+                   "msg_type": msg_type, "version": "5.3"},
+        "parent_header": {}, "metadata": {}, "channel": "shell", "buffers": [], "content": content}))
+    return msg_id
+
+
+async def until_ready(ws, deadline, every=10):
+    """Ask for kernel_info until the kernel answers, as Jupyter's own clients do: a request sent
+    while a busy machine is still connecting the kernel's channels can be lost, and waiting on it
+    would read as a hung kernel."""
+    while time.monotonic() < deadline:
+        asked = request(ws, "kernel_info_request", {})
+        answer_by = min(deadline, time.monotonic() + every)
+        while (left := answer_by - time.monotonic()) > 0:
+            try:
+                message = json.loads(await asyncio.wait_for(ws.read_message(), left))
+            except asyncio.TimeoutError:
+                break
+            if message.get("parent_header", {}).get("msg_id") == asked and message["msg_type"] == "kernel_info_reply":
+                return
+    raise TimeoutError(f"the kernel did not answer kernel_info within {EXECUTE_TIMEOUT} s")
+
+
+async def execute(base, token, kernel_id, code):
+    """Run `code` in the kernel over its websocket channel, once the kernel answers; return
+    (status, stdout)."""
+    from tornado.websocket import websocket_connect
+    ws = await websocket_connect(f"{base.replace('http', 'ws')}/api/kernels/{kernel_id}/channels?token={token}")
     deadline = time.monotonic() + EXECUTE_TIMEOUT
+    await until_ready(ws, deadline)
+    msg_id = request(ws, "execute_request", {"code": code, "silent": False, "store_history": False,
+                                             "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
+    status, out = None, []
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
