@@ -152,9 +152,10 @@ def claim_runtime(r, cpu=True):
     paper = "R_f/R_b: logreg 0.555, MLP 0.592, CNN 0.649"
     if not rows:
         return _row(paper)
-    models = {}   # the MLP's two rates share one set of step times: one entry per model
+    models, by_model = {}, {}   # the MLP's two rates share one set of step times: one entry per model
     for k, v in rows.items():
         models.setdefault(k.split(",")[0], v)
+        by_model.setdefault(k.split(",")[0], []).append(v["ratio"])
     ours = "; ".join(f"{model}: {v['ratio']:.2f} ± {v['ratio_sd']:.2f}"
                      + (f" (forward_ad {v['ratio_forward_ad']:.2f})" if "ratio_forward_ad" in v else "")
                      for model, v in models.items())
@@ -165,9 +166,6 @@ def claim_runtime(r, cpu=True):
     processes = sorted({v.get("processes", 0) for v in models.values()})
     timed = (f"{processes[0]} separate timing processes per model, ± the sd between them" if len(processes) == 1
              else "separate timing processes per model, ± the sd between them")
-    by_model = {}
-    for k, v in rows.items():
-        by_model.setdefault(k.split(",")[0], []).append(v["ratio"])
     spans = [f"{min(r):.2g}" + (f"–{max(r):.2g}" if f"{max(r):.2g}" != f"{min(r):.2g}" else "") + f" ({m})"
              for m, r in by_model.items()]
     listed = spans[0] if len(spans) == 1 else ", ".join(spans[:-1]) + " and " + spans[-1]
