@@ -316,10 +316,10 @@ def test_a_settings_table_reads_as_a_reader_writes_settings():
     """No Python literals in a chapter's settings: switches read yes or no, None reads 'default',
     and the smoke switch appears only when it is on."""
     from fglib.book.report import environment
-    table = environment("cpu", smoke=False, remeasure=True, eval_examples=None, rates=[1e-4, 3e-4])
+    table = environment("cpu", smoke=False, remeasure=True, eval_examples=None, rates=[1e-4, 3e-4, 0.01])
     values = dict(zip(table["setting"], table["value"]))
     assert "smoke" not in values and values["remeasure"] == "yes" and values["eval_examples"] == "default"
-    assert values["rates"] == "0.0001, 0.0003"
+    assert values["rates"] == "1e-4, 3e-4, 0.01"   # not Python's 0.0001, 0.0003
     assert not {"True", "False", "None"} & set(table["value"])
     assert dict(zip(*environment("cpu", smoke=True).T.values))["smoke"] == "yes"
 

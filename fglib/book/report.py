@@ -9,7 +9,7 @@ from ..device import device_name
 
 def plain_value(value):
     """A setting as a reader writes it: lists joined by commas, no quotes around names, yes or no
-    for a switch, 'default' for None."""
+    for a switch, 'default' for None, small numbers as the paper writes rates (2e-4, not 0.0002)."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (list, tuple)):
@@ -17,7 +17,7 @@ def plain_value(value):
     if isinstance(value, dict):
         return "; ".join(f"{k}: {plain_value(v)}" for k, v in value.items())
     if isinstance(value, float):
-        return f"{value:g}"
+        return rate_text(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     if value is None:
