@@ -89,7 +89,8 @@ def test_claim_two_is_graded_per_iteration_only():
                    "rosenbrock": {"backprop": 9086, "forward gradient": 9095}},
          "backprop_over_fg_time_per_iteration": {"beale": 1.05, "rosenbrock": 0.44}}
     row = verdict.claims_table({"test_functions": t}).set_index("#").loc[2]
-    assert row["verdict"] == "holds" and "not graded" in row["evidence"] and "rosenbrock 0.44" in row["evidence"]
+    assert row["verdict"] == "holds" and "not graded" in row["evidence"] and "Rosenbrock 0.44" in row["evidence"]
+    assert "(FG/BP: Beale 0.98, Rosenbrock 1.00)" in row["short"]   # named as the paper names them
     t["reach"]["rosenbrock"]["forward gradient"] = 30_000
     assert verdict.claims_table({"test_functions": t}).set_index("#").loc[2, "verdict"] == "partly"
     del t["reach"]["rosenbrock"]["forward gradient"]   # forward gradient never got there: not alike

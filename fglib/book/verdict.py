@@ -122,10 +122,11 @@ def claim_test_functions(r):
         return _row(paper)
     parts, similar, timing, said = [], [], [], []
     speed = t["backprop_over_fg_time_per_iteration"]
-    for name, reach in t["reach"].items():
-        level = f"{t['levels'][name]:g}"
+    for key, reach in t["reach"].items():
+        level, name = f"{t['levels'][key]:g}", key.capitalize()   # Beale, as the paper names it
+        key_speed = speed.get(key, math.nan)
         fg, bp = reach.get(FG, math.nan), reach.get(BP, math.nan)
-        timing.append(f"{name} {speed.get(name, math.nan):.2f}")
+        timing.append(f"{name} {key_speed:.2f}")
         if not math.isfinite(bp):   # backprop never got there: the run cannot tell
             parts.append(f"{name}: backprop did not reach loss {level} within the run")
             said.append(f"on {name} backprop did not reach loss {level} within the run")
