@@ -429,6 +429,14 @@ def test_a_count_reads_singular_or_plural():
     assert [grading.count_words(n, "run") for n in (1, 5, 1000)] == ["1 run", "5 runs", "1,000 runs"]
 
 
+def test_a_share_of_the_step_spent_never_reads_100_percent_before_it_is():
+    """The decay's share spent to as few decimals as keep it below 100% (the control: the plain
+    percent format rounds 99.9% of the step to 100%)."""
+    assert [grading.spent_pct(x) for x in (0.95, 0.999, 0.99991, 1.0)] == ["95%", "99.9%", "99.99%", "100%"]
+    assert grading.spent_pct(1 - 1e-9) == "almost 100%"
+    assert f"{0.999:.0%}" == "100%"   # the control
+
+
 def test_the_runs_so_far_say_their_accuracy_and_whether_they_are_long_enough():
     """Before a pair is graded: each method's final test accuracy, and whether backprop's runs
     settled (the control: a run still falling without decay is not long enough to compare)."""
@@ -454,3 +462,9 @@ def test_a_pilot_that_had_not_settled_says_how_long_a_run_must_be():
     assert "learned (test accuracy 50% at the start, 90% at the end) but had not settled" in text
     assert f"a run of about {needed:,} iterations lets the decay freeze it." in text and needed > ITERATIONS
     assert "a longer run would settle it" in grading.pilot_sentence(pilot, ITERATIONS, 0)
+    brief = grading.pilot_brief(pilot, ITERATIONS, 1e-3, needed)
+    assert brief == (f"A first backprop run of {ITERATIONS:,} iterations learned but had not settled, so the paired "
+                     f"runs are {needed:,} iterations long.")
+    settled_pilot = runs(acc_bp=0.82)   # the control: a pilot that levelled off
+    assert "learned and settled; the" in grading.pilot_brief(settled_pilot[settled_pilot["method"] == grading.BP],
+                                                             ITERATIONS, 1e-3, ITERATIONS)

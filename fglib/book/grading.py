@@ -299,19 +299,19 @@ def settled(runs, iterations, decay):
     to_come = fall_still_to_come(fall, iterations, decay)
     numbers = {"bp_fall": fall, "spent": spent, "fall_to_come": to_come}
     if flat:
-        note = (f"; by then the decay had spent {spent:.0%} of backprop's whole step, so backprop may have been "
+        note = (f"; by then the decay had spent {spent_pct(spent)} of backprop's whole step, so backprop may have been "
                 "frozen by the schedule rather than converged") if spent >= FROZEN else ""
         return True, note, numbers
     if to_come < LEVELLED:
         return True, (f"; this compares them where the decay froze backprop, not where it converged: backprop's mean "
                       f"validation loss still fell {pct(fall)} over the run's last fifth, but the decay had spent "
-                      f"{spent:.0%} of its whole step and the rest would lower it by only about {pct(to_come)}"), numbers
+                      f"{spent_pct(spent)} of its whole step and the rest would lower it by only about {pct(to_come)}"), numbers
     why = f"backprop's mean validation loss still fell {pct(fall)} over the last fifth of the run; "
     if not decay:
         return False, why + "a longer run would settle it", numbers
     needed = iterations_to_freeze(fall, iterations, decay)
     numbers["iterations_needed"] = needed
-    return False, (why + f"the decay had spent {spent:.0%} of its whole step, and at the pace of that last fifth the "
+    return False, (why + f"the decay had spent {spent_pct(spent)} of its whole step, and at the pace of that last fifth the "
                    f"rest of the schedule would lower it by about {pct(min(to_come, 9.99))} more; a run of about "
                    f"{_round_up(needed):,} iterations would let the decay freeze it"), numbers
 
@@ -345,9 +345,19 @@ def runs_so_far_sentence(runs, iterations, decay):
             text += "; backprop's validation loss had levelled off"
         else:
             text += (f"; backprop's validation loss still fell {pct(n['bp_fall'])} over the run's last fifth, but "
-                     f"the decay had spent {n['spent']:.0%} of its whole step and the rest of the schedule would "
+                     f"the decay had spent {spent_pct(n['spent'])} of its whole step and the rest of the schedule would "
                      f"lower it by only about {pct(n['fall_to_come'])}: long enough to compare")
     return text + "."
+
+
+def spent_pct(x):
+    """A share that may round up to 100% without being all of it, to as few decimals as keep it
+    below 100: 95%, 99.9%, 99.99% (a decay that had spent 100% of its step would have stopped)."""
+    for decimals in range(4):
+        text = f"{100 * x:.{decimals}f}"
+        if x >= 1 or float(text) < 100:
+            return text + "%"
+    return "almost 100%"
 
 
 def count_words(n, noun):
@@ -655,9 +665,21 @@ def pilot_sentence(pilot, iterations, decay):
         return f"A first backprop run of {iterations:,} iterations {learned_text}, but {note}."
     return (f"A first backprop run of {iterations:,} iterations {learned_text} but had not settled: its mean "
             f"validation loss still fell {pct(numbers['bp_fall'])} over the last fifth of the run. The decay had "
-            f"spent {numbers['spent']:.0%} of its whole step, yet at the pace of that last fifth the rest of the "
+            f"spent {spent_pct(numbers['spent'])} of its whole step, yet at the pace of that last fifth the rest of the "
             f"schedule would lower the loss by about {pct(min(numbers['fall_to_come'], 9.99))} more; a run of about "
             f"{_round_up(numbers['iterations_needed']):,} iterations lets the decay freeze it.")
+
+
+def pilot_brief(pilot, iterations, decay, planned):
+    """The pilot in one sentence for a chapter's summary (pilot_sentence gives its numbers):
+    whether it learned and settled, and how long the planned runs are because of it."""
+    if pilot is None or pilot.empty:
+        return ""
+    ok, fine = learned(pilot, BP)[0], settled(pilot, iterations, decay)[0]
+    if not ok:
+        return f"A first backprop run of {iterations:,} iterations had not learned."
+    outcome = "learned and settled; the" if fine else "learned but had not settled, so the"
+    return f"A first backprop run of {iterations:,} iterations {outcome} paired runs are {planned:,} iterations long."
 
 
 def claim_sentence(number, verdict, why):

@@ -13,7 +13,7 @@ from .report import rate_text
 
 from .grading import (FROZEN, NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades, depth_costs,
                       depth_sentence, experiment_numbers, function_numbers, grade_depth, grade_memory, grade_unbiased, speed_grade, unbiased_numbers,
-                      step_times, BP, FG)
+                      spent_pct, step_times, BP, FG)
 
 
 def mnist_results(results):
@@ -289,7 +289,7 @@ def takeaways(results, table):
         out.append(f"Per iteration, forward gradients can win at the paper's shared rate: in the {k.split(',')[0]} "
                    f"at rate {rate_text(v['lr'])} they reached backprop's lowest validation loss in {v['I_ratio']:.2g} of its "
                    f"iterations, so that even with steps {v['S_ratio']:.2g} times as long, T_f/T_b = {v['T_ratio']:.2g}"
-                   + (f"; by then the decay had spent {v['decay_spent']:.0%} of backprop's whole step, so its lowest "
+                   + (f"; by then the decay had spent {spent_pct(v['decay_spent'])} of backprop's whole step, so its lowest "
                       "loss may mark where the schedule froze it rather than where it converged."
                       if v.get("decay_spent", 0) >= FROZEN else "."))
     step_row = table.set_index("#").loc[3]
