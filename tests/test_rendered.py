@@ -48,6 +48,9 @@ def findings_first(page):
 # cell's code is folded behind a toggle (hide-input, hide-cell) or left out of the page.
 FOLDED = {"tag_hide-input", "tag_hide-cell", "tag_show-input"}
 # A Markdown table shown as text: its rule row, with dashes the typographer may have turned into – or —.
+# "Flügel et al. [Flügel et al., 2025]": an author named in the prose and again in a parenthetical
+# citation; {cite:t} writes "Flügel et al. [2025]".
+CITED_TWICE = re.compile(r"(\w+) et al\.\s*\[\1 et al\., \d{4}\]")
 UNRENDERED_TABLE = re.compile(r"^\s*\|.*\|\s*:?[-–—]+:?\s*\|", re.S)
 
 
@@ -78,6 +81,8 @@ def problems(name, page):
             found.append(f"a NaN glued into the prose: {pasted.parent.get_text(' ')[:80]!r}")
         if pasted.find_parent(["strong", "b"]):
             found.append(f"a glued sentence in bold: {pasted.get_text()[:60]!r}")
+    if CITED_TWICE.search(text):
+        found.append(f"an author named twice (use {{cite:t}}): {CITED_TWICE.search(text).group(0)!r}")
     if ZERO_SPREAD.search(text):
         found.append(f"a spread shown as zero: {text[ZERO_SPREAD.search(text).start() - 30:][:60]!r}")
     for cell in page.select("td"):
@@ -136,15 +141,15 @@ def test_the_checks_catch_what_they_look_for():
         '<p>| a | b ||x|| |\n|:--|--:|\n| 1 | 2 |</p>'
         '<p>I = <span class="pasted-text">nan</span> times</p>'
         '<p><strong>so <span class="pasted-text">it holds</span></strong>, ratio 0.69 ± 0.00 or 2.302585</p>'
-        '<table><tr><td>None</td></tr></table>',
+        '<table><tr><td>None</td></tr></table><p>as Flügel et al. [Flügel et al., 2025] do</p>',
         "html.parser")
     found = " ".join(problems("verdict", bad))
     for what in ("raw value", "stderr", "NaN in an output", "NaN glued", "glue", "warning", "code on show",
                  "did not render", "glued sentence in bold", "spread shown as zero", "cell reading None",
                  "more than 4 significant figures in prose: 2.302585", "no findings before the first code cell",
-                 "no settings table"):
+                 "no settings table", "an author named twice"):
         assert what in found, what
-    good = BeautifulSoup('<article><p>What we found: it holds, 0.69 ± 0.02, 2.303.</p>'
+    good = BeautifulSoup('<article><p>What we found: it holds, 0.69 ± 0.02, 2.303, as Flügel et al. [2025] do.</p>'
                          '<div class="cell tag_hide-input"></div>'
                          '<table><tr><td>torch</td><td>2.11.0</td></tr></table></article>', "html.parser")
     assert problems("verdict", good) == []      # the control: the same page done right
