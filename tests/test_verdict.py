@@ -258,3 +258,22 @@ def test_a_per_iteration_win_found_after_the_decay_spent_backprops_step_says_so(
         text = " ".join(verdict.takeaways(results, verdict.claims_table(results)))
         assert "T_f/T_b = 0.33" in text
         assert ("where the schedule froze it" in text) == caveat
+
+
+def test_the_sweep_reads_as_one_clause_per_model_in_the_discussion():
+    """The verdict's discussion says per model how the two methods compared at their own best
+    rates (sweep.summarise), not every target's factors (the control: describe lists them)."""
+    from fglib.book.sweep import describe
+    nan = math.nan
+    reached = {"T_f/T_b": 327.0, "±95%": 140.0, "I_f/I_b": 204.0, "S_f/S_b": 1.6, "note": ""}
+    missed = {"T_f/T_b": nan, "±95%": nan, "I_f/I_b": nan, "S_f/S_b": 1.6,
+              "note": "forward gradients did not reach it in 20,000 iterations: I_f/I_b > 67"}
+    logreg = [{**reached, "target": "validation loss ≤ 1"}, {**missed, "target": "validation accuracy ≥ 90%"}]
+    mlp = [{**missed, "target": "validation loss ≤ 1"}]
+    results = {"lr_sweep": {"iterations": {"logreg": 20_000, "mlp": 5_000}, "logreg": logreg, "mlp": mlp}}
+    text = verdict.sweep_summary(results)
+    assert text == ("logistic regression: backprop reached 1 of the 2 targets 327 times sooner (T_f/T_b), and "
+                    "forward gradients did not reach validation accuracy ≥ 90% in 20,000 iterations; MLP: forward "
+                    "gradients reached none of the targets in 5,000 iterations (backprop reached every one)")
+    assert "I_f/I_b" not in text and "I_f/I_b 204" in describe(logreg)   # the control
+    assert verdict.sweep_summary({}) is None

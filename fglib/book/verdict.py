@@ -13,7 +13,7 @@ from .report import rate_text
 
 from .grading import (FROZEN, NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades, depth_costs,
                       depth_sentence, experiment_numbers, function_numbers, grade_depth, grade_memory, grade_unbiased, speed_grade, unbiased_numbers,
-                      spent_pct, step_times, BP, FG)
+                      spent_pct, step_times, BP, FG, MODEL_WORDS)
 
 
 def mnist_results(results):
@@ -359,11 +359,13 @@ def best_normal_ratio(results):
 
 
 def sweep_summary(results):
-    """One clause per model of the learning-rate sweep (each method at its own best rate, time
-    to fixed targets decomposed), or None before the sweep has run."""
-    from .sweep import describe
+    """The learning-rate sweep in one clause per model (each method at its own best rate, time
+    to fixed targets; sweep.summarise), or None before the sweep has run. The chapter's table
+    gives every target's factors."""
+    from .sweep import summarise
     sweep = results.get("lr_sweep", {})
-    parts = [f"{model}: {describe(sweep[model])}" for model in sweep.get("iterations", {})
+    parts = [f"{MODEL_WORDS.get(model, model)}: {summarise(sweep[model], iterations)}"
+             for model, iterations in sweep.get("iterations", {}).items()
              if isinstance(sweep.get(model), list) and sweep[model] and "T_f/T_b" in sweep[model][0]]
     return "; ".join(parts) or None
 
