@@ -191,6 +191,10 @@ def test_what_ran_reads_as_a_sentence_part_way_and_at_the_end():
     assert grading.runs_sentence(1, 5, 10, ["CPU (x86_64, 1 threads)", "CPU (x86_64, 1 thread)"]).endswith(
         "finished, on CPU (x86_64, 1 thread).")   # an older record's spelling of the same device
     assert grading.runs_sentence(1, 5, 70_000, "CPU").startswith("1 of the 5 planned paired runs of 70,000 iterations each has")
+    assert grading.devices_said(["CPU (x86_64, 2 threads)", "CPU (x86_64, 1 thread)", "CPU (x86_64, 1 threads)"]) \
+        == "CPU (x86_64, 1 and 2 threads)"   # one machine at two thread counts, said once
+    assert grading.devices_said(["CPU (x86_64, 2 threads)", "CPU (arm64, 2 threads)", "NVIDIA H200"]) \
+        == "CPU (x86_64, 2 threads) and CPU (arm64, 2 threads) and NVIDIA H200"   # the control: machines apart
 
 
 def depth_rounds(ratios, runs=3, repeats=10, seed=0):

@@ -19,6 +19,7 @@ A comparison is graded only when it can say something:
   eta_i) had been spent then: a run the decay froze is not a network that converged.
 """
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -602,9 +603,22 @@ def per_iteration_sentence(runs, paper_alike=False):
 
 
 def devices_said(devices):
-    """Device names as prose: each said once, in order, joined with 'and' ('' for none). Stamps
-    written before device_name said "1 thread" spell it "1 threads": the same device."""
-    return " and ".join(dict.fromkeys(d.replace(" 1 threads)", " 1 thread)") for d in devices))
+    """Device names as prose: each said once, in order, joined with 'and' ('' for none); one
+    machine at several thread counts said once, fewest first: 'CPU (x86_64, 1 and 2 threads)'. Stamps written
+    before device_name said "1 thread" spell it "1 threads": the same device."""
+    threads = {}   # "CPU (x86_64" -> thread counts, in order; any other name -> [None]
+    for name in devices:
+        found = re.fullmatch(r"(.*), (\d+) threads?\)", name)
+        machine, count = (found.group(1), int(found.group(2))) if found else (name, None)
+        threads.setdefault(machine, [])
+        if count not in threads[machine]:
+            threads[machine].append(count)
+    def said(machine, counts):
+        if counts == [None]:
+            return machine
+        listed = " and ".join(str(c) for c in sorted(counts))
+        return f"{machine}, {listed} thread{'' if counts == [1] else 's'})"
+    return " and ".join(said(m, c) for m, c in threads.items())
 
 
 def runs_sentence(pairs, planned, iterations, device):
