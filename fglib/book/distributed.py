@@ -22,6 +22,9 @@ import torch
 
 
 FLOAT_BYTES = 4
+# fglib.distributed's method names as a reader reads them
+METHOD_WORDS = {"fg-shared": "FG, shared direction", "fg-independent": "FG, independent directions",
+                "bp": "backprop (DDP)"}
 
 
 def launch(world, model="mlp", methods=("fg-shared", "fg-independent", "bp"), iterations=100, batch_size=64,
