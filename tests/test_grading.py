@@ -314,6 +314,7 @@ def test_zeroth_order_findings_say_what_exactness_bought():
     never = grading.zeroth_order_findings(*zeroth_order_tables(math.nan), "CPU")
     assert "cannot be compared" in never and "times forward gradients'" not in never
     assert "76%" in same and "the MLP" in same
+    assert "(at h = 1e-4)" in same and "off by 1.6e-7," in same   # as the paper writes them, not 0.0001, 1.6e-07
 
 
 def test_a_settings_table_reads_as_a_reader_writes_settings():

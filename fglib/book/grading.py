@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..timing import quiet, ratio_samples
 from ..to_target import budget_spent, mean_ci, relative_fall
+from .report import rate_text
 from .tables import significant
 
 FG, BP = "forward gradient", "backprop"
@@ -900,7 +901,7 @@ def zeroth_order_findings(best, to_target, quant, device, model="mlp"):
     t = to_target[to_target["model"] == model].set_index("method")
     exact = b["forward mode's error"]
     first = (f"On {device}, the best float32 central difference for {_the(model)} was off by "
-             f"{pct(b['median relative error there'])} of the exact directional derivative (at h = {b['best h']:g}); "
+             f"{pct(b['median relative error there'])} of the exact directional derivative (at h = {rate_text(b['best h'])}); "
              f"forward mode in float32 was off by {_small(exact)}, rounding only.")
     i_fd, i_fg, i_bp = (t.loc[m, "I (iterations)"] for m in ("finite difference", FG, BP))
     if math.isfinite(i_fd) and math.isfinite(i_fg):
@@ -925,8 +926,11 @@ def zeroth_order_findings(best, to_target, quant, device, model="mlp"):
 
 
 def _small(x):
-    """A tiny relative error in words: 'nothing' for 0, else 1.6e-07."""
-    return "nothing" if x == 0 else f"{x:.1e}"
+    """A tiny relative error in words: 'nothing' for 0, else 1.6e-7 (no padded exponent)."""
+    if x == 0:
+        return "nothing"
+    mantissa, exponent = f"{x:.1e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def _the(model):
