@@ -473,3 +473,19 @@ def test_a_pilot_that_had_not_settled_says_how_long_a_run_must_be():
     settled_pilot = runs(acc_bp=0.82)   # the control: a pilot that levelled off
     assert "learned and settled; the" in grading.pilot_brief(settled_pilot[settled_pilot["method"] == grading.BP],
                                                              ITERATIONS, 1e-3, ITERATIONS)
+
+
+def test_a_first_pair_is_shown_as_a_first_look_never_as_a_grade():
+    """With 1 of 5 planned pairs: the pair's own I_f, I_b and T_f/T_b, labelled a first look;
+    nothing once every pair has run (the grade speaks then), nothing without step times."""
+    one = runs(fg_final=0.2, bp_final=0.3, seeds=1)   # forward gradients end lower: they reach backprop's lowest
+    text = grading.first_look_sentence(one, timings(), planned=5)
+    steps = grading.step_times(timings())
+    n = grading.time_ratio(one, steps[grading.FG], steps[grading.BP])
+    assert text.startswith("In the first pair, forward gradients reached backprop's lowest validation loss")
+    assert f"in {n['I_f']:,.0f} iterations to backprop's {n['I_b']:,.0f}" in text and n["I_f"] < n["I_b"]
+    assert text.endswith("a first look, not a grade (1 of 5 pairs).")
+    never = grading.first_look_sentence(runs(fg_final=0.5, bp_final=0.3, seeds=1), timings(), planned=5)
+    assert "never came down to backprop's lowest" in never and "T_f/T_b" not in never
+    assert grading.first_look_sentence(runs(seeds=5), timings(), planned=5) == ""   # the control: graded instead
+    assert grading.first_look_sentence(one, timings().iloc[:0], planned=5) == ""

@@ -352,6 +352,24 @@ def runs_so_far_sentence(runs, iterations, decay):
     return text + "."
 
 
+def first_look_sentence(runs, timings, planned):
+    """Before every planned pair has run: what the finished pairs alone show on the paper's
+    measure (time_ratio: I_f, I_b and T_f/T_b with the measured step times), said as a first
+    look and not a grade; '' with no pair, every pair, or no step times."""
+    pairs = pairs_finished(runs)
+    if not pairs or len(pairs) >= planned or timings is None or timings.empty:
+        return ""
+    s = step_times(timings)
+    n = time_ratio(runs[runs["seed"].isin(pairs)], s[FG], s[BP])
+    which = "the first pair" if len(pairs) == 1 else f"the {len(pairs)} finished pairs"
+    if not math.isfinite(n["I_f"]):
+        return (f"In {which}, forward gradients' validation loss never came down to backprop's lowest "
+                f"({n['level']:.3g}): a first look, not a grade ({len(pairs)} of {planned} pairs).")
+    return (f"In {which}, forward gradients reached backprop's lowest validation loss ({n['level']:.3g}) in "
+            f"{n['I_f']:,.0f} iterations to backprop's {n['I_b']:,.0f}; with the measured step times that is "
+            f"T_f/T_b = {n['T_ratio']:.2g}: a first look, not a grade ({len(pairs)} of {planned} pairs).")
+
+
 def spent_pct(x):
     """A share that may round up to 100% without being all of it, to as few decimals as keep it
     below 100: 95%, 99.9%, 99.99% (a decay that had spent 100% of its step would have stopped)."""
