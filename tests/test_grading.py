@@ -281,6 +281,13 @@ def test_the_depth_sentence_names_a_subnormal_deepest_point_on_a_cpu_only():
     normal = subnormal.assign(**{"largest |activation|, last hidden layer": 1e-20})   # the controls
     assert "subnormal" not in grading.depth_sentence(table, "CPU (test)", normal)
     assert "subnormal" not in grading.depth_sentence(table, "NVIDIA H200", subnormal)
+    table = grading.depth_costs(depth_rounds({1: 2.4, 64: 2.2, 100: 0.3}))
+    flushed = grading.depth_costs(depth_rounds({64: 2.3, 100: 2.1}))   # the deepest again, subnormals flushed
+    text = grading.depth_sentence(table, "CPU (test)", subnormal, flushed)
+    assert text.endswith("more slowly, so that point measures the processor rather than the methods; with them "
+                         "flushed to zero, on one thread, R_f/R_b there was 2.1 (at depth 64: 2.3 so, 2.2 in the sweep)")
+    assert "flushed to zero" not in grading.depth_sentence(table, "CPU (test)", subnormal,
+                                                           flushed[flushed["depth"] == 64])   # 100 not timed so
 
 
 def test_an_open_ended_interval_reads_as_words_not_inf():

@@ -347,6 +347,31 @@ def test_the_deep_sweeps_last_activations_are_subnormal_at_depth_100_only(mnist)
     assert shallow["largest |activation|, last hidden layer"] > 1e6 * tiny
 
 
+def test_subnormals_are_flushed_to_zero_on_one_thread_inside_and_kept_outside():
+    """subnormals_flushed: a product that underflows to a subnormal reads 0 inside (one thread),
+    and the subnormal outside (the control); the thread count is restored. depth_rounds refuses
+    to flush on a GPU, where subnormals cost nothing extra."""
+    from fglib.book.experiments import depth_rounds, subnormals_flushed
+    tiny = torch.tensor([1e-37]) * 1e-3   # 1e-40: subnormal in float32
+    threads = torch.get_num_threads()
+    with subnormals_flushed():
+        assert torch.get_num_threads() == 1 and (torch.tensor([1e-37]) * 1e-3).item() == 0.0
+    assert tiny.item() != 0.0 and (torch.tensor([1e-37]) * 1e-3).item() != 0.0
+    assert torch.get_num_threads() == threads
+    with pytest.raises(ValueError, match="flush_subnormals"):
+        depth_rounds({}, [100], flush_subnormals=True, device="cuda")
+
+
+def test_rounds_timed_with_subnormals_flushed_say_so_on_every_row(mnist):
+    from fglib.book.experiments import depth_rounds
+    rounds = depth_rounds(mnist, [2], runs=1, repeats=2, warmup=1, width=16, progress=False, flush_subnormals=True,
+                          forward_ad=False)
+    assert set(rounds["device"]) == {fglib.device_name("cpu").rsplit(",", 1)[0] + ", 1 thread)"}
+    assert set(rounds["subnormals"]) == {"flushed"} and set(rounds["name"]) == {"base", LABELS["fg"], LABELS["bp"]}
+    kept = depth_rounds(mnist, [2], runs=1, repeats=2, warmup=1, width=16, progress=False)   # the control
+    assert "subnormals" not in kept and "device" not in kept and len(set(kept["name"])) == 4
+
+
 def test_optimiser_findings_name_the_criterion_and_the_gap_on_each_data_set():
     """The best pairing is named with its error, SGD's errors come first, and the carried gap is said
     only when both data sets ran (control: without Fashion-MNIST there is no gap sentence)."""

@@ -4,11 +4,14 @@ Run r uses seed `seed + r` for everything random: the model's initial weights
 (the same for both methods), the order of the mini-batches (the same for both
 methods) and the forward gradient's directions.
 """
+import contextlib
+
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from .. import checks
+from ..device import device_name
 from ..functions import PointModel, get_function, value_loss
 from ..measure import base_call, peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes
 from ..registry import LABELS, METHODS, make_method
@@ -127,15 +130,45 @@ def measure_runtime(model_name, data, runs=5, batch_size=64, lr=1e-6, seed=0, de
 FG_FORWARD_AD = "forward gradient (forward_ad)"   # the timing rounds' name of an FG step on PyTorch's forward_ad
 
 
+@contextlib.contextmanager
+def subnormals_flushed():
+    """Run the body on one CPU thread with subnormal numbers flushed to zero (the processor's
+    flush-to-zero mode is set per thread, so the intra-op threads would not inherit it);
+    restores both afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
+
+
 def depth_rounds(data, depths, runs=10, batch_size=64, seed=0, device="cpu", warmup=5, repeats=30,
-                 width=1024, progress=True):
+                 width=1024, progress=True, flush_subnormals=False, forward_ad=True):
     """Timing rounds of the depth-L MLP (no bias) at every depth, raw: one row per (depth, run,
     round, name) for the base call (forward and loss), a forward-gradient step on fglib's engine
-    and on PyTorch's forward_ad, and a backprop step, interleaved (fglib.timing.timed_rounds).
-    Run r at each depth has fresh weights and a fresh mini-batch (seed + r). Nothing is graded
-    here: fglib.book.grading.depth_costs derives R_f, R_b and their ratio per depth."""
+    (and on PyTorch's forward_ad, if `forward_ad`), and a backprop step, interleaved
+    (fglib.timing.timed_rounds). Run r at each depth has fresh weights and a fresh mini-batch
+    (seed + r). `flush_subnormals` (CPU only): on one thread with subnormals flushed to zero
+    (subnormals_flushed), so that a deep network whose activations underflow times the methods
+    rather than the processor's slow path. Nothing is graded here: fglib.book.grading.depth_costs
+    derives R_f, R_b and their ratio per depth."""
     depths = checks.counts("depths", depths)
     runs, batch_size, seed = checks.count("runs", runs), checks.count("batch_size", batch_size), checks.seed("seed", seed)
+    if flush_subnormals and torch.device(device).type != "cpu":
+        raise ValueError(f"flush_subnormals=True is for the CPU (device={device!r}): a GPU handles subnormal "
+                         "numbers at full speed; time it with flush_subnormals=False")
+    if not flush_subnormals:
+        return _depth_rounds(data, depths, runs, batch_size, seed, device, warmup, repeats, width, progress, forward_ad)
+    with subnormals_flushed():   # each row says where it ran: one thread, subnormals flushed
+        rounds = _depth_rounds(data, depths, runs, batch_size, seed, device, warmup, repeats, width, progress,
+                               forward_ad)
+        return rounds.assign(device=device_name(device), threads=1, subnormals="flushed")
+
+
+def _depth_rounds(data, depths, runs, batch_size, seed, device, warmup, repeats, width, progress, forward_ad):
     keep_freed_memory()
     out = []
     for depth in progress_bar(depths, desc="depths", disable=not progress):
@@ -147,6 +180,8 @@ def depth_rounds(data, depths, runs=10, batch_size=64, seed=0, device="cpu", war
             steps = {LABELS["fg"]: make_method("fg", model, F.cross_entropy, 1e-9, seed=seed + r, engine="fglib"),
                      FG_FORWARD_AD: make_method("fg", model, F.cross_entropy, 1e-9, seed=seed + r, engine="forward_ad"),
                      LABELS["bp"]: make_method("bp", model, F.cross_entropy, 1e-9)}
+            if not forward_ad:
+                del steps[FG_FORWARD_AD]
             fns = {"base": base_call(model, F.cross_entropy, x, y),
                    **{name: (lambda m=m: m.step(x, y)) for name, m in steps.items()}}
             out.append(timed_rounds(fns, device, min(warmup, repeats), repeats).assign(depth=depth, run=r))

@@ -796,11 +796,13 @@ def grade_depth(table):
     return grade_ratios(table["R_f/R_b"])
 
 
-def depth_sentence(table, device, subnormal=None):
+def depth_sentence(table, device, subnormal=None, flushed=None):
     """One plain sentence on the depth sweep: where R_f/R_b started, where it ended, and whether
     it stayed above or below 1; with experiments.subnormal_check's saved row (`subnormal`), a
     clause when the deepest network computed with subnormal numbers on a CPU, whose slowness
-    then dominates that point."""
+    then dominates that point; and with depth_costs of rounds timed with subnormals flushed to
+    zero (`flushed`, one thread), what that point measures then, beside a shallower depth timed
+    both ways (the control for the change of thread count)."""
     first, last = table.iloc[0], table.iloc[-1]
     ratios = table["R_f/R_b"]
     where = ("above 1 throughout" if (ratios > 1).all() else "below 1 throughout" if (ratios < 1).all()
@@ -812,8 +814,22 @@ def depth_sentence(table, device, subnormal=None):
             note = (f"; at depth {row['depth']:.0f} the activations are subnormal numbers, which this CPU computes "
                     f"{row['forward (ms), subnormals kept'] / row['forward (ms), subnormals flushed']:.0f} times "
                     "more slowly, so that point measures the processor rather than the methods")
+            note += _flushed_clause(table, flushed, int(row["depth"]))
     return (f"R_f/R_b went from {first['R_f/R_b']:.2g} at depth {first['depth']:.0f} to {last['R_f/R_b']:.2g} at "
             f"depth {last['depth']:.0f} on {device}, {where}{note}")
+
+
+def _flushed_clause(table, flushed, deepest):
+    """'; with them flushed to zero, on one thread, R_f/R_b there was 2.1 (at depth 64: 2.3 so, 2.2 in
+    the sweep)', or '' when the deepest depth was not timed flushed."""
+    if flushed is None or not len(flushed) or deepest not in set(flushed["depth"]):
+        return ""
+    at = flushed.set_index("depth")["R_f/R_b"]
+    kept = table.set_index("depth")["R_f/R_b"]
+    controls = [d for d in at.index if d != deepest and d in kept.index]
+    control = (f" (at depth {controls[-1]}: {at[controls[-1]]:.2g} so, {kept[controls[-1]]:.2g} in the sweep)"
+               if controls else "")
+    return f"; with them flushed to zero, on one thread, R_f/R_b there was {at[deepest]:.2g}{control}"
 
 
 # Do K directions pay for themselves? (the variance chapter, from its saved K sweep)

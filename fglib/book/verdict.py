@@ -47,6 +47,9 @@ def with_raw(results, folder="results"):
         out["scaling"] = {"table": depth_costs(rounds), "device": rounds["device"].iloc[0],
                           "runs": int(rounds["run"].nunique()),
                           "subnormal": load_table(folder, "scaling", "subnormal.csv")}
+        flushed = load_table(folder, "scaling", "rounds_flushed.csv.gz")
+        if not flushed.empty:   # the deepest depths again, subnormals flushed to zero (one thread)
+            out["scaling"]["flushed"] = depth_costs(flushed)
     sweep = out.get("lr_sweep", {})
     if "targets" in sweep:   # each method at its own rate: the sweep's raw runs, the models' own step times
         from .sweep import compare_at_best, load_sweep
@@ -209,7 +212,7 @@ def claim_depth(r, cpu=True):
     grade = grade_depth(table)
     grade = speed_grade(grade, cpu)
     return _row(paper, ours, f"{s['device']}; engine fglib; {s['runs']} runs per depth (fresh weights and batch)",
-                grade, "holds if R_f/R_b < 1 at every depth", depth_sentence(table, s["device"], s.get("subnormal")))
+                grade, "holds if R_f/R_b < 1 at every depth", depth_sentence(table, s["device"], s.get("subnormal"), s.get("flushed")))
 
 
 def claim_memory(r, cpu=True):
