@@ -121,15 +121,17 @@ async def until_ready(ws, deadline, every=10):
 
 async def execute(base, token, kernel_id, code):
     """Run `code` in the kernel over its websocket channel, once the kernel answers; return
-    (status, stdout)."""
+    (status, stdout) when both the shell's execute_reply and iopub's idle status have come.
+    The two channels keep no order between them: waiting for idle after the reply had hung
+    whenever idle came first."""
     from tornado.websocket import websocket_connect
     ws = await websocket_connect(f"{base.replace('http', 'ws')}/api/kernels/{kernel_id}/channels?token={token}")
     deadline = time.monotonic() + EXECUTE_TIMEOUT
     await until_ready(ws, deadline)
     msg_id = request(ws, "execute_request", {"code": code, "silent": False, "store_history": False,
                                              "user_expressions": {}, "allow_stdin": False, "stop_on_error": True})
-    status, out = None, []
-    while True:
+    status, idle, out = None, False, []
+    while not (status and idle):  # shell's reply and iopub's idle come on two channels, in either order
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"the kernel did not finish within {EXECUTE_TIMEOUT} s; output so far: {out}")
@@ -143,9 +145,10 @@ async def execute(base, token, kernel_id, code):
             out.append("\n".join(content["traceback"]))
         elif kind == "execute_reply":
             status = content["status"]
-        elif kind == "status" and content["execution_state"] == "idle" and status is not None:
-            ws.close()
-            return status, "".join(out)
+        elif kind == "status" and content["execution_state"] == "idle":
+            idle = True
+    ws.close()
+    return status, "".join(out)
 
 
 def test_jupyterlab_lists_the_book_and_its_kernel_imports_fglib(lab):
