@@ -78,3 +78,20 @@ def test_a_chapters_results_file_does_not_change_with_how_long_its_sitting_took(
     assert (tmp_path / "x.json").read_bytes() == first and b"minutes" not in first
     fglib.book.save_results("x", {"device": "CPU (x86_64, 1 thread)", "runs": 3, "minutes": 9.0}, folder=tmp_path)
     assert (tmp_path / "x.json").read_bytes() != first   # the control: a setting that changed does show
+
+
+def test_a_set_measured_with_other_settings_is_measured_again(tmp_path):
+    raw = RawTables("chapter", tmp_path, "cpu")
+    settings = {"seed": 0, "rate": 0.01, "dims": (2, 10), "device": "auto"}
+    raw.save("a.csv", table())
+    assert raw.lack(["a.csv"], settings)   # saved, but with no record of its settings
+    raw.save_settings(settings)
+    assert not raw.lack(["a.csv"], settings) and not raw.lack(["a.csv"])
+    assert raw.saved_settings() == {"seed": 0, "rate": 0.01, "dims": [2, 10], "device": "auto"}
+    for changed in ({"dims": (2, 10, 100)}, {"seed": 1}, {"device": "cpu"}):
+        assert raw.lack(["a.csv"], {**settings, **changed}), changed
+    assert raw.lack(["a.csv"], {**settings, "new setting": 1})
+    numbers = RawTables("numbers", tmp_path, "cpu")   # a column of numbers alone reads back as floats
+    numbers.save("a.csv", table())
+    numbers.save_settings({"seed": 0, "rate": 0.01})
+    assert not numbers.lack(["a.csv"], {"seed": 0, "rate": 0.01}) and numbers.lack(["a.csv"], {"seed": 0, "rate": 0.02})

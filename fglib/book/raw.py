@@ -14,11 +14,13 @@ and then
     raw.save("finals.csv", table)   # stamped with this process's device, torch and threads
     raw.measured_on("finals.csv")   # the device(s) its rows were measured on, for the prose
     raw.lack(["a.csv", "b.csv"])    # remeasure, or any of them unsaved: measure all of them
+    raw.lack(["a.csv"], settings)   # ... or measured with other settings (raw.save_settings(settings))
     raw.sweep_saver("fashion-")     # save(curves, finals) for a sweep that saves as it goes
 
 A smoke run reads and writes a temporary folder, so that tests never touch the book's results;
 GPU results sit beside the CPU ones (report.results_folder), never over them.
 """
+import json
 import tempfile
 
 import pandas as pd
@@ -55,10 +57,24 @@ class RawTables:
     def save(self, name, table):
         save_table(self.folder, self.chapter, name, table, self.device)
 
-    def lack(self, names):
+    def lack(self, names, settings=None):
         """True when the set must be measured: remeasure, or any table of it unsaved (all or
-        nothing, so that the tables always come from one consistent sitting)."""
-        return self.remeasure or any(self.read(name).empty for name in names)
+        nothing, so that the tables always come from one consistent sitting), or, given the
+        `settings` the set depends on, when they are not those it was measured with (saved
+        beside it by save_settings): tables read back always answer the parameters asked."""
+        return (self.remeasure or any(self.read(name).empty for name in names)
+                or (settings is not None and self.saved_settings() != _plain(settings)))
+
+    def save_settings(self, settings):
+        """Save the parameters a set was measured with, as settings.csv (a setting and its value
+        in JSON per row), for lack(names, settings) to compare."""
+        self.save("settings.csv", pd.DataFrame({"setting": list(settings),
+                                                 "value": [json.dumps(v) for v in settings.values()]}))
+
+    def saved_settings(self):
+        """The settings save_settings saved, as plain JSON values (None if never saved)."""
+        table = self.read("settings.csv")
+        return None if table.empty else {k: json.loads(str(v)) for k, v in zip(table["setting"], table["value"])}
 
     def sweep_saver(self, prefix=""):
         """save(curves, finals) as <prefix>curves.csv.gz and <prefix>finals.csv: a sweep calls it
@@ -67,3 +83,8 @@ class RawTables:
             self.save(f"{prefix}curves.csv.gz", curves)
             self.save(f"{prefix}finals.csv", finals)
         return save
+
+
+def _plain(settings):
+    """Settings as JSON gives them back (tuples as lists), to compare with the saved ones."""
+    return json.loads(json.dumps(dict(settings)))
