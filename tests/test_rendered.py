@@ -201,3 +201,16 @@ def test_log_ticks_are_plain_and_never_vanish(low, high, expect):
     assert (high / low > 1e3) == all(round(math.log10(t), 9).is_integer() for t in ticks)
     if high / low < 1e20:
         assert expect <= ticks
+
+
+def test_a_tables_numbers_keep_one_form_down_a_column():
+    """A column running from 966,000 to 1.03 million reads with separators throughout, not
+    '966,000' above '1.03e+06'; exponents come only outside 1e-4 to 1e9, without padding
+    (1.19e-7, not 1.19e-07); a best step size h reads as a rate does (1e-5, not 1.00e-05)."""
+    import pandas as pd
+    from fglib.book.tables import show
+    text = show(pd.DataFrame({"best h": [1e-3, 1e-5], "count": [966_000.0, 1_030_000.0],
+                              "error": [1.19e-7, 2.5e12]})).data
+    rows = [[cell.strip() for cell in line.split("|")[1:4]] for line in text.splitlines()[2:]]
+    assert rows == [["0.001", "966,000", "1.19e-7"], ["1e-5", "1,030,000", "2.50e12"]]
+    assert "e-0" not in text and "e+" not in text

@@ -30,24 +30,27 @@ def mean_sd(values, digits=3, empty="never within the run"):
 
 
 def significant(x, digits=3):
-    """A number to `digits` significant figures, written plainly (12.3, 0.0456, 1,230);
-    an exponent only outside 1e-4 to 1e6; '–' for a missing value."""
+    """A number to `digits` significant figures, written plainly (12.3, 0.0456, 1,230,
+    2,170,000); an exponent only outside 1e-4 to 1e9, written without padding (1.19e-7,
+    2.50e12); '–' for a missing value."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return NOT_MEASURED
     if isinstance(x, str):
         return x
     if x == 0:
         return "0"
-    if not 1e-4 <= abs(x) < 1e6:
-        return f"{x:.{digits - 1}e}"
     rounded = float(f"{x:.{digits}g}")
+    if not 1e-4 <= abs(rounded) < 1e9:
+        mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
+        return f"{mantissa}e{int(exponent)}"
     decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
     return f"{rounded:,.{decimals}f}"
 
 
 def is_rate_column(name):
-    """Whether a column holds learning rates (shown as the paper writes them: 2e-4)."""
-    return str(name) in ("lr", "rate", "learning rate") or str(name).startswith("best rate")
+    """Whether a column holds learning rates or step sizes h, chosen on a grid of powers of ten
+    (shown as the paper writes them: 2e-4, not 0.000200)."""
+    return str(name) in ("lr", "rate", "learning rate", "h") or str(name).startswith(("best rate", "best h"))
 
 
 def show(df, digits=3, integers=(), note=None):
