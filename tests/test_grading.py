@@ -285,7 +285,8 @@ def test_the_depth_sentence_names_a_subnormal_deepest_point_on_a_cpu_only():
     flushed = grading.depth_costs(depth_rounds({64: 2.3, 100: 2.1}))   # the deepest again, subnormals flushed
     text = grading.depth_sentence(table, "CPU (test)", subnormal, flushed)
     assert text.endswith("more slowly, so that point measures the processor rather than the methods; with them "
-                         "flushed to zero, on one thread, R_f/R_b there was 2.1 (at depth 64: 2.3 so, 2.2 in the sweep)")
+                         "flushed to zero, on one thread, R_f/R_b there was 2.1 (at depth 64, measured the same way: 2.3, "
+                         "against 2.2 in the sweep)")
     assert "flushed to zero" not in grading.depth_sentence(table, "CPU (test)", subnormal,
                                                            flushed[flushed["depth"] == 64])   # 100 not timed so
 

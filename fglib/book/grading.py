@@ -820,14 +820,15 @@ def depth_sentence(table, device, subnormal=None, flushed=None):
 
 
 def _flushed_clause(table, flushed, deepest):
-    """'; with them flushed to zero, on one thread, R_f/R_b there was 2.1 (at depth 64: 2.3 so, 2.2 in
-    the sweep)', or '' when the deepest depth was not timed flushed."""
+    """'; with them flushed to zero, on one thread, R_f/R_b there was 2.1 (at depth 64, measured the
+    same way: 2.3, against 2.2 in the sweep)', or '' when the deepest depth was not timed flushed."""
     if flushed is None or not len(flushed) or deepest not in set(flushed["depth"]):
         return ""
     at = flushed.set_index("depth")["R_f/R_b"]
     kept = table.set_index("depth")["R_f/R_b"]
     controls = [d for d in at.index if d != deepest and d in kept.index]
-    control = (f" (at depth {controls[-1]}: {at[controls[-1]]:.2g} so, {kept[controls[-1]]:.2g} in the sweep)"
+    control = (f" (at depth {controls[-1]}, measured the same way: {at[controls[-1]]:.2g}, against "
+               f"{kept[controls[-1]]:.2g} in the sweep)"
                if controls else "")
     return f"; with them flushed to zero, on one thread, R_f/R_b there was {at[deepest]:.2g}{control}"
 
