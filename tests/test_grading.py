@@ -495,5 +495,8 @@ def test_a_first_pair_is_shown_as_a_first_look_never_as_a_grade():
     assert text.endswith("a first look, not a grade (1 of 5 pairs).")
     never = grading.first_look_sentence(runs(fg_final=0.5, bp_final=0.3, seeds=1), timings(), planned=5)
     assert "never came down to backprop's lowest" in never and "T_f/T_b" not in never
+    two = grading.first_look_sentence(runs(fg_final=0.2, bp_final=0.3, seeds=2), timings(), planned=5)
+    assert two.startswith("In the 2 finished pairs, forward gradients reached backprop's lowest mean validation loss")
+    assert two.endswith("(2 of 5 pairs).")
     assert grading.first_look_sentence(runs(seeds=5), timings(), planned=5) == ""   # the control: graded instead
     assert grading.first_look_sentence(one, timings().iloc[:0], planned=5) == ""

@@ -361,11 +361,12 @@ def first_look_sentence(runs, timings, planned):
         return ""
     s = step_times(timings)
     n = time_ratio(runs[runs["seed"].isin(pairs)], s[FG], s[BP])
-    which = "the first pair" if len(pairs) == 1 else f"the {len(pairs)} finished pairs"
+    which, loss = (("the first pair", "validation loss") if len(pairs) == 1 else
+                   (f"the {len(pairs)} finished pairs", "mean validation loss"))
     if not math.isfinite(n["I_f"]):
-        return (f"In {which}, forward gradients' validation loss never came down to backprop's lowest "
+        return (f"In {which}, forward gradients' {loss} never came down to backprop's lowest "
                 f"({n['level']:.3g}): a first look, not a grade ({len(pairs)} of {planned} pairs).")
-    return (f"In {which}, forward gradients reached backprop's lowest validation loss ({n['level']:.3g}) in "
+    return (f"In {which}, forward gradients reached backprop's lowest {loss} ({n['level']:.3g}) in "
             f"{n['I_f']:,.0f} iterations to backprop's {n['I_b']:,.0f}; with the measured step times that is "
             f"T_f/T_b = {n['T_ratio']:.2g}: a first look, not a grade ({len(pairs)} of {planned} pairs).")
 
