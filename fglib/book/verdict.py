@@ -173,7 +173,7 @@ def claim_runtime(r, cpu=True):
     spans = [f"{min(r):.2g}" + (f"–{max(r):.2g}" if f"{max(r):.2g}" != f"{min(r):.2g}" else "") + f" ({m})"
              for m, r in by_model.items()]
     listed = spans[0] if len(spans) == 1 else ", ".join(spans[:-1]) + " and " + spans[-1]
-    short = f"a forward-gradient step cost {listed} times a backprop step on {device} (the paper: 0.56–0.65 on a GPU)"
+    short = f"a forward-gradient step cost {listed} times a backprop step on {device}, against 0.56–0.65 in the paper, on a GPU"
     return _row(paper, ours, f"{device}; engine {engine}; {timed}", grade,
                 "holds if R_f/R_b < 1 in every experiment (median over interleaved repeats)", short)
 
