@@ -185,14 +185,15 @@ def claim_time_to_loss(r, cpu=True):
         return _row(paper)
     parts, short = [], []
     for k, v in rows.items():
-        factors = (f"I_f/I_b {v['I_ratio']:#.2g} × S_f/S_b {v['S_ratio']:#.2g}; " if math.isfinite(v["T_ratio"]) else "")
-        parts.append(f"{k}: {v['time_verdict']} ({factors}{v['time_verdict_why']})")
+        factors = (f" (I_f/I_b {v['I_ratio']:#.2g} × S_f/S_b {v['S_ratio']:#.2g})" if math.isfinite(v["T_ratio"]) else "")
+        why = v["time_verdict_why"]
+        parts.append(f"{k}: {v['time_verdict']}{factors}. {why[:1].upper()}{why[1:]}")
         short.append(f"{k}: {v['time_verdict']}"
                      + (f" (T_f/T_b {v['T_ratio']:.2g})" if math.isfinite(v["T_ratio"]) else
                         f" ({v['time_verdict_why'].split(';')[0]})" if v["time_verdict"] == NOT_JUDGED else ""))
     device = next(iter(rows.values()))["device"]
     runs = "; ".join(f"{k}: {v['runs']} × {v['iterations']:,}" for k, v in rows.items())
-    return _row(paper, "; ".join(parts), f"{device}; pairs × iterations {runs}",
+    return _row(paper, "\n".join(parts), f"{device}; pairs × iterations {runs}",   # one line per experiment
                 combine_grades(v["time_verdict"] for v in rows.values()),
                 "per experiment, the paper's measure on the mean curves: not judged until every planned pair has "
                 "run, backprop has learned (test accuracy above chance) and its mean validation loss has levelled "
@@ -338,12 +339,16 @@ def count_sentence(table):
 
 
 def evidence_markdown(table):
-    """Per claim, as a numbered list: what we measured, the evidence behind it (device, engine,
-    runs, iterations) and the rule that produced the grade."""
+    """Per claim, as a numbered list: what we measured (a nested list when it has one line per
+    experiment), the evidence behind it (device, engine, runs, iterations) and the rule that
+    produced the grade."""
     end = lambda text: str(text).rstrip(".") + "."
     items = []
     for _, row in table.iterrows():
-        text = f"{row['#']}. **{row['claim']}** ({row['verdict']}). Ours: {end(row['ours'])} Evidence: {end(row['evidence'])}"
+        lines = str(row["ours"]).split("\n")
+        ours = (end(lines[0]) + " " if len(lines) == 1 else
+                "\n" + "\n".join(f"   - {end(line)}" for line in lines) + "\n\n   ")
+        text = f"{row['#']}. **{row['claim']}** ({row['verdict']}). Ours: {ours}Evidence: {end(row['evidence'])}"
         if row["rule"]:
             text += f" Rule: {end(row['rule'])}"
         items.append(text)
