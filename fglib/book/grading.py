@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..timing import quiet, ratio_samples
 from ..to_target import budget_spent, mean_ci, relative_fall
-from .report import rate_text
+from .report import exponent_text, rate_text
 from .tables import significant
 
 FG, BP = "forward gradient", "backprop"
@@ -965,8 +965,7 @@ def _small(x):
     """A tiny relative error in words: 'nothing' for 0, else 1.6e-7 (no padded exponent)."""
     if x == 0:
         return "nothing"
-    mantissa, exponent = f"{x:.1e}".split("e")
-    return f"{mantissa}e{int(exponent)}"
+    return exponent_text(x, 2)
 
 
 def _the(model):

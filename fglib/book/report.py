@@ -25,13 +25,21 @@ def plain_value(value):
     return str(value)
 
 
+def exponent_text(x, digits=3, trim=False):
+    """x in powers of ten to `digits` significant figures, the exponent unpadded: 1.19e-7, not
+    Python's 1.19e-07; `trim` drops the mantissa's trailing zeros (2e-4)."""
+    mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
+    if trim:
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
 def rate_text(rate):
     """A learning rate as the paper writes it: 2e-4, not 0.0002 or 2e-04 (below 0.001 in powers
     of ten, otherwise as it is: 0.01, 1.5)."""
     if rate == 0 or abs(rate) >= 1e-3:
         return f"{rate:g}"
-    mantissa, exponent = f"{rate:.2e}".split("e")
-    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    return exponent_text(rate, 3, trim=True)
 
 
 def environment(device, **params):

@@ -5,7 +5,7 @@ import pandas as pd
 
 from ..to_target import budget_spent, step_sum
 from .paper import paper_results
-from .report import rate_text
+from .report import exponent_text, rate_text
 
 NOT_MEASURED = "–"
 
@@ -41,8 +41,7 @@ def significant(x, digits=3):
         return "0"
     rounded = float(f"{x:.{digits}g}")
     if not 1e-4 <= abs(rounded) < 1e9:
-        mantissa, exponent = f"{x:.{digits - 1}e}".split("e")
-        return f"{mantissa}e{int(exponent)}"
+        return exponent_text(x, digits)
     decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
     return f"{rounded:,.{decimals}f}"
 
