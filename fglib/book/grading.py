@@ -326,6 +326,23 @@ def run_length_needed(runs, iterations, decay):
     return iterations if fine else _round_up(numbers.get("iterations_needed", iterations))
 
 
+def runs_left_sentence(progress, devices, hours_per_run=None):
+    """How many of a plan's runs are saved and the computing the rest need (runs.progress_report),
+    at the saved runs' pace on `devices` and split over two cores; before any has finished, each
+    run's `hours_per_run` as the step times predict it ('' for the rest without either)."""
+    left = progress["left"]
+    n_saved = progress["runs"] - left
+    text = f"{n_saved} of the {progress['runs']} runs {'is' if n_saved == 1 else 'are'} saved"
+    if progress["minutes left"]:
+        hours = progress["minutes left"] / 60
+        two_cores = f", or about {hours / 2:.0f} hours with one run on each of two cores" if left > 1 else ""
+        text += (f". At their pace, {progress['minutes per run'] / 60:.1f} hours a run on {devices_said(devices)}, "
+                 f"the other {left} need about {hours:.0f} hours of computing{two_cores}")
+    elif hours_per_run and left:
+        text += f"; each takes about {hours_per_run:.0f} hours of steps and evaluations on this device"
+    return text + "."
+
+
 def runs_so_far_sentence(runs, iterations, decay):
     """What a plan's finished runs show before any pair can be graded: each method's mean final
     test accuracy, and whether backprop's runs are long enough to compare (settled)."""
