@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from .. import checks
 from ..device import device_name
+from ..forward_grad import jvp
 from ..functions import PointModel, get_function, value_loss
 from ..measure import base_call, peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes
 from ..registry import LABELS, METHODS, make_method
@@ -247,6 +248,18 @@ def function_raw(results, eval_points=400):
         rows = curves[curves["iteration"].isin(keep) | (curves["iteration"] == last)]
         parts.append(rows.drop(columns="accuracy", errors="ignore").assign(function=name))
     return pd.concat(parts, ignore_index=True)
+
+
+def jvp_op_rounds(device, repeats=2000, warmup=50):
+    """Timed rounds (timing.timed_rounds: every repeat, its load, whether it was disturbed) of
+    one-operation JVPs under torch.autograd.forward_ad at Rosenbrock's start: a dual tensor with
+    a plain constant (t + 100, t * 100, 100 * t) against two dual tensors (t * t)."""
+    point = torch.tensor([-1.5, 2.0], dtype=torch.float64, device=device)
+    direction = torch.tensor([0.6, 0.8], dtype=torch.float64, device=device)
+    ops = {"t + 100": lambda t: t[0] + 100.0, "t * 100": lambda t: t[0] * 100.0,
+           "100 * t": lambda t: 100.0 * t[0], "t * t": lambda t: t[0] * t[0]}
+    return timed_rounds({name: (lambda f=f: jvp(f, point, direction)) for name, f in ops.items()},
+                        device, warmup=warmup, repeats=repeats)
 
 
 def subnormal_check(data, depth=100, width=1024, batch_size=64, seed=0, repeats=3):
