@@ -265,9 +265,9 @@ def test_the_sweep_reads_as_one_clause_per_model_in_the_discussion():
     rates (sweep.summarise), not every target's factors (the control: describe lists them)."""
     from fglib.book.sweep import describe
     nan = math.nan
-    reached = {"T_f/T_b": 327.0, "±95%": 140.0, "I_f/I_b": 204.0, "S_f/S_b": 1.6, "note": ""}
-    missed = {"T_f/T_b": nan, "±95%": nan, "I_f/I_b": nan, "S_f/S_b": 1.6,
-              "note": "forward gradients did not reach it in 20,000 iterations: I_f/I_b > 67"}
+    reached = {"T_f/T_b": 327.0, "±95%": 140.0, "I_f/I_b": 204.0, "S_f/S_b": 1.6, "I_b": 98.0, "note": ""}
+    missed = {"T_f/T_b": nan, "±95%": nan, "I_f/I_b": nan, "S_f/S_b": 1.6, "I_b": 300.0,
+              "note": "forward gradients did not reach it in 20,000 iterations: I_f/I_b > 66.7"}
     logreg = [{**reached, "target": "validation loss ≤ 1"}, {**missed, "target": "validation accuracy ≥ 90%"}]
     mlp = [{**missed, "target": "validation loss ≤ 1"}]
     results = {"lr_sweep": {"iterations": {"logreg": 20_000, "mlp": 5_000}, "logreg": logreg, "mlp": mlp}}
@@ -275,5 +275,26 @@ def test_the_sweep_reads_as_one_clause_per_model_in_the_discussion():
     assert text == ("logistic regression: backprop reached 1 of the 2 targets 327 times sooner (T_f/T_b), and "
                     "forward gradients did not reach validation accuracy ≥ 90% in 20,000 iterations; MLP: forward "
                     "gradients reached none of the targets in 5,000 iterations (backprop reached every one)")
-    assert "I_f/I_b" not in text and "I_f/I_b 204" in describe(logreg)   # the control
+    assert "I_f/I_b" not in text and "I_f/I_b 204" in describe(logreg, 20_000)   # the control
     assert verdict.sweep_summary({}) is None
+
+
+def test_the_sweep_per_target_says_each_factor_once_and_the_bound_a_missed_target_implies():
+    """describe names S_f/S_b once for all targets reached, and turns each target forward
+    gradients missed into the lower bound on I_f/I_b the run length implies (iterations / I_b)."""
+    from fglib.book.sweep import describe
+    nan = math.nan
+    reached = {"T_f/T_b": 327.0, "±95%": 140.0, "I_f/I_b": 204.0, "S_f/S_b": 1.6, "I_b": 98.0, "note": ""}
+    missed = {"T_f/T_b": nan, "±95%": nan, "I_f/I_b": nan, "S_f/S_b": 1.6, "I_b": 300.0,
+              "note": "forward gradients did not reach it in 20,000 iterations: I_f/I_b > 66.7"}
+    rows = [{**reached, "target": "loss ≤ 1"}, {**reached, "T_f/T_b": 811.0, "I_f/I_b": 507.0, "target": "loss ≤ 0.5"},
+            {**missed, "target": "accuracy ≥ 90%"}]
+    assert describe(rows, 20_000) == (
+        "T_f/T_b = 327 to loss ≤ 1 and 811 to loss ≤ 0.5 (I_f/I_b 204 ± 140 and 507 ± 140, each × S_f/S_b 1.60); "
+        "forward gradients did not reach accuracy ≥ 90% in 20,000 iterations, so I_f/I_b > 66")
+    none = [{**missed, "target": "loss ≤ 1"}, {**missed, "I_b": 1000.0, "target": "loss ≤ 0.5"}]
+    assert describe(none, 20_000) == ("forward gradients reached none of the 2 targets in 20,000 iterations, "
+                                      "so I_f/I_b > 66 (loss ≤ 1) and > 20 (loss ≤ 0.5)")
+    assert describe(none, 40_000).endswith("> 133 (loss ≤ 1) and > 40 (loss ≤ 0.5)")   # the bound grows with the run
+    assert describe(none[:1], 600).endswith("so I_f/I_b > 2.0")   # exactly 2
+    assert describe(none[:1], 800).endswith("so I_f/I_b > 2.6")   # 2.67, rounded down so that it still holds

@@ -42,6 +42,12 @@ def rate_text(rate):
     return exponent_text(rate, 3, trim=True)
 
 
+def listed(items):
+    """Items in prose: 'a', 'a and b', 'a, b and c'."""
+    items = [str(i) for i in items]
+    return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 def environment(device, **params):
     """A table of settings: device, torch version, Python, and the chapter's parameters
     (show it with fglib.book.tables.show); `smoke` only when it is on."""

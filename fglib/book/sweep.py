@@ -26,7 +26,7 @@ from .. import checks
 from ..to_target import eval_schedule, mean_ci
 from ..registry import LABELS
 from .experiments import run_training
-from .report import rate_text
+from .report import listed, rate_text
 from .tables import significant
 
 DIVERGED, SKIPPED, RAN = "diverged", "skipped: above a divergent rate", "ran"
@@ -184,7 +184,7 @@ def compare_at_best(curves, finals, targets, step_fg, step_bp, iterations,
             row["note"] = "backprop never reached it"
         elif not np.isfinite(lr_f):
             bound = iterations / row["I_b"]
-            row["note"] = f"forward gradients did not reach it in {iterations:,} iterations: I_f/I_b > {bound:.0f}"
+            row["note"] = f"forward gradients did not reach it in {iterations:,} iterations: I_f/I_b > {_floor_text(bound)}"
         else:
             ratios = [f / max(b, 1) for f, b in zip(i_f, i_b)]
             row["I_f/I_b"], row["±95%"], _ = mean_ci(ratios)
@@ -245,17 +245,36 @@ def _runs(reach, target, method, lr):
     return d.sort_values("run")["iterations"].tolist()
 
 
-def describe(rows):
-    """One clause per target of a compare_at_best table (as records): T_f/T_b with its two
-    factors, or what a missing number means."""
+def _floor_text(bound):
+    """A lower bound rounded down, so that the rounded figure still holds: 67 for 67.04, 26 for
+    26.8, 2.6 for 2.67."""
+    return f"{math.floor(bound):,}" if bound >= 10 else significant(math.floor(bound * 10) / 10, 2)
+
+
+def describe(rows, iterations):
+    """A compare_at_best table (as records) in words: T_f/T_b = (I_f/I_b) x (S_f/S_b) to each
+    target both methods reached (I_f/I_b with its 95% half-width); where forward gradients reached
+    a target in no run of `iterations`, the lower bound the run length puts on I_f/I_b; the
+    targets backprop never reached."""
+    reached = [r for r in rows if math.isfinite(r["T_f/T_b"])]
+    missed = [r for r in rows if r["note"].startswith("forward gradients did not reach")]
+    bp_missed = [r["target"] for r in rows if r["note"].startswith("backprop never")]
     parts = []
-    for row in rows:
-        if math.isfinite(row["T_f/T_b"]):
-            ci = f" ± {significant(row['±95%'], 2)}" if math.isfinite(row["±95%"]) else ""
-            parts.append(f"to {row['target']}, T_f/T_b = {significant(row['T_f/T_b'])} "
-                         f"(I_f/I_b {significant(row['I_f/I_b'])}{ci} × S_f/S_b {significant(row['S_f/S_b'])})")
-        else:
-            parts.append(f"to {row['target']}, {row['note'].split('; best rate')[0]}")
+    if reached:
+        ci = lambda r: f" ± {significant(r['±95%'], 2)}" if math.isfinite(r["±95%"]) else ""
+        each = ", each" if len(reached) > 1 else ""
+        parts.append(f"T_f/T_b = {listed(significant(r['T_f/T_b']) + ' to ' + r['target'] for r in reached)} "
+                     f"(I_f/I_b {listed(significant(r['I_f/I_b']) + ci(r) for r in reached)}{each} "
+                     f"× S_f/S_b {significant(reached[0]['S_f/S_b'])})")
+    if missed:
+        which = (f"none of the {len(rows)} targets" if len(missed) == len(rows) > 1
+                 else listed(r["target"] for r in missed))
+        verb = "reached" if which.startswith("none") else "did not reach"
+        bounds = listed(f"> {_floor_text(iterations / r['I_b'])}" + (f" ({r['target']})" if len(missed) > 1 else "")
+                        for r in missed)
+        parts.append(f"forward gradients {verb} {which} in {iterations:,} iterations, so I_f/I_b {bounds}")
+    if bp_missed:
+        parts.append(f"backprop did not reach {listed(bp_missed)}")
     return "; ".join(parts)
 
 
@@ -280,12 +299,12 @@ def summarise(rows, iterations):
         parts.append(f"T_f/T_b ranged from {significant(min(finite))} to {significant(max(finite))} over "
                      f"{of(len(finite))}")
     if missed:
-        which = "none of the targets" if len(missed) == len(rows) else "; ".join(missed)
+        which = "none of the targets" if len(missed) == len(rows) else listed(missed)
         verb = "reached" if len(missed) == len(rows) else "did not reach"
         reached_by_bp = " (backprop reached every one)" if len(missed) == len(rows) and not bp_missed else ""
         parts.append(f"forward gradients {verb} {which} in {iterations:,} iterations{reached_by_bp}")
     if bp_missed:
-        parts.append(f"backprop did not reach {'; '.join(bp_missed)}")
+        parts.append(f"backprop did not reach {listed(bp_missed)}")
     return ", and ".join(parts) if len(parts) == 2 else "; ".join(parts)
 
 
