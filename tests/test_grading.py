@@ -322,6 +322,11 @@ def test_zeroth_order_findings_say_what_exactness_bought():
     never = grading.zeroth_order_findings(*zeroth_order_tables(math.nan), "CPU")
     assert "cannot be compared" in never and "times forward gradients'" not in never
     assert "76%" in same and "the MLP" in same
+    assert "and both ended at 82% test accuracy:" in same and "82% test accuracy against 82%" not in same
+    to_target = zeroth_order_tables(1050.0)[1].assign(**{"test accuracy": [0.80, 0.82, 0.97]})
+    apart = grading.zeroth_order_findings(zeroth_order_tables(1050.0)[0], to_target,
+                                          zeroth_order_tables(1050.0)[2], "CPU")
+    assert "ended at 80% test accuracy against 82%:" in apart   # the control: two numbers where they differ
     assert "(at h = 1e-4)" in same and "off by 1.6e-7," in same   # as the paper writes them, not 0.0001, 1.6e-07
 
 
@@ -420,8 +425,8 @@ def test_the_optimisers_gap_reads_as_one_sentence_or_nothing_before_that_chapter
                           "test error (%)": [10.0, 40.0, 30.0, 20.0, 55.0, 45.0], "± sd": [0.5, 1.0, 2.0] * 2,
                           "data": ["mnist"] * 3 + ["fashion-mnist"] * 3})
     text = grading.optimiser_gap_sentence(carry, 2000)
-    assert "for 2,000 iterations" in text and "forward gradient, Adam ended 35.0 points" in text
-    assert "behind backprop, SGD (runs' spread 1.5)." in text
+    assert "for 2,000 iterations" in text and "forward gradients with Adam ended 35.0 points" in text
+    assert "behind backprop with SGD (the runs' spread: 1.5 points)." in text
     assert grading.optimiser_gap_sentence(carry[carry["data"] == "mnist"], 2000) == ""
     assert grading.optimiser_gap_sentence(pd.DataFrame(), 2000) == ""
 
@@ -456,11 +461,11 @@ def test_the_runs_so_far_say_their_accuracy_and_whether_they_are_long_enough():
     bp_only = runs(acc_bp=0.82)
     bp_only = bp_only[(bp_only["method"] == grading.BP) & (bp_only["seed"] == 0)]
     text = grading.runs_so_far_sentence(bp_only, ITERATIONS, 1e-3)
-    assert text.startswith("So far backprop's one finished run ended at 82.0% test accuracy, after 10,000 iterations")
+    assert text.startswith("So far, after 10,000 iterations, backprop's one finished run ended at 82.0% test accuracy")
     assert "levelled off" in text
     still = runs(bp_rate=1e-4)
     text = grading.runs_so_far_sentence(still, ITERATIONS, 0)
-    assert "forward gradient's 5 finished runs ended at 90.0% test accuracy on average" in text
+    assert "test accuracy on average and forward gradients' 5 finished runs at 90.0% on average" in text
     assert "not yet long enough to compare" in text and "levelled off" not in text
     assert grading.runs_so_far_sentence(still.iloc[:0], ITERATIONS, 0) == ""
 

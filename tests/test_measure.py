@@ -303,7 +303,7 @@ def test_k_directions_cannot_tell_when_the_interval_straddles_one():
                    budget=1000)
     row = pays.iloc[0]
     assert row["directions / those of K = 1"] == pytest.approx(1.0) and row["verdict"] == "cannot tell"
-    assert "T(4)/T(1) = 1.00, the runs cannot tell" in describe_k(pays)
+    assert "T(4)/T(1) = 1.00: the runs cannot tell" in describe_k(pays)
     assert "paid for itself" not in describe_k(pays)   # the control: no verdict either way
 
 

@@ -26,7 +26,7 @@ import pandas as pd
 
 from ..timing import quiet, ratio_samples
 from ..to_target import budget_spent, mean_ci, relative_fall
-from .report import exponent_text, rate_text
+from .report import exponent_text, listed, rate_text
 from .tables import significant
 
 FG, BP = "forward gradient", "backprop"
@@ -343,6 +343,9 @@ def runs_left_sentence(progress, devices, hours_per_run=None):
     return text + "."
 
 
+POSSESSIVE = {BP: "backprop's", FG: "forward gradients'"}
+
+
 def runs_so_far_sentence(runs, iterations, decay):
     """What a plan's finished runs show before any pair can be graded: each method's mean final
     test accuracy, and whether backprop's runs are long enough to compare (settled)."""
@@ -350,12 +353,13 @@ def runs_so_far_sentence(runs, iterations, decay):
     done = [(m, r) for m, r in done if not r.empty]
     if not done:
         return ""
-    def finished(r):
+    def finished(m, r, first):
         n = r["seed"].nunique()
-        return "one finished run" if n == 1 else f"{n} finished runs"
-    parts = [f"{m}'s {finished(r)} ended at {learned(r, m)[1]:.1%} test accuracy"
-             f"{' on average' if r['seed'].nunique() > 1 else ''}" for m, r in done]
-    text = f"So far {' and '.join(parts)}, after {iterations:,} iterations"
+        runs_said = "one finished run" if n == 1 else f"{n} finished runs"
+        return (f"{POSSESSIVE[m]} {runs_said} {'ended ' if first else ''}at {learned(r, m)[1]:.1%}"
+                f"{' test accuracy' if first else ''}{' on average' if n > 1 else ''}")
+    parts = [finished(m, r, i == 0) for i, (m, r) in enumerate(done)]
+    text = f"So far, after {iterations:,} iterations, {' and '.join(parts)}"
     if done[0][0] == BP:
         fine, note, n = settled(done[0][1], iterations, decay)
         if not fine:
@@ -922,25 +926,27 @@ def k_pays(curves, finals, step_ms, target_loss, budget):
 
 
 def describe_k(pays):
-    """One clause per row of k_pays: 'K = 4 drew 0.93 ± 0.12 times the directions of K = 1 to the
-    target, and a step with 4 directions cost 0.96 of 4 steps with one: T(4)/T(1) = 0.89, the
-    runs cannot tell' ('at most' / '≤' or 'at least' / '≥' where a run that missed bounds it)."""
+    """One clause per row of k_pays: 'with K = 4, reaching the target took 0.93 ± 0.12 times the
+    directions K = 1 drew, and a step with 4 directions cost 0.96 times 4 single-direction steps:
+    T(4)/T(1) = 0.89: the runs cannot tell' ('at most' / '≤' or 'at least' / '≥' where a run that
+    missed bounds it)."""
     k1 = next(c for c in pays.columns if c.startswith("T / T(K = "))[len("T / T(K = "):-1]
     words, signs = {"=": "", "<": "at most ", ">": "at least "}, {"=": "=", "<": "≤", ">": "≥"}
-    verdicts = {"pays for itself": "it paid for itself", "does not pay": "it did not pay",
-                "cannot tell": "the runs cannot tell"}
+    verdicts = {"pays for itself": ", so it paid for itself", "does not pay": ", so it did not pay",
+                "cannot tell": ": the runs cannot tell"}
     parts = []
     for row in pays.to_dict("records"):
         k, engine = row["K"], row["engine factor"]
-        cost = f"a step with {k} directions cost {engine:.2f} of {k} steps with {k1}"
+        single = "single-direction steps" if k1 == "1" else f"steps with {k1} directions"
+        cost = f"a step with {k} directions cost {engine:.2f} times {k} {single}"
         dirs, t = row[f"directions / those of K = {k1}"], row[f"T / T(K = {k1})"]
         if math.isfinite(dirs):
             ci = f" ± {row['±95%']:.2f}" if math.isfinite(row["±95%"]) else ""
-            parts.append(f"K = {k} drew {words[row['bound']]}{dirs:.2f}{ci} times the directions of K = {k1} to the "
-                         f"target, and {cost}: T({k})/T({k1}) {signs[row['bound']]} {t:.2f}, "
-                         f"{verdicts.get(row['verdict'], row['verdict'])}")
+            parts.append(f"with K = {k}, reaching the target took {words[row['bound']]}{dirs:.2f}{ci} times the "
+                         f"directions K = {k1} drew, and {cost}: T({k})/T({k1}) {signs[row['bound']]} {t:.2f}"
+                         f"{verdicts.get(row['verdict'], ': ' + row['verdict'])}")
         else:
-            parts.append(f"K = {k}: {row['verdict']} ({cost})")
+            parts.append(f"with K = {k}: {row['verdict']} ({cost})")
     return "; ".join(parts)
 
 
@@ -962,9 +968,11 @@ def zeroth_order_findings(best, to_target, quant, device, model="mlp"):
         effect = ("exactness bought little in training" if abs(ratio - 1) <= 0.1 else
                   f"the approximation cost {pct(ratio - 1)} more iterations" if ratio > 1 else
                   "the approximate derivative trained faster")
+        acc_fd, acc_fg = pct(t.loc["finite difference", "test accuracy"]), pct(t.loc[FG, "test accuracy"])
+        ended = (f"both ended at {acc_fd} test accuracy" if acc_fd == acc_fg else
+                 f"ended at {acc_fd} test accuracy against {acc_fg}")
         second = (f"With the same directions, finite differences needed {ratio:.2f} times forward gradients' "
-                  f"iterations to the target and ended at {pct(t.loc['finite difference', 'test accuracy'])} test "
-                  f"accuracy against {pct(t.loc[FG, 'test accuracy'])}: {effect}.")
+                  f"iterations to the target, and {ended}: {effect}.")
     else:
         second = ("Forward gradients or finite differences did not reach the target in every run, so their "
                   "iterations cannot be compared.")
@@ -1192,24 +1200,29 @@ def combine_sentence(table, regime):
     """How the K tangents of one step are best combined, in one regime (at_best_rates rows with a
     `regime` column, labels 'FG, K = k, mean' and 'FG, K = k, projected'): for each K, the test
     errors of averaging and of projecting onto the span, which is lower, and whether the
-    difference exceeds the sum of the two sds over runs."""
+    difference exceeds the sum of the two sds over runs (said once when every K agrees)."""
     t = table[table["regime"] == regime].set_index("method")
-    parts = []
     ks = sorted({int(m.split("K = ")[1].split(",")[0]) for m in t.index if m.startswith("FG, K = ")})
-    for k in ks:
-        mean, proj = f"FG, K = {k}, mean", f"FG, K = {k}, projected"
-        if mean not in t.index or proj not in t.index:
-            continue
-        e_m, e_p = t.loc[mean, "test error (%)"], t.loc[proj, "test error (%)"]
-        spread = t.loc[mean, "± sd"] + t.loc[proj, "± sd"]
-        lower = "projecting" if e_p < e_m else "averaging"
-        clear = ("within the spread of the runs" if math.isfinite(spread) and abs(e_p - e_m) <= spread else
-                 "one run each: no spread" if not math.isfinite(spread) else f"{lower} lower beyond the spread")
-        parts.append(f"with K = {k}, averaging ended at {e_m:.1f}% test error and projecting at {e_p:.1f}% ({clear})")
-    if not parts:
+    ks = [k for k in ks if {f"FG, K = {k}, mean", f"FG, K = {k}, projected"} <= set(t.index)]
+    if not ks:
         return ""
-    base = f" (one normal direction per step: {t.loc['FG, normal', 'test error (%)']:.1f}%)" if "FG, normal" in t.index else ""
-    return f"{REGIME_WORDS.get(regime, regime).capitalize()}{base}: " + "; ".join(parts) + "."
+    error = lambda k, how: t.loc[f"FG, K = {k}, {how}", "test error (%)"]
+    def told(k):
+        e_m, e_p = error(k, "mean"), error(k, "projected")
+        spread = t.loc[f"FG, K = {k}, mean", "± sd"] + t.loc[f"FG, K = {k}, projected", "± sd"]
+        if not math.isfinite(spread):
+            return "one run each: no spread"
+        lower = "projecting" if e_p < e_m else "averaging"
+        return "within the runs' spread" if abs(e_p - e_m) <= spread else f"{lower} lower beyond the spread"
+    judged = {k: told(k) for k in ks}
+    judgement = (judged[ks[0]] if len(set(judged.values())) == 1
+                 else listed(f"{j} at K = {k}" for k, j in judged.items()))
+    base = (f" ({t.loc['FG, normal', 'test error (%)']:.1f}% test error with one normal direction per step)"
+            if "FG, normal" in t.index else "")
+    averaged = listed(f"{error(k, 'mean'):.1f}%" for k in ks)
+    projected = listed(f"{error(k, 'projected'):.1f}%" for k in ks)
+    return (f"{REGIME_WORDS.get(regime, regime).capitalize()}{base}: averaging the K forward gradients of a step "
+            f"ended at {averaged} test error (K = {listed(ks)}), projecting onto their span at {projected}: {judgement}.")
 
 
 def k_from_scratch(k_finals, iterations):
@@ -1247,9 +1260,16 @@ def optimiser_gap_sentence(carry, iterations, data="fashion-mnist"):
     f, b = fg.iloc[0], bp.iloc[0]
     spread = f["± sd"] + b["± sd"]
     return (f"The optimisers chapter trained the same MLP from scratch on Fashion-MNIST for {iterations:,} iterations, "
-            f"each method with its best optimiser: {f['method']} ended {f['test error (%)'] - b['test error (%)']:.1f} "
-            f"points of test error behind {b['method']}"
-            + (f" (runs' spread {spread:.1f})." if spread == spread else "."))
+            f"each method with its best optimiser: {_pairing_words(f['method'])} ended "
+            f"{f['test error (%)'] - b['test error (%)']:.1f} points of test error behind {_pairing_words(b['method'])}"
+            + (f" (the runs' spread: {spread:.1f} points)." if spread == spread else "."))
+
+
+def _pairing_words(label):
+    """A (method, optimiser) label in prose: 'forward gradient, Adam' -> 'forward gradients with Adam'."""
+    method, _, optimiser = label.partition(", ")
+    method = {"forward gradient": "forward gradients"}.get(method, method)
+    return f"{method} with {optimiser}" if optimiser else method
 
 
 REGIME_WORDS = {"from scratch": "training from scratch", "all layers": "fine-tuning every layer",
