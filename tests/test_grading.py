@@ -1,6 +1,7 @@
 """Claim 4 graded from raw runs (fglib.book.grading), on fabricated runs whose answer is known,
 each rule with a control that must come out the other way."""
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -505,3 +506,16 @@ def test_a_first_pair_is_shown_as_a_first_look_never_as_a_grade():
     assert two.endswith("(2 of 5 pairs).")
     assert grading.first_look_sentence(runs(seeds=5), timings(), planned=5) == ""   # the control: graded instead
     assert grading.first_look_sentence(one, timings().iloc[:0], planned=5) == ""
+
+
+def test_the_verdicts_depth_row_quotes_the_deepest_point_flushed_beside_its_sweep_value():
+    """Claim 5's 'ours' puts the deepest depth's R_f/R_b with subnormals flushed beside the sweep's,
+    so that the bare 0.30 never stands alone (the control: no flushed timing, nothing added)."""
+    from fglib.book import verdict
+    table = grading.depth_costs(depth_rounds({1: 2.4, 64: 2.2, 100: 0.3}))
+    flushed = grading.depth_costs(depth_rounds({64: 2.3, 100: 2.1}))
+    scaling = {"table": table, "device": "CPU (test)", "runs": 5, "flushed": flushed}
+    row = verdict.claim_depth({"scaling": scaling})
+    assert re.search(r"0\.30 at depth 100 \(2\.\d\d with subnormals flushed to zero, one thread\);", row["ours"])
+    bare = verdict.claim_depth({"scaling": {**scaling, "flushed": flushed[flushed["depth"] == 64]}})
+    assert "0.30 at depth 100;" in bare["ours"] and "flushed" not in bare["ours"]

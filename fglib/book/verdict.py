@@ -208,8 +208,12 @@ def claim_depth(r, cpu=True):
         return _row(paper)
     table = s["table"]
     deepest = table.iloc[-1]
+    flushed = s.get("flushed")
+    deep = int(deepest["depth"])
+    flushed_there = (f" ({flushed.set_index('depth')['R_f/R_b'][deep]:.2f} with subnormals flushed to zero, one thread)"
+                     if flushed is not None and len(flushed) and deep in set(flushed["depth"]) else "")
     ours = (f"R_f/R_b {table['R_f/R_b'].min():.2f} to {table['R_f/R_b'].max():.2f}; {deepest['R_f/R_b']:.2f} at depth "
-            f"{deepest['depth']:.0f}; sd between runs up to {table['sd between runs'].max():.2f}")
+            f"{deep}{flushed_there}; sd between runs up to {table['sd between runs'].max():.2f}")
     grade = grade_depth(table)
     grade = speed_grade(grade, cpu)
     return _row(paper, ours, f"{s['device']}; engine fglib; {s['runs']} runs per depth (fresh weights and batch)",
