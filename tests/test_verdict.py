@@ -298,3 +298,12 @@ def test_the_sweep_per_target_says_each_factor_once_and_the_bound_a_missed_targe
     assert describe(none, 40_000).endswith("> 133 (loss ≤ 1) and > 40 (loss ≤ 0.5)")   # the bound grows with the run
     assert describe(none[:1], 600).endswith("so I_f/I_b > 2.0")   # exactly 2
     assert describe(none[:1], 800).endswith("so I_f/I_b > 2.6")   # 2.67, rounded down so that it still holds
+
+
+def test_the_best_normal_step_ratio_names_its_model_and_engine_in_words():
+    """The lowest normal-direction ratio, with the model and engine as a reader says them; Rademacher
+    directions and backprop rows never count (the control: a lower Rademacher ratio is passed over)."""
+    ratios = {"cnn / backprop": math.nan, "cnn / FG, fglib engine": 0.94, "cnn / FG, forward_ad": 0.97,
+              "cnn / FG, fglib engine, Rademacher": 0.89, "mlp / FG, fglib engine, compiled": 2.08}
+    assert verdict.best_normal_ratio({"implementations": {"R_f/R_b": ratios}}) == "0.94 (CNN, fglib's engine)"
+    assert verdict.best_normal_ratio({}) is None

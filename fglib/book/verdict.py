@@ -367,7 +367,9 @@ def best_normal_ratio(results):
     if not normal:
         return None
     key = min(normal, key=normal.get)
-    return f"{normal[key]:.2f} ({key})"
+    model, _, variant = key.partition(" / ")
+    engine = variant.removeprefix("FG, ").replace("fglib engine", "fglib's engine")
+    return f"{normal[key]:.2f} ({MODEL_WORDS.get(model, model)}, {engine})"
 
 
 def sweep_summary(results):
