@@ -1,6 +1,9 @@
 """Plots of the tidy tables: mean over runs as a line, min-max over runs shaded."""
 import matplotlib.pyplot as plt
 import seaborn as sns
+from matplotlib.ticker import FuncFormatter
+
+from .style import plain
 
 PALETTE = {"forward gradient": "tab:blue", "backprop": "tab:orange"}
 SPREAD = ("pi", 100)  # shade the full range over runs
@@ -37,6 +40,7 @@ def loss_plot(curves, x="iteration", split="train", ax=None, smooth=1, log=True,
         ax.set_yscale("log")
         plain_log_ticks(ax, "y")
     ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+    ax.xaxis.set_major_formatter(FuncFormatter(plain))   # 20,000, not 20000
     ax.set_ylabel(f"{split} loss")
     ax.set_xlabel("iteration" if x == "iteration" else "training time (s)")
     if title:
@@ -154,6 +158,7 @@ def schedule_figure(runs, decay, method="backprop"):
             ax.plot(run["iteration"], run[column], color=PALETTE[method], lw=1.2)
         ax.set(xlabel="iteration", ylabel=f"{split} {column}")
         ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+        ax.xaxis.set_major_formatter(FuncFormatter(plain))
         its = np.linspace(0, rows["iteration"].max(), 200)
         twin = ax.twinx()
         twin.plot(its, -np.expm1(-decay * its), color="grey", ls=":", lw=1)
