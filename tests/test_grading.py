@@ -519,3 +519,9 @@ def test_the_verdicts_depth_row_quotes_the_deepest_point_flushed_beside_its_swee
     assert re.search(r"0\.30 at depth 100 \(2\.\d\d with subnormals flushed to zero, one thread\);", row["ours"])
     bare = verdict.claim_depth({"scaling": {**scaling, "flushed": flushed[flushed["depth"] == 64]}})
     assert "0.30 at depth 100;" in bare["ours"] and "flushed" not in bare["ours"]
+
+
+def test_a_pairing_reads_as_method_with_optimiser():
+    assert grading.pairing_words("forward gradient, Adam") == "forward gradients with Adam"
+    assert grading.pairing_words("backprop, momentum 0.9") == "backprop with momentum 0.9"
+    assert grading.pairing_words("backprop") == "backprop"   # no optimiser named: the method alone

@@ -1260,12 +1260,12 @@ def optimiser_gap_sentence(carry, iterations, data="fashion-mnist"):
     f, b = fg.iloc[0], bp.iloc[0]
     spread = f["± sd"] + b["± sd"]
     return (f"The optimisers chapter trained the same MLP from scratch on Fashion-MNIST for {iterations:,} iterations, "
-            f"each method with its best optimiser: {_pairing_words(f['method'])} ended "
-            f"{f['test error (%)'] - b['test error (%)']:.1f} points of test error behind {_pairing_words(b['method'])}"
+            f"each method with its best optimiser: {pairing_words(f['method'])} ended "
+            f"{f['test error (%)'] - b['test error (%)']:.1f} points of test error behind {pairing_words(b['method'])}"
             + (f" (the runs' spread: {spread:.1f} points)." if spread == spread else "."))
 
 
-def _pairing_words(label):
+def pairing_words(label):
     """A (method, optimiser) label in prose: 'forward gradient, Adam' -> 'forward gradients with Adam'."""
     method, _, optimiser = label.partition(", ")
     method = {"forward gradient": "forward gradients"}.get(method, method)
