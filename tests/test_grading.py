@@ -296,7 +296,7 @@ def test_an_open_ended_interval_reads_as_words_not_inf():
     n = {"I_f": 300.0, "I_b": 300.0, "level": 2.19, "T_ratio": 2.3, "S_ratio": 2.3, "low": 2.2, "high": math.inf,
          "reached": 0.4}
     text = grading.time_sentence(n)
-    assert "inf" not in text and "from 2.2 up: in 60% of the bootstrap resamples" in text
+    assert "inf" not in text and "from 2.2 up, since in 60% of the bootstrap resamples" in text
     assert "95% interval 2.2 to 2.5" in grading.time_sentence({**n, "high": 2.5})   # the control
     assert "in 300 iterations, as many as backprop," in text     # never "at iteration 300 against 300"
     assert "in 150 iterations to backprop's 300," in grading.time_sentence({**n, "I_f": 150.0})

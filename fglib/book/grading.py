@@ -448,11 +448,11 @@ def time_sentence(n):
         return (f"forward gradients' mean validation curve never reached backprop's lowest mean validation loss "
                 f"({n['level']:.3g}, which backprop reached at iteration {n['I_b']:,.0f})")
     interval = (f"95% interval {n['low']:.2g} to {n['high']:.2g}" if math.isfinite(n["high"]) else
-                f"95% interval from {n['low']:.2g} up: in {1 - n['reached']:.0%} of the bootstrap resamples forward "
-                "gradients never reached that loss")
+                f"95% interval from {n['low']:.2g} up, since in {1 - n['reached']:.0%} of the bootstrap resamples "
+                "forward gradients never reached that loss")
     iterations = (f"{n['I_f']:,.0f} iterations, as many as backprop" if n["I_f"] == n["I_b"] else
                   f"{n['I_f']:,.0f} iterations to backprop's {n['I_b']:,.0f}")
-    return (f"T_f/T_b = {n['T_ratio']:.2g} ({interval}): forward gradients reached backprop's lowest mean "
+    return (f"T_f/T_b = {n['T_ratio']:.2g} ({interval}), as forward gradients reached backprop's lowest mean "
             f"validation loss ({n['level']:.3g}) in {iterations}, with steps {n['S_ratio']:.2g} times as long")
 
 
