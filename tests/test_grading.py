@@ -525,3 +525,17 @@ def test_a_pairing_reads_as_method_with_optimiser():
     assert grading.pairing_words("forward gradient, Adam") == "forward gradients with Adam"
     assert grading.pairing_words("backprop, momentum 0.9") == "backprop with momentum 0.9"
     assert grading.pairing_words("backprop") == "backprop"   # no optimiser named: the method alone
+
+
+def test_the_seed_spread_is_set_beside_the_gap_between_the_methods():
+    """Seeds far apart (0.7 and 2.0) against methods close: 'the seeds differ more'; seeds close
+    together around methods far apart (the control): 'narrower'; one run per method: nothing."""
+    def lowest(values):
+        return pd.DataFrame([{"method": m, "seed": s, "split": "validation", "iteration": 100, "loss": v}
+                             for (m, s), v in values.items()])
+    apart = lowest({(grading.BP, 0): 0.7, (grading.BP, 1): 2.0, (grading.FG, 0): 0.6, (grading.FG, 1): 1.5})
+    text = grading.seed_spread_sentence(apart)
+    assert "from 0.7 to 2 between backprop's seeds" in text and "the seeds differ more than the methods" in text
+    close = lowest({(grading.BP, 0): 0.70, (grading.BP, 1): 0.72, (grading.FG, 0): 0.30, (grading.FG, 1): 0.31})
+    assert "narrower than the gap between the two methods' means (0.71 against 0.305)" in grading.seed_spread_sentence(close)
+    assert grading.seed_spread_sentence(apart[apart["seed"] == 0]) == ""
