@@ -679,8 +679,8 @@ def devices_said(devices):
     def said(machine, counts):
         if counts == [None]:
             return machine
-        listed = " and ".join(str(c) for c in sorted(counts))
-        return f"{machine}, {listed} thread{'' if counts == [1] else 's'})"
+        counted = " and ".join(str(c) for c in sorted(counts))
+        return f"{machine}, {counted} thread{'' if counts == [1] else 's'})"
     return " and ".join(said(m, c) for m, c in threads.items())
 
 
@@ -1112,7 +1112,7 @@ def implementation_findings(summary, targets, paper, device):
     ratio = summary.set_index(["model", "variant"])["R/R_b"]
     models = [m for m in MODEL_WORDS if m in set(summary["model"])]
 
-    def listed(variant):
+    def ratios_of(variant):
         return ", ".join(f"{ratio.get((m, variant), float('nan')):.2f}" for m in models)
     words = ", ".join(MODEL_WORDS[m] for m in models)
     missed = [t for t, s in zip(targets["target"], targets["status"]) if s.startswith("not met")]
@@ -1121,9 +1121,9 @@ def implementation_findings(summary, targets, paper, device):
     tally = (f"Of the chapter's {len(judged)} targets on this device, {met} {'was' if met == 1 else 'were'} met"
              + (f"; not met: {'; '.join(_missed_targets(missed))}." if missed else "."))
     return (f"On {device}, with the paper's normal directions, a forward-gradient step with fglib's engine took "
-            f"{listed('FG, fglib engine')} backprop steps ({words}); PyTorch's forward_ad took "
-            f"{listed('FG, forward_ad')}, and the step as the public port fwdgrad computes it "
-            f"{listed('fwdgrad-style baseline')}. The paper measured "
+            f"{ratios_of('FG, fglib engine')} backprop steps ({words}); PyTorch's forward_ad took "
+            f"{ratios_of('FG, forward_ad')}, and the step as the public port fwdgrad computes it "
+            f"{ratios_of('fwdgrad-style baseline')}. The paper measured "
             f"{', '.join(f'{paper[m]:.2f}' for m in models)} on a GPU. " + tally)
 
 
@@ -1261,12 +1261,12 @@ def k_from_scratch(k_finals, iterations):
     if 1 not in rows or len(rows) < 2:
         return ""
     ks = sorted(rows)
-    listed = ", ".join(f"{rows[k][0]:.1f}%" for k in ks)
+    errors_said = ", ".join(f"{rows[k][0]:.1f}%" for k in ks)
     better = [k for k in ks[1:] if rows[1][0] - rows[k][0] > rows[1][1] + rows[k][1]]
     verdict = (f"more directions lowered it beyond the runs' spread with K = {', '.join(map(str, better))}" if better
                else "more directions per step did not lower it beyond the runs' spread")
     return (f"Training from scratch on MNIST ({iterations:,} iterations, each K at its own best rate), the test error "
-            f"with K = {', '.join(map(str, ks))} was {listed}: {verdict}.")
+            f"with K = {', '.join(map(str, ks))} was {errors_said}: {verdict}.")
 
 
 def optimiser_gap_sentence(carry, iterations, data="fashion-mnist"):
@@ -1316,10 +1316,10 @@ def finetune_findings(gaps, memory, device, iterations, pretrain_accuracy, dim, 
     regimes where forward gradients' best rate sat at the edge of its grid (their gap is provisional)."""
     g = gaps.set_index("regime")
     words = {**REGIME_WORDS, "subspace": f"fine-tuning a random {dim}-dimensional subspace"}
-    listed = ", ".join(f"{g.loc[r, 'gap (points)']:.1f} points {words[r]}" for r in g.index)
+    gaps_said = ", ".join(f"{g.loc[r, 'gap (points)']:.1f} points {words[r]}" for r in g.index)
     text = (f"On {device} we pre-trained the paper's MLP on MNIST with backprop ({pct(pretrain_accuracy)} test "
             f"accuracy) and trained it on Fashion-MNIST for {iterations:,} iterations, each method at its own best "
-            f"rate. The gap in test error between forward gradients (normal directions) and backprop was {listed}.")
+            f"rate. The gap in test error between forward gradients (normal directions) and backprop was {gaps_said}.")
     if "from scratch" in g.index:
         caveat = " (provisional: forward gradients' best rate sat at the edge of its grid)"
         outcome = {r: _narrowed(gaps, r) for r in g.index if r != "from scratch"}
