@@ -326,26 +326,33 @@ def run_length_needed(runs, iterations, decay):
     return iterations if fine else _round_up(numbers.get("iterations_needed", iterations))
 
 
+def run_results(runs):
+    """One row per finished run (method, seed): its lowest validation loss and its final test
+    accuracy (%)."""
+    val = runs[runs["split"] == "validation"].groupby(["method", "seed"])["loss"].min()
+    test = runs[runs["split"] == "test"].sort_values("iteration").groupby(["method", "seed"])
+    accuracy = test["accuracy"].last() if "accuracy" in runs else pd.Series(dtype=float)
+    return pd.DataFrame({"lowest validation loss": val, "final test accuracy (%)": 100 * accuracy})
+
+
 def seed_spread_sentence(runs):
     """How far apart the seeds of each method ended, beside how far apart the methods did: each
     method's range over its runs of the lowest validation loss, and whether either range is wider
     than the gap between the two methods' mean lowest losses. '' until a method has two runs."""
-    val = runs[runs["split"] == "validation"] if not runs.empty else runs
-    if val.empty:
+    if runs.empty:
         return ""
-    lowest = val.groupby(["method", "seed"])["loss"].min()
+    lowest = run_results(runs)["lowest validation loss"].dropna()
     per = {m: lowest[m] for m in (BP, FG) if m in lowest.index.get_level_values(0)}
     if len(per) < 2 or min(len(v) for v in per.values()) < 2:
         return ""
     ranges = {m: (v.min(), v.max()) for m, v in per.items()}
     gap = abs(per[BP].mean() - per[FG].mean())
     wider = max(high - low for low, high in ranges.values()) > gap
+    means = f"the gap between the two methods' means ({per[BP].mean():.3g} against {per[FG].mean():.3g})"
     return (f"Over the finished runs, the lowest validation loss ranged from {ranges[BP][0]:.3g} to {ranges[BP][1]:.3g} "
             f"between backprop's seeds and from {ranges[FG][0]:.3g} to {ranges[FG][1]:.3g} between forward gradients', "
-            + (f"wider than the gap between the two methods' means ({per[BP].mean():.3g} against "
-               f"{per[FG].mean():.3g}): the seeds differ more than the methods so far." if wider else
-               f"narrower than the gap between the two methods' means ({per[BP].mean():.3g} against "
-               f"{per[FG].mean():.3g})."))
+            + (f"wider than {means}: the seeds differ more than the methods so far." if wider else
+               f"narrower than {means}."))
 
 
 def runs_left_sentence(progress, devices, hours_per_run=None):
