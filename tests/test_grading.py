@@ -539,3 +539,31 @@ def test_the_seed_spread_is_set_beside_the_gap_between_the_methods():
     close = lowest({(grading.BP, 0): 0.70, (grading.BP, 1): 0.72, (grading.FG, 0): 0.30, (grading.FG, 1): 0.31})
     assert "narrower than the gap between the two methods' means (0.71 against 0.305)" in grading.seed_spread_sentence(close)
     assert grading.seed_spread_sentence(apart[apart["seed"] == 0]) == ""
+
+
+def test_the_iteration_a_curve_reaches_a_level_is_interpolated_between_evaluations():
+    """A straight fall from 2 at iteration 1,000 to 1 at 3,000, evaluated only there: level 1.5 is
+    reached at 2,000, not at the next evaluation (the control: a level met exactly at an evaluation
+    is that evaluation, and one never met is NaN)."""
+    curve = pd.Series([2.3, 2.0, 1.0, 0.9], index=[0, 1_000, 3_000, 10_000])
+    assert grading.first_at_or_below(curve, 1.5) == pytest.approx(2_000)
+    assert grading.first_at_or_below(curve, 1.0) == 3_000 and grading.first_at_or_below(curve, 2.3) == 0
+    assert math.isnan(grading.first_at_or_below(curve, 0.5))
+    # On a convex falling curve the straight line lies above it: the estimate from coarse
+    # evaluations is never early, and it is nearer the truth than the next evaluation is.
+    fine = runs(fg_final=0.28)                       # evaluated every 50 iterations late on
+    coarse = fine[fine["iteration"].isin([0, 10, 100, 1_000, 3_000, 7_000, 10_000])]
+    i_fine, i_coarse = (grading.time_ratio(r, 1, 1)["I_f"] for r in (fine, coarse))
+    assert 3_000 < i_fine <= i_coarse < 7_000
+
+
+def test_each_pair_is_measured_on_its_own_seed():
+    """Seed 0: forward gradient passes backprop's lowest at about half its iterations; seed 1:
+    never (the control); the sentence gives both and counts the pair that was faster."""
+    both = pd.concat([runs(fg_final=0.28, seeds=1), runs(fg_final=0.5, seeds=2).query("seed == 1")])
+    pairs = grading.paired_ratios(both)
+    assert pairs.index.tolist() == [0, 1]
+    assert pairs.loc[0, "I_f/I_b"] < 1 and pairs.loc[0, "I_b"] == GRID[-1] and math.isinf(pairs.loc[1, "I_f/I_b"])
+    text = grading.paired_sentence(pairs)
+    assert "(seed 0) and infinite (seed 1: never reached)" in text and "in 1 of the 2 pairs" in text
+    assert grading.paired_sentence(pairs.iloc[:1]) == ""

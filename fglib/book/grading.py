@@ -8,7 +8,11 @@ The paper's T_f / T_b (Section 5, "time to loss"): T_b is when backprop's *mean*
 reaches its lowest value, T_f when forward gradient's mean curve first reaches that same value;
 time is iterations x each method's measured step time S. With a tolerance t the level is
 lowest x (1 + t). So T_f / T_b = (I_f / I_b) x (S_f / S_b). Its 95% interval comes from a
-bootstrap over the paired runs (seeds) and over the timing repeats of each method.
+bootstrap over the paired runs (seeds) and over the timing repeats of each method. A curve is
+evaluated at log-spaced iterations early in a run, so the iteration a curve first reaches a level
+is interpolated linearly between the two evaluations around it; the first evaluation at or below
+it would round I up to the next one (by up to half of it where the spacing grows by 1.47), and
+mostly I_f, since backprop's lowest value is itself an evaluation.
 
 A comparison is graded only when it can say something:
 - "learned" means accuracy above chance (a z-test of the mean final test accuracy against 1/C
@@ -127,9 +131,9 @@ def mean_curve(runs, method, split="validation", column="loss"):
 
 
 def first_at_or_below(curve, level):
-    """The first iteration at which `curve` (a Series by iteration) is at or below `level`, else NaN."""
-    hit = curve[curve <= level]
-    return float(hit.index[0]) if len(hit) else math.nan
+    """The iteration at which `curve` (a Series by iteration) first comes down to `level`,
+    interpolated between the evaluations around it (_first_at_or_below), else NaN."""
+    return _first_at_or_below(curve.index.to_numpy(dtype=float), curve.to_numpy(), level)
 
 
 def time_ratio(runs, step_fg, step_bp, tolerance=0.0, fg=FG, bp=BP):
@@ -158,8 +162,17 @@ def _wide(runs, method, split="validation", column="loss"):
 
 
 def _first_at_or_below(iterations, curve, level):
+    """The iteration at which the curve first comes down to `level`, NaN if it never does: with
+    y_0 > level >= y_1 at the evaluations x_0 < x_1 around it, x_0 + (x_1 - x_0)(y_0 - level)/(y_0 - y_1),
+    the straight line between them (x_1 itself when y_1 = level, as at a curve's lowest value)."""
     hit = np.flatnonzero(curve <= level)
-    return float(iterations[hit[0]]) if len(hit) else math.nan
+    if not len(hit):
+        return math.nan
+    k = hit[0]
+    if k == 0:
+        return float(iterations[0])
+    x0, x1, y0, y1 = iterations[k - 1], iterations[k], curve[k - 1], curve[k]
+    return float(x0 + (x1 - x0) * (y0 - level) / (y0 - y1))
 
 
 def bootstrap_time_ratio(runs, timings, tolerance=0.0, samples=2000, seed=0, fg=FG, bp=BP):
@@ -353,6 +366,35 @@ def seed_spread_sentence(runs):
             f"between backprop's seeds and from {ranges[FG][0]:.3g} to {ranges[FG][1]:.3g} between forward gradients', "
             + (f"wider than {means}: the seeds differ more than the methods so far." if wider else
                f"narrower than {means}."))
+
+
+def paired_ratios(runs, fg=FG, bp=BP):
+    """The paper's iteration measure on each pair alone (one seed: the same initial weights and
+    data order for both methods) instead of on the mean curves: backprop's lowest validation loss
+    on that seed, the first iteration each method's curve reaches it (I_b, I_f; I_f is NaN if
+    forward gradient never does) and I_f / I_b (inf if never). One row per finished pair, by seed."""
+    rows = []
+    for seed in pairs_finished(runs, (fg, bp)):
+        one = runs[runs["seed"] == seed]
+        b, f = mean_curve(one, bp), mean_curve(one, fg)
+        level, i_b, i_f, ratio = _iteration_ratio(b.index.to_numpy(dtype=float), b.to_numpy(),
+                                                  f.index.to_numpy(dtype=float), f.to_numpy(), 0.0)
+        rows.append({"seed": seed, "level": level, "I_b": i_b, "I_f": i_f, "I_f/I_b": ratio})
+    return pd.DataFrame(rows, columns=["seed", "level", "I_b", "I_f", "I_f/I_b"]).set_index("seed")
+
+
+def paired_sentence(pairs):
+    """paired_ratios in words: each pair's I_f / I_b, and in how many pairs forward gradients got
+    there in fewer iterations; '' with fewer than two pairs (one pair is the mean curve itself)."""
+    if len(pairs) < 2:
+        return ""
+    said = [f"{r:.2g} (seed {seed})" if math.isfinite(r) else f"infinite (seed {seed}: never reached)"
+            for seed, r in pairs["I_f/I_b"].items()]
+    fewer = int((pairs["I_f/I_b"] < 1).sum())
+    where = "in every pair" if fewer == len(pairs) else f"in {fewer} of the {len(pairs)} pairs"
+    return (f"Pair by pair (a seed gives both methods the same initial weights and data order), I_f/I_b to that "
+            f"seed's lowest backprop validation loss was {listed(said)}: forward gradients needed fewer "
+            f"iterations {where}.")
 
 
 def runs_left_sentence(progress, devices, hours_per_run=None):

@@ -164,3 +164,24 @@ def schedule_figure(runs, decay, method="backprop"):
         twin.plot(its, -np.expm1(-decay * its), color="grey", ls=":", lw=1)
         twin.set(ylim=(0, 1.02), ylabel="share of the step spent")
     return fig
+
+
+def paired_figure(runs, split="validation", column="loss"):
+    """One panel per seed, both methods' curves of that seed (the same initial weights and data
+    order) against iterations: whether the seeds differ more than the methods do; one legend."""
+    from .style import grid
+    seeds = sorted(runs["seed"].unique())
+    fig, axes = grid(len(seeds), columns=2, height=2.3)
+    rows = runs[runs["split"] == split]
+    for ax, seed in zip(axes, seeds):
+        for method, run in rows[rows["seed"] == seed].groupby("method"):
+            run = run.sort_values("iteration")
+            ax.plot(run["iteration"], run[column], color=PALETTE[method], lw=1.4, label=method)
+        ax.set(title=f"seed {seed}", xlabel="iteration", ylabel=f"{split} {column}")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(4))
+        ax.xaxis.set_major_formatter(FuncFormatter(plain))
+    for ax in axes[1:]:
+        ax.sharey(axes[0])
+    handles = [plt.Line2D([], [], color=PALETTE[m], lw=1.4) for m in PALETTE if m in set(rows["method"])]
+    fig.legend(handles, [m for m in PALETTE if m in set(rows["method"])], loc="outside lower center", ncols=2)
+    return fig

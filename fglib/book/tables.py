@@ -141,7 +141,7 @@ def tolerance_display(table):
     out = pd.DataFrame({"tolerance": [f"{100 * t:g}%" for t in table["tolerance"]],
                         "level": [significant(v, 3) for v in table["level"]]})
     for col in ("I_b", "I_f"):
-        out[col] = ["never" if v != v or not math.isfinite(v) else f"{int(v):,}" for v in table[col]]
+        out[col] = ["never" if v != v or not math.isfinite(v) else f"{v:,.0f}" for v in table[col]]
     for col in ("I_f/I_b", "S_f/S_b", "T_f/T_b", "95% low", "95% high"):
         out[col] = ["never" if not math.isfinite(v) else significant(v, 3) for v in table[col]]
     out["resamples reaching the level"] = [f"{v:.0%}" for v in table["resamples reaching"]]

@@ -195,7 +195,8 @@ def claim_time_to_loss(r, cpu=True):
     runs = "; ".join(f"{k}: {v['runs']} × {v['iterations']:,}" for k, v in rows.items())
     return _row(paper, "\n".join(parts), f"{device}; pairs × iterations {runs}",   # one line per experiment
                 combine_grades(v["time_verdict"] for v in rows.values()),
-                "per experiment, the paper's measure on the mean curves: not judged until every planned pair has "
+                "per experiment, the paper's measure on the mean curves (the iteration a curve reaches a loss "
+                "interpolated between the two evaluations around it): not judged until every planned pair has "
                 "run, backprop has learned (test accuracy above chance) and its mean validation loss has levelled "
                 "off (< 1% fall over the last fifth) or the decay has frozen it (the rest of the schedule would "
                 "lower it by < 1%), or when the 95% interval of T_f/T_b contains 1", "; ".join(short))
