@@ -567,3 +567,23 @@ def test_each_pair_is_measured_on_its_own_seed():
     text = grading.paired_sentence(pairs)
     assert "(seed 0) and infinite (seed 1: never reached)" in text and "in 1 of the 2 pairs" in text
     assert grading.paired_sentence(pairs.iloc[:1]) == ""
+
+
+def test_a_seeds_start_is_set_beside_where_its_run_ended_with_an_exact_permutation_test():
+    """Steeper starts ending lower in all 3 finished seeds: rank correlation -1, which one ordering
+    in 3! = 6 reaches; the control (the order broken) says the loss did not fall with the start."""
+    assert grading.rank_correlation([1, 2, 3], [30, 20, 10]) == pytest.approx((-1.0, 1 / 6))
+    assert grading.rank_correlation([1, 2, 3, 4, 5], [1, 2, 3, 4, 5]) == pytest.approx((1.0, 1 / 120))
+    rho, p = grading.rank_correlation([1, 2, 3, 4], [2, 1, 4, 3])
+    assert rho == pytest.approx(0.6) and 1 / 24 < p < 1
+    with pytest.raises(ValueError, match="2 to 8 pairs"):
+        grading.rank_correlation(range(9), range(9))
+    initial = pd.DataFrame({"initial gradient norm": [0.14, 0.12, 0.115, 0.13]}, index=pd.Index([0, 1, 2, 3], name="seed"))
+    def ended(losses):
+        index = pd.MultiIndex.from_tuples([(grading.BP, s) for s in range(len(losses))], names=["method", "seed"])
+        return pd.DataFrame({"lowest validation loss": losses}, index=index)
+    text = grading.start_sentence(initial, ended([0.7, 2.0, 2.2]))
+    assert "0.140 (seed 0), 0.120 (seed 1), 0.115 (seed 2) and 0.130 (seed 3)" in text
+    assert "rank correlation -1; chance orders 3 seeds as well one time in 6" in text and "not yet a cause" in text
+    assert "did not fall with a steeper start" in grading.start_sentence(initial, ended([2.2, 0.7, 2.0]))
+    assert "rank correlation" not in grading.start_sentence(initial, ended([0.7, 2.0]))   # too few seeds

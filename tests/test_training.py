@@ -113,3 +113,19 @@ def test_a_run_stopped_and_resumed_is_bit_identical_to_one_that_never_stopped(mn
     monkeypatch.setattr(fglib.data.BatchSampler, "load_state_dict", lambda self, state: None)
     run(fresh()[1], 10, tmp_path / "forgetful.pt")
     assert not run(fresh()[1], 20, tmp_path / "forgetful.pt")[columns].equals(want[columns])
+
+
+def test_initial_gradients_are_the_gradient_of_each_seeds_untrained_network(mnist):
+    """The norm is that of backprop's gradient through the same seed's network on the same images;
+    the same seed gives the same number, another seed another; a bad argument is named."""
+    table = fglib.book.experiments.initial_gradients("logreg", mnist, seeds=[0, 1, 0], n=100)
+    model = fglib.build_model("logreg", seed=1)
+    loss = F.cross_entropy(model(mnist["train"].x[:100]), mnist["train"].y[:100])
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    expected = math.sqrt(sum(float(g.double().pow(2).sum()) for g in grads))
+    assert table.loc[1, "initial gradient norm"].item() == pytest.approx(expected, rel=1e-5)
+    assert table.loc[1, "initial loss"].item() == pytest.approx(loss.item())
+    norms = table["initial gradient norm"].to_numpy()
+    assert norms[0] == norms[2] and norms[0] != norms[1]
+    with pytest.raises(ValueError, match="n"):
+        fglib.book.experiments.initial_gradients("logreg", mnist, seeds=[0], n=0)

@@ -67,6 +67,25 @@ def run_training(model_name, data, lr, runs=5, iterations=1000, batch_size=64, e
                          iterations, batch_size, eval_every, seed, progress, eval_examples, eval_at)
 
 
+def initial_gradients(model_name, data, seeds, n=2000, device="cpu"):
+    """Each seed's network as training starts: its loss L(θ₀) and the norm ‖∇L(θ₀)‖ of its
+    gradient on the first `n` training images (all of them if fewer). Under a decaying rate the
+    whole schedule moves the weights by at most η₀/k, so a network whose loss starts flatter may
+    not leave its starting loss in time: this says which seeds start steeper."""
+    checks.choice("model_name", model_name, MODELS)
+    checks.count("n", n)
+    checks.device("device", device)
+    x, y = data["train"].x[:n].to(device), data["train"].y[:n].to(device)
+    rows = []
+    for seed in seeds:
+        model = build_model(model_name, seed=checks.seed("seeds", seed), device=device)
+        loss = F.cross_entropy(model(x), y)
+        grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
+        rows.append({"seed": seed, "initial loss": loss.item(),
+                     "initial gradient norm": torch.sqrt(sum(g.pow(2).sum() for g in grads)).item()})
+    return pd.DataFrame(rows).set_index("seed")
+
+
 def train_methods(make_model, data, methods, runs, iterations, batch_size=64, eval_every=100, seed=0,
                   progress=True, eval_examples=None, eval_at=None):
     """Train several methods `runs` times each on fresh models; return (curves, finals).

@@ -22,6 +22,7 @@ A comparison is graded only when it can say something:
   would lower it by less than 1%); the grade says how much of the schedule's whole step (sum of
   eta_i) had been spent then: a run the decay froze is not a network that converged.
 """
+import itertools
 import math
 import re
 
@@ -395,6 +396,52 @@ def paired_sentence(pairs):
     return (f"Pair by pair (a seed gives both methods the same initial weights and data order), I_f/I_b to that "
             f"seed's lowest backprop validation loss was {listed(said)}: forward gradients needed fewer "
             f"iterations {where}.")
+
+
+def rank_correlation(x, y):
+    """(Spearman's rho, p): the correlation of the ranks of x and y (no ties), and the share of
+    the n! orderings of y whose rho is at least as far from 0 on the same side (an exact one-sided
+    permutation test; n up to 8)."""
+    x, y = np.argsort(np.argsort(np.asarray(x))), np.argsort(np.argsort(np.asarray(y)))
+    if not 2 <= len(x) <= 8:
+        raise ValueError(f"rank_correlation takes 2 to 8 pairs, got {len(x)}")
+    def rho(ranks):
+        return float(np.corrcoef(x, ranks)[0, 1])
+    observed = rho(y)
+    others = np.array([rho(np.array(p)) for p in itertools.permutations(range(len(x)))])
+    as_far = others <= observed + 1e-12 if observed < 0 else others >= observed - 1e-12
+    return observed, float(as_far.mean())
+
+
+def start_sentence(initial, lowest, method=BP):
+    """Whether a seed's start predicts where its run ended: each seed's initial gradient norm
+    (experiments.initial_gradients) beside the lowest validation loss of `method`'s finished runs
+    (run_results), their rank correlation and how often chance orders as many seeds as well; a
+    pattern in few seeds is said to be one, not a cause. '' with fewer than three finished seeds."""
+    norms = initial["initial gradient norm"]
+    said = listed(f"{v:#.3g} (seed {s})" for s, v in norms.items())
+    text = f"At the start, the norm of the loss's gradient on the first training images was {said}."
+    ended = lowest.xs(method, level="method")["lowest validation loss"].dropna() if not lowest.empty else lowest
+    seeds = [s for s in ended.index if s in norms.index]
+    if len(seeds) < 3:
+        return text
+    r, p = rank_correlation(norms[seeds], ended[seeds])
+    chance = f"chance orders {len(seeds)} seeds as well {_how_often(p)}"
+    if r < 0:
+        return (text + f" Over {POSSESSIVE[method]} {len(seeds)} finished seeds, the steeper the start, the lower the "
+                f"run's lowest validation loss (rank correlation {r:.2g}; {chance}): a pattern that the other "
+                "seeds test, not yet a cause." if len(seeds) < len(norms) else
+                text + f" Over {POSSESSIVE[method]} {len(seeds)} seeds, the steeper the start, the lower the run's "
+                f"lowest validation loss (rank correlation {r:.2g}; {chance}).")
+    return text + (f" Over {POSSESSIVE[method]} {len(seeds)} finished seeds, the lowest validation loss did not fall "
+                   f"with a steeper start (rank correlation {r:.2g}).")
+
+
+def _how_often(p):
+    """A permutation test's share as 'one time in 6', or '12% of the time'."""
+    if p > 0 and abs(1 / p - round(1 / p)) < 1e-6:
+        return f"one time in {round(1 / p):,}"
+    return f"{p:.0%} of the time"
 
 
 def runs_left_sentence(progress, devices, hours_per_run=None):
