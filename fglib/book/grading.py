@@ -945,13 +945,14 @@ def depth_sentence(table, device, subnormal=None, flushed=None):
     both ways (the control for the change of thread count)."""
     first, last = table.iloc[0], table.iloc[-1]
     ratios = table["R_f/R_b"]
-    where = ("above 1 throughout" if (ratios > 1).all() else "below 1 throughout" if (ratios < 1).all()
-             else f"below 1 at {int((ratios < 1).sum())} of {len(ratios)} depths")
+    below = table.loc[ratios < 1, "depth"].astype(int).tolist()
+    where = ("above 1 throughout" if not below else "below 1 throughout" if len(below) == len(ratios)
+             else f"below 1 only at depth{'s' if len(below) > 1 else ''} {listed(below)}")
     note = ""
     if subnormal is not None and len(subnormal) and device.startswith("CPU"):
         row = subnormal.iloc[0]
         if row["largest |activation|, last hidden layer"] < row["smallest normal float32"]:
-            note = (f"; at depth {row['depth']:.0f} the activations are subnormal numbers, which this CPU computes "
+            note = (f". At depth {row['depth']:.0f} the activations are subnormal numbers, which this CPU computes "
                     f"{row['forward (ms), subnormals kept'] / row['forward (ms), subnormals flushed']:.0f} times "
                     "more slowly, so that point measures the processor rather than the methods")
             note += _flushed_clause(table, flushed, int(row["depth"]))
@@ -960,17 +961,16 @@ def depth_sentence(table, device, subnormal=None, flushed=None):
 
 
 def _flushed_clause(table, flushed, deepest):
-    """'; with them flushed to zero, on one thread, R_f/R_b there was 2.1 (at depth 64, measured the
-    same way: 2.3, against 2.2 in the sweep)', or '' when the deepest depth was not timed flushed."""
+    """': with them flushed to zero, R_f/R_b there was 2.1 (timed on one thread, which moved depth 64
+    from 2.2 to 2.3)', or '' when the deepest depth was not timed flushed."""
     if flushed is None or not len(flushed) or deepest not in set(flushed["depth"]):
         return ""
     at = flushed.set_index("depth")["R_f/R_b"]
     kept = table.set_index("depth")["R_f/R_b"]
     controls = [d for d in at.index if d != deepest and d in kept.index]
-    control = (f" (at depth {controls[-1]}, measured the same way: {at[controls[-1]]:.2g}, against "
-               f"{kept[controls[-1]]:.2g} in the sweep)"
+    control = (f", which moved depth {controls[-1]} from {kept[controls[-1]]:.2g} to {at[controls[-1]]:.2g}"
                if controls else "")
-    return f"; with them flushed to zero, on one thread, R_f/R_b there was {at[deepest]:.2g}{control}"
+    return f": with them flushed to zero, R_f/R_b there was {at[deepest]:.2g} (timed on one thread{control})"
 
 
 # Do K directions pay for themselves? (the variance chapter, from its saved K sweep)
