@@ -184,14 +184,14 @@ def test_per_iteration_is_the_iteration_factor_alone_and_says_alike_within_the_b
 
 
 def test_what_ran_reads_as_a_sentence_part_way_and_at_the_end():
-    assert grading.runs_sentence(5, 5, 30_000, "CPU") == "5 paired runs of 30,000 iterations each, on CPU."
-    assert grading.runs_sentence(2, 5, 70_000, "CPU").startswith("2 of the 5 planned paired runs of 70,000")
+    assert grading.runs_sentence(5, 5, 30_000, "CPU") == "We ran 5 pairs of runs, 30,000 iterations each, on CPU."
+    assert grading.runs_sentence(2, 5, 70_000, "CPU").startswith("Of the 5 planned pairs of runs (70,000 iterations each), 2 have")
     assert "0 of" not in grading.runs_sentence(0, 5, 70_000, "CPU")
     both = grading.runs_sentence(5, 5, 10, pd.Series(["CPU (1 thread)", "CPU (2 threads)", "CPU (1 thread)"]))
     assert both.endswith("on CPU (1 thread) and CPU (2 threads).")   # where the runs ran, each said once
     assert grading.runs_sentence(1, 5, 10, ["CPU (x86_64, 1 threads)", "CPU (x86_64, 1 thread)"]).endswith(
         "finished, on CPU (x86_64, 1 thread).")   # an older record's spelling of the same device
-    assert grading.runs_sentence(1, 5, 70_000, "CPU").startswith("1 of the 5 planned paired runs of 70,000 iterations each has")
+    assert grading.runs_sentence(1, 5, 70_000, "CPU").startswith("Of the 5 planned pairs of runs (70,000 iterations each), 1 has")
     assert grading.devices_said(["CPU (x86_64, 2 threads)", "CPU (x86_64, 1 thread)", "CPU (x86_64, 1 threads)"]) \
         == "CPU (x86_64, 1 and 2 threads)"   # one machine at two thread counts, said once
     assert grading.devices_said(["CPU (x86_64, 2 threads)", "CPU (arm64, 2 threads)", "NVIDIA H200"]) \

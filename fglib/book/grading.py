@@ -781,16 +781,17 @@ def devices_said(devices):
 
 
 def runs_sentence(pairs, planned, iterations, device):
-    """What ran: '5 paired runs of 30,000 iterations each, on CPU (...).' or, part-way,
-    '2 of the 5 planned paired runs of 70,000 iterations each have finished, on ...'. `device`:
-    a name, or the devices the runs' own records name (each said once, in order)."""
+    """What ran: 'We ran 5 pairs of runs, 30,000 iterations each, on CPU (...).' or, part-way,
+    'Of the 5 planned pairs of runs (70,000 iterations each), 2 have finished, on ...'. A pair is
+    one seed: the same initial weights and mini-batches for both methods. `device`: a name, or
+    the devices the runs' own records name (each said once, in order)."""
     if not isinstance(device, str):
         device = devices_said(device) or "no device yet"
     if not pairs:
-        return f"None of the {planned} planned paired runs of {iterations:,} iterations has finished yet."
+        return f"None of the {planned} planned pairs of runs ({iterations:,} iterations each) has finished yet."
     if pairs == planned:
-        return f"{pairs} paired runs of {iterations:,} iterations each, on {device}."
-    return (f"{pairs} of the {planned} planned paired runs of {iterations:,} iterations each "
+        return f"We ran {count_words(pairs, 'pair')} of runs, {iterations:,} iterations each, on {device}."
+    return (f"Of the {planned} planned pairs of runs ({iterations:,} iterations each), {pairs} "
             f"{'has' if pairs == 1 else 'have'} finished, on {device}.")
 
 
