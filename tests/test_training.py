@@ -127,5 +127,5 @@ def test_initial_gradients_are_the_gradient_of_each_seeds_untrained_network(mnis
     assert table.loc[1, "initial loss"].item() == pytest.approx(loss.item())
     norms = table["initial gradient norm"].to_numpy()
     assert norms[0] == norms[2] and norms[0] != norms[1]
-    with pytest.raises(ValueError, match="n"):
+    with pytest.raises(ValueError, match=r"\bn\b"):
         fglib.book.experiments.initial_gradients("logreg", mnist, seeds=[0], n=0)

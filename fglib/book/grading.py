@@ -417,7 +417,8 @@ def start_sentence(initial, lowest, method=BP):
     """Whether a seed's start predicts where its run ended: each seed's initial gradient norm
     (experiments.initial_gradients) beside the lowest validation loss of `method`'s finished runs
     (run_results), their rank correlation and how often chance orders as many seeds as well; a
-    pattern in few seeds is said to be one, not a cause. '' with fewer than three finished seeds."""
+    pattern in some of the seeds is said to be one, not a cause. The norms alone with fewer than
+    three finished seeds."""
     norms = initial["initial gradient norm"]
     said = listed(f"{v:#.3g} (seed {s})" for s, v in norms.items())
     text = f"At the start, the norm of the loss's gradient on the first training images was {said}."
@@ -426,15 +427,13 @@ def start_sentence(initial, lowest, method=BP):
     if len(seeds) < 3:
         return text
     r, p = rank_correlation(norms[seeds], ended[seeds])
-    chance = f"chance orders {len(seeds)} seeds as well {_how_often(p)}"
-    if r < 0:
-        return (text + f" Over {POSSESSIVE[method]} {len(seeds)} finished seeds, the steeper the start, the lower the "
-                f"run's lowest validation loss (rank correlation {r:.2g}; {chance}): a pattern that the other "
-                "seeds test, not yet a cause." if len(seeds) < len(norms) else
-                text + f" Over {POSSESSIVE[method]} {len(seeds)} seeds, the steeper the start, the lower the run's "
-                f"lowest validation loss (rank correlation {r:.2g}; {chance}).")
-    return text + (f" Over {POSSESSIVE[method]} {len(seeds)} finished seeds, the lowest validation loss did not fall "
-                   f"with a steeper start (rank correlation {r:.2g}).")
+    finished = "finished " if len(seeds) < len(norms) else ""
+    text += f" Over {POSSESSIVE[method]} {len(seeds)} {finished}seeds, "
+    if r >= 0:
+        return text + f"the lowest validation loss did not fall with a steeper start (rank correlation {r:.2g})."
+    caveat = ": a pattern that the other seeds test, not yet a cause" if finished else ""
+    return (text + f"the steeper the start, the lower the run's lowest validation loss (rank correlation {r:.2g}; "
+            f"chance orders {len(seeds)} seeds as well {_how_often(p)}){caveat}.")
 
 
 def _how_often(p):
