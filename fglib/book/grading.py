@@ -385,17 +385,23 @@ def paired_ratios(runs, fg=FG, bp=BP):
 
 
 def paired_sentence(pairs):
-    """paired_ratios in words: each pair's I_f / I_b, and in how many pairs forward gradients got
-    there in fewer iterations; '' with fewer than two pairs (one pair is the mean curve itself)."""
+    """paired_ratios in words: each pair's I_f / I_b, the seeds on which forward gradients never
+    got there, and in how many pairs they needed fewer iterations; '' with fewer than two pairs
+    (one pair is the mean curve itself)."""
     if len(pairs) < 2:
         return ""
-    said = [f"{r:.2g} (seed {seed})" if math.isfinite(r) else f"infinite (seed {seed}: never reached)"
-            for seed, r in pairs["I_f/I_b"].items()]
-    fewer = int((pairs["I_f/I_b"] < 1).sum())
-    where = "in every pair" if fewer == len(pairs) else f"in {fewer} of the {len(pairs)} pairs"
-    return (f"Pair by pair (a seed gives both methods the same initial weights and data order), I_f/I_b to that "
-            f"seed's lowest backprop validation loss was {listed(said)}: forward gradients needed fewer "
-            f"iterations {where}.")
+    ratios = pairs["I_f/I_b"]
+    reached, never = ratios[np.isfinite(ratios)], [s for s, r in ratios.items() if not math.isfinite(r)]
+    text = "Pair by pair (a seed gives both methods the same initial weights and data order), "
+    if reached.empty:
+        return text + f"forward gradients never reached that seed's lowest backprop validation loss, on any of the {len(pairs)} seeds."
+    text += (f"I_f/I_b to that seed's lowest backprop validation loss was "
+             f"{listed(f'{r:.2g} (seed {s})' for s, r in reached.items())}")
+    if never:
+        text += f", and forward gradients never reached it on seed{'s' if len(never) > 1 else ''} {listed(never)}"
+    fewer = int((ratios < 1).sum())
+    return text + (": forward gradients needed fewer iterations in every pair." if fewer == len(pairs) else
+                   f": fewer iterations in {fewer} of the {len(pairs)} pairs.")
 
 
 def rank_correlation(x, y):
