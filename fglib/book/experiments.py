@@ -69,9 +69,10 @@ def run_training(model_name, data, lr, runs=5, iterations=1000, batch_size=64, e
 
 def initial_gradients(model_name, data, seeds, n=2000, device="cpu"):
     """Each seed's network as training starts: its loss L(θ₀) and the norm ‖∇L(θ₀)‖ of its
-    gradient on the first `n` training images (all of them if fewer). Under a decaying rate the
-    whole schedule moves the weights by at most η₀/k, so a network whose loss starts flatter may
-    not leave its starting loss in time: this says which seeds start steeper."""
+    gradient on the first `n` training images (all of them if fewer). Under the decay the step
+    sizes of the whole schedule add up to η₀/k, and a step moves the weights by η_i times the
+    gradient, so a network whose loss starts flatter may not leave its starting loss in time:
+    this says which seeds start steeper."""
     checks.choice("model_name", model_name, MODELS)
     checks.count("n", n)
     checks.device("device", device)

@@ -166,9 +166,10 @@ def schedule_figure(runs, decay, method="backprop"):
     return fig
 
 
-def paired_figure(runs, split="validation", column="loss"):
+def paired_figure(runs, split="validation", column="loss", notes=None):
     """One panel per seed, both methods' curves of that seed (the same initial weights and data
-    order) against iterations: whether the seeds differ more than the methods do; one legend."""
+    order) against iterations: whether the seeds differ more than the methods do; one legend.
+    `notes` ({seed: text}) adds a line under a panel's title."""
     from .style import grid
     seeds = sorted(runs["seed"].unique())
     fig, axes = grid(len(seeds), columns=2, height=2.3)
@@ -177,7 +178,8 @@ def paired_figure(runs, split="validation", column="loss"):
         for method, run in rows[rows["seed"] == seed].groupby("method"):
             run = run.sort_values("iteration")
             ax.plot(run["iteration"], run[column], color=PALETTE[method], lw=1.4, label=method)
-        ax.set(title=f"seed {seed}", xlabel="iteration", ylabel=f"{split} {column}")
+        note = (notes or {}).get(seed)
+        ax.set(title=f"seed {seed}" + (f"\n{note}" if note else ""), xlabel="iteration", ylabel=f"{split} {column}")
         ax.xaxis.set_major_locator(plt.MaxNLocator(4))
         ax.xaxis.set_major_formatter(FuncFormatter(plain))
     for ax in axes[1:]:
