@@ -376,11 +376,8 @@ def paired_ratios(runs, fg=FG, bp=BP):
     forward gradient never does) and I_f / I_b (inf if never). One row per finished pair, by seed."""
     rows = []
     for seed in pairs_finished(runs, (fg, bp)):
-        one = runs[runs["seed"] == seed]
-        b, f = mean_curve(one, bp), mean_curve(one, fg)
-        level, i_b, i_f, ratio = _iteration_ratio(b.index.to_numpy(dtype=float), b.to_numpy(),
-                                                  f.index.to_numpy(dtype=float), f.to_numpy(), 0.0)
-        rows.append({"seed": seed, "level": level, "I_b": i_b, "I_f": i_f, "I_f/I_b": ratio})
+        n = time_ratio(runs[runs["seed"] == seed], 1.0, 1.0, fg=fg, bp=bp)   # iterations only: no step times
+        rows.append({"seed": seed, "level": n["level"], "I_b": n["I_b"], "I_f": n["I_f"], "I_f/I_b": n["I_ratio"]})
     return pd.DataFrame(rows, columns=["seed", "level", "I_b", "I_f", "I_f/I_b"]).set_index("seed")
 
 
