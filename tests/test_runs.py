@@ -28,6 +28,21 @@ def test_each_run_is_saved_raw_and_a_second_call_trains_nothing(mnist, tmp_path)
     assert (records["iterations_done"] == 40).all() and records["device"].str.startswith("CPU").all()
 
 
+def _stop_fg_after(monkeypatch, steps, plan, mnist, checkpoint):
+    """Run fg on `plan` until its step number steps + 1 raises (a stop), checkpointing every step."""
+    step, calls = fglib.ForwardGradientDescent.step, []
+
+    def stop(self, x=None, y=None):
+        calls.append(1)
+        if len(calls) == steps + 1:
+            raise KeyboardInterrupt
+        return step(self, x, y)
+    with monkeypatch.context() as patch:
+        patch.setattr(fglib.ForwardGradientDescent, "step", stop)
+        with pytest.raises(KeyboardInterrupt):
+            runs.train_one(plan, mnist, "fg", 0, checkpoint, progress=False, checkpoint_every=1e-9)
+
+
 def test_an_interrupted_run_resumes_to_the_same_rows(mnist, tmp_path, monkeypatch):
     """A run stopped after 23 steps (its checkpoint, written at every step here, left behind) and
     resumed gives the rows of a run that never stopped; a plan asking for more iterations than a
@@ -37,17 +52,7 @@ def test_an_interrupted_run_resumes_to_the_same_rows(mnist, tmp_path, monkeypatc
     runs.run_missing(plan, mnist, straight, straight / "ck", progress=False)
     stopped = tmp_path / "stopped"
     checkpoint = stopped / "ck" / "cnn" / "fg-seed0.pt"
-    step, calls = fglib.ForwardGradientDescent.step, []
-
-    def stop_at_24(self, x=None, y=None):
-        calls.append(1)
-        if len(calls) == 24:
-            raise KeyboardInterrupt
-        return step(self, x, y)
-    with monkeypatch.context() as patch:
-        patch.setattr(fglib.ForwardGradientDescent, "step", stop_at_24)
-        with pytest.raises(KeyboardInterrupt):
-            runs.train_one(plan, mnist, "fg", 0, checkpoint, progress=False, checkpoint_every=1e-9)
+    _stop_fg_after(monkeypatch, 23, plan, mnist, checkpoint)
     assert checkpoint.exists()
     runs.run_missing(plan, mnist, stopped, stopped / "ck", progress=False)
     a, b = runs.load_runs(straight, "cnn"), runs.load_runs(stopped, "cnn")
@@ -170,3 +175,40 @@ def test_a_resumed_runs_minutes_count_every_sitting(mnist, tmp_path):
     torch.save(legacy, checkpoint)
     again = runs.train_one(plan, mnist, "bp", 0, checkpoint, progress=False)
     assert state["elapsed"] < again.attrs["wall_seconds"] < 1000.0
+
+
+def test_a_parked_run_resumes_on_a_fresh_clone_to_the_same_rows(mnist, tmp_path, monkeypatch):
+    """A sitting stops after 23 steps and parks its checkpoint (the copy kept in git); the next
+    sitting, on a fresh clone without local checkpoints, resumes from the parked copy: 17 steps,
+    not 40 (the control, without the parked copy, starts again), the rows of a run that never
+    stopped, and the parked copy deleted once the run is saved."""
+    plan = PLAN.smaller(runs=1, methods=("fg",))
+    straight = tmp_path / "straight"
+    runs.run_missing(plan, mnist, straight, straight / "ck", progress=False)
+    first, fresh, parked = tmp_path / "first", tmp_path / "fresh", tmp_path / "parked"
+    _stop_fg_after(monkeypatch, 23, plan, mnist, runs.checkpoint_file(first / "ck", plan, "fg", 0))
+    assert runs.park(plan, fresh, first / "ck", parked) == {"fg-seed0": 23}
+    assert runs.progress_report(plan, fresh, fresh / "ck", parked)["in progress"] == {"fg-seed0": 23}
+    step, calls = fglib.ForwardGradientDescent.step, []
+    monkeypatch.setattr(fglib.ForwardGradientDescent, "step", lambda self, x=None, y=None: calls.append(1) or step(self, x, y))
+    runs.run_missing(plan, mnist, fresh, fresh / "ck", progress=False, parked=parked)
+    assert len(calls) == 40 - 23 and not runs.checkpoint_file(parked, plan, "fg", 0).exists()
+    a, b = runs.load_runs(straight, "cnn"), runs.load_runs(fresh, "cnn")
+    pd.testing.assert_frame_equal(a.drop(columns="time"), b.drop(columns="time"))
+    calls.clear()
+    runs.run_missing(plan, mnist, tmp_path / "control", tmp_path / "control" / "ck", progress=False, parked=parked)
+    assert len(calls) == 40
+
+
+def test_parking_keeps_the_further_copy(mnist, tmp_path, monkeypatch):
+    """park copies a local checkpoint only over a parked one that has done fewer iterations, and a
+    run starts from the parked copy only where it is further on than the local checkpoint."""
+    plan = PLAN.smaller(runs=1, methods=("fg",))
+    local, parked = tmp_path / "ck", tmp_path / "parked"
+    _stop_fg_after(monkeypatch, 10, plan, mnist, runs.checkpoint_file(local, plan, "fg", 0))
+    assert runs.park(plan, tmp_path, local, parked) == {"fg-seed0": 10}
+    _stop_fg_after(monkeypatch, 5, plan, mnist, runs.checkpoint_file(tmp_path / "behind", plan, "fg", 0))
+    assert runs.park(plan, tmp_path, tmp_path / "behind", parked) == {"fg-seed0": 10}   # not overwritten
+    behind = runs.checkpoint_file(tmp_path / "behind", plan, "fg", 0)
+    assert runs.copy_if_further(runs.checkpoint_file(parked, plan, "fg", 0), behind) == 10
+    assert runs.park(plan, tmp_path, tmp_path / "none", tmp_path / "empty") == {}

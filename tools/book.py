@@ -319,16 +319,19 @@ def _duration(minutes):
     return f"{minutes:.0f} minutes" if minutes < 120 else f"{minutes / 60:.1f} hours"
 
 
-def long_runs(name, background=False, status=False, max_runs=None, methods=None):
+def long_runs(name, background=False, status=False, max_runs=None, methods=None, park=False):
     """A plan's missing runs (fglib.book.runs.PLANS), in book/ as its chapter would run them: in
     the foreground with a progress bar, or in the background (log in book/.checkpoints/<name>.log);
-    or only how many remain and the time they should take."""
+    or only how many remain and the time they should take; or, with `park`, copy the unfinished
+    runs' checkpoints to book/parked/ to commit, so that the next sitting resumes them."""
     from fglib.book.runs import PLANS, progress_report, run_missing
     if name not in PLANS:
         raise SystemExit(f"no plan {name!r}: plans are {', '.join(PLANS)}")
     os.chdir(ROOT / "book")
     plan = PLANS[name] if not methods else PLANS[name].smaller(methods=tuple(methods.split(",")))
-    report = progress_report(plan, "results")
+    if park:
+        return park_runs(name, plan)
+    report = progress_report(plan, "results", parked=PARKED)
     minutes = report["minutes left"]
     going = ", ".join(f"{stem} at {done:,} of {plan.iterations:,} iterations" for stem, done in report["in progress"].items())
     print(f"{name}: {report['left']} of {report['runs']} runs left"
@@ -353,7 +356,23 @@ def long_runs(name, background=False, status=False, max_runs=None, methods=None)
                                env={**os.environ, "FGLIB_PROGRESS": "text"})
         print(f"started in the background (pid {job.pid}); progress in book/{log}")
         return None
-    run_missing(plan, data, "results", max_runs=max_runs)
+    run_missing(plan, data, "results", max_runs=max_runs, parked=PARKED)
+    return None
+
+
+PARKED = "parked"   # under book/: unfinished runs' checkpoints, in git between sittings
+
+
+def park_runs(name, plan):
+    """Copy the plan's unfinished checkpoints into book/parked/ and say what to commit."""
+    from fglib.book.runs import park
+    held = park(plan, "results", parked=PARKED)
+    if not held:
+        print(f"{name}: no unfinished run to park")
+        return None
+    print(f"{name}: parked " + ", ".join(f"{stem} at {done:,} of {plan.iterations:,} iterations"
+                                         for stem, done in held.items())
+          + f"; commit book/{PARKED}/{plan.experiment}/ so that the next sitting resumes them")
     return None
 
 
@@ -403,6 +422,8 @@ def main(argv=None):
     runs.add_argument("--status", action="store_true", help="only say how many runs remain and how long")
     runs.add_argument("--max-runs", type=int, default=None, help="stop after this many runs (e.g. 2: one pair)")
     runs.add_argument("--methods", default=None, help="only these of the plan's methods, e.g. fg or bp,fg")
+    runs.add_argument("--park", action="store_true",
+                      help="copy unfinished runs' checkpoints to book/parked/ (commit them before a sitting ends)")
     timings = sub.add_parser("timings", help="a long experiment's step times, raw, from separate processes")
     timings.add_argument("plan")
     timings.add_argument("--processes", type=int, default=3)
@@ -413,7 +434,7 @@ def main(argv=None):
     if args.command == "memory":
         return network_memory()
     if args.command == "runs":
-        return long_runs(args.plan, args.background, args.status, args.max_runs, args.methods)
+        return long_runs(args.plan, args.background, args.status, args.max_runs, args.methods, args.park)
     paths = chapters()
     if args.command == "sync-setup":
         return sync_setup(paths)

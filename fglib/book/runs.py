@@ -17,13 +17,20 @@ Raw layout, under a results folder (`book/results` for the book):
 Checkpoints (never in git): <checkpoints>/<experiment>/<method>-seed<seed>.pt, kept after a run
 finishes so that a longer plan can extend it.
 
+Parked checkpoints (in git): <parked>/<experiment>/<method>-seed<seed>.pt, a copy of an unfinished
+run's checkpoint made at the end of a sitting (`tools/book.py runs <plan> --park`). A sitting that
+starts on a fresh clone has no local checkpoints; it resumes each run from its parked copy, bit for
+bit, and the copy is deleted when the run is saved. A run longer than a sitting needs this.
+
 To add a long experiment, add a Plan to PLANS; its chapter calls run_missing(PLANS[name], ...).
 """
 import dataclasses
 import datetime
 import json
 import pathlib
+import os
 import platform
+import shutil
 
 import pandas as pd
 import torch
@@ -107,6 +114,41 @@ def pending(plan, folder):
     return [(r, s, m) for r, s in enumerate(plan.seeds()) for m in plan.methods if not is_saved(plan, folder, m, s)]
 
 
+def checkpoint_file(checkpoints, plan, method_name, seed):
+    """Where a run's checkpoint lives under a checkpoints (or parked) folder."""
+    return pathlib.Path(checkpoints) / plan.experiment / f"{run_stem(method_name, seed)}.pt"
+
+
+def iterations_in(checkpoint):
+    """The iterations a checkpoint file has done (0 where there is none)."""
+    path = pathlib.Path(checkpoint)
+    return torch.load(path, weights_only=False)["done"] if path.exists() else 0
+
+
+def copy_if_further(source, target):
+    """Copy checkpoint `source` over `target` if it has done more iterations (atomically: a stop
+    mid-copy leaves the old file); the iterations the target holds after."""
+    done = iterations_in(source)
+    if done > iterations_in(target):
+        pathlib.Path(target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, f"{target}.tmp")
+        os.replace(f"{target}.tmp", target)
+    return iterations_in(target)
+
+
+def park(plan, folder="results", checkpoints=".checkpoints", parked="parked"):
+    """Copy each unsaved run's local checkpoint into `parked` (a folder kept in git) where it is
+    further on than the parked one, so that a sitting on a fresh clone resumes it.
+    {run stem: iterations the parked copy holds}."""
+    held = {}
+    for _, seed, method_name in pending(plan, folder):
+        local, kept = (checkpoint_file(f, plan, method_name, seed) for f in (checkpoints, parked))
+        done = copy_if_further(local, kept)
+        if done:
+            held[run_stem(method_name, seed)] = done
+    return held
+
+
 def train_one(plan, data, method_name, seed, checkpoint, device="cpu", progress=True, checkpoint_every=300.0):
     """One run of the plan, resumed from `checkpoint` if it exists (saved every
     `checkpoint_every` seconds); its tidy table."""
@@ -141,19 +183,26 @@ def save_run(plan, folder, run, seed, method_name, curve, device, minutes):
 
 
 def run_missing(plan, data, folder="results", checkpoints=".checkpoints", device="cpu", progress=True,
-                max_runs=None):
+                max_runs=None, parked=None):
     """Train and save every run of the plan that is not saved yet (at most `max_runs` of them),
     each resumed from its checkpoint if a stop interrupted it. A finished run keeps its last
     checkpoint, so that a plan made longer later extends its runs instead of starting them again
     (the schedule's rate depends on the iteration only, so the extended run trains exactly as one
     run straight to the new length would; only its evaluation points before the old end differ).
+    With `parked` (see park), a run starts from its parked checkpoint where that is further on
+    than the local one, and its parked copy is deleted once the run is saved.
     Returns the runs trained now."""
     done = []
     for run, seed, method_name in pending(plan, folder)[:max_runs]:
-        checkpoint = pathlib.Path(checkpoints) / plan.experiment / f"{run_stem(method_name, seed)}.pt"
+        checkpoint = checkpoint_file(checkpoints, plan, method_name, seed)
+        kept = None if parked is None else checkpoint_file(parked, plan, method_name, seed)
+        if kept is not None:
+            copy_if_further(kept, checkpoint)
         curve = train_one(plan, data, method_name, seed, checkpoint, device, progress)
         # every sitting of the run, not only this one (a run resumed from a checkpoint)
         save_run(plan, folder, run, seed, method_name, curve, device, curve.attrs["wall_seconds"] / 60)
+        if kept is not None and kept.exists():
+            kept.unlink()
         done.append((run, seed, method_name))
     return done
 
@@ -300,17 +349,19 @@ def load_timings(folder, experiment):
     return pd.read_csv(path) if path.exists() else pd.DataFrame()
 
 
-def progress_report(plan, folder, checkpoints=".checkpoints"):
-    """How many runs remain, how far the interrupted ones got, and an estimate of the time left
-    (from the minutes the saved runs took; None before any has finished)."""
+def progress_report(plan, folder, checkpoints=".checkpoints", parked=None):
+    """How many runs remain, how far the interrupted ones got (locally, or in their parked
+    copies), and an estimate of the time left (from the minutes the saved runs took; None before
+    any has finished)."""
     left = pending(plan, folder)
     records = load_records(folder, plan.experiment)
     per_run = float(records["minutes"].mean()) if len(records) else None
     started = {}
     for _, seed, method_name in left:
-        path = pathlib.Path(checkpoints) / plan.experiment / f"{run_stem(method_name, seed)}.pt"
-        if path.exists():
-            started[run_stem(method_name, seed)] = torch.load(path, weights_only=False)["done"]
+        done = max(iterations_in(checkpoint_file(f, plan, method_name, seed))
+                   for f in (checkpoints, parked) if f is not None)
+        if done:
+            started[run_stem(method_name, seed)] = done
     remaining = len(left) - sum(done / plan.iterations for done in started.values())
     return {"experiment": plan.experiment, "runs": plan.runs * len(plan.methods), "left": len(left),
             "in progress": started, "minutes per run": per_run,
@@ -331,7 +382,8 @@ def run_for_chapter(plan, folder, device="cpu", train_runs=None, timing_repeats=
     from ..data import load_data
     if train_runs != 0 and progress_report(plan, folder)["left"]:
         data = load_data("mnist", device=device, limit=limit)
-        run_missing(plan, data, folder, device=device, max_runs=train_runs, checkpoints=f"{folder}/../.checkpoints")
+        run_missing(plan, data, folder, device=device, max_runs=train_runs, checkpoints=f"{folder}/../.checkpoints",
+                    parked=f"{folder}/../parked")
     if plan.costs is None and load_timings(folder, plan.experiment).empty:
         time_in_processes(plan, folder, processes, timing_repeats, device)
 
