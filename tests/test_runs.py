@@ -142,7 +142,7 @@ def test_a_background_start_without_the_data_stops_in_the_foreground(tmp_path, m
     (tmp_path / "book").mkdir()
     monkeypatch.setattr(tool, "ROOT", tmp_path)   # its log goes to tmp_path/book/.checkpoints, not the book's
     monkeypatch.chdir(tmp_path)   # long_runs moves into book/; put the working folder back after
-    monkeypatch.setattr(runs, "progress_report", lambda plan, folder: {"left": 1, "runs": 2, "in progress": {},
+    monkeypatch.setattr(runs, "progress_report", lambda plan, folder, **where: {"left": 1, "runs": 2, "in progress": {},
                                                                         "minutes left": None, "minutes per run": None})
     missing = FileNotFoundError(f"could not find or download MNIST: the four IDX files should be in {tmp_path}")
     monkeypatch.setattr(fglib, "load_data", lambda name: (_ for _ in ()).throw(missing))
