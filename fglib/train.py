@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import checks
 from .data import BatchSampler
-from .device import synchronize
+from .device import device_name, synchronize
 from . import engine
 from .functions import PointModel
 from .methods import Method
@@ -130,7 +130,9 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     model takes no input). The batch order depends only on `seed`. `record`, if
     given, maps the model to a dict of extra columns for each training row
     (e.g. the point on a test function's trajectory). `eval_examples` limits the
-    validation loss to the first that many validation images (all by default).
+    validation loss to the first that many validation images (all by default). Its attribute
+    `sittings` lists where each sitting ran: [{"device": device_name, "from": the iteration it
+    resumed at}].
 
     `checkpoint`, a file path: every `checkpoint_every` seconds (and at the end) the run's whole
     state is saved there (weights, optimiser and schedule, the data order's and the directions'
@@ -150,6 +152,7 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
             run.add(0, "train", method.loss_fn(method.model(None), None).item())
     elif 0 in eval_at:
         run.evaluate(0, splits)
+    run.sittings.append({"device": device_name(device), "from": run.done})
     saved_at = time.monotonic()
     for i in progress_bar(range(run.done + 1, iterations + 1), desc=desc or method.name, disable=not progress,
                           mininterval=5.0, initial=run.done, total=iterations):
@@ -168,6 +171,7 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     table = pd.DataFrame(run.rows)
     table.attrs["diverged_at"] = run.diverged_at
     table.attrs["wall_seconds"] = run.wall()
+    table.attrs["sittings"] = run.sittings
     return table
 
 
@@ -178,6 +182,7 @@ class Run:
     def __init__(self, method, batches, record=None):
         self.method, self.batches, self.record = method, batches, record
         self.rows, self.elapsed, self.done, self.diverged_at = [], 0.0, 0, None
+        self.sittings = []   # where each sitting ran (a run resumed on another machine names both)
         self.wall_before, self.sitting_start = 0.0, time.monotonic()
 
     def wall(self):
@@ -208,6 +213,7 @@ class Run:
     def save(self, path):
         """Write the state to `path` atomically (a stop mid-write leaves the last good file)."""
         state = {"rows": self.rows, "elapsed": self.elapsed, "done": self.done, "wall": self.wall(),
+                 "sittings": self.sittings,
                  "model": self.method.model.state_dict(), "method": self.method.state_dict(),
                  "batches": None if self.batches is None else self.batches.state_dict()}
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -217,6 +223,7 @@ class Run:
     def load(self, path):
         state = torch.load(path, weights_only=False)
         self.rows, self.elapsed, self.done = state["rows"], state["elapsed"], state["done"]
+        self.sittings = state.get("sittings", [])   # not recorded before sittings were
         # a checkpoint written before "wall" was saved: its sittings count their steps only
         self.wall_before, self.sitting_start = state.get("wall", state["elapsed"]), time.monotonic()
         self.method.model.load_state_dict(state["model"])

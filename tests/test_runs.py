@@ -212,3 +212,21 @@ def test_parking_keeps_the_further_copy(mnist, tmp_path, monkeypatch):
     behind = runs.checkpoint_file(tmp_path / "behind", plan, "fg", 0)
     assert runs.copy_if_further(runs.checkpoint_file(parked, plan, "fg", 0), behind) == 10
     assert runs.park(plan, tmp_path, tmp_path / "none", tmp_path / "empty") == {}
+
+
+def test_a_run_resumed_on_another_device_names_both(mnist, tmp_path, monkeypatch):
+    """A run parked on one machine and finished on another (a CPU sitting, then a GPU one) says
+    so in its record: both devices in order, and the iteration each sitting started at; the
+    control, a run that never stopped, names one device."""
+    import importlib
+    loop = importlib.import_module("fglib.train")   # the module (fglib.train is also its function)
+    plan = PLAN.smaller(runs=1, methods=("fg",))
+    monkeypatch.setattr(loop, "device_name", lambda device: "machine A")
+    _stop_fg_after(monkeypatch, 23, plan, mnist, runs.checkpoint_file(tmp_path / "ck", plan, "fg", 0))
+    monkeypatch.setattr(loop, "device_name", lambda device: "machine B")
+    runs.run_missing(plan, mnist, tmp_path, tmp_path / "ck", progress=False)
+    record = runs.load_records(tmp_path, "cnn").iloc[0]
+    assert record["device"] == "machine A then machine B"
+    assert record["sittings"] == [{"device": "machine A", "from": 0}, {"device": "machine B", "from": 23}]
+    runs.run_missing(plan, mnist, tmp_path / "straight", tmp_path / "straight" / "ck", progress=False)
+    assert runs.load_records(tmp_path / "straight", "cnn").iloc[0]["device"] == "machine B"

@@ -11,8 +11,9 @@ Raw layout, under a results folder (`book/results` for the book):
         experiment, model, method, lr, seed, run, iteration, time, split, loss, accuracy
         (split 'validation' and 'test' at every evaluation; 'train', the step's own loss,
         every `train_every` iterations; time is the run's training time so far, in seconds)
-    raw/<experiment>/<method>-seed<seed>.json     the run's record: the plan, the device,
-        torch and Python versions, threads, minutes of training, when it finished
+    raw/<experiment>/<method>-seed<seed>.json     the run's record: the plan, the device (each
+        sitting's, for a run resumed elsewhere), torch and Python versions, threads, minutes of
+        training over every sitting, when it finished
 
 Checkpoints (never in git): <checkpoints>/<experiment>/<method>-seed<seed>.pt, kept after a run
 finishes so that a longer plan can extend it.
@@ -175,11 +176,19 @@ def save_run(plan, folder, run, seed, method_name, curve, device, minutes):
     write_csv(rows, out / f"{stem}.csv.gz")
     record = {"plan": dataclasses.asdict(plan), "method": method_name, "seed": seed, "run": run,
               "iterations_done": int(curve["iteration"].max()), "decay": PAPER_DECAY,
-              "device": device_name(device), "torch": torch.__version__, "python": platform.python_version(),
+              "device": sittings_device(curve.attrs.get("sittings"), device), "sittings": curve.attrs.get("sittings"),
+              "torch": torch.__version__, "python": platform.python_version(),
               "threads": torch.get_num_threads(), "minutes": minutes,
               "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
     write_index(folder)
+
+
+def sittings_device(sittings, device):
+    """The device a run's record names: its sittings' devices in order, each once ('CPU (...)
+    then NVIDIA H200' for a run resumed on a GPU); this device where no sitting was recorded."""
+    names = list(dict.fromkeys(s["device"] for s in sittings or []))
+    return " then ".join(names) if names else device_name(device)
 
 
 def run_missing(plan, data, folder="results", checkpoints=".checkpoints", device="cpu", progress=True,
