@@ -142,8 +142,8 @@ def test_a_background_start_without_the_data_stops_in_the_foreground(tmp_path, m
     (tmp_path / "book").mkdir()
     monkeypatch.setattr(tool, "ROOT", tmp_path)   # its log goes to tmp_path/book/.checkpoints, not the book's
     monkeypatch.chdir(tmp_path)   # long_runs moves into book/; put the working folder back after
-    monkeypatch.setattr(runs, "progress_report", lambda plan, folder, **where: {"left": 1, "runs": 2, "in progress": {},
-                                                                        "minutes left": None, "minutes per run": None})
+    report = {"left": 1, "runs": 2, "in progress": {}, "not parked": {}, "minutes left": None, "minutes per run": None}
+    monkeypatch.setattr(runs, "progress_report", lambda plan, folder, **where: report)
     missing = FileNotFoundError(f"could not find or download MNIST: the four IDX files should be in {tmp_path}")
     monkeypatch.setattr(fglib, "load_data", lambda name: (_ for _ in ()).throw(missing))
     started = []
@@ -187,10 +187,13 @@ def test_a_parked_run_resumes_on_a_fresh_clone_to_the_same_rows(mnist, tmp_path,
     runs.run_missing(plan, mnist, straight, straight / "ck", progress=False)
     first, fresh, parked = tmp_path / "first", tmp_path / "fresh", tmp_path / "parked"
     _stop_fg_after(monkeypatch, 23, plan, mnist, runs.checkpoint_file(first / "ck", plan, "fg", 0))
+    assert runs.progress_report(plan, fresh, first / "ck", parked)["not parked"] == {"fg-seed0": 23}
     assert runs.park(plan, fresh, first / "ck", parked) == {"fg-seed0": 23}
+    assert runs.progress_report(plan, fresh, first / "ck", parked)["not parked"] == {}
     assert runs.progress_report(plan, fresh, fresh / "ck", parked)["in progress"] == {"fg-seed0": 23}
     step, calls = fglib.ForwardGradientDescent.step, []
-    monkeypatch.setattr(fglib.ForwardGradientDescent, "step", lambda self, x=None, y=None: calls.append(1) or step(self, x, y))
+    counted = lambda self, x=None, y=None: calls.append(1) or step(self, x, y)
+    monkeypatch.setattr(fglib.ForwardGradientDescent, "step", counted)
     runs.run_missing(plan, mnist, fresh, fresh / "ck", progress=False, parked=parked)
     assert len(calls) == 40 - 23 and not runs.checkpoint_file(parked, plan, "fg", 0).exists()
     a, b = runs.load_runs(straight, "cnn"), runs.load_runs(fresh, "cnn")

@@ -338,6 +338,9 @@ def long_runs(name, background=False, status=False, max_runs=None, methods=None,
           + (f"; in progress: {going}" if going else "")
           + (f"; about {_duration(minutes)} of computing at {_duration(report['minutes per run'])} per run"
              if minutes else ""))
+    if report["not parked"]:
+        print(f"{name}: not parked yet: {', '.join(report['not parked'])} (on a machine that will not be there "
+              f"next time, run `tools/book.py runs {name} --park` and commit book/{PARKED}/ before the sitting ends)")
     if status or not report["left"]:
         return None
     import fglib

@@ -360,20 +360,24 @@ def load_timings(folder, experiment):
 
 def progress_report(plan, folder, checkpoints=".checkpoints", parked=None):
     """How many runs remain, how far the interrupted ones got (locally, or in their parked
-    copies), and an estimate of the time left (from the minutes the saved runs took; None before
-    any has finished)."""
+    copies), which local checkpoints are further on than their parked copies (with `parked`:
+    progress a fresh clone would lose), and an estimate of the time left (from the minutes the
+    saved runs took; None before any has finished)."""
     left = pending(plan, folder)
     records = load_records(folder, plan.experiment)
     per_run = float(records["minutes"].mean()) if len(records) else None
-    started = {}
+    started, unparked = {}, {}
     for _, seed, method_name in left:
-        done = max(iterations_in(checkpoint_file(f, plan, method_name, seed))
-                   for f in (checkpoints, parked) if f is not None)
-        if done:
-            started[run_stem(method_name, seed)] = done
+        stem = run_stem(method_name, seed)
+        local = iterations_in(checkpoint_file(checkpoints, plan, method_name, seed))
+        kept = 0 if parked is None else iterations_in(checkpoint_file(parked, plan, method_name, seed))
+        if max(local, kept):
+            started[stem] = max(local, kept)
+        if parked is not None and local > kept:
+            unparked[stem] = local
     remaining = len(left) - sum(done / plan.iterations for done in started.values())
     return {"experiment": plan.experiment, "runs": plan.runs * len(plan.methods), "left": len(left),
-            "in progress": started, "minutes per run": per_run,
+            "in progress": started, "not parked": unparked, "minutes per run": per_run,
             "minutes left": None if per_run is None else per_run * remaining}
 
 
