@@ -241,16 +241,21 @@ def long_runs_status():
     how many runs are saved, on what, and how many minutes they took. A chapter that reads them
     runs in seconds; its runs are trained by `python tools/book.py runs <plan>`."""
     from fglib.book.grading import devices_said
-    from fglib.book.runs import PLANS, load_records
+    from fglib.book.runs import PLANS, load_records, parked_runs
     lines = ["", "## Long experiments, saved run by run", "",
-             "Their chapters read the saved runs; `python tools/book.py runs <plan>` trains the missing ones.", "",
-             "| plan | runs saved | iterations per run | device | minutes per run |", "| --- | ---: | ---: | --- | ---: |"]
+             "Their chapters read the saved runs; `python tools/book.py runs <plan>` trains the missing ones and "
+             "resumes the runs in progress from their checkpoints parked in git.", "",
+             "| plan | runs saved | iterations per run | device | minutes per run | in progress (parked) |",
+             "| --- | ---: | ---: | --- | ---: | --- |"]
     for name, plan in PLANS.items():
         records = load_records(ROOT / "book" / "results", plan.experiment)
         done = records[records["iterations_done"] >= plan.iterations] if len(records) else records
         devices = devices_said(done["device"]) if len(done) else "–"
         minutes = f"{done['minutes'].mean():.0f}" if len(done) else "–"
-        lines.append(f"| {name} | {len(done)} of {plan.runs * len(plan.methods)} | {plan.iterations:,} | {devices} | {minutes} |")
+        going = parked_runs(plan, ROOT / "book" / "results", ROOT / "book" / PARKED)
+        going = ", ".join(f"{stem} at {i:,}" for stem, i in going.items()) or "–"
+        lines.append(f"| {name} | {len(done)} of {plan.runs * len(plan.methods)} | {plan.iterations:,} | {devices} "
+                     f"| {minutes} | {going} |")
     return lines
 
 

@@ -141,13 +141,15 @@ def park(plan, folder="results", checkpoints=".checkpoints", parked="parked"):
     """Copy each unsaved run's local checkpoint into `parked` (a folder kept in git) where it is
     further on than the parked one, so that a sitting on a fresh clone resumes it.
     {run stem: iterations the parked copy holds}."""
-    held = {}
     for _, seed, method_name in pending(plan, folder):
-        local, kept = (checkpoint_file(f, plan, method_name, seed) for f in (checkpoints, parked))
-        done = copy_if_further(local, kept)
-        if done:
-            held[run_stem(method_name, seed)] = done
-    return held
+        copy_if_further(*(checkpoint_file(f, plan, method_name, seed) for f in (checkpoints, parked)))
+    return parked_runs(plan, folder, parked)
+
+
+def parked_runs(plan, folder="results", parked="parked"):
+    """{run stem: iterations its parked checkpoint holds} of the plan's unsaved runs."""
+    held = {run_stem(m, s): iterations_in(checkpoint_file(parked, plan, m, s)) for _, s, m in pending(plan, folder)}
+    return {stem: done for stem, done in held.items() if done}
 
 
 def train_one(plan, data, method_name, seed, checkpoint, device="cpu", progress=True, checkpoint_every=300.0):
