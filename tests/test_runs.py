@@ -233,3 +233,19 @@ def test_a_run_resumed_on_another_device_names_both(mnist, tmp_path, monkeypatch
     assert record["sittings"] == [{"device": "machine A", "from": 0}, {"device": "machine B", "from": 23}]
     runs.run_missing(plan, mnist, tmp_path / "straight", tmp_path / "straight" / "ck", progress=False)
     assert runs.load_records(tmp_path / "straight", "cnn").iloc[0]["device"] == "machine B"
+
+
+def test_a_run_finished_elsewhere_drops_its_parked_copy(mnist, tmp_path, monkeypatch):
+    """A run parked here and finished elsewhere (a GPU chunk, whose tarball cannot delete a file)
+    leaves its parked copy behind; drop_parked deletes it once the run is saved here, and keeps
+    the copy of a run not saved yet (the control)."""
+    import shutil
+    plan = PLAN.smaller(runs=2, methods=("fg",))
+    local, parked = tmp_path / "ck", tmp_path / "parked"
+    _stop_fg_after(monkeypatch, 5, plan, mnist, runs.checkpoint_file(local, plan, "fg", 0))
+    runs.park(plan, tmp_path, local, parked)
+    shutil.copyfile(runs.checkpoint_file(parked, plan, "fg", 0), runs.checkpoint_file(parked, plan, "fg", 1))
+    runs.run_missing(plan.smaller(runs=1), mnist, tmp_path, tmp_path / "elsewhere", progress=False)
+    assert runs.drop_parked(plan, tmp_path, parked) == [runs.checkpoint_file(parked, plan, "fg", 0)]
+    assert not runs.checkpoint_file(parked, plan, "fg", 0).exists()
+    assert runs.checkpoint_file(parked, plan, "fg", 1).exists()

@@ -152,6 +152,16 @@ def parked_runs(plan, folder="results", parked="parked"):
     return {stem: done for stem, done in held.items() if done}
 
 
+def drop_parked(plan, folder="results", parked="parked"):
+    """Delete the parked checkpoints of the plan's saved runs (runs finished elsewhere, such as
+    in a GPU chunk, whose sitting could not delete this checkout's copy); the paths deleted."""
+    gone = [checkpoint_file(parked, plan, m, s) for s in plan.seeds() for m in plan.methods
+            if is_saved(plan, folder, m, s) and checkpoint_file(parked, plan, m, s).exists()]
+    for path in gone:
+        path.unlink()
+    return gone
+
+
 def train_one(plan, data, method_name, seed, checkpoint, device="cpu", progress=True, checkpoint_every=300.0):
     """One run of the plan, resumed from `checkpoint` if it exists (saved every
     `checkpoint_every` seconds); its tidy table."""
