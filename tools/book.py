@@ -241,7 +241,7 @@ def long_runs_status():
     how many runs are saved, on what, and how many minutes they took. A chapter that reads them
     runs in seconds; its runs are trained by `python tools/book.py runs <plan>`."""
     from fglib.book.grading import devices_said
-    from fglib.book.runs import PLANS, load_records, parked_runs
+    from fglib.book.runs import PARKED, PLANS, load_records, parked_runs
     lines = ["", "## Long experiments, saved run by run", "",
              "Their chapters read the saved runs; `python tools/book.py runs <plan>` trains the missing ones and "
              "resumes the runs in progress from their checkpoints parked in git.", "",
@@ -329,7 +329,7 @@ def long_runs(name, background=False, status=False, max_runs=None, methods=None,
     the foreground with a progress bar, or in the background (log in book/.checkpoints/<name>.log);
     or only how many remain and the time they should take; or, with `park`, copy the unfinished
     runs' checkpoints to book/parked/ to commit, so that the next sitting resumes them."""
-    from fglib.book.runs import PLANS, progress_report, run_missing
+    from fglib.book.runs import PARKED, PLANS, progress_report, run_missing
     if name not in PLANS:
         raise SystemExit(f"no plan {name!r}: plans are {', '.join(PLANS)}")
     os.chdir(ROOT / "book")
@@ -338,7 +338,7 @@ def long_runs(name, background=False, status=False, max_runs=None, methods=None,
         return park_runs(name, plan)
     report = progress_report(plan, "results", parked=PARKED)
     minutes = report["minutes left"]
-    going = ", ".join(f"{stem} at {done:,} of {plan.iterations:,} iterations" for stem, done in report["in progress"].items())
+    going = _iterations_done(report["in progress"], plan)
     print(f"{name}: {report['left']} of {report['runs']} runs left"
           + (f"; in progress: {going}" if going else "")
           + (f"; about {_duration(minutes)} of computing at {_duration(report['minutes per run'])} per run"
@@ -368,19 +368,20 @@ def long_runs(name, background=False, status=False, max_runs=None, methods=None,
     return None
 
 
-PARKED = "parked"   # under book/: unfinished runs' checkpoints, in git between sittings
+def _iterations_done(runs, plan):
+    """'fg-seed3 at 34,578 of 70,000 iterations, ...' from {run stem: iterations}."""
+    return ", ".join(f"{stem} at {done:,} of {plan.iterations:,} iterations" for stem, done in runs.items())
 
 
 def park_runs(name, plan):
     """Copy the plan's unfinished checkpoints into book/parked/ and say what to commit."""
-    from fglib.book.runs import park
+    from fglib.book.runs import PARKED, park
     held = park(plan, "results", parked=PARKED)
     if not held:
         print(f"{name}: no unfinished run to park")
         return None
-    print(f"{name}: parked " + ", ".join(f"{stem} at {done:,} of {plan.iterations:,} iterations"
-                                         for stem, done in held.items())
-          + f"; commit book/{PARKED}/{plan.experiment}/ so that the next sitting resumes them")
+    print(f"{name}: parked {_iterations_done(held, plan)}; "
+          f"commit book/{PARKED}/{plan.experiment}/ so that the next sitting resumes them")
     return None
 
 

@@ -99,9 +99,9 @@ def collect(tarball, root=ROOT):
             raise SystemExit(f"{tarball}: refusing paths outside book/: {bad}")
         tar.extractall(root, filter="data")
     print("\n".join(names))
-    from fglib.book.runs import PLANS, drop_parked
+    from fglib.book.runs import PARKED, PLANS, drop_parked
     for plan in PLANS.values():   # a run the chunk finished no longer needs its parked checkpoint here
-        for path in drop_parked(plan, root / "book" / "results", root / "book" / "parked"):
+        for path in drop_parked(plan, root / "book" / "results", root / "book" / PARKED):
             print(f"deleted {path.relative_to(root)} (its run is saved now)")
     if root == ROOT:
         import book

@@ -28,8 +28,8 @@ To add a long experiment, add a Plan to PLANS; its chapter calls run_missing(PLA
 import dataclasses
 import datetime
 import json
-import pathlib
 import os
+import pathlib
 import platform
 import shutil
 
@@ -115,6 +115,9 @@ def pending(plan, folder):
     return [(r, s, m) for r, s in enumerate(plan.seeds()) for m in plan.methods if not is_saved(plan, folder, m, s)]
 
 
+PARKED = "parked"   # beside the results folder (book/parked): unfinished runs' checkpoints, in git
+
+
 def checkpoint_file(checkpoints, plan, method_name, seed):
     """Where a run's checkpoint lives under a checkpoints (or parked) folder."""
     return pathlib.Path(checkpoints) / plan.experiment / f"{run_stem(method_name, seed)}.pt"
@@ -137,7 +140,7 @@ def copy_if_further(source, target):
     return iterations_in(target)
 
 
-def park(plan, folder="results", checkpoints=".checkpoints", parked="parked"):
+def park(plan, folder="results", checkpoints=".checkpoints", parked=PARKED):
     """Copy each unsaved run's local checkpoint into `parked` (a folder kept in git) where it is
     further on than the parked one, so that a sitting on a fresh clone resumes it.
     {run stem: iterations the parked copy holds}."""
@@ -146,13 +149,13 @@ def park(plan, folder="results", checkpoints=".checkpoints", parked="parked"):
     return parked_runs(plan, folder, parked)
 
 
-def parked_runs(plan, folder="results", parked="parked"):
+def parked_runs(plan, folder="results", parked=PARKED):
     """{run stem: iterations its parked checkpoint holds} of the plan's unsaved runs."""
     held = {run_stem(m, s): iterations_in(checkpoint_file(parked, plan, m, s)) for _, s, m in pending(plan, folder)}
     return {stem: done for stem, done in held.items() if done}
 
 
-def drop_parked(plan, folder="results", parked="parked"):
+def drop_parked(plan, folder="results", parked=PARKED):
     """Delete the parked checkpoints of the plan's saved runs (runs finished elsewhere, such as
     in a GPU chunk, whose sitting could not delete this checkout's copy); the paths deleted."""
     gone = [checkpoint_file(parked, plan, m, s) for s in plan.seeds() for m in plan.methods
@@ -408,7 +411,7 @@ def run_for_chapter(plan, folder, device="cpu", train_runs=None, timing_repeats=
     if train_runs != 0 and progress_report(plan, folder)["left"]:
         data = load_data("mnist", device=device, limit=limit)
         run_missing(plan, data, folder, device=device, max_runs=train_runs, checkpoints=f"{folder}/../.checkpoints",
-                    parked=f"{folder}/../parked")
+                    parked=f"{folder}/../{PARKED}")
     if plan.costs is None and load_timings(folder, plan.experiment).empty:
         time_in_processes(plan, folder, processes, timing_repeats, device)
 
