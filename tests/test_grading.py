@@ -594,3 +594,15 @@ def test_a_seeds_start_is_set_beside_where_its_run_ended_with_an_exact_permutati
     every = grading.start_sentence(initial, ended([0.7, 2.0, 2.2, 1.0]))   # every seed finished: no caveat
     assert every.endswith("Over backprop's 4 seeds, the steeper the start, the lower the run's lowest validation loss "
                           "(rank correlation -1; chance orders 4 seeds as well one time in 24).")
+
+
+def test_runs_part_way_are_named_and_only_their_remainder_is_counted():
+    """Two of four missing runs are half done: the sentence names them and counts three runs' worth
+    of computing, not four (the control without runs in progress counts four)."""
+    report = {"runs": 10, "left": 4, "iterations": 70_000, "minutes per run": 240.0,
+              "in progress": {"bp-seed3": 35_000, "fg-seed3": 35_000}, "minutes left": 240.0 * 3}
+    text = grading.runs_left_sentence(report, ["CPU"])
+    assert "2 more are part-way: backprop, seed 3 at 35,000 and forward gradient, seed 3 at 35,000" in text
+    assert "what is left of the other 4 needs about 12 hours" in text
+    control = grading.runs_left_sentence({**report, "in progress": {}, "minutes left": 240.0 * 4}, ["CPU"])
+    assert "part-way" not in control and "the other 4 need about 16 hours" in control

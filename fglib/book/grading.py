@@ -29,6 +29,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from ..registry import LABELS
 from ..timing import quiet, ratio_samples
 from ..to_target import budget_spent, mean_ci, relative_fall
 from .report import exponent_text, listed, rate_text
@@ -453,14 +454,28 @@ def runs_left_sentence(progress, devices, hours_per_run=None):
     left = progress["left"]
     n_saved = progress["runs"] - left
     text = f"{n_saved} of the {progress['runs']} runs {'is' if n_saved == 1 else 'are'} saved"
+    going = len(progress["in progress"])
+    if going:
+        text += f", and {going} more {'is' if going == 1 else 'are'} part-way: {_part_way(progress)}"
     if progress["minutes left"]:
         hours = progress["minutes left"] / 60
         two_cores = f", or about {hours / 2:.0f} hours with one run on each of two cores" if left > 1 else ""
+        rest = f"what is left of the other {left} needs" if going else f"the other {left} need"
         text += (f". At their pace, {progress['minutes per run'] / 60:.1f} hours a run on {devices_said(devices)}, "
-                 f"the other {left} need about {hours:.0f} hours of computing{two_cores}")
+                 f"{rest} about {hours:.0f} hours of computing{two_cores}")
     elif hours_per_run and left:
         text += f"; each takes about {hours_per_run:.0f} hours of steps and evaluations on this device"
     return text + "."
+
+
+def _part_way(progress):
+    """'backprop, seed 3 at 48,509 of 70,000 iterations', from a progress report's runs in
+    progress (stems such as 'bp-seed3')."""
+    said = []
+    for stem, done in progress["in progress"].items():
+        method, seed = re.fullmatch(r"(.+)-seed(\d+)", stem).groups()
+        said.append(f"{LABELS[method]}, seed {seed} at {done:,}")
+    return f"{listed(said)} of {progress['iterations']:,} iterations"
 
 
 POSSESSIVE = {BP: "backprop's", FG: "forward gradients'"}

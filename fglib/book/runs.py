@@ -392,7 +392,7 @@ def progress_report(plan, folder, checkpoints=".checkpoints", parked=None):
             unparked[stem] = local
     remaining = len(left) - sum(done / plan.iterations for done in started.values())
     return {"experiment": plan.experiment, "runs": plan.runs * len(plan.methods), "left": len(left),
-            "in progress": started, "not parked": unparked, "minutes per run": per_run,
+            "iterations": plan.iterations, "in progress": started, "not parked": unparked, "minutes per run": per_run,
             "minutes left": None if per_run is None else per_run * remaining}
 
 
