@@ -435,7 +435,9 @@ def start_sentence(initial, lowest, method=BP):
     text += f" Over {POSSESSIVE[method]} {len(seeds)} {finished}seeds, "
     if r >= 0:
         return text + f"the lowest validation loss did not fall with a steeper start (rank correlation {r:.2g})."
-    caveat = ": a pattern that the other seeds test, not yet a cause" if finished else ""
+    others = len(norms) - len(seeds)
+    caveat = (f": a pattern that the other {'seed tests' if others == 1 else 'seeds test'}, not yet a cause"
+              if finished else "")
     return (text + f"the steeper the start, the lower the run's lowest validation loss (rank correlation {r:.2g}; "
             f"chance orders {len(seeds)} seeds as well {_how_often(p)}){caveat}.")
 
