@@ -403,6 +403,17 @@ def smoke_plan(plan):
     return plan.smaller(runs=2, iterations=40, eval_points=5, train_every=10), tempfile.mkdtemp()
 
 
+def chapter_folders(folder):
+    """Where a chapter's checkpoints and parked copies live: beside its results folder."""
+    return f"{folder}/../.checkpoints", f"{folder}/../{PARKED}"
+
+
+def progress_for_chapter(plan, folder):
+    """progress_report for a chapter, counting its local and parked checkpoints."""
+    checkpoints, parked = chapter_folders(folder)
+    return progress_report(plan, folder, checkpoints, parked)
+
+
 def run_for_chapter(plan, folder, device="cpu", train_runs=None, timing_repeats=30, processes=3, limit=None):
     """What a chapter does before it reads its plan: train the missing runs (at most `train_runs`;
     0: none), and time the step in `processes` separate processes if the plan measures its own
@@ -410,8 +421,8 @@ def run_for_chapter(plan, folder, device="cpu", train_runs=None, timing_repeats=
     from ..data import load_data
     if train_runs != 0 and progress_report(plan, folder)["left"]:
         data = load_data("mnist", device=device, limit=limit)
-        run_missing(plan, data, folder, device=device, max_runs=train_runs, checkpoints=f"{folder}/../.checkpoints",
-                    parked=f"{folder}/../{PARKED}")
+        checkpoints, parked = chapter_folders(folder)
+        run_missing(plan, data, folder, device=device, max_runs=train_runs, checkpoints=checkpoints, parked=parked)
     if plan.costs is None and load_timings(folder, plan.experiment).empty:
         time_in_processes(plan, folder, processes, timing_repeats, device)
 
