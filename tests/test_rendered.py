@@ -180,11 +180,13 @@ def test_a_tables_learning_rates_read_as_the_paper_writes_them():
     assert [[cell.strip() for cell in row] for row in rows] == [["3e-4", "0.000300"], ["0.1", "0.100"]]
 
 
-@pytest.mark.parametrize("low, high, expect", [(0.05, 2.5, {0.1, 0.2, 0.5, 1, 2}),
+@pytest.mark.parametrize("low, high, expect", [(0.55, 2.3, {0.7, 1, 1.5, 2}),
+                                                (0.05, 2.5, {0.1, 0.2, 0.5, 1, 2}),
                                                 (1, 5000, {1, 10, 100, 1000}),
                                                 (1e-8, 1e78, {1e-8, 1})])
 def test_log_ticks_are_plain_and_never_vanish(low, high, expect):
-    """1-2-5 ticks over a few decades, powers of ten over more (labels that would collide), and
+    """At least three ticks within a decade (a validation loss from 0.55 to 2.3 once had only 1
+    and 2), 1-2-5 over a few decades, powers of ten over more (labels that would collide), and
     labels still there over 86 decades (a diverged run once left a panel with none)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -194,7 +196,7 @@ def test_log_ticks_are_plain_and_never_vanish(low, high, expect):
     ax.plot([0, 1], [low, high])
     ax.set_yscale("log")
     plain_log_ticks(ax, "y")
-    ticks = {t for t in ax.get_yticks() if low <= t <= high}
+    ticks = {float(f"{t:.9g}") for t in ax.get_yticks() if low <= t <= high}
     labels = [plain(t) for t in ticks]
     plt.close(fig)
     assert len(ticks) >= 3 and all(len(label) <= 12 for label in labels), labels

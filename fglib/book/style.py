@@ -52,12 +52,14 @@ def plain(x, _pos=None):
 
 def plain_log_ticks(ax, axis="y"):
     """Log-scale ticks at 1, 2, 5 x 10^k (at 10^k alone over more than three decades, where
-    labels such as 2,000 and 5,000 would run into each other), labelled as plain numbers. Call
-    it after the data are drawn: the span decides the ticks."""
+    labels such as 2,000 and 5,000 would run into each other; at 1, 1.5, 2, 3, 5, 7 x 10^k
+    within one decade, where 1-2-5 could leave a panel with two labels), labelled as plain
+    numbers. Call it after the data are drawn: the span decides the ticks."""
     target = ax.yaxis if axis == "y" else ax.xaxis
     low, high = sorted(ax.get_ylim() if axis == "y" else ax.get_xlim())
     decades = math.log10(high / low) if low > 0 else float("inf")
-    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades <= 3 else (1.0,)))
+    subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if decades < 1 else (1.0, 2.0, 5.0) if decades <= 3 else (1.0,)
+    target.set_major_locator(LogLocator(base=10, subs=subs))
     target.set_major_formatter(FuncFormatter(plain))
     target.set_minor_formatter(FuncFormatter(lambda *_: ""))
 
