@@ -187,3 +187,30 @@ def paired_figure(runs, split="validation", column="loss", notes=None):
     handles = [plt.Line2D([], [], color=PALETTE[m], lw=1.4) for m in PALETTE if m in set(rows["method"])]
     fig.legend(handles, [m for m in PALETTE if m in set(rows["method"])], loc="outside lower center", ncols=2)
     return fig
+
+
+def ratio_bars(rows, ax=None, colours=("black", "tab:green")):
+    """One measure's ratios (verdict.ratio_comparison's rows: experiment, source, value, note) as
+    horizontal bars, one per source within each experiment; where a value is missing, its note
+    is written in place of the bar, so that no bar is missing unexplained. The dotted line is
+    parity: left of it, forward gradients win."""
+    import numpy as np
+    from matplotlib.transforms import blended_transform_factory
+    ax = ax or plt.gca()
+    experiments = list(dict.fromkeys(rows["experiment"]))
+    sources = list(dict.fromkeys(rows["source"]))
+    height = 0.8 / len(sources)
+    at_left = blended_transform_factory(ax.transAxes, ax.transData)
+    for k, (source, colour) in enumerate(zip(sources, colours)):
+        part = rows[rows["source"] == source].set_index("experiment").reindex(experiments)
+        y = np.arange(len(experiments)) - 0.4 + height * (k + 0.5)
+        shown = np.isfinite(part["value"].to_numpy())
+        ax.barh(y[shown], part["value"].to_numpy()[shown], height=height, color=colour, label=source)
+        for y_missing, note in zip(y[~shown], part["note"].to_numpy()[~shown]):
+            ax.text(0.01, y_missing, note, transform=at_left, va="center", fontsize=8, color=colour,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
+    ax.set_yticks(range(len(experiments)), experiments)
+    ax.set_ylim(len(experiments) - 0.5, -0.5)
+    ax.axvline(1, color="grey", ls=":", lw=1)
+    ax.set_xlabel("forward gradient / backprop")
+    return ax

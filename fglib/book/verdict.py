@@ -386,14 +386,30 @@ def sweep_summary(results):
 
 
 def ratio_comparison(results):
-    """R_f/R_b and T_f/T_b, the paper's beside ours, one row per experiment and source."""
+    """R_f/R_b and T_f/T_b, the paper's beside ours, one row per experiment and source; `note`
+    says why a value is missing (the figure writes it where the bar would be)."""
     paper_keys = {"logistic regression": "logreg", "MLP, rate 2e-5": "mlp, lr 2e-05",
                   "MLP, rate 2e-4": "mlp, lr 0.0002", "CNN": "cnn"}
     rows = []
     for label, numbers in mnist_results(results).items():
         paper = RESULTS.get(paper_keys.get(label, ""), {})
         for measure, ours in (("R_f/R_b", numbers["ratio"]), ("T_f/T_b", numbers["T_ratio"])):
-            rows.append({"experiment": label, "measure": measure, "source": "paper", "value": paper.get(measure)})
+            theirs = paper.get(measure)
+            rows.append({"experiment": label, "measure": measure, "source": "paper", "value": theirs,
+                         "note": "" if theirs is not None else "the paper gives none"})
             rows.append({"experiment": label, "measure": measure, "source": f"ours ({numbers['device']})",
-                         "value": ours})
-    return pd.DataFrame(rows, columns=["experiment", "measure", "source", "value"]).astype({"value": float})
+                         "value": ours, "note": _why_no_value(ours, numbers)})
+    columns = ["experiment", "measure", "source", "value", "note"]
+    return pd.DataFrame(rows, columns=columns).astype({"value": float})
+
+
+def _why_no_value(value, numbers):
+    """'' for a finite ratio; else why there is none: forward gradients never reached the
+    loss (an infinite T_f/T_b), or the comparison is not judged yet (and why)."""
+    if value is not None and math.isfinite(value):
+        return ""
+    if value is not None and math.isinf(value):
+        return "forward gradients never reached it"
+    if numbers.get("time_verdict") == NOT_JUDGED:
+        return f"not judged yet: {numbers.get('time_verdict_why', '')}".rstrip(": ")
+    return "not measured"
