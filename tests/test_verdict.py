@@ -311,7 +311,7 @@ def test_the_best_normal_step_ratio_names_its_model_and_engine_in_words():
 
 def test_every_missing_ratio_bar_says_why():
     """A T_f/T_b forward gradients never reached, one not judged yet, and one the paper gives
-    none of each get a note in place of their bar; a measured ratio gets none."""
+    in words only each get a note in place of their bar; a measured ratio gets none."""
     never = {**MNIST, "T_ratio": math.inf, "time_verdict": "does not hold"}
     waiting = {**MNIST, "time_verdict_why": "4 of the 5 planned pairs of runs have finished"}
     measured = {**MNIST, "T_ratio": 0.4, "time_verdict": "holds"}
@@ -322,5 +322,5 @@ def test_every_missing_ratio_bar_says_why():
     assert ours["CNN"] == "not judged yet: 4 of the 5 planned pairs of runs have finished"
     assert ours["MLP, rate 2e-5"] == ""
     paper = rows[(rows.measure == "T_f/T_b") & (rows.source == "paper")].set_index("experiment")["note"]
-    assert paper["MLP, rate 2e-5"] == "the paper gives none" and paper["CNN"] == ""
+    assert paper["MLP, rate 2e-5"] == 'the paper: no number, "close to $R_f/R_b$"' and paper["CNN"] == ""
     assert (rows["note"] == "").eq(rows["value"].map(math.isfinite)).all()   # a note exactly where no bar

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 
 from ..methods import PAPER_DECAY
-from .paper import RESULTS
+from .paper import IN_WORDS, RESULTS
 from .report import rate_text
 
 from .grading import (FROZEN, NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades, depth_costs,
@@ -396,11 +396,17 @@ def ratio_comparison(results):
         for measure, ours in (("R_f/R_b", numbers["ratio"]), ("T_f/T_b", numbers["T_ratio"])):
             theirs = paper.get(measure)
             rows.append({"experiment": label, "measure": measure, "source": "paper", "value": theirs,
-                         "note": "" if theirs is not None else "the paper gives none"})
+                         "note": "" if theirs is not None else _paper_words(paper_keys.get(label), measure)})
             rows.append({"experiment": label, "measure": measure, "source": f"ours ({numbers['device']})",
                          "value": ours, "note": _why_no_value(ours, numbers)})
     columns = ["experiment", "measure", "source", "value", "note"]
     return pd.DataFrame(rows, columns=columns).astype({"value": float})
+
+
+def _paper_words(experiment, measure):
+    """Where the paper gives no number: its words, if it gives any (paper.IN_WORDS)."""
+    words = IN_WORDS.get((experiment, measure))
+    return f'the paper: no number, "{words}"' if words else "the paper gives none"
 
 
 def _why_no_value(value, numbers):
