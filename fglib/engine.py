@@ -108,6 +108,20 @@ LAYERS = {nn.Linear: linear, nn.Conv2d: conv2d, nn.ReLU: relu, nn.MaxPool2d: max
 
 # ---- losses: (z, dz, target) -> (L, dL) ---------------------------------------------------
 
+def check_target(z, target):
+    """Targets as PyTorch's cross-entropy takes them for logits z of shape (B, C): class indices,
+    an integer tensor of shape (B,), or class probabilities, a floating tensor of shape (B, C).
+    Anything else gets a ValueError that says both forms, not a broadcasting error from deep in
+    the rule. Shapes and dtypes only: no values are read, so a GPU is not synchronised."""
+    b, c = z.shape
+    indices = not target.is_floating_point() and target.shape == (b,)
+    probabilities = target.is_floating_point() and target.shape == (b, c)
+    if not (indices or probabilities):
+        kind = "floating" if target.is_floating_point() else str(target.dtype).removeprefix("torch.")
+        raise ValueError(f"labels must be class indices, an integer tensor of shape ({b},), or class probabilities, "
+                         f"a floating tensor of shape ({b}, {c}); got a {kind} tensor of shape {tuple(target.shape)}")
+
+
 def check_labels(z, labels, ignore_index=-100):
     """Class labels in [0, C) (or ignore_index); otherwise a ValueError that says which."""
     n_classes = z.shape[1]
@@ -144,6 +158,7 @@ def cross_entropy_terms(z, dz, target, weight=None, ignore_index=-100, label_smo
     with p = softmax(z), s_i = sum_j q_ij and q, n from _target_weights (d lse = p . dz: the
     Jacobian-vector product of logsumexp is the p-weighted sum of the tangents). Plain labels
     (no weights, no smoothing) take the gather path: q_i is one-hot, s_i = 1."""
+    check_target(z, target)
     if not target.is_floating_point() and target.device.type == "cpu":
         check_labels(z, target, ignore_index)   # on a GPU, fglib.train checks the data once instead
     lse = torch.logsumexp(z, dim=1, keepdim=True)

@@ -9,6 +9,7 @@ part (hypothesis) draws random nn.Sequential stacks of the layers the engine kno
 with one it does not, with random frozen parameters and random cross-entropy options.
 """
 import functools
+import re
 
 import pytest
 import torch
@@ -252,6 +253,27 @@ def test_labels_outside_the_classes_are_refused_by_name():
     bad[4] = CLASSES
     with pytest.raises(ValueError, match=r"labels must be class indices in \[0, 4\).*got 4 at position 4"):
         fglib.module_jvp(mlp(), F.cross_entropy, images(), bad, directions(list(mlp().parameters())), engine="fglib")
+
+
+@pytest.mark.parametrize("bad, got", [(LABELS.double(), "a floating tensor of shape (6,)"),
+                                      (LABELS[:, None], "a int64 tensor of shape (6, 1)"),
+                                      (LABELS[:5], "a int64 tensor of shape (5,)"),
+                                      (torch.ones(B, CLASSES + 1, dtype=DT) / 5, "a floating tensor of shape (6, 5)")])
+def test_targets_of_the_wrong_shape_or_type_are_refused_with_both_forms_named(bad, got):
+    """Float labels, a column of labels, one label short and probabilities over the wrong number of
+    classes: each a ValueError naming the two forms the loss takes, where PyTorch's forward mode
+    refuses them too (control: the same targets in the right form give forward_ad's d)."""
+    model, v = mlp(), directions(list(mlp().parameters()))
+    said = ("labels must be class indices, an integer tensor of shape (6,), or class probabilities, a floating "
+            f"tensor of shape (6, 4); got {got}")
+    with pytest.raises(ValueError, match=re.escape(said)):
+        fglib.module_jvp(model, F.cross_entropy, images(), bad, v, engine="fglib")
+    with pytest.raises((RuntimeError, ValueError)):
+        fglib.module_jvp(model, F.cross_entropy, images(), bad, v, engine="forward_ad")
+    for good in (LABELS, F.one_hot(LABELS, CLASSES).to(DT)):
+        want = fglib.module_jvp(model, F.cross_entropy, images(), good, v, engine="forward_ad")
+        got_fglib = fglib.module_jvp(model, F.cross_entropy, images(), good, v, engine="fglib")
+        assert all(close(a, b) for a, b in zip(got_fglib, want))
 
 
 # ---- test functions on Dual numbers ----------------------------------------------------------
