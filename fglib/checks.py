@@ -99,6 +99,16 @@ def floating_dtype(name, value):
     return value
 
 
+def floating_tensor(name, value):
+    """A tensor of a floating dtype: a point to differentiate at (forward mode needs one)."""
+    if not isinstance(value, torch.Tensor):
+        _fail(TypeError, name, value, "a floating-point tensor")
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}; "
+                        f"use e.g. {name}.to(torch.float32)")
+    return value
+
+
 def _list_of(name, values, check, what):
     """A non-empty list, each element passing `check` (named name[i] in errors)."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):

@@ -67,6 +67,7 @@ def jvp(f, theta, v, engine="forward_ad"):
     uses an operation they have no rule for; 'auto' then uses forward_ad instead.
     """
     check_engine(engine)
+    checks.floating_tensor("theta", theta)
     if not isinstance(v, torch.Tensor) or v.shape != theta.shape:
         raise ValueError(f"v must be a tensor of theta's shape {tuple(theta.shape)}, got "
                          f"{tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}")
@@ -88,6 +89,7 @@ def jvp(f, theta, v, engine="forward_ad"):
 
 def forward_gradient(f, theta, v=None, kind="normal", generator=None, engine="forward_ad"):
     """The forward gradient of a function of one tensor (e.g. a test function)."""
+    checks.floating_tensor("theta", theta)
     if v is None:
         v = sample_direction(theta, kind, generator)
     loss, d = jvp(f, theta, v, engine)

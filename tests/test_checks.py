@@ -71,6 +71,10 @@ CASES = [
      ValueError, "LocalNet"),
     ("LocalNet heads", lambda: fglib.LocalNet([torch.nn.Sequential()], []), ValueError, "one head per block"),
     # the estimator
+    ("jvp theta integer", lambda: fglib.jvp(fglib.beale, torch.arange(2), torch.zeros(2)), TypeError,
+     r"theta must be a floating-point tensor, got dtype torch.int64"),
+    ("forward_gradient theta list", lambda: fglib.forward_gradient(fglib.beale, [1.0, 2.0]), TypeError,
+     "theta must be a floating-point tensor"),
     ("jvp v shape", lambda: fglib.jvp(fglib.beale, torch.zeros(2), torch.zeros(3)), ValueError, "v must"),
     ("jvp v dtype", lambda: fglib.jvp(fglib.beale, torch.zeros(2), torch.zeros(2, dtype=torch.float64)),
      ValueError, "v has dtype"),
