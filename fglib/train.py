@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checks
-from .data import BatchSampler
+from .data import BatchSampler, Split
 from .device import device_name, synchronize
 from . import engine
 from .functions import PointModel
@@ -90,6 +90,10 @@ def _checked_settings(method, data, iterations, batch_size, eval_every, seed, ev
     if data is not None and not (isinstance(data, dict) and {"train", "validation"} <= set(data)):
         raise TypeError("data must be the dict from fglib.load_data (with 'train' and 'validation'), "
                         f"or None for a test function; got {type(data).__name__}")
+    for name, split in (data or {}).items():
+        if not isinstance(split, Split):
+            raise TypeError(f"data[{name!r}] must be a fglib.data.Split (x, y) as fglib.load_data returns, got "
+                            f"{type(split).__name__}; wrap your tensors: fglib.data.Split(x, y)")
     if data is None and not isinstance(method.model, PointModel):
         raise TypeError(f"data is None, which only a test function's model takes (fglib.PointModel); this method "
                         f"trains a {type(method.model).__name__}: pass data=fglib.load_data(...)")
