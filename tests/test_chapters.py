@@ -64,6 +64,19 @@ def test_a_bad_parameter_fails_before_any_data_is_loaded(tmp_path, monkeypatch):
     assert "load_data" not in str(err.value)
 
 
+def test_an_unknown_parameter_name_is_refused_before_any_chapter_runs(tmp_path):
+    """A typo (seeds=3 for seed=3) stops the tool with the chapter's real parameters named, where
+    papermill alone would warn and run the defaults; nothing is executed, even for the chapters
+    listed before the one that lacks it. Control: a known name passes the check."""
+    paths = [next(p for p in CHAPTERS if p.stem == name) for name in ("verdict", "cnn")]
+    with pytest.raises(SystemExit, match=r"cnn has no parameter 'seeds'; its parameters are smoke, seed, device"):
+        book.execute(paths[1:], "full", tmp_path, overrides={"seeds": 3})
+    with pytest.raises(SystemExit, match="verdict has no parameter 'seed'"):
+        book.execute(paths, "full", tmp_path, overrides={"seed": 3})
+    assert not list(tmp_path.iterdir())
+    book.check_parameter_names(paths[1], {"seed": 3, "smoke": True})
+
+
 def test_status_page_is_generated_from_the_run_records():
     """book/status.md is exactly what tools/book.py writes from the run records: never typed."""
     assert (ROOT / "book" / "status.md").read_text() == book.status_text(), \

@@ -87,6 +87,17 @@ def has_outputs(path):
     return any(c.get("outputs") for c in nb["cells"] if c["cell_type"] == "code")
 
 
+def check_parameter_names(path, params):
+    """Every parameter given is one the chapter's parameters cell defines: papermill would only
+    warn about an unknown name (a typo such as seeds=3 for seed=3) and run the defaults."""
+    import papermill as pm
+    known = pm.inspect_notebook(str(path))
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise SystemExit(f"{path.stem} has no parameter {', '.join(map(repr, unknown))}; "
+                         f"its parameters are {', '.join(known)}")
+
+
 def execute(paths, mode, out_dir=None, overrides=None):
     import os
     import papermill as pm
@@ -95,6 +106,8 @@ def execute(paths, mode, out_dir=None, overrides=None):
     params.update(overrides or {})
     if mode == "missing":
         paths = [p for p in paths if not has_outputs(p)]
+    for path in paths:
+        check_parameter_names(path, params)
     for path in paths:
         target = pathlib.Path(out_dir) / path.name if out_dir else path
         target.parent.mkdir(parents=True, exist_ok=True)
