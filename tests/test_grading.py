@@ -55,6 +55,26 @@ def test_the_interval_covers_the_estimate_and_excludes_1_when_it_should():
     assert same["verdict"] == "holds" and same["high"] < 1          # the control: equal step times
 
 
+def test_a_cpu_that_fails_only_by_its_step_ratio_does_not_refute_the_claim():
+    """Forward gradient needs fewer iterations (I_f/I_b ~ 0.46) but its steps cost 4 times as much:
+    on a CPU the time claim is 'not reproduced on this CPU' (the device's factor decides), not
+    refuted. Controls: the same runs timed on a GPU do not hold; on a CPU, a forward gradient that
+    needs more iterations (I_f/I_b ~ 2) does not hold either."""
+    def on(device, t):
+        return t.assign(device=device)
+    cpu = grading.grade_time_to_loss(runs(fg_final=0.28), on("CPU (test)", timings(fg=0.04)), ITERATIONS, decay=0,
+                                     samples=100)
+    assert cpu["verdict"] == grading.NOT_ON_CPU and "this CPU's step ratio decides the time" in cpu["why"]
+    gpu = grading.grade_time_to_loss(runs(fg_final=0.28), on("NVIDIA H100", timings(fg=0.04)), ITERATIONS, decay=0,
+                                     samples=100)
+    assert gpu["verdict"] == "does not hold" and "step ratio decides" not in gpu["why"]
+    report = grading.claim4_report(runs(fg_final=0.28), on("CPU (test)", timings(fg=0.04)), ITERATIONS, decay=0,
+                                   planned_pairs=5, samples=100)
+    assert report["findings"].startswith("Not reproduced on this CPU: T_f/T_b = ")   # 'CPU' keeps its capitals
+    slower = grading.grade_time_to_loss(runs(), on("CPU (test)", timings()), ITERATIONS, decay=0, samples=100)
+    assert slower["I_ratio"] > 1 and slower["verdict"] == "does not hold"
+
+
 def test_tolerance_table_moves_with_the_tolerance():
     table = grading.tolerance_table(runs(), timings(), samples=100)
     assert table["tolerance"].tolist() == list(grading.TOLERANCES)

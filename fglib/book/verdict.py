@@ -199,7 +199,8 @@ def claim_time_to_loss(r, cpu=True):
                 "interpolated between the two evaluations around it): not judged until every planned pair has "
                 "run, backprop has learned (test accuracy above chance) and its mean validation loss has levelled "
                 "off (< 1% fall over the last fifth) or the decay has frozen it (the rest of the schedule would "
-                "lower it by < 1%), or when the 95% interval of T_f/T_b contains 1", "; ".join(short))
+                "lower it by < 1%), or when the 95% interval of T_f/T_b contains 1; on a CPU, a ratio that fails only by the "
+                "device's factor (I_f/I_b ≤ 1 but S_f/S_b > 1) reads 'not reproduced on this CPU', as claims 3 and 5 do", "; ".join(short))
 
 
 def claim_depth(r, cpu=True):
