@@ -228,3 +228,19 @@ def test_an_unbounded_interval_reads_from_its_lower_end_up_never_to_inf():
                                          pd.DataFrame()).set_index("measure").loc["T_f/T_b", "ours"]
     assert ours(float("inf")) == "2.3 (95%: from 2.2 up)"
     assert ours(2.5) == "2.3 (95%: 2.2 to 2.5)"
+
+
+@pytest.mark.parametrize("category", [FutureWarning, DeprecationWarning])
+def test_torchs_jit_deprecation_is_silenced_in_either_category_and_nothing_else_is(category):
+    """torch 2.14 warns that torch.jit.script is deprecated as a FutureWarning, torch 2.11 (the GPU
+    machine's) as a DeprecationWarning, whenever forward_ad scripts its rules: neither reaches a
+    page, in either wording. Control: another deprecation in the same category still shows."""
+    import warnings
+    import fglib
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fglib.quiet.silence_known_noise()
+        for message in ("`torch.jit.script` is deprecated. Please switch to `torch.compile`",
+                        "`torch.jit.script_method` is deprecated.", "`torch.foo` is deprecated."):
+            warnings.warn(message, category)
+    assert [str(w.message) for w in caught] == ["`torch.foo` is deprecated."]
