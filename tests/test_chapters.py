@@ -3,6 +3,7 @@ import json
 import sys
 
 import pytest
+import torch
 
 from conftest import ROOT, data_folder
 
@@ -35,6 +36,9 @@ def test_chapter_runs_with_smoke_settings(path, tmp_path, monkeypatch):
     out = json.loads((tmp_path / path.name).read_text())
     errors = [o for c in out["cells"] for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors
+    warned = ["".join(o["text"]) for c in out["cells"] for o in c.get("outputs", [])
+              if o.get("output_type") == "stream" and o.get("name") == "stderr" and "Warning" in "".join(o["text"])]
+    assert not warned, f"a warning would reach the page (under torch {torch.__version__}): {warned[0][:300]}"
     assert any(o.get("output_type") == "display_data" and "image/png" in o.get("data", {})
                for c in out["cells"] for o in c.get("outputs", [])), "the chapter drew no figure"
 

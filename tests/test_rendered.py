@@ -244,3 +244,25 @@ def test_torchs_jit_deprecation_is_silenced_in_either_category_and_nothing_else_
                         "`torch.jit.script_method` is deprecated.", "`torch.foo` is deprecated."):
             warnings.warn(message, category)
     assert [str(w.message) for w in caught] == ["`torch.foo` is deprecated."]
+
+
+def test_a_loss_panel_without_evaluations_says_so_without_a_warning():
+    """A smoke run shorter than its training-loss interval has no train rows: the panel says 'no
+    train evaluations' and seaborn is not asked to draw nothing (it warned on the CNN's page).
+    Control: the validation rows of the same runs draw a line per method."""
+    import warnings
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    from fglib.book.plots import loss_plot
+    curves = pd.DataFrame([{"method": m, "run": 0, "split": "validation", "iteration": i, "time": i / 10,
+                            "loss": 2.3 - i / 100} for m in ("forward gradient", "backprop") for i in (0, 10, 20)])
+    fig, (a, b) = plt.subplots(1, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss_plot(curves, split="train", ax=a)
+        loss_plot(curves, split="validation", ax=b)
+    texts, lines = [t.get_text() for t in a.texts], len(b.get_lines())
+    plt.close(fig)
+    assert texts == ["no train evaluations"] and not a.get_lines() and lines >= 2

@@ -34,8 +34,12 @@ def loss_plot(curves, x="iteration", split="train", ax=None, smooth=1, log=True,
         ax.text(0.98, 0.98, f"{left_out} diverged run{'s' * (left_out > 1)} left out", transform=ax.transAxes,
                 ha="right", va="top", fontsize=9, color="grey")
     xcol = "mean time (s)" if x == "time" else "iteration"
-    sns.lineplot(rows, x=xcol, y="loss", hue="method", errorbar=SPREAD, palette=PALETTE,
-                 ax=ax, linewidth=1.2)
+    if rows.empty:   # e.g. a run shorter than its training-loss interval: say so, draw nothing
+        ax.text(0.5, 0.5, f"no {split} evaluations", transform=ax.transAxes, ha="center", va="center", color="grey")
+        log = False
+    else:
+        sns.lineplot(rows, x=xcol, y="loss", hue="method", errorbar=SPREAD, palette=PALETTE,
+                     ax=ax, linewidth=1.2)
     if log:
         ax.set_yscale("log")
         plain_log_ticks(ax, "y")
