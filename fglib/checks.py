@@ -72,6 +72,7 @@ def choice(name, value, options):
 
 
 def boolean(name, value):
+    """True or False, not a truthy stand-in such as 1 or 'yes'."""
     if not isinstance(value, bool):
         _fail(TypeError, name, value, "True or False")
     return value

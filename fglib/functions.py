@@ -14,11 +14,15 @@ from . import checks
 
 
 def beale(theta):
+    """Beale's function, f(x, y) = (1.5 - x + xy)^2 + (2.25 - x + xy^2)^2 + (2.625 - x + xy^3)^2,
+    minimum 0 at (3, 0.5); theta[..., 0] is x, theta[..., 1] is y."""
     x, y = theta[..., 0], theta[..., 1]
     return (1.5 - x + x * y) ** 2 + (2.25 - x + x * y ** 2) ** 2 + (2.625 - x + x * y ** 3) ** 2
 
 
 def rosenbrock(theta, a=1.0, b=100.0):
+    """Rosenbrock's function, f(x, y) = (a - x)^2 + b (y - x^2)^2, minimum 0 at (a, a^2) at the
+    bottom of a long curved valley; theta[..., 0] is x, theta[..., 1] is y."""
     x, y = theta[..., 0], theta[..., 1]
     return (a - x) ** 2 + b * (y - x ** 2) ** 2
 
@@ -40,6 +44,8 @@ FUNCTIONS = {
 
 
 def get_function(name):
+    """The TestFunction named `name` (one of FUNCTIONS: 'beale', 'rosenbrock'), with its minimum,
+    the paper's start point and a plotting window."""
     checks.choice("name", name, FUNCTIONS)
     return FUNCTIONS[name]
 

@@ -14,6 +14,8 @@ from .forward_grad import jvp
 
 
 def finite_difference(f, theta, v, h, scheme="forward"):
+    """D_v f(theta) by a forward difference, (f(theta + h v) - f(theta)) / h, or a central one,
+    (f(theta + h v) - f(theta - h v)) / 2h (scheme='central')."""
     if scheme == "forward":
         return (f(theta + h * v) - f(theta)) / h
     if scheme == "central":
@@ -22,6 +24,8 @@ def finite_difference(f, theta, v, h, scheme="forward"):
 
 
 def complex_step(f, theta, v, h):
+    """D_v f(theta) = Im f(theta + i h v) / h, in complex128: no subtraction, so h can be tiny
+    (f must be real-analytic and accept complex numbers)."""
     z = theta.to(torch.complex128) + 1j * h * v.to(torch.complex128)
     return f(z).imag / h
 

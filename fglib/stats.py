@@ -36,6 +36,9 @@ def z_scores(samples, grad):
 
 
 def expected_second_moment(grad, kind="normal"):
+    """E||g||^2 for g = (grad . v) v with directions of law `kind`, from the true gradient:
+    (n + 2) ||grad||^2 for normal v (E v_i^4 = 3); n ||grad||^2 for Rademacher signs, for v
+    uniform on the sphere of radius sqrt(n), and for orthogonal directions (each on that sphere)."""
     n, norm2 = grad.numel(), float(grad.pow(2).sum())
     return {"normal": (n + 2) * norm2, "rademacher": n * norm2, "sphere": n * norm2, "orthogonal": n * norm2}[kind]
 
