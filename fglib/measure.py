@@ -36,6 +36,9 @@ def runtime_ratios(model, methods, loss_fn, x, y, warmup=5, repeats=30):
     Every method must train `model` itself (its steps change the weights; the
     learning rate is small enough that this does not change the cost).
     """
+    if not (isinstance(methods, dict) and all(callable(getattr(m, "step", None)) for m in methods.values())):
+        raise TypeError("methods must be a dict {name: method} of methods from fglib.make_method "
+                        f"(each with .step(x, y)), got {methods!r}")
     device = next(model.parameters()).device
     fns = {"base": base_call(model, loss_fn, x, y)}
     fns.update({name: (lambda m=m: m.step(x, y)) for name, m in methods.items()})

@@ -44,6 +44,9 @@ def progress_bar(iterable, **kwargs):
 @torch.no_grad()
 def evaluate(model, split, loss_fn=F.cross_entropy, batch_size=2000):
     """(mean loss, accuracy) of `model` on a whole Split, in batches."""
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be a fglib.data.Split (x, y), such as fglib.load_data(...)['test'], got "
+                        f"{type(split).__name__}; wrap your tensors: fglib.data.Split(x, y)")
     batch_size = checks.count("batch_size", batch_size)
     total_loss, correct = 0.0, 0
     for i in range(0, len(split), batch_size):
