@@ -110,6 +110,13 @@ def floating_tensor(name, value):
     return value
 
 
+def module(name, value, hint=""):
+    """A torch.nn.Module (a network to train or measure); `hint` says what to do otherwise."""
+    if not isinstance(value, torch.nn.Module):
+        raise TypeError(f"{name} must be a torch.nn.Module, got {type(value).__name__}{hint}")
+    return value
+
+
 def _list_of(name, values, check, what):
     """A non-empty list, each element passing `check` (named name[i] in errors)."""
     if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):

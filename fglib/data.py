@@ -80,6 +80,14 @@ class Split:
         return len(self.y)
 
 
+def check_split(name, split):
+    """A Split (x, y), as load_data returns; a plain (x, y) tuple is told how to become one."""
+    if not isinstance(split, Split):
+        raise TypeError(f"{name} must be a fglib.data.Split (x, y), as fglib.load_data returns, got "
+                        f"{type(split).__name__}; wrap your tensors: fglib.data.Split(x, y)")
+    return split
+
+
 def load_data(name="mnist", root=None, device="cpu", dtype=torch.float32, limit=None):
     """{'train', 'validation', 'test'} -> Split, all on `device`.
 

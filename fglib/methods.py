@@ -61,9 +61,7 @@ class Method:
 
     def __init__(self, model, loss_fn, lr, decay=PAPER_DECAY, optimizer="sgd", compile=False):
         lr, decay = checks.rate("lr", lr), checks.real("decay", decay, minimum=0)
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}; a test function "
-                            "f(theta) goes in fglib.PointModel(f, start)")
+        checks.module("model", model, hint="; a test function f(theta) goes in fglib.PointModel(f, start)")
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable as loss_fn(output, target), such as F.cross_entropy, "
                             f"got {loss_fn!r}")

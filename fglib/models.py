@@ -144,6 +144,5 @@ def build_model(name, seed=None, device="cpu", dtype=None, **kwargs):
 
 def count_parameters(model):
     """The number of parameters (trainable or not) of a torch.nn.Module."""
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {model!r}")
+    checks.module("model", model)
     return sum(p.numel() for p in model.parameters())

@@ -29,8 +29,7 @@ class RandomSubspace(nn.Module):
 
     def __init__(self, model, dim, seed=0):
         super().__init__()
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        checks.module("model", model)
         self.model = model
         named = [(n, p) for n, p in model.named_parameters()]
         if not named:

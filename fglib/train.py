@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checks
-from .data import BatchSampler, Split
+from .data import BatchSampler, check_split
 from .device import device_name, synchronize
 from . import engine
 from .functions import PointModel
@@ -44,9 +44,7 @@ def progress_bar(iterable, **kwargs):
 @torch.no_grad()
 def evaluate(model, split, loss_fn=F.cross_entropy, batch_size=2000):
     """(mean loss, accuracy) of `model` on a whole Split, in batches."""
-    if not isinstance(split, Split):
-        raise TypeError(f"split must be a fglib.data.Split (x, y), such as fglib.load_data(...)['test'], got "
-                        f"{type(split).__name__}; wrap your tensors: fglib.data.Split(x, y)")
+    check_split("split", split)
     batch_size = checks.count("batch_size", batch_size)
     total_loss, correct = 0.0, 0
     for i in range(0, len(split), batch_size):
@@ -94,9 +92,7 @@ def _checked_settings(method, data, iterations, batch_size, eval_every, seed, ev
         raise TypeError("data must be the dict from fglib.load_data (with 'train' and 'validation'), "
                         f"or None for a test function; got {type(data).__name__}")
     for name, split in (data or {}).items():
-        if not isinstance(split, Split):
-            raise TypeError(f"data[{name!r}] must be a fglib.data.Split (x, y) as fglib.load_data returns, got "
-                            f"{type(split).__name__}; wrap your tensors: fglib.data.Split(x, y)")
+        check_split(f"data[{name!r}]", split)
     if data is None and not isinstance(method.model, PointModel):
         raise TypeError(f"data is None, which only a test function's model takes (fglib.PointModel); this method "
                         f"trains a {type(method.model).__name__}: pass data=fglib.load_data(...)")
