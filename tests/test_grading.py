@@ -615,6 +615,16 @@ def test_a_seeds_start_is_set_beside_where_its_run_ended_with_an_exact_permutati
     every = grading.start_sentence(initial, ended([0.7, 2.0, 2.2, 1.0]))   # every seed finished: no caveat
     assert every.endswith("Over backprop's 4 seeds, the steeper the start, the lower the run's lowest validation loss "
                           "(rank correlation -1; chance orders 4 seeds as well one time in 24).")
+    # the CNN's five seeds: the third steepest start ended lowest; chance orders 5 seeds at least as well
+    # 14 times in 120 (12%), so the sentence says the seeds cannot tell it from luck
+    initial5 = pd.DataFrame({"initial gradient norm": [0.143, 0.120, 0.118, 0.127, 0.125]},
+                            index=pd.Index(range(5), name="seed"))
+    weak = grading.start_sentence(initial5, ended([0.716, 1.97, 2.23, 1.72, 0.619]))
+    assert weak.endswith("Over backprop's 5 seeds, a steeper start tended to end lower, though not in every seed "
+                         "(rank correlation -0.7); chance orders 5 seeds at least as well 12% of the time, so these "
+                         "seeds cannot tell the pattern from luck.")
+    assert grading.rank_correlation(initial5["initial gradient norm"], [0.716, 1.97, 2.23, 1.72, 0.619]) == \
+        pytest.approx((-0.7, 14 / 120))
 
 
 def test_runs_part_way_are_named_and_only_their_remainder_is_counted():

@@ -422,7 +422,8 @@ def start_sentence(initial, lowest, method=BP):
     (experiments.initial_gradients) beside the lowest validation loss of `method`'s finished runs
     (run_results), their rank correlation and how often chance orders as many seeds as well; a
     pattern in some of the seeds is said to be one, not a cause. The norms alone with fewer than
-    three finished seeds."""
+    three finished seeds. With every seed in, an ordering that chance matches more than 5% of the
+    time is said to be indistinguishable from luck."""
     norms = initial["initial gradient norm"]
     said = listed(f"{v:#.3g} (seed {s})" for s, v in norms.items())
     text = f"At the start, the norm of the loss's gradient on the first training images was {said}."
@@ -435,11 +436,16 @@ def start_sentence(initial, lowest, method=BP):
     text += f" Over {POSSESSIVE[method]} {len(seeds)} {finished}seeds, "
     if r >= 0:
         return text + f"the lowest validation loss did not fall with a steeper start (rank correlation {r:.2g})."
+    every_seed = r <= -1 + 1e-9
+    claim = ("the steeper the start, the lower the run's lowest validation loss" if every_seed
+             else "a steeper start tended to end lower, though not in every seed")
+    chance = f"chance orders {len(seeds)} seeds {'as well' if every_seed else 'at least as well'} {_how_often(p)}"
+    if not finished and p > 0.05:
+        return text + f"{claim} (rank correlation {r:.2g}); {chance}, so these seeds cannot tell the pattern from luck."
     others = len(norms) - len(seeds)
     caveat = (f": a pattern that the other {'seed tests' if others == 1 else 'seeds test'}, not yet a cause"
               if finished else "")
-    return (text + f"the steeper the start, the lower the run's lowest validation loss (rank correlation {r:.2g}; "
-            f"chance orders {len(seeds)} seeds as well {_how_often(p)}){caveat}.")
+    return text + f"{claim} (rank correlation {r:.2g}; {chance}){caveat}."
 
 
 def _how_often(p):
