@@ -366,7 +366,8 @@ def seed_spread_sentence(runs):
     means = f"the gap between the two methods' means ({per[BP].mean():.3g} against {per[FG].mean():.3g})"
     return (f"Over the finished runs, the lowest validation loss ranged from {ranges[BP][0]:.3g} to {ranges[BP][1]:.3g} "
             f"between backprop's seeds and from {ranges[FG][0]:.3g} to {ranges[FG][1]:.3g} between forward gradients', "
-            + (f"wider than {means}: the seeds differ more than the methods so far." if wider else
+            + (f"wider than {means}: the seeds differ more than the methods, so each pair is also compared on its own."
+               if wider else
                f"narrower than {means}."))
 
 
@@ -394,7 +395,7 @@ def paired_sentence(pairs):
     if reached.empty:
         return text + f"forward gradients never reached that seed's lowest backprop validation loss, on any of the {len(pairs)} seeds."
     text += (f"I_f/I_b to that seed's lowest backprop validation loss was "
-             f"{listed(f'{r:.2g} (seed {s})' for s, r in reached.items())}")
+             f"{listed(f'{r:#.2g} (seed {s})' for s, r in reached.items())}")
     if never:
         text += f", and forward gradients never reached it on seed{'s' if len(never) > 1 else ''} {listed(never)}"
     fewer = int((ratios < 1).sum())
