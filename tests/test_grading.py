@@ -639,3 +639,6 @@ def test_runs_part_way_are_named_and_only_their_remainder_is_counted():
     assert "what is left of the other 4 needs about 12 hours" in text
     control = grading.runs_left_sentence({**report, "in progress": {}, "minutes left": 240.0 * 4}, ["CPU"])
     assert "part-way" not in control and "the other 4 need about 16 hours" in control
+    done = {**report, "left": 0, "in progress": {}, "minutes left": 0.0}
+    assert grading.runs_left_sentence(done, ["CPU"]) == "All 10 runs are saved."
+    assert grading.runs_left_sentence({**done, "runs": 1}, ["CPU"]) == "The run is saved."

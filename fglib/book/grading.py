@@ -462,6 +462,8 @@ def runs_left_sentence(progress, devices, hours_per_run=None):
     run's `hours_per_run` as the step times predict it ('' for the rest without either)."""
     left = progress["left"]
     n_saved = progress["runs"] - left
+    if not left and n_saved:
+        return "The run is saved." if n_saved == 1 else f"All {n_saved} runs are saved."
     text = f"{n_saved} of the {progress['runs']} runs {'is' if n_saved == 1 else 'are'} saved"
     going = len(progress["in progress"])
     if going:
