@@ -258,6 +258,11 @@ def test_a_per_iteration_win_found_after_the_decay_spent_backprops_step_says_so(
         text = " ".join(verdict.takeaways(results, verdict.claims_table(results)))
         assert "T_f/T_b = 0.33" in text
         assert ("where the schedule froze it" in text) == caveat
+        assert "also won" not in text   # one experiment held: no second clause
+    cnn = {**MNIST, "lr": 2e-4, "time_verdict": "holds", "I_ratio": 0.45, "S_ratio": 0.95, "T_ratio": 0.43}
+    results = {"mnist": {"MLP, rate 2e-4": row, "CNN": cnn}}
+    text = " ".join(verdict.takeaways(results, verdict.claims_table(results)))
+    assert "in the MLP at rate 2e-4" in text and "also won per iteration in the CNN (I_f/I_b 0.45, T_f/T_b 0.43)." in text
 
 
 def test_the_sweep_reads_as_one_clause_per_model_in_the_discussion():
