@@ -8,6 +8,7 @@ The method, one idea per module:
     registry       every method by name, with its label and class; make_method
     models, functions, data   the paper's networks, test functions and MNIST
     train          the training loop and evaluation
+    checkpoint     a run's saved state: atomic, hashed, loaded without running code, one process
     engine         fglib's own forward-mode engine: a value and tangent rule per layer
     measure        the paper's runtime measures, memory, time to target
     to_target      time to a target loss decomposed, T = I x S, and when a run can be judged
@@ -45,6 +46,6 @@ from .measure import describe_ratio, peak_memory, peak_tensor_bytes, runtime_rat
 from .timing import keep_freed_memory, median_times
 from .device import device_name, resolve_device
 from .to_target import decompose, eval_schedule, levelled_off
-from . import checks, distributed, engine, local, measure, numerics, registry, stats, subspace, timing, to_target, zeroth_order
+from . import checkpoint, checks, distributed, engine, local, measure, numerics, registry, stats, subspace, timing, to_target, zeroth_order
 
 __version__ = "0.1.0"

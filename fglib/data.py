@@ -123,7 +123,8 @@ class BatchSampler:
     def __init__(self, split, batch_size=64, seed=0):
         batch_size = checks.integer("batch_size", batch_size, minimum=1, maximum=len(split))
         self.split, self.batch_size = split, batch_size
-        self.generator = torch.Generator().manual_seed(checks.seed("seed", seed))
+        self.seed = checks.seed("seed", seed)
+        self.generator = torch.Generator().manual_seed(self.seed)
         self._order, self._pos = None, len(split)
 
     def __iter__(self):

@@ -97,7 +97,8 @@ class BlockForwardGradient(Method):
                              "for other losses use make_method('fg', ...)") from None
         self.local = local
         self.rules()   # refuse a model the engine cannot run exactly now, not at the first step
-        self.generator = make_generator(checks.seed("seed", seed), self.params[0].device)
+        self.seed = checks.seed("seed", seed)
+        self.generator = make_generator(self.seed, self.params[0].device)
 
     def rules(self):
         """[(block's rules, head's rules)]; checked at build and at every step (fglib.engine.layers_of),

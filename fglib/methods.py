@@ -66,12 +66,21 @@ class Method:
             raise TypeError(f"loss_fn must be callable as loss_fn(output, target), such as F.cross_entropy, "
                             f"got {loss_fn!r}")
         self.compile = compile_mode(compile)
+        self.lr, self.decay = lr, decay
         self.model, self.loss_fn = model, loss_fn
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("model has no parameter with requires_grad=True: there is nothing to train")
         self.optimizer = make_optimizer(self.params, optimizer, lr)
         self.scheduler = torch.optim.lr_scheduler.ExponentialLR(self.optimizer, math.exp(-decay))
+
+    def settings(self):
+        """What makes this run this run, as plain values (a resumed checkpoint must match them):
+        the class, the initial rate and its decay, the optimiser, and the method's own settings
+        (direction law, K, seed, engine, ...): every public attribute that is a str, int, float or bool."""
+        plain = {k: v for k, v in vars(self).items()
+                 if not k.startswith("_") and isinstance(v, (str, int, float, bool))}
+        return {"class": type(self).__name__, "optimizer": type(self.optimizer).__name__, **plain}
 
     def state_dict(self):
         """What a stopped run needs to go on bit for bit: the optimiser's and the schedule's state,
@@ -141,7 +150,8 @@ class ForwardGradientDescent(Method):
         if self.combine == "project" and (self.regenerate or self.batched):
             raise ValueError("combine='project' needs every direction at once to project onto their span: use "
                              "regenerate=False and batched=False with it")
-        self.seeds = torch.Generator().manual_seed(checks.seed("seed", seed))
+        self.seed = checks.seed("seed", seed)
+        self.seeds = torch.Generator().manual_seed(self.seed)
         self.generator = make_generator(0, self.params[0].device)
         self.last_seeds = []
         self._jvp = self._make_jvp()

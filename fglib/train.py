@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from . import checkpoint as checkpoints
 from . import checks
 from .data import BatchSampler, check_split
 from .device import device_name, synchronize
@@ -148,12 +149,23 @@ def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, see
     device = method.params[0].device
     batches = BatchSampler(data["train"], batch_size, seed) if data is not None else None
     run = Run(method, batches, record)
-    if checkpoint is not None and os.path.exists(checkpoint):
-        run.load(checkpoint)
-    elif data is None:   # a test function: its starting value
+    if checkpoint is None:
+        return _loop(run, iterations, device, data, eval_at, splits, on_diverge, progress, desc)
+    with checkpoints.lock(checkpoint):
+        if os.path.exists(checkpoint):
+            run.load(checkpoint, iterations)
+        return _loop(run, iterations, device, data, eval_at, splits, on_diverge, progress, desc,
+                     checkpoint, checkpoint_every)
+
+
+def _loop(run, iterations, device, data, eval_at, splits, on_diverge, progress, desc, checkpoint=None,
+        checkpoint_every=300.0):
+    """Train `run` from where it stands to `iterations` (train's loop); the tidy table."""
+    method = run.method
+    if run.done == 0 and not run.rows and data is None:   # a test function: its starting value
         with torch.no_grad():
             run.add(0, "train", method.loss_fn(method.model(None), None).item())
-    elif 0 in eval_at:
+    elif run.done == 0 and not run.rows and 0 in eval_at:
         run.evaluate(0, splits)
     run.sittings.append({"device": device_name(device), "from": run.done})
     saved_at = time.monotonic()
@@ -184,6 +196,8 @@ class Run:
 
     def __init__(self, method, batches, record=None):
         self.method, self.batches, self.record = method, batches, record
+        self.settings = {**method.settings(), **({} if batches is None else {
+            "batch_size": batches.batch_size, "train_size": len(batches.split), "data_seed": batches.seed})}
         self.rows, self.elapsed, self.done, self.diverged_at = [], 0.0, 0, None
         self.sittings = []   # where each sitting ran (a run resumed on another machine names both)
         self.wall_before, self.sitting_start = 0.0, time.monotonic()
@@ -214,21 +228,36 @@ class Run:
             self.add(i, name, *evaluate(self.method.model, split))
 
     def save(self, path):
-        """Write the state to `path` atomically (a stop mid-write leaves the last good file)."""
-        state = {"rows": self.rows, "elapsed": self.elapsed, "done": self.done, "wall": self.wall(),
-                 "sittings": self.sittings,
-                 "model": self.method.model.state_dict(), "method": self.method.state_dict(),
-                 "batches": None if self.batches is None else self.batches.state_dict()}
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        torch.save(state, f"{path}.tmp")
-        os.replace(f"{path}.tmp", path)
+        """Write the state to `path` atomically, with its SHA-256 (fglib.checkpoint)."""
+        checkpoints.save(path, {
+            "settings": self.settings, "rows": self.rows, "elapsed": self.elapsed, "done": self.done,
+            "wall": self.wall(), "sittings": self.sittings,
+            "model": self.method.model.state_dict(), "method": self.method.state_dict(),
+            "batches": None if self.batches is None else self.batches.state_dict()})
 
-    def load(self, path):
-        state = torch.load(path, weights_only=False)
+    def load(self, path, iterations):
+        """Go on from the state saved in `path`, after checking that it is this run's: the same
+        settings (method, rate, decay, optimiser, direction law, K, seeds, batch size, training-set
+        size) and no more iterations done than `iterations` asks for."""
+        state = checkpoints.load(path)
+        saved = state.get("settings")
+        if saved is None:
+            raise checkpoints.CheckpointError(
+                f"checkpoint {os.fspath(path)!r} records no settings (written by an older fglib), so it cannot be "
+                "checked against this run: delete it to start again, or resume it with the fglib that wrote it")
+        differ = [f"{k}: saved {saved.get(k, 'nothing')!r}, now {self.settings.get(k, 'nothing')!r}"
+                  for k in sorted(set(saved) | set(self.settings)) if saved.get(k) != self.settings.get(k)]
+        if differ:
+            raise checkpoints.CheckpointError(
+                f"checkpoint {os.fspath(path)!r} belongs to another run; its settings differ from this one's in "
+                + "; ".join(differ) + ". Pass the same settings to resume it, or another checkpoint path")
+        if state["done"] > iterations:
+            raise checkpoints.CheckpointError(
+                f"checkpoint {os.fspath(path)!r} has done {state['done']:,} iterations, more than the {iterations:,} "
+                "asked for: ask for at least as many, or use another checkpoint path for a shorter run")
         self.rows, self.elapsed, self.done = state["rows"], state["elapsed"], state["done"]
-        self.sittings = state.get("sittings", [])   # not recorded before sittings were
-        # a checkpoint written before "wall" was saved: its sittings count their steps only
-        self.wall_before, self.sitting_start = state.get("wall", state["elapsed"]), time.monotonic()
+        self.sittings = state["sittings"]
+        self.wall_before, self.sitting_start = state["wall"], time.monotonic()
         self.method.model.load_state_dict(state["model"])
         self.method.load_state_dict(state["method"])
         if self.batches is not None:

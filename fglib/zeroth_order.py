@@ -110,7 +110,8 @@ class InPlaceFiniteDifference(Method):
         except engine.Unsupported as err:
             raise ValueError(f"{err.reason} Use make_method('fd', ...), which calls the model whole.") from None
         self.layers = list(model)
-        self.seeds = torch.Generator().manual_seed(checks.seed("seed", seed))
+        self.seed = checks.seed("seed", seed)
+        self.seeds = torch.Generator().manual_seed(self.seed)
         self.generator = torch.Generator(self.params[0].device)
         self.index = {id(p): i for i, p in enumerate(self.params)}
         self.last_seeds = []

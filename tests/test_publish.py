@@ -78,7 +78,8 @@ def test_each_results_folder_lists_its_files_in_its_index():
     for folder in [ROOT / "book" / "results", ROOT / "book" / "results" / "gpu"]:
         if folder.is_dir():
             listed = json.loads((folder / report.INDEX).read_text())
-            assert listed == [p.name for p in report.result_files(folder)] + report.raw_files(folder), folder
+            assert list(listed) == [p.name for p in report.result_files(folder)] + report.raw_files(folder), folder
+            assert all(digest == report.content_hash(folder / name) for name, digest in listed.items()), folder
             assert not folder.name == "results" or any(n.startswith("raw/cnn/") for n in listed)
 
 

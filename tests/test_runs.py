@@ -98,13 +98,18 @@ def test_timing_rounds_are_saved_raw_per_process_and_the_spread_is_reported(mnis
 def test_step_memory_counts_the_weights_and_the_gradients_held_between_steps(mnist):
     """The paper's sense: weights included. For the logistic regression the weights are
     7,850 float32 (31,400 bytes), and both methods keep a gradient of that size between steps
-    (plain SGD has no other state); the control, the MLP, holds over a hundred times more."""
+    (plain SGD has no other state); the control, the MLP, holds over a hundred times more.
+    Backprop frees its old gradient (zero_grad(set_to_none=True)) before making the new one, so its
+    total is less than weights + held + step peak; forward gradient keeps its old one alive while it
+    draws v, so for it the sum is the total."""
     table = runs.measure_network_memory(mnist, [("logistic regression", "logreg", {}), ("MLP", "mlp", {})],
                                         methods=("fg", "bp"))
     logreg, mlp = (table[table["model"] == m].set_index("method") for m in ("logreg", "mlp"))
     assert (logreg["weights"] == 7850 * 4).all() and (logreg["held"] == 7850 * 4).all()
     assert (logreg["step peak"] > 0).all()
-    assert (logreg["total"] == logreg["weights"] + logreg["held"] + logreg["step peak"]).all()
+    summed = mlp["weights"] + mlp["held"] + mlp["step peak"]
+    assert mlp.loc["forward gradient", "total"] == summed["forward gradient"]
+    assert mlp.loc["backprop", "total"] <= summed["backprop"] - mlp.loc["backprop", "held"] / 2
     assert (mlp["weights"] > 100 * logreg["weights"]).all()
 
 
@@ -158,23 +163,21 @@ def test_a_background_start_without_the_data_stops_in_the_foreground(tmp_path, m
 
 def test_a_resumed_runs_minutes_count_every_sitting(mnist, tmp_path):
     """A run's record says how long the whole run took: the wall-clock seconds saved in its
-    checkpoint carry over to the sitting that resumes it (a checkpoint written before they were
-    saved, the control, counts its step time only)."""
+    checkpoint carry over to the sitting that resumes it (control: the run trained straight
+    through counts only its own seconds)."""
     import time
-    import torch
+    from fglib import checkpoint as ck
     plan = PLAN.smaller(runs=1, methods=("bp",))
-    checkpoint = tmp_path / "ck.pt"
-    runs.train_one(plan.smaller(iterations=20), mnist, "bp", 0, checkpoint, progress=False)
-    state = torch.load(checkpoint, weights_only=False)
+    path = tmp_path / "ck.pt"
+    runs.train_one(plan.smaller(iterations=20), mnist, "bp", 0, path, progress=False)
+    state = ck.load(path)
     assert 0 < state["elapsed"] <= state["wall"]
-    torch.save({**state, "wall": 1000.0}, checkpoint)
+    ck.save(path, {**state, "wall": 1000.0})
     started = time.monotonic()
-    resumed = runs.train_one(plan, mnist, "bp", 0, checkpoint, progress=False)
+    resumed = runs.train_one(plan, mnist, "bp", 0, path, progress=False)
     assert 1000.0 < resumed.attrs["wall_seconds"] <= 1000.0 + time.monotonic() - started
-    legacy = {k: v for k, v in state.items() if k != "wall"}
-    torch.save(legacy, checkpoint)
-    again = runs.train_one(plan, mnist, "bp", 0, checkpoint, progress=False)
-    assert state["elapsed"] < again.attrs["wall_seconds"] < 1000.0
+    straight = runs.train_one(plan, mnist, "bp", 0, tmp_path / "other.pt", progress=False)
+    assert straight.attrs["wall_seconds"] < 1000.0
 
 
 def test_a_parked_run_resumes_on_a_fresh_clone_to_the_same_rows(mnist, tmp_path, monkeypatch):

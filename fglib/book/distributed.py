@@ -41,7 +41,7 @@ def launch(world, model="mlp", methods=("fg-shared", "fg-independent", "bp"), it
                               text=True, timeout=timeout)
         if done.returncode:
             raise RuntimeError(f"torchrun with {world} workers failed:\n{done.stderr[-3000:]}")
-        return {m: torch.load(pathlib.Path(out) / f"{m}.pt") for m in methods}
+        return {m: torch.load(pathlib.Path(out) / f"{m}.pt", weights_only=True) for m in methods}
 
 
 def step_rows(runs):

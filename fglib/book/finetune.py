@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import checks
+from .. import checkpoint, checks
 from ..measure import base_call, cost_rounds, tensor_bytes
 from ..models import build_model
 from ..registry import make_method
@@ -60,7 +60,7 @@ def pretrain(model_name, data, iterations, lr, seed=0, device="cpu", cache=None,
     if cache is not None:
         path = pathlib.Path(cache) / f"pretrained-{model_name}-{iterations}-{lr:g}-seed{seed}.pt"
         if path.exists():
-            saved = torch.load(path, map_location=device)
+            saved = checkpoint.load(path, map_location=device)
             return saved["state"], saved["test accuracy"]
     model = build_model(model_name, seed=seed, device=device)
     method = make_method("bp", model, F.cross_entropy, lr, seed=seed)
@@ -68,8 +68,7 @@ def pretrain(model_name, data, iterations, lr, seed=0, device="cpu", cache=None,
     accuracy = evaluate(model, data["test"])[1]
     state = copy.deepcopy(model.state_dict())
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"state": state, "test accuracy": accuracy}, path)
+        checkpoint.save(path, {"state": state, "test accuracy": accuracy})
     return state, accuracy
 
 

@@ -146,10 +146,12 @@ def index_names(folder):
 
 
 def write_index(folder):
-    """<folder>/index.json: the names of the folder's results files and raw files."""
+    """<folder>/index.json: {name: SHA-256} of the folder's results files and raw files, so that a
+    reader who fetches them (fetch_results) can check each one."""
     import json
     import pathlib
-    (pathlib.Path(folder) / INDEX).write_text(json.dumps(index_names(folder), indent=1) + "\n")
+    hashes = {name: content_hash(pathlib.Path(folder) / name) for name in index_names(folder)}
+    (pathlib.Path(folder) / INDEX).write_text(json.dumps(hashes, indent=1) + "\n")
 
 
 INPUTS_LOG = "FGLIB_INPUTS_LOG"   # set by tools/book.py while it executes a chapter
@@ -214,22 +216,30 @@ def load_results(folder="results", missing_ok=False):
     return {p.stem: json.loads(p.read_text()) for p in files}
 
 
-def fetch_results(url, folder, missing_ok=False):
+FETCH_MAX_BYTES = 64 * 2 ** 20   # the most one fetched file may hold
+FETCH_DEADLINE = 600.0           # seconds a whole fetch may take
+
+
+def fetch_results(url, folder, missing_ok=False, max_bytes=FETCH_MAX_BYTES, deadline=FETCH_DEADLINE):
     """The results of <url>/<folder>/, listed by its index.json, saved into `folder` and returned;
-    the raw measurements it lists (raw/...) are saved beside them."""
+    the raw measurements it lists (raw/...) are saved beside them.
+
+    Every file is checked before anything is written: its name must be a plain relative path inside
+    `folder` (a results file `<name>.json`, or one under `raw/`), it may hold at most `max_bytes`,
+    the whole fetch must end within `deadline` seconds, and its SHA-256 must be the one index.json
+    lists. A file that fails any check stops the fetch with a ValueError naming it; nothing is written.
+    """
+    import hashlib
     import json
     import pathlib
+    import time
     import urllib.error
-    import urllib.request
     base = f"{url.rstrip('/')}/{pathlib.PurePosixPath(folder).as_posix()}"
-
-    def get(name):
-        with urllib.request.urlopen(f"{base}/{name}", timeout=30) as response:
-            return response.read()
+    ends = time.monotonic() + deadline
     try:
-        names = json.loads(get(INDEX))
-        results = {pathlib.Path(n).stem: json.loads(get(n)) for n in names if "/" not in n}
-        raw = {n: get(n) for n in names if n.startswith("raw/")}
+        index = json.loads(_download(f"{base}/{INDEX}", max_bytes, ends))
+        hashes = _checked_index(index, f"{base}/{INDEX}")
+        contents = {name: _download(f"{base}/{name}", max_bytes, ends) for name in hashes}
     except urllib.error.HTTPError as err:
         if err.code == 404 and missing_ok:
             return {}
@@ -239,12 +249,80 @@ def fetch_results(url, folder, missing_ok=False):
         raise FileNotFoundError(f"folder {folder!r} is not here, and fetching it from {base}/ failed: this machine "
                                 f"seems offline ({getattr(err, 'reason', err)}). Connect to the internet, or run the "
                                 "chapters first (python tools/book.py execute)") from err
-    pathlib.Path(folder).mkdir(parents=True, exist_ok=True)
-    for name, value in results.items():
-        (pathlib.Path(folder) / f"{name}.json").write_text(json.dumps(value, indent=1))
-    for name, content in raw.items():
-        path = pathlib.Path(folder) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{base}/{INDEX} is not JSON ({err}): check the book's URL in $FGLIB_BOOK_URL") from None
+    for name, content in contents.items():
+        if hashlib.sha256(content).hexdigest() != hashes[name]:
+            raise ValueError(f"{base}/{name} does not match the SHA-256 its index lists: it changed after the index "
+                             "was written, or was damaged on the way; nothing was saved. Try again later")
+    results = {}
+    for name, content in contents.items():
+        if "/" not in name:
+            try:
+                results[pathlib.Path(name).stem] = json.loads(content)
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise ValueError(f"{base}/{name} is not JSON ({err}); nothing was saved") from None
+    root = pathlib.Path(folder)
+    for name, content in contents.items():
+        _write_inside(root, name, content)
     write_index(folder)
     return results
+
+
+def _checked_index(index, where):
+    """{name: sha256} from a fetched index.json, each name a safe relative path: a results file
+    '<stem>.json', or a file under 'raw/' (no '..', no absolute path, no backslash)."""
+    import re
+    if not isinstance(index, dict):
+        raise ValueError(f"{where} is not a map of file names to SHA-256 hashes (got {type(index).__name__}): it was "
+                         "written by an older fglib or is not a book's index; check the book's URL in $FGLIB_BOOK_URL")
+    for name, digest in index.items():
+        parts = name.split("/")
+        plain = (re.fullmatch(r"[A-Za-z0-9_.-]+", p) and p not in (".", "..") for p in parts)
+        if not (all(plain) and (len(parts) == 1 and name.endswith(".json") or parts[0] == "raw" and len(parts) > 1)
+                and name != INDEX):
+            raise ValueError(f"{where} lists {name!r}, which is not a results file or a file under raw/ (names are "
+                             "relative paths of letters, digits, '_', '-' and '.', without '..'); nothing was fetched")
+        if not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise ValueError(f"{where} lists {digest!r} as the SHA-256 of {name!r}, which is not one; nothing was fetched")
+    return index
+
+
+def _download(url, max_bytes, ends):
+    """The body of `url`, refused (ValueError) past `max_bytes` or past the monotonic time `ends`."""
+    import time
+    import urllib.request
+    left = ends - time.monotonic()
+    if left <= 0:
+        raise ValueError(f"fetching {url} did not start before the fetch's deadline: the server is too slow; "
+                         "try again later")
+    with urllib.request.urlopen(url, timeout=min(30.0, left)) as response:
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > max_bytes:
+            raise ValueError(f"{url} is {int(length):,} bytes, more than the {max_bytes:,} a results file may hold; "
+                             "nothing was fetched")
+        chunks, size = [], 0
+        while chunk := response.read1(2 ** 16):
+            size += len(chunk)
+            if size > max_bytes:
+                raise ValueError(f"{url} sent more than the {max_bytes:,} bytes a results file may hold; "
+                                 "nothing was fetched")
+            if time.monotonic() > ends:
+                raise ValueError(f"fetching {url} ran past the fetch's deadline: the server is too slow; "
+                                   "try again later")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def _write_inside(root, name, content):
+    """Write `content` to root/name atomically, refusing a path that resolves outside `root`."""
+    import os
+    import tempfile
+    path = (root / name).resolve()
+    if not path.is_relative_to(root.resolve()):
+        raise ValueError(f"{name!r} resolves to {path}, outside {root}: not written")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(handle, "wb") as f:
+        f.write(content)
+    os.replace(tmp, path)

@@ -28,15 +28,14 @@ To add a long experiment, add a Plan to PLANS; its chapter calls run_missing(PLA
 import dataclasses
 import datetime
 import json
-import os
 import pathlib
 import platform
-import shutil
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .. import checkpoint as checkpoint_file_io
 from ..device import device_name
 from .report import note_read, write_index
 from ..methods import PAPER_DECAY
@@ -126,7 +125,7 @@ def checkpoint_file(checkpoints, plan, method_name, seed):
 def iterations_in(checkpoint):
     """The iterations a checkpoint file has done (0 where there is none)."""
     path = pathlib.Path(checkpoint)
-    return torch.load(path, weights_only=False)["done"] if path.exists() else 0
+    return checkpoint_file_io.load(path, map_location="cpu")["done"] if path.exists() else 0
 
 
 def copy_if_further(source, target):
@@ -134,9 +133,7 @@ def copy_if_further(source, target):
     mid-copy leaves the old file); the iterations the target holds after."""
     done = iterations_in(source)
     if done > iterations_in(target):
-        pathlib.Path(target).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, f"{target}.tmp")
-        os.replace(f"{target}.tmp", target)
+        checkpoint_file_io.copy(source, target)   # checked on the way, written atomically
     return iterations_in(target)
 
 
