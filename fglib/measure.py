@@ -74,12 +74,24 @@ def peak_memory(fn, device):
 
 
 class _TensorBytes(TorchDispatchMode):
-    """Counts the bytes of every new storage an operation returns, and takes them off when the
-    storage is freed (a weak reference's finalizer); keeps the peak of the running total."""
+    """Counts the bytes of every storage alive: the `held` ones it starts with, and every new
+    storage an operation returns; each is taken off when it is freed (a weak reference's
+    finalizer), as an allocator counts it. Keeps the peak of the running total."""
 
-    def __init__(self):
+    def __init__(self, held=()):
         super().__init__()
-        self.live, self.now, self.peak = {}, 0, 0
+        self.live, self.now = {}, 0
+        for t in held:
+            self._add(t.untyped_storage())
+        self.peak = self.now
+
+    def _add(self, storage):
+        key = (storage.data_ptr(), storage.device)
+        if key in self.live or storage.nbytes() == 0:
+            return
+        self.live[key] = storage.nbytes()
+        self.now += storage.nbytes()
+        weakref.finalize(storage, self._free, key)
 
     def _free(self, key):
         self.now -= self.live.pop(key, 0)
@@ -91,26 +103,30 @@ class _TensorBytes(TorchDispatchMode):
         for t in tree_leaves(out):
             if not isinstance(t, torch.Tensor) or t._is_zerotensor():
                 continue   # a zero tensor (forward mode's zero tangent) has no storage: it holds nothing
-            storage = t.untyped_storage()
-            key = (storage.data_ptr(), storage.device)
-            if key[0] in inputs or key in self.live or storage.nbytes() == 0:
-                continue  # an in-place result, a view of an input, or already counted
-            self.live[key] = storage.nbytes()
-            self.now += storage.nbytes()
-            self.peak = max(self.peak, self.now)
-            weakref.finalize(storage, self._free, key)
+            if t.untyped_storage().data_ptr() not in inputs:   # not an in-place result or a view of an input
+                self._add(t.untyped_storage())
+                self.peak = max(self.peak, self.now)
         return out
 
 
-def peak_tensor_bytes(fn):
+def peak_tensor_bytes(fn, held=None):
     """Peak bytes held at once by the tensors that `fn` creates, on any device: every PyTorch
     operation's new outputs are counted while they are alive (the activations, the tape, the
     directions, the gradients, temporaries). Memory that existed before (the parameters, the
     batch) is not counted, nor scratch space a kernel uses internally. On a GPU, compare with
-    `peak_memory`, the CUDA allocator's own figure."""
+    `peak_memory`, the CUDA allocator's own figure.
+
+    `held`, a no-argument callable returning tensors that exist before `fn` runs (last step's
+    gradients, the optimiser's state): these count too, from the start, until they are freed. A
+    buffer that `fn` frees stops counting when it is freed, as the allocator counts it: a step
+    that frees last step's gradient before making the next one holds one gradient, not two.
+    (A callable, so that no reference kept here keeps a freed buffer alive.)"""
     if not callable(fn):
         raise TypeError(f"fn must be a no-argument callable (e.g. lambda: method.step(x, y)), got {fn!r}")
-    counter = _TensorBytes()
+    if held is not None and not callable(held):
+        raise TypeError(f"held must be a no-argument callable returning tensors (e.g. lambda: [p.grad for p in "
+                        f"params]), got {held!r}")
+    counter = _TensorBytes(held() if held is not None else ())
     with counter:
         fn()
     return counter.peak
@@ -122,18 +138,30 @@ def tensor_bytes(tensors):
     return sum(storages.values())
 
 
-def step_memory(model, fn, optimizer=None, device="cpu"):
-    """One step's memory in the paper's sense, everything the step holds, weights included:
-    {'weights': the parameters' bytes, 'held': what stays between steps (gradients and the
-    optimiser's state), 'step peak': peak_tensor_bytes(fn), 'total': their sum, 'allocator peak':
-    the CUDA allocator's peak over the step (NaN on CPU), which counts the same and the batch}.
-    Call `fn` once before, so that buffers created at the first step are held, not counted twice."""
-    params = list(model.parameters())
+def held_tensors(params, optimizer=None):
+    """The tensors a training step keeps between steps: the parameters' gradients and the
+    optimiser's state (momentum, Adam's moments)."""
     state = [v for s in (optimizer.state.values() if optimizer is not None else ()) for v in s.values()
              if torch.is_tensor(v)]
-    held = tensor_bytes([p.grad for p in params if p.grad is not None] + state)
-    out = {"weights": tensor_bytes(params), "held": held, "step peak": peak_tensor_bytes(fn)}
-    out["total"] = out["weights"] + out["held"] + out["step peak"]
+    return [p.grad for p in params if p.grad is not None] + state
+
+
+def step_memory(model, fn, optimizer=None, device="cpu"):
+    """One step's memory in the paper's sense, everything alive at the step's peak, weights
+    included, as the device's allocator counts it:
+
+        total = weights + max over the step of (held buffers still alive + the step's new tensors)
+
+    {'weights': the parameters' bytes, 'held': the gradients and optimiser state alive before the
+    step, 'step peak': the peak of the step's new tensors alone, 'total': as above, 'allocator peak':
+    the CUDA allocator's peak over the step (NaN on CPU), which counts the same and the batch}.
+    A held buffer that the step frees (backprop's zero_grad(set_to_none=True)) stops counting
+    when it is freed, so total <= weights + held + step peak.
+    Call `fn` once before, so that buffers created at the first step are held, not counted twice."""
+    params = list(model.parameters())
+    out = {"weights": tensor_bytes(params), "held": tensor_bytes(held_tensors(params, optimizer)),
+           "step peak": peak_tensor_bytes(fn)}
+    out["total"] = out["weights"] + peak_tensor_bytes(fn, held=lambda: held_tensors(params, optimizer))
     out["allocator peak"] = peak_memory(fn, device)
     return out
 

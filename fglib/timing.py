@@ -107,3 +107,21 @@ def ratio_samples(rounds, name, reference):
     """Per round, seconds of `name` / seconds of `reference` measured in that same round."""
     wide = rounds.pivot(index="round", columns="name", values="seconds")
     return (wide[name] / wide[reference]).dropna()
+
+
+def whole_device(timings):
+    """The timing rounds measured with the most threads: the device used whole, as a GPU step uses
+    all of its GPU. The book's step ratio S_f/S_b, for claim 3 and inside T = I x S alike, is taken
+    there (fglib.book.grading), so that one number stands for it. (The long runs trained on one thread each, two at a
+    time on two cores; their iterations I do not depend on the thread count, their step time
+    does, and the chapters show the one-thread ratio beside it, see at_threads.)"""
+    if timings is None or timings.empty or "threads" not in timings:
+        return timings
+    return timings[timings["threads"] == timings["threads"].max()]
+
+
+def at_threads(timings, threads):
+    """The timing rounds measured with `threads` threads (empty if none were)."""
+    if timings is None or timings.empty or "threads" not in timings:
+        return timings.iloc[:0] if timings is not None else timings
+    return timings[timings["threads"] == threads]

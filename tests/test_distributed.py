@@ -156,3 +156,29 @@ def test_the_measured_table_derives_from_every_saved_step():
     assert t[["method", "workers"]].values.tolist() == [["bp", 1], ["fg-shared", 1], ["bp", 2]]
     assert t["step time (ms)"].tolist() == pytest.approx([20.0, 45.0, 30.0])
     assert t["gradient (bytes)"].tolist() == [4 * 7850] * 3 and t["bytes sent per step"].tolist()[1] == 8.0
+
+
+def test_the_model_divides_only_the_work_that_scales_with_the_shard():
+    """The reviewer's point 5: with shared directions every worker draws all of v, forms g and
+    updates all n weights. On fabricated parts (forward gradient 55% repeated, backprop 10%) at 64
+    workers on 100 Gbit/s, the modelled S_f/S_b is the hand-computed value; the control, the old
+    model that divides the whole step, comes out far lower. One worker is the measured ratio."""
+    import pandas as pd
+    from fglib.book import distributed as fd
+    parts = {"forward gradient: draw v": 7.0, "forward gradient: form g = d v": 0.5, "both: SGD update": 0.75,
+             "forward gradient: forward-mode pass": 6.75, "backprop: forward (recording) and backward": 6.75,
+             "base: forward and loss, no derivatives": 2.5}
+    breakdown = pd.DataFrame([{"model": "mlp", "round": r, "name": k, "seconds": v * 1e-3, "disturbed": False}
+                              for r in range(3) for k, v in parts.items()])
+    shares = fd.replicated_shares(breakdown, "mlp")
+    assert shares["forward gradient"] == pytest.approx(8.25 / 15.0) and shares["backprop"] == pytest.approx(0.1)
+    s_f, s_b, n, w, bw, lat = 15e-3, 7.5e-3, 1_863_690, 64, 100e9 / 8, 20e-6
+    comm = lambda m: 2 * (w - 1) * lat + 2 * (w - 1) / w * m / bw
+    by_hand = (s_f * (0.45 / w + 0.55) + comm(8)) / (s_b * (0.9 / w + 0.1) + comm(4 * (n + 1)))
+    ratio = fd.step_ratio(s_f, s_b, n, w, bw, lat, replicated_f=shares["forward gradient"],
+                          replicated_b=shares["backprop"])
+    assert ratio == pytest.approx(by_hand)
+    assert fd.step_ratio(s_f, s_b, n, w, bw, lat) < ratio / 2   # the control: the whole step divided
+    assert fd.step_ratio(s_f, s_b, n, 1, bw, lat, replicated_f=0.55, replicated_b=0.1) == pytest.approx(s_f / s_b)
+    with pytest.raises(ValueError, match="no rounds of model 'cnn'"):
+        fd.replicated_shares(breakdown, "cnn")

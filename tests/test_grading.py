@@ -642,3 +642,62 @@ def test_runs_part_way_are_named_and_only_their_remainder_is_counted():
     done = {**report, "left": 0, "in progress": {}, "minutes left": 0.0}
     assert grading.runs_left_sentence(done, ["CPU"]) == "All 10 runs are saved."
     assert grading.runs_left_sentence({**done, "runs": 1}, ["CPU"]) == "The run is saved."
+
+
+def _length_runs(fg_clock):
+    """Two identical seeds; backprop's validation loss 1 / (1 + i/1000) still falling at the end
+    (lowest at the last evaluation); forward gradients' loss is backprop's at fg_clock(i)."""
+    import pandas as pd
+    rows = []
+    for seed in (0, 1):
+        for i in range(0, 20_001, 500):
+            rows.append({"method": grading.BP, "seed": seed, "split": "validation", "iteration": i,
+                         "loss": 1 / (1 + i / 1000)})
+            rows.append({"method": grading.FG, "seed": seed, "split": "validation", "iteration": i,
+                         "loss": 1 / (1 + fg_clock(i) / 1000)})
+    return pd.DataFrame(rows)
+
+
+def _constant_timings(s_f, s_b, processes=3):
+    import pandas as pd
+    return pd.DataFrame([{"process": p, "round": r, "name": n, "seconds": s}
+                         for p in range(processes) for r in range(10)
+                         for n, s in ((grading.FG, s_f), (grading.BP, s_b), ("base", 5e-4))])
+
+
+def test_claim_4_against_run_length_holds_from_where_the_iterations_pay_for_the_step():
+    """Forward gradients keep pace with backprop up to 5,000 iterations, then go three times as
+    fast; each step costs 1.5 times backprop's. Cut at L, I_f/I_b = (5000 + (L - 5000)/3)/L, and
+    T_f/T_b = 1.5 I_f/I_b < 1 from L > 10,000: the claim holds from 10,500 (the next evaluation).
+    The controls: forward gradients twice as fast throughout hold from the first length; 1.5 times
+    slower throughout never hold."""
+    late = _length_runs(lambda i: i if i <= 5000 else 5000 + 3 * (i - 5000))
+    table = grading.by_run_length(late, _constant_timings(1.5e-3, 1e-3), samples=50, paper_step_ratio=0.5)
+    at = table.set_index("length")
+    assert at.loc[4000, "I_f/I_b"] == pytest.approx(1.0) and at.loc[4000, "T_f/T_b"] == pytest.approx(1.5)
+    assert at.loc[20_000, "I_f/I_b"] == pytest.approx((5000 + 15_000 / 3) / 20_000)
+    assert at.loc[20_000, "paper T_f/T_b"] == pytest.approx(0.5 * at.loc[20_000, "I_f/I_b"])
+    assert table["bp lowest at end"].all()
+    assert grading.holds_from(table) == 10_500 and grading.holds_from(table, "paper T high") == 1000
+    numbers = grading.run_length_numbers(table)
+    assert numbers["holds_from"] == 10_500 and numbers["bp_lowest_at_end_always"]
+    fast = grading.by_run_length(_length_runs(lambda i: 2 * i), _constant_timings(1.5e-3, 1e-3), samples=50)
+    assert grading.holds_from(fast) == fast["length"].min()
+    slow = grading.by_run_length(_length_runs(lambda i: i / 1.5), _constant_timings(1.5e-3, 1e-3), samples=50)
+    assert grading.holds_from(slow) is None and math.isnan(grading.run_length_numbers(slow)["holds_from"])
+    # forward gradients allowed to run on past backprop's length: how many iterations they need
+    assert slow.set_index("length").loc[10_000, "I_f/I_b, FG on"] == pytest.approx(1.5)
+    assert not math.isfinite(slow.set_index("length").loc[10_000, "I_f/I_b"])
+
+
+def test_the_step_ratio_is_taken_where_the_device_was_used_whole():
+    import pandas as pd
+    one = _constant_timings(1.0e-3, 1e-3).assign(threads=1)
+    two = _constant_timings(0.9e-3, 1e-3).assign(threads=2, process=lambda t: t["process"] + 3)
+    both = pd.concat([one, two])
+    s = grading.step_times(grading.whole_device(both))
+    assert s[grading.FG] / s[grading.BP] == pytest.approx(0.9)
+    s1 = grading.step_times(grading.at_threads(both, 1))
+    assert s1[grading.FG] / s1[grading.BP] == pytest.approx(1.0)
+    mixed = grading.step_times(both)   # the control: both counts mixed give neither
+    assert 0.9 < mixed[grading.FG] / mixed[grading.BP] < 1.0

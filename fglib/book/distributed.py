@@ -68,15 +68,47 @@ def ring_allreduce(nbytes, world, bandwidth, latency):
     return 0.0 if world == 1 else 2 * (world - 1) * latency + 2 * (world - 1) / world * nbytes / bandwidth
 
 
-def modelled_step(compute_one, nbytes, world, bandwidth, latency):
-    """A data-parallel step: the compute of one worker's shard (ideal scaling) plus the
-    all-reduce of `nbytes`."""
-    return compute_one / world + ring_allreduce(nbytes, world, bandwidth, latency)
+def modelled_step(compute_one, nbytes, world, bandwidth, latency, replicated=0.0):
+    """A data-parallel step of `world` workers: the part of one worker's compute that scales with
+    its shard of the batch (1 - replicated), divided among the workers (ideal scaling), the part
+    every worker repeats whole (`replicated`, a share of compute_one: for forward gradients drawing
+    v, forming g and updating all n weights; for backprop the update), and the all-reduce of `nbytes`:
+
+        S(W) = S(1) ((1 - r) / W + r) + allreduce(nbytes, W)
+    """
+    if not 0.0 <= replicated <= 1.0:
+        raise ValueError(f"replicated must be a share of the step between 0 and 1, got {replicated!r}")
+    return compute_one * ((1 - replicated) / world + replicated) + ring_allreduce(nbytes, world, bandwidth, latency)
 
 
-def step_ratio(s_f, s_b, n, world, bandwidth, latency, k=1):
+def step_ratio(s_f, s_b, n, world, bandwidth, latency, k=1, replicated_f=0.0, replicated_b=0.0):
     """Modelled S_f / S_b at `world` workers: forward gradients all-reduce K + 1 numbers,
-    backprop the n-float gradient and its loss."""
-    fg = modelled_step(s_f, FLOAT_BYTES * (k + 1), world, bandwidth, latency)
-    bp = modelled_step(s_b, FLOAT_BYTES * (n + 1), world, bandwidth, latency)
+    backprop the n-float gradient and its loss; each repeats its `replicated` share on every worker."""
+    fg = modelled_step(s_f, FLOAT_BYTES * (k + 1), world, bandwidth, latency, replicated_f)
+    bp = modelled_step(s_b, FLOAT_BYTES * (n + 1), world, bandwidth, latency, replicated_b)
     return fg / bp
+
+
+# The parts of a step (fglib.measure.step_parts, timed by the implementations chapter) that every
+# worker repeats whole: they act on all n weights, not on the worker's shard of the batch.
+REPLICATED_PARTS = {"forward gradient": ("forward gradient: draw v", "forward gradient: form g = d v",
+                                         "both: SGD update"),
+                    "backprop": ("both: SGD update",)}
+DIVIDED_PARTS = {"forward gradient": ("forward gradient: forward-mode pass",),
+                 "backprop": ("backprop: forward (recording) and backward",)}
+
+
+def replicated_shares(breakdown, model):
+    """{method: the share of its step that every worker repeats} from the raw step breakdown
+    (the implementations chapter's breakdown-rounds: median seconds of each part over the quiet
+    rounds of `model`)."""
+    from ..timing import quiet
+    rows = breakdown[breakdown["model"] == model]
+    if rows.empty:
+        raise ValueError(f"the step breakdown has no rounds of model {model!r}: run the implementations chapter")
+    median = quiet(rows).groupby("name")["seconds"].median()
+    out = {}
+    for method in REPLICATED_PARTS:
+        rep = sum(median[p] for p in REPLICATED_PARTS[method])
+        out[method] = float(rep / (rep + sum(median[p] for p in DIVIDED_PARTS[method])))
+    return out

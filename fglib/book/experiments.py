@@ -14,7 +14,7 @@ from .. import checks
 from ..device import device_name
 from ..forward_grad import jvp
 from ..functions import PointModel, get_function, value_loss
-from ..measure import base_call, peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes
+from ..measure import base_call, peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes, step_memory
 from ..registry import LABELS, METHODS, make_method
 from ..models import MODELS, build_model
 from ..timing import keep_freed_memory, timed_rounds
@@ -210,8 +210,9 @@ def _depth_rounds(data, depths, runs, batch_size, seed, device, warmup, repeats,
 
 
 def memory_by_batch(data, batch_sizes, depth=8, seed=0, device="cpu", width=1024):
-    """Peak allocator memory (GPU), peak tensor memory (any device, fglib.peak_tensor_bytes) and
-    bytes saved for backward of one step of each method,
+    """Peak allocator memory (GPU), step memory in the paper's sense (any device: everything alive
+    at the step's peak, weights included, fglib.measure.step_memory) and bytes saved for backward
+    of one step of each method,
     for the depth-`depth` MLP at each batch size. Batch sizes beyond the training set are
     made by repeating images."""
     batch_sizes = checks.counts("batch_sizes", batch_sizes)
@@ -225,8 +226,9 @@ def memory_by_batch(data, batch_sizes, depth=8, seed=0, device="cpu", width=1024
         for m, method in methods.items():
             step = lambda: method.step(x, y)
             step()  # allocate .grad and the optimiser's state before measuring
-            rows.append({"batch size": b, "method": LABELS[m], "peak memory": peak_memory(step, device),
-                         "peak tensor memory": peak_tensor_bytes(step),
+            memory = step_memory(model, step, method.optimizer, device)
+            rows.append({"batch size": b, "method": LABELS[m], "peak memory": memory["allocator peak"],
+                         "step memory": memory["total"],
                          "saved for backward": saved_bytes(step, exclude=list(model.parameters())),
                          "parameters": param_bytes})
     return pd.DataFrame(rows)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import checkpoint, checks
-from ..measure import base_call, cost_rounds, tensor_bytes
+from ..measure import base_call, cost_rounds, held_tensors, peak_tensor_bytes, tensor_bytes
 from ..models import build_model
 from ..registry import make_method
 from ..subspace import RandomSubspace
@@ -140,14 +140,16 @@ def step_rounds(make_model, methods, x, y, seed=0, warmup=5, repeats=30, device=
     """What a step of each method costs on a fresh model, raw: every interleaved timing round, and
     one row per method with the bytes of the weights (all of them, frozen ones too), of the
     gradients and of the optimiser's state held between steps, and the step's own peak (the
-    tensors it creates), so that the total is memory in the paper's sense."""
+    tensors it creates). The total is memory in the paper's sense: the weights and everything
+    alive at the step's peak (a held gradient the step frees stops counting when it is freed)."""
     model = make_model(seed)
     calls = {"inference": base_call(model, F.cross_entropy, x, y)}
-    held = {}
+    held, alive = {}, {}
     for label, (name, kwargs) in methods.items():
         m = make_method(name, make_model(seed), F.cross_entropy, 1e-9, seed=seed, **kwargs)
         m.step(x, y)   # buffers a first step creates are held from then on
         calls[label] = lambda m=m: m.step(x, y)
+        alive[label] = peak_tensor_bytes(calls[label], held=lambda m=m: held_tensors(m.params, m.optimizer)) / 2 ** 20
         state = [v for s in m.optimizer.state.values() for v in s.values() if torch.is_tensor(v)]
         held[label] = {"weights (MiB)": tensor_bytes(list(m.model.parameters()) + list(m.model.buffers())) / 2 ** 20,
                        "gradients (MiB)": tensor_bytes([p.grad for p in m.params if p.grad is not None]) / 2 ** 20,
@@ -157,6 +159,6 @@ def step_rounds(make_model, methods, x, y, seed=0, warmup=5, repeats=30, device=
     rounds, memory = cost_rounds(calls, device, warmup, repeats)
     memory = memory.rename(columns={"peak memory (MiB)": "step peak (MiB)"})
     memory = memory.assign(**{k: memory["name"].map(lambda n, k=k: held[n][k]) for k in held["inference"]})
-    memory["total (MiB)"] = memory[["weights (MiB)", "gradients (MiB)", "optimiser state (MiB)",
-                                    "step peak (MiB)"]].sum(axis=1)
+    alive["inference"] = memory.set_index("name").loc["inference", "step peak (MiB)"]
+    memory["total (MiB)"] = memory["weights (MiB)"] + memory["name"].map(alive)
     return rounds, memory

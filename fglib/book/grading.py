@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from ..registry import LABELS
-from ..timing import quiet, ratio_samples
+from ..timing import at_threads, quiet, ratio_samples, whole_device  # noqa: F401 (re-exported)
 from ..to_target import budget_spent, mean_ci, relative_fall
 from .report import exponent_text, listed, rate_text
 from .tables import significant
@@ -44,8 +44,9 @@ MODEL_WORDS = {"logreg": "logistic regression", "mlp": "MLP", "cnn": "CNN"}
 
 def speed_grade(grade, cpu):
     """A speed claim's grade as the book states it: the paper made its speed claims on a GPU, so
-    on a CPU anything short of 'holds' reads 'not reproduced on this CPU' (not a refutation)."""
-    return NOT_ON_CPU if cpu and grade != "holds" else grade
+    on a CPU a claim that held nowhere reads 'not reproduced on this CPU' (not a refutation). A
+    claim that held on some models or depths and not on others stays 'partly', on any device."""
+    return NOT_ON_CPU if cpu and grade not in ("holds", "partly") else grade
 
 
 UNBIASED_Z = 4.5   # claim 1: how many standard errors a Monte Carlo mean may sit from the truth
@@ -177,20 +178,22 @@ def _first_at_or_below(iterations, curve, level):
     return float(x0 + (x1 - x0) * (y0 - level) / (y0 - y1))
 
 
-def bootstrap_time_ratio(runs, timings, tolerance=0.0, samples=2000, seed=0, fg=FG, bp=BP):
-    """(2.5%, 97.5%) of T_f / T_b over bootstrap resamples of the paired seeds and of each
-    process's timing rounds (S_f / S_b as step_times gives it, from the resampled rounds); and the share of
-    resamples in which forward gradient reached the level at all. Each resample is time_ratio on
-    the resampled runs (mean curves over the picked seeds, with repeats)."""
-    rng = np.random.default_rng(seed)
-    (it_b, seeds_b, wide_b), (it_f, seeds_f, wide_f) = _wide(runs, bp), _wide(runs, fg)
+def bootstrap_time_ratio(runs, timings, tolerance=0.0, samples=2000, seed=0, fg=FG, bp=BP, step_ratio=None):
+    """(2.5%, 97.5%) of T_f / T_b over bootstrap resamples of the paired seeds and of the timing:
+    the processes (so that the interval carries the spread between sittings, not only within one)
+    and each picked process's rounds (S_f / S_b as step_times gives it, from the resampled rounds);
+    and the share of resamples in which forward gradient reached the level at all. Each resample is
+    time_ratio on the resampled runs (mean curves over the picked seeds, with repeats). A fixed
+    `step_ratio` (e.g. 1 for I_f / I_b alone, or the paper's S_f / S_b) replaces the timing's."""
+    rng, timing_rng = np.random.default_rng(seed), np.random.default_rng([seed, 1])   # the same seed picks
+    (it_b, seeds_b, wide_b), (it_f, seeds_f, wide_f) = _wide(runs, bp), _wide(runs, fg)   # with or without S
     seeds = sorted(set(seeds_b) & set(seeds_f))
     col_b, col_f = [seeds_b.index(s) for s in seeds], [seeds_f.index(s) for s in seeds]
-    per = _by_process(timings)
+    per = _by_process(timings) if step_ratio is None else None
     ratios = np.empty(samples)
     for k in range(samples):
         pick = rng.choice(len(seeds), len(seeds))
-        s_ratio = _resampled_step_ratio(rng, per, fg, bp)
+        s_ratio = _resampled_step_ratio(timing_rng, per, fg, bp) if step_ratio is None else step_ratio
         bp_curve, fg_curve = wide_b[:, [col_b[i] for i in pick]].mean(1), wide_f[:, [col_f[i] for i in pick]].mean(1)
         ratios[k] = _iteration_ratio(it_b, bp_curve, it_f, fg_curve, tolerance)[3] * s_ratio
     # order statistics, not interpolation: "never reached" is an infinite ratio
@@ -242,9 +245,90 @@ def step_ratio_spread(timings, fg=FG, bp=BP):
 
 
 def _resampled_step_ratio(rng, per, fg=FG, bp=BP):
-    """One bootstrap draw of S_f / S_b: each process's rounds of each method resampled."""
+    """One bootstrap draw of S_f / S_b: the processes resampled, then each picked process's rounds
+    of each method."""
+    processes = list(per.values())
+    picked = [processes[i] for i in rng.choice(len(processes), len(processes))]
     return _geomean([np.median(rng.choice(p[fg], len(p[fg]))) / np.median(rng.choice(p[bp], len(p[bp])))
-                     for p in per.values()])
+                     for p in picked])
+
+
+def run_lengths(runs, first=0.05):
+    """The lengths a saved experiment can be cut to: every iteration at which all its runs were
+    evaluated on the validation set, from `first` of the run's length on."""
+    wide = runs[runs["split"] == "validation"].pivot_table(index="iteration", columns=["method", "seed"],
+                                                             values="loss").dropna()
+    its = wide.index.to_numpy()
+    return [int(i) for i in its if i >= first * its.max()]
+
+
+def by_run_length(runs, timings, lengths=None, paper_step_ratio=None, samples=1000, seed=0, fg=FG, bp=BP,
+                  tolerance=0.0):
+    """Claim 4 against the length of the runs: a run of L iterations under the same schedule is
+    exactly the first L iterations of a longer one (the rate at step i depends on i alone), so
+    each length is graded on the saved runs cut at L. One row per length:
+
+        I_b, I_f        iterations to backprop's lowest mean validation loss within the first L
+        I_f/I_b         and its 95% bootstrap interval over the paired seeds (I low, I high)
+        I_f/I_b, FG on  the same with forward gradients' runs as saved, not cut at L: how many
+                        iterations FG needs to match a backprop run of L (inf: not within the saved runs)
+        S_f/S_b         this device's step ratio (step_times)
+        T_f/T_b         = I_f/I_b x S_f/S_b, its interval over seeds and timing (T low, T high)
+        bp lowest at end   whether backprop's lowest mean loss is the last evaluation (T_b = L)
+        paper T_f/T_b   = I_f/I_b x the paper's S_f/S_b (R_f/R_b, its GPU), with the I interval scaled
+
+    `tolerance` as in time_ratio: the level is backprop's lowest within the first L times (1 + tolerance).
+    """
+    if timings is None or timings.empty:
+        raise ValueError("timings has no rounds: T = I x S needs the step times (measure them first)")
+    s = step_times(timings, fg, bp)
+    rows = []
+    for length in lengths or run_lengths(runs):
+        cut = runs[runs["iteration"] <= length]
+        r = time_ratio(cut, s[fg], s[bp], tolerance, fg, bp)
+        i_low, i_high, _ = bootstrap_time_ratio(cut, timings, tolerance, samples, seed, fg, bp, step_ratio=1.0)
+        t_low, t_high, reached = bootstrap_time_ratio(cut, timings, tolerance, samples, seed, fg, bp)
+        longer = runs[(runs["method"] == fg) | (runs["iteration"] <= length)]   # backprop cut, FG as saved
+        row = {"length": length, "I_b": r["I_b"], "I_f": r["I_f"], "I_f/I_b": r["I_ratio"], "I low": i_low,
+               "I high": i_high, "I_f/I_b, FG on": time_ratio(longer, 1.0, 1.0, tolerance, fg, bp)["I_ratio"], "S_f/S_b": r["S_ratio"], "T_f/T_b": r["T_ratio"], "T low": t_low, "T high": t_high,
+               "resamples reaching": reached, "bp lowest at end": bool(r["I_b"] >= length)}
+        if paper_step_ratio is not None:
+            row.update({"paper T_f/T_b": r["I_ratio"] * paper_step_ratio, "paper T low": i_low * paper_step_ratio,
+                        "paper T high": i_high * paper_step_ratio})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def run_length_numbers(table):
+    """The numbers a chapter says of claim 4 against run length (by_run_length's table): the
+    shortest and longest lengths, I_f/I_b and T_f/T_b at each (with the interval at the longest),
+    the length from which the claim holds at this device's step ratio and at the paper's (NaN if it
+    does not hold at the longest), whether backprop's lowest mean loss was the last evaluation at
+    every length, and the range of I_f/I_b with forward gradients' runs as saved."""
+    first, last = table.iloc[0], table.iloc[-1]
+    fg_on = table["I_f/I_b, FG on"]
+    finite_on = fg_on[np.isfinite(fg_on)]
+    cpu, paper = holds_from(table), holds_from(table, "paper T high") if "paper T high" in table else None
+    return {"first_length": int(first["length"]), "last_length": int(last["length"]),
+            "I_first": float(first["I_f/I_b"]), "I_last": float(last["I_f/I_b"]),
+            "T_first": float(first["T_f/T_b"]), "T_last": float(last["T_f/T_b"]), "S": float(last["S_f/S_b"]),
+            "T_last_low": float(last["T low"]), "T_last_high": float(last["T high"]),
+            "holds_from": math.nan if cpu is None else cpu, "holds_from_paper": math.nan if paper is None else paper,
+            "bp_lowest_at_end_always": bool(table["bp lowest at end"].all()),
+            "I_fg_on_min": float(finite_on.min()) if len(finite_on) else math.nan,
+            "I_fg_on_max": float(finite_on.max()) if len(finite_on) else math.nan,
+            "I_fg_on_until": int(table.loc[finite_on.index[-1], "length"]) if len(finite_on) else 0}
+
+
+def holds_from(table, high="T high"):
+    """The shortest run length from which the claim holds at every longer length (the upper end
+    of the 95% interval below 1 there and from there on), or None if it does not hold at the
+    longest. `high`: 'T high' (this device's step ratio) or 'paper T high' (the paper's)."""
+    below = table.sort_values("length")[high].to_numpy() < 1
+    if not len(below) or not below[-1]:
+        return None
+    start = len(below) - np.argmin(below[::-1]) if not below.all() else 0
+    return int(table.sort_values("length")["length"].iloc[start])
 
 
 def tolerance_table(runs, timings, tolerances=TOLERANCES, samples=1000, fg=FG, bp=BP):
@@ -588,8 +672,8 @@ def grade_time_to_loss(runs, timings, iterations, decay, n_classes=10, samples=2
     why = time_sentence(numbers) + note
     if word == "does not hold" and _the_step_decides(numbers, timings):
         word = NOT_ON_CPU
-        why += ("; forward gradients needed no more iterations than backprop, so this CPU's step ratio decides "
-                "the time, and the paper measured on a GPU")
+        why += ("; forward gradients needed about as many iterations as backprop on the mean curves, so this CPU's "
+                "step ratio decides the time, and the paper measured on a GPU")
     return {"verdict": word, "why": why, **numbers}
 
 
@@ -698,6 +782,7 @@ def cost_table(rounds, memory=None, reference=BP):
 def experiment_numbers(runs, timings, records, iterations, decay, planned_pairs, lr, n_classes=10):
     """What the verdict needs of one experiment saved raw, derived here and never stored: the
     step costs (claim 3) and the time to backprop's lowest loss (claim 4), with the device."""
+    timings = whole_device(timings)
     report = claim4_report(runs, timings, iterations, decay, planned_pairs, n_classes)
     costs = step_costs(timings) if timings is not None and not timings.empty else None
     device = (timings["device"].iloc[0] if costs else
@@ -740,16 +825,22 @@ def function_reach(curves, levels=FUNCTION_LEVELS):
 
 def function_numbers(curves):
     """What the verdict grades claim 2 with, derived from the raw curves now: the reach (above),
-    the levels, the runs per method, the device, and backprop's time per iteration over forward
+    the levels, the runs per method, how many runs of each method diverged on each function
+    ({function: {method: count}}), the device, and backprop's time per iteration over forward
     gradient's on each function (each run's last recorded time over its last iteration; median
     over runs; not graded: on two parameters it measures the device's Python overhead)."""
     last = curves.sort_values("iteration").groupby(["function", "method", "run"]).tail(1)
     per_it = (last["time"] / last["iteration"]).groupby([last["function"], last["method"]]).median()
     speed = {name: float(per_it[(name, BP)] / per_it[(name, FG)]) for name in curves["function"].unique()
              if (name, BP) in per_it and (name, FG) in per_it}
+    diverged = {}
+    if "diverged" in curves:   # runs that diverged, per function and method (the reach leaves them out)
+        per_run = curves.groupby(["function", "method", "run"])["diverged"].any()
+        diverged = {f: {m: int(n) for m, n in g.droplevel(0).items()}
+                    for f, g in per_run.groupby(level=[0, 1]).sum().groupby(level=0)}
     return {"device": curves["device"].iloc[0] if "device" in curves else "CPU", "levels": dict(FUNCTION_LEVELS),
             "runs": int(curves.groupby("method")["run"].nunique().max()), "reach": function_reach(curves),
-            "backprop_over_fg_time_per_iteration": speed}
+            "backprop_over_fg_time_per_iteration": speed, "diverged": diverged}
 
 
 def final_numbers(runs):
@@ -1202,7 +1293,8 @@ def ren_findings(errors, table):
         parts.append(f"{l} {diff:+.1f} points against {g} ({_spread(spread)})")
     found = set(words.values())
     verdict = ("mixed" if {"lower", "higher"} <= found else "holds" if found == {"lower"} else
-               "partly" if "lower" in found else "does not hold here" if "higher" in found else
+               "partly" if "lower" in found else "does not hold here" if found == {"higher"} else
+               "does not hold for one, cannot tell for the other" if "higher" in found else
                "cannot tell from these runs")
     rows.append({"finding (Ren et al.)": REN_FINDINGS["local"], "ours": "test error: " + "; ".join(parts),
                  "verdict": verdict})
@@ -1353,6 +1445,7 @@ def finetune_gaps(table, fg="FG, normal", bp="backprop"):
         rows.append({"regime": regime, "forward gradient (%)": t.loc[fg, "test error (%)"], "backprop (%)": base,
                      "gap (points)": t.loc[fg, "test error (%)"] - base,
                      "± (sum of sds)": t.loc[fg, "± sd"] + t.loc[bp, "± sd"],
+                     "runs": int(min(t.loc[fg, "runs"], t.loc[bp, "runs"])) if "runs" in t else math.nan,
                      "best variant": best, "its gap (points)": t.loc[best, "test error (%)"] - base})
     return pd.DataFrame(rows)
 
@@ -1437,15 +1530,31 @@ REGIME_WORDS = {"from scratch": "training from scratch", "all layers": "fine-tun
                 "last layer": "fine-tuning the last layer only", "subspace": "fine-tuning a random subspace"}
 
 
+MIN_RUNS_FOR_SPREAD = 3   # fewer runs per method give a standard deviation too rough to call a change beyond it
+
+
 def _narrowed(gaps, regime, reference="from scratch"):
     """'narrowed', 'widened' or 'about the same', the gap of `regime` against `reference`'s, a change
-    counting only beyond the two gaps' spreads together."""
+    counting only beyond the two gaps' spreads together; 'too few runs' where either regime had
+    fewer than MIN_RUNS_FOR_SPREAD runs per method (two runs give one degree of freedom per sd)."""
     g = gaps.set_index("regime")
     change = g.loc[regime, "gap (points)"] - g.loc[reference, "gap (points)"]
     spread = g.loc[regime, "± (sum of sds)"] + g.loc[reference, "± (sum of sds)"]
+    runs = min(g.loc[regime].get("runs", math.inf), g.loc[reference].get("runs", math.inf))
+    if runs < MIN_RUNS_FOR_SPREAD:
+        return "too few runs"
     if not math.isfinite(spread) or abs(change) <= spread:
         return "about the same" if math.isfinite(spread) else "not judged (one run: no spread)"
     return "narrowed" if change < 0 else "widened"
+
+
+def _step_cost(costs, regime, method, reference="backprop"):
+    """A method's step time over backprop's in one regime, from the cost table (None if not timed)."""
+    column = f"S / S_{reference}"
+    if costs is None or column not in costs or "regime" not in costs:
+        return None
+    row = costs[(costs["regime"] == regime) & (costs["name"] == method)]
+    return float(row[column].iloc[0]) if len(row) else None
 
 
 def finetune_findings(gaps, memory, device, iterations, pretrain_accuracy, dim, edge=()):
@@ -1463,18 +1572,26 @@ def finetune_findings(gaps, memory, device, iterations, pretrain_accuracy, dim, 
         caveat = " (provisional: forward gradients' best rate sat at the edge of its grid)"
         outcome = {r: _narrowed(gaps, r) for r in g.index if r != "from scratch"}
         said = {"narrowed": "narrowed the gap", "widened": "widened the gap", "about the same": "left the gap about the same"}
-        if len(set(outcome.values())) == 1 and len(outcome) > 1 and not edge:
+        runs = int(g["runs"].min()) if "runs" in g and g["runs"].notna().all() else None
+        if set(outcome.values()) == {"too few runs"}:
+            text += (f" With {runs} runs per method, the runs' spread is too rough to tell whether fine-tuning "
+                     "narrowed the gap against training from scratch.")
+            outcome = {}
+        elif len(set(outcome.values())) == 1 and len(outcome) > 1 and not edge:
             how = said.get(next(iter(outcome.values())), "cannot be judged (one run: no spread)")
             spread = "within" if how.startswith("left") else "beyond"
             every = {2: "both", 3: "all three"}.get(len(outcome), f"all {len(outcome)}")
             text += f" Against training from scratch, {every} fine-tuning regimes {how}, {spread} the runs' spread."
         elif outcome:
+            said["too few runs"] = f"cannot be judged ({runs} runs per method: too few for a spread)"
             judged = [f"{words[r]} {said.get(o, 'cannot be judged (one run: no spread)')}{caveat if r in edge else ''}"
                       for r, o in outcome.items()]
             text += " Against training from scratch, " + "; ".join(judged) + "."
     best = g["its gap (points)"].idxmin()
+    cost = _step_cost(memory, best, g.loc[best, "best variant"])
     text += (f" The forward-gradient variant closest to backprop was {variant_words(g.loc[best, 'best variant'])}, "
-             f"{words[best]} ({g.loc[best, 'its gap (points)']:.1f} points behind).")
+             f"{words[best]} ({g.loc[best, 'its gap (points)']:.1f} points behind"
+             + (f", with a step costing {cost:.2g} backprop steps" if cost is not None else "") + ").")
     m = memory[memory["regime"] == "all layers"].set_index("name")["total (MiB)"] if "regime" in memory else None
     if m is not None and {"backprop, checkpointed", "FG, normal"} <= set(m.index):
         text += (f" Fine-tuning every layer, a checkpointed backprop step held {m['backprop, checkpointed']:.1f} MiB "

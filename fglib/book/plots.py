@@ -218,3 +218,38 @@ def ratio_bars(rows, ax=None, colours=("black", "tab:green")):
     ax.axvline(1, color="grey", ls=":", lw=1)
     ax.set_xlabel("forward gradient / backprop")
     return ax
+
+
+PHONE_WIDTH = 5.0   # inches: a figure this wide keeps 10-point text readable on a phone
+
+
+def run_length_figure(table, paper_ratio=None, title=None):
+    """Claim 4 against the length of the runs (grading.by_run_length's table): T_f/T_b at this
+    device's step ratio and at the paper's, each with its 95% interval, against the run length;
+    below the dotted line at 1 forward gradients reach backprop's lowest loss sooner. Lengths at
+    which forward gradients never reached it are marked at the top, so that no length is missing
+    unexplained. `paper_ratio`: the paper's own T_f/T_b, as a dashed line."""
+    import numpy as np
+    fig, ax = plt.subplots(figsize=(PHONE_WIDTH, 3.4), layout="constrained")
+    lengths = table["length"].to_numpy() / 1000
+    series = [("T", "this CPU's step ratio", "tab:blue")]
+    if "paper T_f/T_b" in table:
+        series.append(("paper T", "the paper's step ratio (GPU)", "tab:green"))
+    for key, label, colour in series:
+        mid = table["T_f/T_b" if key == "T" else "paper T_f/T_b"].to_numpy()
+        low, high = table[f"{key} low"].to_numpy(), table[f"{key} high"].to_numpy()
+        ok = np.isfinite(mid)
+        ax.plot(lengths[ok], mid[ok], color=colour, lw=1.6, label=label)
+        band = ok & np.isfinite(high)
+        ax.fill_between(lengths[band], low[band], high[band], color=colour, alpha=0.2, lw=0)
+    never = ~np.isfinite(table["T_f/T_b"].to_numpy())
+    if never.any():
+        ax.plot(lengths[never], np.ones(never.sum()), "x", color="tab:red", transform=ax.get_xaxis_transform(),
+                clip_on=False, label="never reached")
+    ax.axhline(1, color="grey", ls=":", lw=1, label="break-even")
+    if paper_ratio:
+        ax.axhline(paper_ratio, color="black", ls="--", lw=1, label="the paper's $T_f/T_b$")
+    ax.set(xlabel="length of the runs (thousand iterations)", ylabel="$T_f/T_b$", title=title)
+    ax.set_ylim(bottom=0)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, fontsize=9)
+    return fig

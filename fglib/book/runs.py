@@ -425,10 +425,13 @@ def run_for_chapter(plan, folder, device="cpu", train_runs=None, timing_repeats=
 
 
 def load_plan(plan, folder):
-    """A plan's saved measurements: {'runs', 'records', 'timings', 'memory'}: the timings of the
-    plan it shares its costs with, and the memory of its model's step from claim 6's one table
+    """A plan's saved measurements: {'runs', 'records', 'timings', 'all timings', 'memory'}: the
+    timings of the plan it shares its costs with ('timings': those of the device used whole, the
+    most threads, grading.whole_device; 'all timings': every thread count), and the memory of its model's step from claim 6's one table
     over every network (raw/networks/memory.csv), so that each is measured once."""
+    from ..timing import whole_device
     networks = load_memory(folder, "networks")
+    timings = load_timings(folder, costs_experiment(plan))
     return {"runs": load_runs(folder, plan.experiment), "records": load_records(folder, plan.experiment),
-            "timings": load_timings(folder, costs_experiment(plan)),
+            "timings": whole_device(timings), "all timings": timings,
             "memory": networks[networks["model"] == plan.model] if not networks.empty else networks}

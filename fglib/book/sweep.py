@@ -227,7 +227,7 @@ def at_best_rates(curves, finals, best, step_ms, target_loss, iterations, refere
         mean, half, n = mean_ci(its.tolist())
         error = 100 * (1 - f["test_accuracy"])
         rows.append({"method": b["method"], "best rate": b["lr"], "test error (%)": error.mean(),
-                     "± sd": error.std(), "reached": f"{n}/{len(its)}",
+                     "± sd": error.std(), "runs": len(f), "reached": f"{n}/{len(its)}",
                      "I (iterations)": mean if n == len(its) else math.nan, "S (ms)": step_ms[b["method"]]})
     table = pd.DataFrame(rows).set_index("method")
     ref = table.loc[reference]

@@ -135,6 +135,10 @@ def _interval(low, high):
             else f"from {significant(low, 2)} up")
 
 
+def _interval_or_never(low, high):
+    return _interval(low, high) if math.isfinite(low) else "never"
+
+
 def tolerance_display(table):
     """grading.tolerance_table made for reading: 'never' where forward gradient did not reach the
     level (an infinite ratio, no I_f), numbers to 3 significant figures, integers with separators."""
@@ -145,4 +149,23 @@ def tolerance_display(table):
     for col in ("I_f/I_b", "S_f/S_b", "T_f/T_b", "95% low", "95% high"):
         out[col] = ["never" if not math.isfinite(v) else significant(v, 3) for v in table[col]]
     out["resamples reaching the level"] = [f"{v:.0%}" for v in table["resamples reaching"]]
+    return out
+
+
+def run_length_display(table, rows=5, fg_on=False):
+    """grading.by_run_length's table made for reading, at `rows` lengths spread over it (the
+    first, the last and evenly between): the length, I_f/I_b and T_f/T_b with their 95% intervals,
+    T_f/T_b at the paper's step ratio; 'never' where forward gradients did not reach the level.
+    `fg_on`: add I_f/I_b with forward gradients' runs as saved (longer than backprop's cut)."""
+    picked = table.iloc[sorted({round(k * (len(table) - 1) / max(rows - 1, 1)) for k in range(rows)})]
+    ratio = lambda v: "never" if not math.isfinite(v) else significant(v, 2)
+    out = pd.DataFrame({"run length": [f"{v:,}" for v in picked["length"]],
+                        "$I_f/I_b$": [ratio(v) for v in picked["I_f/I_b"]],
+                        "its 95% interval": [_interval_or_never(lo, hi) for lo, hi in zip(picked["I low"], picked["I high"])],
+                        "$T_f/T_b$": [ratio(v) for v in picked["T_f/T_b"]],
+                        "its 95% interval ": [_interval_or_never(lo, hi) for lo, hi in zip(picked["T low"], picked["T high"])]})
+    if "paper T_f/T_b" in picked:
+        out["$T_f/T_b$ at the paper's $S_f/S_b$"] = [ratio(v) for v in picked["paper T_f/T_b"]]
+    if fg_on:
+        out.insert(2, "$I_f/I_b$, FG run on", [ratio(v) for v in picked["I_f/I_b, FG on"]])
     return out
