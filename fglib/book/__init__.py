@@ -11,9 +11,10 @@
     plots        the figures
     parameters   a chapter's papermill parameters, checked before any work
     report       what a chapter records (device, versions, parameters) and glues into prose
+    words        the checks that keep a chapter's written sentences true to its numbers
     runs         long experiments as runs that survive a stop, saved raw as each finishes
 """
-from . import experiments, grading, implementations, paper, parameters, plots, report, runs, style, sweep, tables, verdict
+from . import experiments, grading, implementations, paper, parameters, plots, report, runs, style, sweep, tables, verdict, words
 from .experiments import measure_runtime, run_function, run_training
 from .parameters import check_parameters
 from .report import environment, glue, load_results, save_results

@@ -5,6 +5,7 @@ import pandas as pd
 import torch
 
 from ..device import device_name
+from .words import GLUED
 
 
 def plain_value(value):
@@ -67,6 +68,7 @@ def glue(name, value, display=False):
         raise TypeError(f"name must be a non-empty string (the key the prose cites), got {name!r}")
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
         value = value.item()
+    GLUED[name] = value   # for the chapter's word checks (fglib.book.words)
     try:
         from myst_nb import glue as myst_glue
     except ImportError:

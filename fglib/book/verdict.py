@@ -8,12 +8,12 @@ import math
 import pandas as pd
 
 from ..methods import PAPER_DECAY
-from .paper import IN_WORDS, RESULTS
-from .report import listed, rate_text
+from .paper import DEPTH_BANDS, IN_WORDS, MEMORY, RESULTS
+from .report import listed
 
-from .grading import (FROZEN, NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades, depth_costs,
-                      depth_sentence, experiment_numbers, function_numbers, grade_depth, grade_memory, grade_unbiased, speed_grade, unbiased_numbers,
-                      spent_pct, step_times, BP, FG, MODEL_WORDS)
+from .grading import (NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades, depth_costs,
+                      depth_sentence, experiment_numbers, function_numbers, grade_depth, grade_memory, grade_unbiased, speed_grade, unbiased_numbers, whole_device,
+                      step_times, BP, FG, MODEL_WORDS)
 
 
 def mnist_results(results):
@@ -54,7 +54,7 @@ def with_raw(results, folder="results"):
     if "targets" in sweep:   # each method at its own rate: the sweep's raw runs, the models' own step times
         from .sweep import compare_at_best, load_sweep
         for model in sweep["iterations"]:
-            (curves, finals), timings = load_sweep(folder, model), load_timings(folder, model)
+            (curves, finals), timings = load_sweep(folder, model), whole_device(load_timings(folder, model))
             if not curves.empty and not timings.empty:
                 s = step_times(timings)
                 sweep = {**sweep, model: compare_at_best(curves, finals, sweep["targets"], s[FG], s[BP],
@@ -141,6 +141,11 @@ def claim_test_functions(r):
             similar.append(alike(fg / bp))
             parts.append(f"{name}: FG/BP iterations to loss {level} = {fg / bp:.2f}")
             said.append(f"{name} {fg / bp:.2f}")
+    for key, counts in t.get("diverged", {}).items():   # a diverged run is left out of the reach: say so
+        for method, n in counts.items():
+            if n:
+                parts.append(f"{key.capitalize()}: {n} of the {t['runs']} {method} runs diverged at the paper's rate "
+                             "and are left out of the mean")
     evidence = (f"{t['device']}; {t['runs']} runs per method. BP/FG time per iteration, not graded (on a "
                 f"two-parameter function it measures this device's Python overhead): {', '.join(timing)}")
     grade = _grade(similar) if similar else NOT_JUDGED
@@ -227,8 +232,8 @@ def claim_memory(r, cpu=True):
         return _row(paper)
     table = r["memory"]   # every network the paper ran, at batch 64, in the paper's sense
     word, sentence = grade_memory(table)
-    return _row(paper, sentence, f"{table['device'].iloc[0]}; peak of the tensors a step creates plus the "
-                "weights and the gradients held between steps", word,
+    return _row(paper, sentence, f"{table['device'].iloc[0]}; everything alive at the step's peak, weights "
+                "included, as the allocator counts it (a buffer freed during the step stops counting then)", word,
                 "holds if the two differ by < 0.1% (the paper's figure) on every network, partly if on some",
                 sentence)
 
@@ -273,51 +278,82 @@ def to_markdown(table):
     return "\n".join(lines)
 
 
-def findings_markdown(table):
-    """The introduction's answer: one numbered item per claim with its verdict on this CPU and on
-    a GPU and one plain sentence of what we found, linking to the chapter that tests it (a list,
-    not a table, so that it reads at a phone's width)."""
-    items = []
-    for _, row in table.iterrows():
-        gpu = ("a property of the method, not of the device" if row["GPU"] == DEVICE_FREE else
-               "not yet run on a GPU" if row["GPU"] == UNTESTED_GPU else f"on a GPU: **{row['GPU']}**")
-        items.append(f"{row['#']}. [{row['claim'][:1].upper() + row['claim'][1:]}]({row['chapter']}.ipynb): "
-                     f"**{row['verdict']}**{'' if row['verdict'].endswith('this CPU') else ' on this CPU'}; {gpu}. {row['short'][:1].upper() + row['short'][1:]}.")
-    return "\n".join(items)
+# Where each claim's numbers and verdict are: its chapters, as (page, label).
+WHERE = {1: [("unbiasedness", "unbiasedness")], 2: [("test_functions", "test functions")],
+         3: [("logreg", "logistic regression"), ("mlp", "MLP"), ("cnn", "CNN"), ("implementations", "engines")],
+         4: [("logreg", "logistic regression"), ("mlp", "MLP 2e-5"), ("mlp_long", "MLP 2e-4"), ("cnn", "CNN")],
+         5: [("scaling", "depth")], 6: [("scaling", "memory"), ("verdict", "every network")]}
+PAPER_KEYS = {"logreg": "logreg", "MLP 2e-5": "mlp, lr 2e-05", "MLP 2e-4": "mlp, lr 0.0002", "CNN": "cnn"}
+SHORT_LABELS = {"logistic regression": "logreg", "MLP, rate 2e-5": "MLP 2e-5", "MLP, rate 2e-4": "MLP 2e-4",
+                "CNN": "CNN"}
 
 
-def takeaways(results, table):
-    """The three things a reader should take away, as sentences built from the results: the
-    tally, per iteration against per step (the largest win, then every other experiment where
-    the claim held), and each method at its own rate."""
-    out = [f"Of the paper's six claims, {count_sentence(table)}."]
+def _ratio(x):
+    return "never" if not math.isfinite(x) else f"{x:.2g}"
+
+
+def headline_numbers(results):
+    """Each claim's headline number as a table cell (our number, then the paper's): numbers only,
+    labelled by experiment; '' where nothing has run."""
+    ours, paper = {}, {}
+    u = results.get("unbiasedness", {})
+    if "max_abs_z" in u:
+        ours[1], paper[1] = f"largest z-score {u['max_abs_z']:.1f}", "a proof"
+    t = results.get("test_functions", {})
+    if "reach" in t:
+        said = [f"{k.capitalize()} {r[FG] / r[BP]:.2f}" for k, r in t["reach"].items() if FG in r and BP in r]
+        ours[2], paper[2] = "FG/BP iterations: " + ", ".join(said), "alike"
     rows = mnist_results(results)
-    per_iteration = {k: v for k, v in rows.items() if math.isfinite(v.get("I_ratio", math.nan))
-                     and v.get("time_verdict") == "holds"}
-    if per_iteration:
-        k, v = min(per_iteration.items(), key=lambda kv: kv[1]["I_ratio"])
-        out.append(f"Per iteration, forward gradients can win at the paper's shared rate: in the {k.split(',')[0]} "
-                   f"at rate {rate_text(v['lr'])} they reached backprop's lowest validation loss in {v['I_ratio']:.2g} of its "
-                   f"iterations, so that even with steps {v['S_ratio']:.2g} times as long, T_f/T_b = {v['T_ratio']:.2g}"
-                   + (f"; by then the decay had spent {spent_pct(v['decay_spent'])} of backprop's whole step, so its lowest "
-                      "loss may mark where the schedule froze it rather than where it converged."
-                      if v.get("decay_spent", 0) >= FROZEN else "."))
-        others = [f"the {o.split(',')[0]} (I_f/I_b {w['I_ratio']:.2g}, T_f/T_b {w['T_ratio']:.2g})"
-                  for o, w in per_iteration.items() if o != k]
-        if others:
-            out[-1] += f" Forward gradients also won per iteration in {listed(others)}."
-    step_row = table.set_index("#").loc[3]
-    if step_row["verdict"] != NOT_RUN:
-        out.append(f"Per step, the paper's speed-up did not appear on this CPU: {step_row['short']}."
-                   if step_row["verdict"] != "holds" else f"Per step, the paper's speed-up appeared: {step_row['short']}.")
-    sweep = results.get("lr_sweep", {})
-    best = [v["T_f/T_b"] for m in sweep.get("iterations", {}) for v in sweep.get(m, [])
-            if math.isfinite(v.get("T_f/T_b", math.inf))]
-    if best:
-        out.append(f"With each method at its own best learning rate ({{doc}}`lr_sweep`), backprop reached the "
-                   f"targets {min(best):.3g} to {max(best):.3g} times sooner where forward gradients reached them "
-                   "at all: the paper's wins depend on giving both methods the same rate.")
-    return out
+    models = {}
+    for label, v in rows.items():
+        models.setdefault(label.split(",")[0], v)
+    if models:
+        ours[3] = "; ".join(f"{SHORT_LABELS.get(m, m)} {v['ratio']:.2g}" for m, v in models.items()
+                            if math.isfinite(v.get("ratio", math.nan)))
+        paper[3] = "; ".join(f"{name} {RESULTS[key]['R_f/R_b']:.2g}" for name, key in PAPER_KEYS.items()
+                             if name != "MLP 2e-4").replace("MLP 2e-5", "MLP")
+        ours[4] = "; ".join(f"{SHORT_LABELS.get(k, k)} {_ratio(v['T_ratio'])}" for k, v in rows.items())
+        paper[4] = "; ".join(f"{name} {RESULTS[key]['T_f/T_b']:.2g}" for name, key in PAPER_KEYS.items()
+                             if RESULTS[key]["T_f/T_b"] is not None)
+    s = results.get("scaling", {})
+    if "table" in s:
+        r = s["table"]["R_f/R_b"]
+        ours[5] = f"{r.min():.2f} to {r.max():.2f}"
+        paper[5] = (f"under {DEPTH_BANDS['R_f/R_b up to 10 layers']} to 10 layers; "
+                    f"about {DEPTH_BANDS['R_f/R_b at 100 layers']} at 100")
+    if "memory" in results:
+        d = grading_memory_ratio(results["memory"])
+        ours[6], paper[6] = f"FG/BP {d.min():.2f} to {d.max():.2f}", MEMORY
+    return ours, paper
+
+
+def grading_memory_ratio(table):
+    """Forward gradient's step memory over backprop's, per network."""
+    from .grading import memory_differences
+    return memory_differences(table)["FG vs BP"] + 1
+
+
+def headline_html(results, table):
+    """The introduction's verdict table: each claim with its verdict on this CPU and on a GPU
+    (first, so that both stay in view on a phone), our number and the paper's, and the pages that
+    hold them. HTML, since a glue reference across pages renders HTML, not Markdown: links to the
+    pages' .html, the symbols typeset by MathJax, styled as the book's tables."""
+    import html
+    import re
+    ours, paper = headline_numbers(results)
+    head = "".join(f"<th>{h}</th>" for h in ("claim", "CPU", "GPU", "ours", "paper", "where"))
+    rows = []
+    for _, row in table.iterrows():
+        n = row["#"]
+        claim = html.escape(row["claim"], quote=False)
+        claim = re.sub(r"\$([^$]+)\$", lambda m: f"\\({m.group(1)}\\)", claim)   # inline maths for MathJax
+        where = ", ".join(f'<a href="{page}.html">{label}</a>' for page, label in WHERE[n])
+        gpu = "–" if row["GPU"] == DEVICE_FREE else row["GPU"].replace("untested on GPU", "not run")
+        cells = [f"{n}. {claim}", f"<strong>{row['verdict']}</strong>", gpu, html.escape(ours.get(n, "")),
+                 html.escape(paper.get(n, "")), where]
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return (f'<div class="mathjax_process pst-scrollable-table-container"><table class="table">'
+            f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
 def larger_rate_sentence(results):

@@ -1,0 +1,107 @@
+"""Words a person wrote, kept true by the numbers they rest on.
+
+The book's sentences are written by a person in each chapter's markdown, with numbers glued in
+(`{glue:text}` with a format). A sentence whose truth depends on the data (a direction such as
+"fewer iterations in every pair", a verdict word, "below 1") has a check in a cell hidden from
+the page, tagged `words-check`, written over the glued values alone:
+
+    if not smoke:
+        check(glued("cnn_T_high") < 1, "forward gradients reached backprop's lowest loss in less time")
+
+A run whose results no longer support a sentence stops with NoLongerTrue, naming the sentence.
+`tests/test_words.py` reads every chapter's glued values back from its committed outputs
+(`glued_in`) and runs its checks on them, so a page whose numbers stopped supporting its words
+fails the tests too.
+"""
+import ast
+import json
+import pathlib
+
+GLUED = {}   # name -> value, filled by fglib.book.glue as a chapter runs
+CHECK_TAG = "words-check"
+
+
+class NoLongerTrue(AssertionError):
+    """A sentence of the book that its numbers no longer support."""
+
+
+def glued(name):
+    """The value glued under `name` in this run of the chapter (KeyError naming it if none);
+    'page.ipynb::name' reads another page's glued value from its committed outputs (a chapter
+    runs in book/, beside the other pages), as the book's `{glue:text}` role does."""
+    if "::" in name:
+        doc, key = name.split("::", 1)
+        values = glued_in(doc)
+        if key not in values:
+            raise KeyError(f"{doc} glued nothing as {key!r}")
+        return values[key]
+    if name not in GLUED:
+        raise KeyError(f"nothing was glued as {name!r}: a check may only use numbers the page shows")
+    return GLUED[name]
+
+
+def check(condition, sentence):
+    """Raise NoLongerTrue naming `sentence` unless `condition` holds."""
+    if not isinstance(sentence, str) or not sentence.strip():
+        raise TypeError("sentence must be the words the check stands for, as the page says them")
+    if not bool(condition):
+        raise NoLongerTrue(f"the saved results no longer support this sentence: “{sentence}”. Rewrite it in the "
+                           "chapter's markdown (or find out what changed in the results)")
+
+
+def glued_in(notebook):
+    """{name: value} of every value a committed notebook glued, read from its outputs."""
+    cells = json.loads(pathlib.Path(notebook).read_text())["cells"]
+    out = {}
+    for cell in cells:
+        for output in cell.get("outputs", []):
+            meta = output.get("metadata", {}).get("scrapbook")
+            if meta and "name" in meta:
+                text = output["data"].get(meta["mime_prefix"] + "text/plain")
+                if text is not None:
+                    out[meta["name"]] = _literal(text)
+    return out
+
+
+def _literal(text):
+    """A glued value from its stored text (repr): numbers, strings, lists; nan and inf too."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        if text in ("nan", "inf", "-inf"):
+            return float(text)
+        return text
+
+
+def check_cells(notebook):
+    """The source of each cell of a notebook tagged `words-check`."""
+    cells = json.loads(pathlib.Path(notebook).read_text())["cells"]
+    return ["".join(c["source"]) for c in cells if CHECK_TAG in c.get("metadata", {}).get("tags", [])]
+
+
+def run_checks(notebook):
+    """Run a committed notebook's word checks on the values its outputs glued; the number of
+    checks run. Raises NoLongerTrue naming the first sentence its numbers do not support."""
+    values = glued_in(notebook)
+    ran = 0
+
+    def counted_check(condition, sentence):
+        nonlocal ran
+        ran += 1
+        check(condition, sentence)
+
+    def from_page(name):
+        if "::" in name:   # another page's value, beside this one
+            doc, key = name.split("::", 1)
+            other = glued_in(pathlib.Path(notebook).parent / doc)
+            if key not in other:
+                raise KeyError(f"{doc} glued nothing as {key!r}")
+            return other[key]
+        if name not in values:
+            raise KeyError(f"{pathlib.Path(notebook).name} glued nothing as {name!r}")
+        return values[name]
+    for source in check_cells(notebook):
+        code = "\n".join(line for line in source.splitlines() if not line.startswith(("from ", "import ")))
+        exec(compile(code, f"{pathlib.Path(notebook).name} (words-check)", "exec"),
+             {"check": counted_check, "glued": from_page, "smoke": False, "math": __import__("math")})
+    return ran

@@ -1,0 +1,60 @@
+"""The book's written sentences stay true to their numbers (fglib.book.words): every chapter's
+hidden checks run on the values its committed page glued; a sentence the numbers do not support
+fails, naming it."""
+import json
+import pathlib
+import sys
+
+import pytest
+
+from fglib.book import words
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import book as book_tool  # noqa: E402
+
+
+@pytest.mark.parametrize("chapter", book_tool.chapters(), ids=lambda p: p.stem)
+def test_every_chapters_sentences_hold_on_the_numbers_its_page_shows(chapter):
+    words.run_checks(chapter)
+
+
+def test_the_chapters_that_state_findings_in_written_words_check_them():
+    checked = {p.stem: words.run_checks(p) for p in book_tool.chapters()}
+    assert checked["distributed"] >= 4, checked
+
+
+def test_a_chapter_with_a_sentence_its_numbers_do_not_support_fails_naming_it(tmp_path):
+    """The control: the distributed chapter with one sentence's direction reversed."""
+    nb = json.loads((ROOT / "book" / "distributed.ipynb").read_text())
+    for cell in nb["cells"]:
+        if words.CHECK_TAG in cell.get("metadata", {}).get("tags", []):
+            cell["source"] = "".join(cell["source"]).replace('glued("dist_ratio_64_100g") > 1',
+                                                             'glued("dist_ratio_64_100g") < 1')
+    false = tmp_path / "distributed.ipynb"
+    false.write_text(json.dumps(nb))
+    with pytest.raises(words.NoLongerTrue, match="dearer than backprop's on 100 Gbit/s"):
+        words.run_checks(false)
+
+
+def test_a_check_may_use_only_what_the_page_glued(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "metadata": {"tags": [words.CHECK_TAG]}, "outputs": [],
+                     "source": "check(glued('never_glued') > 0, 'a sentence')"}]}
+    path = tmp_path / "x.ipynb"
+    path.write_text(json.dumps(nb))
+    with pytest.raises(KeyError, match="glued nothing as 'never_glued'"):
+        words.run_checks(path)
+
+
+def test_glued_values_read_back_as_the_numbers_and_words_they_were(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "metadata": {}, "source": "", "outputs": [
+        {"output_type": "display_data", "metadata": {"scrapbook": {"name": k, "mime_prefix": "application/papermill.record/"}},
+         "data": {"application/papermill.record/text/plain": v}} for k, v in
+        [("n", "1863690"), ("r", "0.5512"), ("w", "'holds'"), ("x", "nan"), ("l", "[1, 2]")]]}]}
+    path = tmp_path / "x.ipynb"
+    path.write_text(json.dumps(nb))
+    values = words.glued_in(path)
+    assert values["n"] == 1863690 and values["r"] == 0.5512 and values["w"] == "holds" and values["l"] == [1, 2]
+    assert values["x"] != values["x"]   # nan
+    with pytest.raises(words.NoLongerTrue, match="“a sentence”"):
+        words.check(False, "a sentence")
