@@ -197,21 +197,11 @@ def test_per_iteration_is_the_iteration_factor_alone_and_says_alike_within_the_b
     """I_f / I_b needs no step times; 'alike' only inside ALIKE, with a control outside it."""
     same = runs(fg_rate=2e-3, bp_rate=2e-3)
     assert grading.per_iteration(same) == pytest.approx(1.0)
-    assert "alike as the paper found" in grading.per_iteration_sentence(same, paper_alike=True)
     fast = runs(fg_rate=2e-3, bp_rate=2e-3, fg_final=0.2)   # FG passes backprop's lowest far sooner
     assert 0 < grading.per_iteration(fast) < grading.ALIKE[0]
-    assert "forward gradients needed fewer iterations" in grading.per_iteration_sentence(fast, paper_alike=True)
 
 
-def test_what_ran_reads_as_a_sentence_part_way_and_at_the_end():
-    assert grading.runs_sentence(5, 5, 30_000, "CPU") == "We ran 5 pairs of runs, 30,000 iterations each, on CPU."
-    assert grading.runs_sentence(2, 5, 70_000, "CPU").startswith("Of the 5 planned pairs of runs (70,000 iterations each), 2 have")
-    assert "0 of" not in grading.runs_sentence(0, 5, 70_000, "CPU")
-    both = grading.runs_sentence(5, 5, 10, pd.Series(["CPU (1 thread)", "CPU (2 threads)", "CPU (1 thread)"]))
-    assert both.endswith("on CPU (1 thread) and CPU (2 threads).")   # where the runs ran, each said once
-    assert grading.runs_sentence(1, 5, 10, ["CPU (x86_64, 1 threads)", "CPU (x86_64, 1 thread)"]).endswith(
-        "finished, on CPU (x86_64, 1 thread).")   # an older record's spelling of the same device
-    assert grading.runs_sentence(1, 5, 70_000, "CPU").startswith("Of the 5 planned pairs of runs (70,000 iterations each), 1 has")
+def test_the_devices_runs_ran_on_are_each_said_once():
     assert grading.devices_said(["CPU (x86_64, 2 threads)", "CPU (x86_64, 1 thread)", "CPU (x86_64, 1 threads)"]) \
         == "CPU (x86_64, 1 and 2 threads)"   # one machine at two thread counts, said once
     assert grading.devices_said(["CPU (x86_64, 2 threads)", "CPU (arm64, 2 threads)", "NVIDIA H200"]) \
@@ -285,11 +275,9 @@ def test_alike_per_iteration_is_read_at_the_smallest_tolerance_the_curves_allow(
     assert math.isinf(grading.time_ratio(close, 1.0, 1.0)["I_ratio"])
     ratio, tolerance = grading.per_iteration_at(close)
     assert tolerance == 0.005 and grading.alike(ratio)
-    assert "within 0.5% of backprop's lowest" in grading.per_iteration_sentence(close, paper_alike=True)
     far = runs(fg_rate=2e-3, bp_rate=2e-3)
     far.loc[far["method"] == grading.FG, "loss"] *= 1.05     # the control
     assert grading.per_iteration_at(far) == (math.inf, None)
-    assert "never came within 2%" in grading.per_iteration_sentence(far)
 
 
 def test_the_depth_sentence_names_a_subnormal_deepest_point_on_a_cpu_only():
@@ -453,18 +441,6 @@ def test_the_optimisers_gap_reads_as_one_sentence_or_nothing_before_that_chapter
     assert grading.optimiser_gap_sentence(pd.DataFrame(), 2000) == ""
 
 
-@pytest.mark.parametrize("ratio, grade, words", [(0.95, "holds", "costs 5% less than"),
-                                                 (1.6, "does not hold", "costs 60% more than"),
-                                                 (2.32, "does not hold", "costs 2.3 times as much as")])
-def test_a_steps_cost_reads_as_a_share_or_a_multiple(ratio, grade, words):
-    """Under twice the cost a share ('60% more'); from twice on a multiple ('2.3 times as much'),
-    never '132% more'."""
-    costs = {"per process": pd.DataFrame({"S_f/S_b": [ratio, ratio]}), "S_ratio": ratio, "grade": grade,
-             "device": "CPU (test)"}
-    text = grading.step_sentence(costs, 0.6)
-    assert words in text and "132%" not in text and f"S_f/S_b = R_f/R_b = {ratio:.2f}" in text
-
-
 def test_a_count_reads_singular_or_plural():
     assert [grading.count_words(n, "run") for n in (1, 5, 1000)] == ["1 run", "5 runs", "1,000 runs"]
 
@@ -477,56 +453,11 @@ def test_a_share_of_the_step_spent_never_reads_100_percent_before_it_is():
     assert f"{0.999:.0%}" == "100%"   # the control
 
 
-def test_the_runs_so_far_say_their_accuracy_and_whether_they_are_long_enough():
-    """Before a pair is graded: each method's final test accuracy, and whether backprop's runs
-    settled (the control: a run still falling without decay is not long enough to compare)."""
-    bp_only = runs(acc_bp=0.82)
-    bp_only = bp_only[(bp_only["method"] == grading.BP) & (bp_only["seed"] == 0)]
-    text = grading.runs_so_far_sentence(bp_only, ITERATIONS, 1e-3)
-    assert text.startswith("So far, after 10,000 iterations, backprop's one finished run ended at 82.0% test accuracy")
-    assert "levelled off" in text
-    still = runs(bp_rate=1e-4)
-    text = grading.runs_so_far_sentence(still, ITERATIONS, 0)
-    assert "test accuracy on average and forward gradients' 5 finished runs at 90.0% on average" in text
-    assert "not yet long enough to compare" in text and "levelled off" not in text
-    assert grading.runs_so_far_sentence(still.iloc[:0], ITERATIONS, 0) == ""
-
-
-def test_a_pilot_that_had_not_settled_says_how_long_a_run_must_be():
-    """A backprop pilot still falling under a decay: the sentence gives its fall, the share of the
-    step spent and the run length that settles it; the control (no decay) cannot name a length."""
+def test_a_pilot_that_had_not_settled_gives_the_run_length_that_settles_it():
+    """A backprop pilot still falling under a decay: run_length_needed is longer than the pilot."""
     still = runs(bp_rate=1e-4)
     pilot = still[still["method"] == grading.BP]
-    text = grading.pilot_sentence(pilot, ITERATIONS, 1e-3)
-    needed = grading.run_length_needed(pilot, ITERATIONS, 1e-3)
-    assert "learned (test accuracy 50% at the start, 90% at the end) but had not settled" in text
-    assert f"a run of about {needed:,} iterations lets the decay freeze it." in text and needed > ITERATIONS
-    assert "a longer run would settle it" in grading.pilot_sentence(pilot, ITERATIONS, 0)
-    brief = grading.pilot_brief(pilot, ITERATIONS, 1e-3, needed)
-    assert brief == (f"A first backprop run of {ITERATIONS:,} iterations learned but had not settled, so the paired "
-                     f"runs are {needed:,} iterations long.")
-    settled_pilot = runs(acc_bp=0.82)   # the control: a pilot that levelled off
-    assert "learned and settled; the" in grading.pilot_brief(settled_pilot[settled_pilot["method"] == grading.BP],
-                                                             ITERATIONS, 1e-3, ITERATIONS)
-
-
-def test_a_first_pair_is_shown_as_a_first_look_never_as_a_grade():
-    """With 1 of 5 planned pairs: the pair's own I_f, I_b and T_f/T_b, labelled a first look;
-    nothing once every pair has run (the grade speaks then), nothing without step times."""
-    one = runs(fg_final=0.2, bp_final=0.3, seeds=1)   # forward gradients end lower: they reach backprop's lowest
-    text = grading.first_look_sentence(one, timings(), planned=5)
-    steps = grading.step_times(timings())
-    n = grading.time_ratio(one, steps[grading.FG], steps[grading.BP])
-    assert text.startswith("In the first pair, forward gradients reached backprop's lowest validation loss")
-    assert f"in {n['I_f']:,.0f} iterations to backprop's {n['I_b']:,.0f}" in text and n["I_f"] < n["I_b"]
-    assert text.endswith("a first look, not a grade (1 of 5 pairs).")
-    never = grading.first_look_sentence(runs(fg_final=0.5, bp_final=0.3, seeds=1), timings(), planned=5)
-    assert "never came down to backprop's lowest" in never and "T_f/T_b" not in never
-    two = grading.first_look_sentence(runs(fg_final=0.2, bp_final=0.3, seeds=2), timings(), planned=5)
-    assert two.startswith("In the 2 finished pairs, forward gradients reached backprop's lowest mean validation loss")
-    assert two.endswith("(2 of 5 pairs).")
-    assert grading.first_look_sentence(runs(seeds=5), timings(), planned=5) == ""   # the control: graded instead
-    assert grading.first_look_sentence(one, timings().iloc[:0], planned=5) == ""
+    assert grading.run_length_needed(pilot, ITERATIONS, 1e-3) > ITERATIONS
 
 
 def test_the_verdicts_depth_row_quotes_the_deepest_point_flushed_beside_its_sweep_value():
@@ -548,20 +479,6 @@ def test_a_pairing_reads_as_method_with_optimiser():
     assert grading.pairing_words("backprop") == "backprop"   # no optimiser named: the method alone
 
 
-def test_the_seed_spread_is_set_beside_the_gap_between_the_methods():
-    """Seeds far apart (0.7 and 2.0) against methods close: 'the seeds differ more'; seeds close
-    together around methods far apart (the control): 'narrower'; one run per method: nothing."""
-    def lowest(values):
-        return pd.DataFrame([{"method": m, "seed": s, "split": "validation", "iteration": 100, "loss": v}
-                             for (m, s), v in values.items()])
-    apart = lowest({(grading.BP, 0): 0.7, (grading.BP, 1): 2.0, (grading.FG, 0): 0.6, (grading.FG, 1): 1.5})
-    text = grading.seed_spread_sentence(apart)
-    assert "from 0.7 to 2 between backprop's seeds" in text and "the seeds differ more than the methods" in text
-    close = lowest({(grading.BP, 0): 0.70, (grading.BP, 1): 0.72, (grading.FG, 0): 0.30, (grading.FG, 1): 0.31})
-    assert "narrower than the gap between the two methods' means (0.71 against 0.305)" in grading.seed_spread_sentence(close)
-    assert grading.seed_spread_sentence(apart[apart["seed"] == 0]) == ""
-
-
 def test_the_iteration_a_curve_reaches_a_level_is_interpolated_between_evaluations():
     """A straight fall from 2 at iteration 1,000 to 1 at 3,000, evaluated only there: level 1.5 is
     reached at 2,000, not at the next evaluation (the control: a level met exactly at an evaluation
@@ -580,68 +497,11 @@ def test_the_iteration_a_curve_reaches_a_level_is_interpolated_between_evaluatio
 
 def test_each_pair_is_measured_on_its_own_seed():
     """Seed 0: forward gradient passes backprop's lowest at about half its iterations; seed 1:
-    never (the control); the sentence gives both and counts the pair that was faster."""
+    never (the control)."""
     both = pd.concat([runs(fg_final=0.28, seeds=1), runs(fg_final=0.5, seeds=2).query("seed == 1")])
     pairs = grading.paired_ratios(both)
     assert pairs.index.tolist() == [0, 1]
     assert pairs.loc[0, "I_f/I_b"] < 1 and pairs.loc[0, "I_b"] == GRID[-1] and math.isinf(pairs.loc[1, "I_f/I_b"])
-    text = grading.paired_sentence(pairs)
-    assert re.search(r"was 0\.\d+ \(seed 0\), and forward gradients never reached it on seed 1: fewer iterations in "
-                     r"1 of the 2 pairs\.$", text)
-    nowhere = grading.paired_sentence(pairs.assign(**{"I_f/I_b": math.inf}))
-    assert nowhere.endswith("never reached that seed's lowest backprop validation loss, on any of the 2 seeds.")
-    assert grading.paired_sentence(pairs.iloc[:1]) == ""
-    even = grading.paired_sentence(pairs.assign(**{"I_f/I_b": [0.6, 0.46]}))   # every ratio to two digits
-    assert "was 0.60 (seed 0) and 0.46 (seed 1): forward gradients needed fewer iterations in every pair." in even
-
-
-def test_a_seeds_start_is_set_beside_where_its_run_ended_with_an_exact_permutation_test():
-    """Steeper starts ending lower in all 3 finished seeds: rank correlation -1, which one ordering
-    in 3! = 6 reaches; the control (the order broken) says the loss did not fall with the start."""
-    assert grading.rank_correlation([1, 2, 3], [30, 20, 10]) == pytest.approx((-1.0, 1 / 6))
-    assert grading.rank_correlation([1, 2, 3, 4, 5], [1, 2, 3, 4, 5]) == pytest.approx((1.0, 1 / 120))
-    rho, p = grading.rank_correlation([1, 2, 3, 4], [2, 1, 4, 3])
-    assert rho == pytest.approx(0.6) and 1 / 24 < p < 1
-    with pytest.raises(ValueError, match="2 to 8 pairs"):
-        grading.rank_correlation(range(9), range(9))
-    initial = pd.DataFrame({"initial gradient norm": [0.14, 0.12, 0.115, 0.13]}, index=pd.Index([0, 1, 2, 3], name="seed"))
-    def ended(losses):
-        index = pd.MultiIndex.from_tuples([(grading.BP, s) for s in range(len(losses))], names=["method", "seed"])
-        return pd.DataFrame({"lowest validation loss": losses}, index=index)
-    text = grading.start_sentence(initial, ended([0.7, 2.0, 2.2]))
-    assert "0.140 (seed 0), 0.120 (seed 1), 0.115 (seed 2) and 0.130 (seed 3)" in text
-    assert "rank correlation -1; chance orders 3 seeds as well one time in 6" in text
-    assert text.endswith("a pattern that the other seed tests, not yet a cause.")   # one seed left: singular
-    assert "did not fall with a steeper start" in grading.start_sentence(initial, ended([2.2, 0.7, 2.0]))
-    assert "rank correlation" not in grading.start_sentence(initial, ended([0.7, 2.0]))   # too few seeds
-    every = grading.start_sentence(initial, ended([0.7, 2.0, 2.2, 1.0]))   # every seed finished: no caveat
-    assert every.endswith("Over backprop's 4 seeds, the steeper the start, the lower the run's lowest validation loss "
-                          "(rank correlation -1; chance orders 4 seeds as well one time in 24).")
-    # the CNN's five seeds: the third steepest start ended lowest; chance orders 5 seeds at least as well
-    # 14 times in 120 (12%), so the sentence says the seeds cannot tell it from luck
-    initial5 = pd.DataFrame({"initial gradient norm": [0.143, 0.120, 0.118, 0.127, 0.125]},
-                            index=pd.Index(range(5), name="seed"))
-    weak = grading.start_sentence(initial5, ended([0.716, 1.97, 2.23, 1.72, 0.619]))
-    assert weak.endswith("Over backprop's 5 seeds, a steeper start tended to end lower, though not in every seed "
-                         "(rank correlation -0.7); chance orders 5 seeds at least as well 12% of the time, so these "
-                         "seeds cannot tell the pattern from luck.")
-    assert grading.rank_correlation(initial5["initial gradient norm"], [0.716, 1.97, 2.23, 1.72, 0.619]) == \
-        pytest.approx((-0.7, 14 / 120))
-
-
-def test_runs_part_way_are_named_and_only_their_remainder_is_counted():
-    """Two of four missing runs are half done: the sentence names them and counts three runs' worth
-    of computing, not four (the control without runs in progress counts four)."""
-    report = {"runs": 10, "left": 4, "iterations": 70_000, "minutes per run": 240.0,
-              "in progress": {"bp-seed3": 35_000, "fg-seed3": 35_000}, "minutes left": 240.0 * 3}
-    text = grading.runs_left_sentence(report, ["CPU"])
-    assert "2 more are part-way: backprop, seed 3 at 35,000 and forward gradient, seed 3 at 35,000" in text
-    assert "what is left of the other 4 needs about 12 hours" in text
-    control = grading.runs_left_sentence({**report, "in progress": {}, "minutes left": 240.0 * 4}, ["CPU"])
-    assert "part-way" not in control and "the other 4 need about 16 hours" in control
-    done = {**report, "left": 0, "in progress": {}, "minutes left": 0.0}
-    assert grading.runs_left_sentence(done, ["CPU"]) == "All 10 runs are saved."
-    assert grading.runs_left_sentence({**done, "runs": 1}, ["CPU"]) == "The run is saved."
 
 
 def _length_runs(fg_clock):
@@ -701,3 +561,13 @@ def test_the_step_ratio_is_taken_where_the_device_was_used_whole():
     assert s1[grading.FG] / s1[grading.BP] == pytest.approx(1.0)
     mixed = grading.step_times(both)   # the control: both counts mixed give neither
     assert 0.9 < mixed[grading.FG] / mixed[grading.BP] < 1.0
+
+
+def test_a_pair_that_never_reached_reads_never_and_seeds_read_as_whole_numbers():
+    """tables.paired_display: the pair whose forward-gradient run never reached its level shows
+    'never' (significant() cannot format an infinite ratio), seeds as 0, 1, not 0.00."""
+    from fglib.book.tables import paired_display
+    both = pd.concat([runs(fg_final=0.28, seeds=1), runs(fg_final=0.5, seeds=2).query("seed == 1")])
+    shown = paired_display(grading.paired_ratios(both), {"norm": pd.Series({0: 0.5, 1: 0.25})})
+    assert shown["seed"].tolist() == ["0", "1"] and shown.loc[1, "I_f"] == "never" == shown.loc[1, "I_f/I_b"]
+    assert shown.loc[0, "I_f"] != "never" and shown["norm"].tolist() == ["0.500", "0.250"]

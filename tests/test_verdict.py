@@ -24,7 +24,6 @@ def curves(fg_losses, bp_losses, runs=3, noise=0.0):
 LEVELLED = [2.3, 1.0, 0.6, 0.45, 0.41, 0.40, 0.40, 0.40, 0.40, 0.40, 0.40]
 
 
-
 def test_eval_schedule_is_dense_early_and_at_most_2_percent_apart_late():
     for n in (1_000, 30_000, 70_000):
         s = to_target.eval_schedule(n, 60)
@@ -127,14 +126,6 @@ def test_a_target_the_initial_model_already_meets_pairs_nothing():
     assert parts["runs"] == 0 and parts["runs_reached"] == 0 and math.isnan(parts["T_ratio"])
 
 
-def test_the_count_of_grades_reads_as_a_sentence():
-    table = pd.DataFrame({"verdict": ["holds", "partly", "partly", verdict.NOT_JUDGED, verdict.NOT_ON_CPU,
-                                      verdict.NOT_ON_CPU]})
-    assert verdict.count_sentence(table) == ("1 holds, 2 hold partly, 1 is not judged yet and "
-                                             "2 are not reproduced on this CPU")
-    assert verdict.count_sentence(table.iloc[:1]) == "1 holds"
-
-
 def test_learning_rates_read_as_the_paper_writes_them():
     from fglib.book.report import rate_text
     assert [rate_text(r) for r in (2e-4, 0.0002, 2e-5, 5.5e-4, 1e-3, 0.1, 1.5)] == [
@@ -184,16 +175,6 @@ def test_the_committed_verdict_table_is_what_the_saved_results_give_now():
     assert not shown[0].startswith(control + "\n")
 
 
-def test_the_larger_rate_sentence_waits_for_a_pair_and_then_says_which_ended_lower():
-    one_method = {"mnist": {"MLP, rate 2e-4": {"pairs": 0, "val_fg": math.nan, "val_bp": 0.3, "iterations": 70_000}}}
-    assert "has not finished a pair" in verdict.larger_rate_sentence(one_method)
-    assert "nan" not in verdict.larger_rate_sentence(one_method)
-    pair = {"mnist": {"MLP, rate 2e-4": {"pairs": 5, "val_fg": 0.25, "val_bp": 0.3, "iterations": 70_000}}}
-    assert "forward gradients even ended lower" in verdict.larger_rate_sentence(pair)
-    pair["mnist"]["MLP, rate 2e-4"]["val_fg"] = 0.4    # the control
-    assert "backprop ended lower" in verdict.larger_rate_sentence(pair)
-
-
 def test_the_sweeps_comparison_is_derived_from_its_raw_runs_and_the_models_own_step_times(tmp_path, mnist):
     """lr_sweep.json keeps only the settings; the verdict derives T_f/T_b at each method's best
     rate from the saved sweep and the model's timing rounds, so changed rounds (the control)
@@ -233,25 +214,6 @@ def test_a_sweeps_summary_counts_the_targets_and_says_which_were_never_reached()
                                       "(backprop reached every one)")
     won = [row("loss ≤ 1", 0.5), row("loss ≤ 0.5", 0.25)]   # the control: forward gradients first
     assert summarise(won, 100) == "forward gradients reached both targets 2.00 to 4.00 times sooner"
-
-
-def test_the_sweep_reads_as_one_clause_per_model_in_the_discussion():
-    """The verdict's discussion says per model how the two methods compared at their own best
-    rates (sweep.summarise), not every target's factors (the control: describe lists them)."""
-    from fglib.book.sweep import describe
-    nan = math.nan
-    reached = {"T_f/T_b": 327.0, "±95%": 140.0, "I_f/I_b": 204.0, "S_f/S_b": 1.6, "I_b": 98.0, "note": ""}
-    missed = {"T_f/T_b": nan, "±95%": nan, "I_f/I_b": nan, "S_f/S_b": 1.6, "I_b": 300.0,
-              "note": "forward gradients did not reach it in 20,000 iterations: I_f/I_b > 66.7"}
-    logreg = [{**reached, "target": "validation loss ≤ 1"}, {**missed, "target": "validation accuracy ≥ 90%"}]
-    mlp = [{**missed, "target": "validation loss ≤ 1"}]
-    results = {"lr_sweep": {"iterations": {"logreg": 20_000, "mlp": 5_000}, "logreg": logreg, "mlp": mlp}}
-    text = verdict.sweep_summary(results)
-    assert text == ("logistic regression: backprop reached 1 of the 2 targets 327 times sooner (T_f/T_b), and "
-                    "forward gradients did not reach validation accuracy ≥ 90% in 20,000 iterations; MLP: forward "
-                    "gradients reached none of the targets in 5,000 iterations (backprop reached every one)")
-    assert "I_f/I_b" not in text and "I_f/I_b 204" in describe(logreg, 20_000)   # the control
-    assert verdict.sweep_summary({}) is None
 
 
 def test_the_sweep_per_target_says_each_factor_once_and_the_bound_a_missed_target_implies():

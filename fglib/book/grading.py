@@ -22,14 +22,12 @@ A comparison is graded only when it can say something:
   would lower it by less than 1%); the grade says how much of the schedule's whole step (sum of
   eta_i) had been spent then: a run the decay froze is not a network that converged.
 """
-import itertools
 import math
 import re
 
 import numpy as np
 import pandas as pd
 
-from ..registry import LABELS
 from ..timing import at_threads, quiet, ratio_samples, whole_device  # noqa: F401 (re-exported)
 from ..to_target import budget_spent, mean_ci, relative_fall
 from .report import exponent_text, listed, rate_text
@@ -434,27 +432,6 @@ def run_results(runs):
     return pd.DataFrame({"lowest validation loss": val, "final test accuracy (%)": 100 * accuracy})
 
 
-def seed_spread_sentence(runs):
-    """How far apart the seeds of each method ended, beside how far apart the methods did: each
-    method's range over its runs of the lowest validation loss, and whether either range is wider
-    than the gap between the two methods' mean lowest losses. '' until a method has two runs."""
-    if runs.empty:
-        return ""
-    lowest = run_results(runs)["lowest validation loss"].dropna()
-    per = {m: lowest[m] for m in (BP, FG) if m in lowest.index.get_level_values(0)}
-    if len(per) < 2 or min(len(v) for v in per.values()) < 2:
-        return ""
-    ranges = {m: (v.min(), v.max()) for m, v in per.items()}
-    gap = abs(per[BP].mean() - per[FG].mean())
-    wider = max(high - low for low, high in ranges.values()) > gap
-    means = f"the gap between the two methods' means ({per[BP].mean():.3g} against {per[FG].mean():.3g})"
-    return (f"Over the finished runs, the lowest validation loss ranged from {ranges[BP][0]:.3g} to {ranges[BP][1]:.3g} "
-            f"between backprop's seeds and from {ranges[FG][0]:.3g} to {ranges[FG][1]:.3g} between forward gradients', "
-            + (f"wider than {means}: the seeds differ more than the methods, so each pair is also compared on its own."
-               if wider else
-               f"narrower than {means}."))
-
-
 def paired_ratios(runs, fg=FG, bp=BP):
     """The paper's iteration measure on each pair alone (one seed: the same initial weights and
     data order for both methods) instead of on the mean curves: backprop's lowest validation loss
@@ -467,159 +444,7 @@ def paired_ratios(runs, fg=FG, bp=BP):
     return pd.DataFrame(rows, columns=["seed", "level", "I_b", "I_f", "I_f/I_b"]).set_index("seed")
 
 
-def paired_sentence(pairs):
-    """paired_ratios in words: each pair's I_f / I_b, the seeds on which forward gradients never
-    got there, and in how many pairs they needed fewer iterations; '' with fewer than two pairs
-    (one pair is the mean curve itself)."""
-    if len(pairs) < 2:
-        return ""
-    ratios = pairs["I_f/I_b"]
-    reached, never = ratios[np.isfinite(ratios)], [s for s, r in ratios.items() if not math.isfinite(r)]
-    text = "Pair by pair (a seed gives both methods the same initial weights and data order), "
-    if reached.empty:
-        return text + f"forward gradients never reached that seed's lowest backprop validation loss, on any of the {len(pairs)} seeds."
-    text += (f"I_f/I_b to that seed's lowest backprop validation loss was "
-             f"{listed(f'{r:#.2g} (seed {s})' for s, r in reached.items())}")
-    if never:
-        text += f", and forward gradients never reached it on seed{'s' if len(never) > 1 else ''} {listed(never)}"
-    fewer = int((ratios < 1).sum())
-    return text + (": forward gradients needed fewer iterations in every pair." if fewer == len(pairs) else
-                   f": fewer iterations in {fewer} of the {len(pairs)} pairs.")
-
-
-def rank_correlation(x, y):
-    """(Spearman's rho, p): the correlation of the ranks of x and y (no ties), and the share of
-    the n! orderings of y whose rho is at least as far from 0 on the same side (an exact one-sided
-    permutation test; n up to 8)."""
-    x, y = np.argsort(np.argsort(np.asarray(x))), np.argsort(np.argsort(np.asarray(y)))
-    if not 2 <= len(x) <= 8:
-        raise ValueError(f"rank_correlation takes 2 to 8 pairs, got {len(x)}")
-    def rho(ranks):
-        return float(np.corrcoef(x, ranks)[0, 1])
-    observed = rho(y)
-    others = np.array([rho(np.array(p)) for p in itertools.permutations(range(len(x)))])
-    as_far = others <= observed + 1e-12 if observed < 0 else others >= observed - 1e-12
-    return observed, float(as_far.mean())
-
-
-def start_sentence(initial, lowest, method=BP):
-    """Whether a seed's start predicts where its run ended: each seed's initial gradient norm
-    (experiments.initial_gradients) beside the lowest validation loss of `method`'s finished runs
-    (run_results), their rank correlation and how often chance orders as many seeds as well; a
-    pattern in some of the seeds is said to be one, not a cause. The norms alone with fewer than
-    three finished seeds. With every seed in, an ordering that chance matches more than 5% of the
-    time is said to be indistinguishable from luck."""
-    norms = initial["initial gradient norm"]
-    said = listed(f"{v:#.3g} (seed {s})" for s, v in norms.items())
-    text = f"At the start, the norm of the loss's gradient on the first training images was {said}."
-    ended = lowest.xs(method, level="method")["lowest validation loss"].dropna() if not lowest.empty else lowest
-    seeds = [s for s in ended.index if s in norms.index]
-    if len(seeds) < 3:
-        return text
-    r, p = rank_correlation(norms[seeds], ended[seeds])
-    finished = "finished " if len(seeds) < len(norms) else ""
-    text += f" Over {POSSESSIVE[method]} {len(seeds)} {finished}seeds, "
-    if r >= 0:
-        return text + f"the lowest validation loss did not fall with a steeper start (rank correlation {r:.2g})."
-    every_seed = r <= -1 + 1e-9
-    claim = ("the steeper the start, the lower the run's lowest validation loss" if every_seed
-             else "a steeper start tended to end lower, though not in every seed")
-    chance = f"chance orders {len(seeds)} seeds {'as well' if every_seed else 'at least as well'} {_how_often(p)}"
-    if not finished and p > 0.05:
-        return text + f"{claim} (rank correlation {r:.2g}); {chance}, so these seeds cannot tell the pattern from luck."
-    others = len(norms) - len(seeds)
-    caveat = (f": a pattern that the other {'seed tests' if others == 1 else 'seeds test'}, not yet a cause"
-              if finished else "")
-    return text + f"{claim} (rank correlation {r:.2g}; {chance}){caveat}."
-
-
-def _how_often(p):
-    """A permutation test's share as 'one time in 6', or '12% of the time'."""
-    if p > 0 and abs(1 / p - round(1 / p)) < 1e-6:
-        return f"one time in {round(1 / p):,}"
-    return f"{p:.0%} of the time"
-
-
-def runs_left_sentence(progress, devices, hours_per_run=None):
-    """How many of a plan's runs are saved and the computing the rest need (runs.progress_report),
-    at the saved runs' pace on `devices` and split over two cores; before any has finished, each
-    run's `hours_per_run` as the step times predict it ('' for the rest without either)."""
-    left = progress["left"]
-    n_saved = progress["runs"] - left
-    if not left and n_saved:
-        return "The run is saved." if n_saved == 1 else f"All {n_saved} runs are saved."
-    text = f"{n_saved} of the {progress['runs']} runs {'is' if n_saved == 1 else 'are'} saved"
-    going = len(progress["in progress"])
-    if going:
-        text += f", and {going} more {'is' if going == 1 else 'are'} part-way: {_part_way(progress)}"
-    if progress["minutes left"]:
-        hours = progress["minutes left"] / 60
-        two_cores = f", or about {hours / 2:.0f} hours with one run on each of two cores" if left > 1 else ""
-        rest = f"what is left of the other {left} needs" if going else f"the other {left} need"
-        text += (f". At their pace, {progress['minutes per run'] / 60:.1f} hours a run on {devices_said(devices)}, "
-                 f"{rest} about {hours:.0f} hours of computing{two_cores}")
-    elif hours_per_run and left:
-        text += f"; each takes about {hours_per_run:.0f} hours of steps and evaluations on this device"
-    return text + "."
-
-
-def _part_way(progress):
-    """'backprop, seed 3 at 48,509 of 70,000 iterations', from a progress report's runs in
-    progress (stems such as 'bp-seed3')."""
-    said = []
-    for stem, done in progress["in progress"].items():
-        method, seed = re.fullmatch(r"(.+)-seed(\d+)", stem).groups()
-        said.append(f"{LABELS[method]}, seed {seed} at {done:,}")
-    return f"{listed(said)} of {progress['iterations']:,} iterations"
-
-
 POSSESSIVE = {BP: "backprop's", FG: "forward gradients'"}
-
-
-def runs_so_far_sentence(runs, iterations, decay):
-    """What a plan's finished runs show before any pair can be graded: each method's mean final
-    test accuracy, and whether backprop's runs are long enough to compare (settled)."""
-    done = [(m, runs[runs["method"] == m]) for m in (BP, FG)] if not runs.empty else []
-    done = [(m, r) for m, r in done if not r.empty]
-    if not done:
-        return ""
-    def finished(m, r, first):
-        n = r["seed"].nunique()
-        runs_said = "one finished run" if n == 1 else f"{n} finished runs"
-        return (f"{POSSESSIVE[m]} {runs_said} {'ended ' if first else ''}at {learned(r, m)[1]:.1%}"
-                f"{' test accuracy' if first else ''}{' on average' if n > 1 else ''}")
-    parts = [finished(m, r, i == 0) for i, (m, r) in enumerate(done)]
-    text = f"So far, after {iterations:,} iterations, {' and '.join(parts)}"
-    if done[0][0] == BP:
-        fine, note, n = settled(done[0][1], iterations, decay)
-        if not fine:
-            text += f"; not yet long enough to compare: {note}"
-        elif n["bp_fall"] < LEVELLED:
-            text += "; backprop's validation loss had levelled off"
-        else:
-            text += (f"; backprop's validation loss still fell {pct(n['bp_fall'])} over the run's last fifth, but "
-                     f"the decay had spent {spent_pct(n['spent'])} of its whole step and the rest of the schedule would "
-                     f"lower it by only about {pct(n['fall_to_come'])}: long enough to compare")
-    return text + "."
-
-
-def first_look_sentence(runs, timings, planned):
-    """Before every planned pair has run: what the finished pairs alone show on the paper's
-    measure (time_ratio: I_f, I_b and T_f/T_b with the measured step times), said as a first
-    look and not a grade; '' with no pair, every pair, or no step times."""
-    pairs = pairs_finished(runs)
-    if not pairs or len(pairs) >= planned or timings is None or timings.empty:
-        return ""
-    s = step_times(timings)
-    n = time_ratio(runs[runs["seed"].isin(pairs)], s[FG], s[BP])
-    which, loss = (("the first pair", "validation loss") if len(pairs) == 1 else
-                   (f"the {len(pairs)} finished pairs", "mean validation loss"))
-    if not math.isfinite(n["I_f"]):
-        return (f"In {which}, forward gradients' {loss} never came down to backprop's lowest "
-                f"({n['level']:.3g}): a first look, not a grade ({len(pairs)} of {planned} pairs).")
-    return (f"In {which}, forward gradients reached backprop's lowest {loss} ({n['level']:.3g}) in "
-            f"{n['I_f']:,.0f} iterations to backprop's {n['I_b']:,.0f}; with the measured step times that is "
-            f"T_f/T_b = {n['T_ratio']:.2g}: a first look, not a grade ({len(pairs)} of {planned} pairs).")
 
 
 def spent_pct(x):
@@ -876,24 +701,6 @@ def per_iteration(runs):
     return per_iteration_at(runs)[0]
 
 
-def per_iteration_sentence(runs, paper_alike=False):
-    """One sentence on the iteration factor: alike (within ALIKE), or which method needed fewer
-    iterations, and to which level; `paper_alike`: the paper called the two alike per iteration
-    at this setting."""
-    ratio, tolerance = per_iteration_at(runs)
-    if not math.isfinite(ratio):
-        return (f"Per iteration, forward gradients' mean validation curve never came within {pct(TOLERANCES[-1])} of "
-                "backprop's lowest." if ratio == math.inf else "")
-    level = ("backprop's lowest mean validation loss" if not tolerance else
-             f"within {pct(tolerance)} of backprop's lowest mean validation loss")
-    paper = " as the paper found at this rate" if paper_alike else ""
-    if alike(ratio):
-        return f"Per iteration, the two were alike{paper}: I_f/I_b = {ratio:#.2g} to {level}."
-    fewer = "forward gradients needed fewer iterations" if ratio < 1 else "backprop needed fewer iterations"
-    return (f"Per iteration, {fewer}: I_f/I_b = {ratio:#.2g} to {level}"
-            + (", where the paper found the two alike." if paper_alike else "."))
-
-
 def devices_said(devices):
     """Device names as prose: each said once, in order, joined with 'and' ('' for none); one
     machine at several thread counts said once, fewest first: 'CPU (x86_64, 1 and 2 threads)'. Stamps written
@@ -911,82 +718,6 @@ def devices_said(devices):
         counted = " and ".join(str(c) for c in sorted(counts))
         return f"{machine}, {counted} thread{'' if counts == [1] else 's'})"
     return " and ".join(said(m, c) for m, c in threads.items())
-
-
-def runs_sentence(pairs, planned, iterations, device):
-    """What ran: 'We ran 5 pairs of runs, 30,000 iterations each, on CPU (...).' or, part-way,
-    'Of the 5 planned pairs of runs (70,000 iterations each), 2 have finished, on ...'. A pair is
-    one seed: the same initial weights and mini-batches for both methods. `device`: a name, or
-    the devices the runs' own records name (each said once, in order)."""
-    if not isinstance(device, str):
-        device = devices_said(device) or "no device yet"
-    if not pairs:
-        return f"None of the {planned} planned pairs of runs ({iterations:,} iterations each) has finished yet."
-    if pairs == planned:
-        return f"We ran {count_words(pairs, 'pair')} of runs, {iterations:,} iterations each, on {device}."
-    return (f"Of the {planned} planned pairs of runs ({iterations:,} iterations each), {pairs} "
-            f"{'has' if pairs == 1 else 'have'} finished, on {device}.")
-
-
-def step_sentence(costs, paper_ratio=None):
-    """One sentence on the cost of a step: S_f / S_b, its spread over processes, the paper's."""
-    per = costs["per process"]["S_f/S_b"]
-    spread = (f"{per.min():.2f} to {per.max():.2f} over {len(per)} separate processes" if len(per) > 1
-              else "from one process only")
-    cheaper = 1 - costs["S_ratio"]
-    how = (f"a forward-gradient step costs {cheaper:.0%} less than a backprop step" if costs["grade"] == "holds" else
-           (f"a forward-gradient step costs {-cheaper:.0%} more than a backprop step" if costs["S_ratio"] < 2 else
-            f"a forward-gradient step costs {costs['S_ratio']:.2g} times as much as a backprop step")
-           if costs["grade"] == "does not hold"
-           else "the two steps cost the same within the noise")
-    paper = f" (the paper: {paper_ratio:.3g})" if paper_ratio else ""
-    return (f"On {costs.get('device', 'this device')}, {how}: S_f/S_b = R_f/R_b = {costs['S_ratio']:.2f}, "
-            f"{spread}{paper}.")
-
-
-def memory_sentence(memory):
-    """One sentence on a step's memory in the paper's sense (weights included), from
-    fglib.book.runs.measure_memory's table; '' when nothing was measured."""
-    if memory is None or memory.empty:
-        return ""
-    total = memory.set_index("method")["total"] / 2**20
-    fg, bp = total.get(FG), total.get(BP)
-    if fg is None or bp is None:
-        return ""
-    return (f"A forward-gradient step holds {fg:.3g} MiB at its peak against backprop's {bp:.3g} MiB, weights "
-            f"included ({fg / bp - 1:+.0%}; the paper saw under 0.1% on its GPU).")
-
-
-def pilot_sentence(pilot, iterations, decay):
-    """What a first, shorter backprop run showed: whether it learned and whether it settled."""
-    if pilot is None or pilot.empty:
-        return ""
-    ok, acc, _ = learned(pilot, BP)
-    first = pilot[(pilot["split"] == "test") & (pilot["method"] == BP)].sort_values("iteration")["accuracy"]
-    fine, note, numbers = settled(pilot, iterations, decay)
-    learned_text = (f"learned (test accuracy {first.iloc[0]:.0%} at the start, {acc:.0%} at the end)" if ok
-                    else f"had not learned (test accuracy {acc:.0%})")
-    if fine:
-        return f"A first backprop run of {iterations:,} iterations {learned_text} and settled{note}."
-    if "iterations_needed" not in numbers:   # no decay: nothing bounds the run
-        return f"A first backprop run of {iterations:,} iterations {learned_text}, but {note}."
-    return (f"A first backprop run of {iterations:,} iterations {learned_text} but had not settled: its mean "
-            f"validation loss still fell {pct(numbers['bp_fall'])} over the last fifth of the run. The decay had "
-            f"spent {spent_pct(numbers['spent'])} of its whole step, yet at the pace of that last fifth the rest of the "
-            f"schedule would lower the loss by about {pct(min(numbers['fall_to_come'], 9.99))} more; a run of about "
-            f"{_round_up(numbers['iterations_needed']):,} iterations lets the decay freeze it.")
-
-
-def pilot_brief(pilot, iterations, decay, planned):
-    """The pilot in one sentence for a chapter's summary (pilot_sentence gives its numbers):
-    whether it learned and settled, and how long the planned runs are because of it."""
-    if pilot is None or pilot.empty:
-        return ""
-    ok, fine = learned(pilot, BP)[0], settled(pilot, iterations, decay)[0]
-    if not ok:
-        return f"A first backprop run of {iterations:,} iterations had not learned."
-    outcome = "learned and settled; the" if fine else "learned but had not settled, so the"
-    return f"A first backprop run of {iterations:,} iterations {outcome} paired runs are {planned:,} iterations long."
 
 
 def claim_sentence(number, verdict, why):
@@ -1022,14 +753,6 @@ def grade_memory(table, same=MEMORY_SAME):
     signed = lambda d: ("+" if d >= 0 else "") + pct(d)
     return word, (f"a forward-gradient step held {signed(diff[low])} ({low}) to {signed(diff[high])} ({high}) memory "
                   f"against backprop's, weights included, over {len(diff)} networks at batch 64")
-
-
-def costs_paragraph(costs, paper, memory=None):
-    """The step-cost paragraph of a chapter saved raw: S_f/S_b and its spread, R_f and R_b against
-    the base call beside the paper's (`paper`: fglib.book.paper.RESULTS[experiment]), the memory."""
-    return (step_sentence(costs, paper["R_f/R_b"]) + f" Against the base call (forward and loss), $R_f$ = "
-            f"{costs['R_f']:.2f} and $R_b$ = {costs['R_b']:.2f} (the paper: {paper['R_f']} and {paper['R_b']}). "
-            + memory_sentence(memory))
 
 
 FG_FORWARD_AD = "forward gradient (forward_ad)"   # as fglib.book.experiments.depth_rounds names it

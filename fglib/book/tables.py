@@ -169,3 +169,18 @@ def run_length_display(table, rows=5, fg_on=False):
     if fg_on:
         out.insert(2, "$I_f/I_b$, FG run on", [ratio(v) for v in picked["I_f/I_b, FG on"]])
     return out
+
+
+def paired_display(pairs, extra=None):
+    """grading.paired_ratios' table made for reading: one row per seed, backprop's lowest
+    validation loss on it, the iterations each method needed to reach it ('never' where forward
+    gradients did not) and their ratio; `extra` ({column: Series by seed}) adds columns."""
+    ratio = lambda v: "never" if not math.isfinite(v) else significant(v, 2)
+    out = pd.DataFrame({"seed": [str(int(s)) for s in pairs.index],
+                        "backprop's lowest": [significant(v, 3) for v in pairs["level"]],
+                        "I_b": [f"{v:,.0f}" for v in pairs["I_b"]],
+                        "I_f": ["never" if v != v else f"{v:,.0f}" for v in pairs["I_f"]],
+                        "I_f/I_b": [ratio(v) for v in pairs["I_f/I_b"]]})
+    for name, values in (extra or {}).items():
+        out[name] = [significant(values[s], 3) for s in pairs.index]
+    return out

@@ -356,34 +356,6 @@ def headline_html(results, table):
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def larger_rate_sentence(results):
-    """How the MLP at the paper's larger rate ended per iteration: which method's mean final
-    validation loss was lower, or that no pair of runs has finished yet."""
-    v = mnist_results(results).get("MLP, rate 2e-4", {})
-    fg, bp = v.get("val_fg", math.nan), v.get("val_bp", math.nan)
-    if not (v.get("pairs") and math.isfinite(fg) and math.isfinite(bp)):
-        return "the MLP at the larger rate has not finished a pair of runs yet"
-    if fg < bp:
-        return (f"in the MLP at the larger rate forward gradients even ended lower per iteration (validation loss "
-                f"{fg:.3f} against {bp:.3f} after {v['iterations']:,} iterations), as the paper also saw")
-    return (f"in the MLP at the larger rate backprop ended lower per iteration (validation loss {bp:.3f} against "
-            f"{fg:.3f}), unlike the paper")
-
-
-def count_sentence(table):
-    """How many claims got each grade, as words: '1 holds, 2 hold partly and 1 is not judged yet'
-    (grades no claim got are left out)."""
-    phrases = {"holds": ("holds", "hold"), "partly": ("holds partly", "hold partly"),
-               "does not hold": ("does not hold", "do not hold"),
-               NOT_JUDGED: ("is not judged yet", "are not judged yet"),
-               NOT_ON_CPU: ("is not reproduced on this CPU", "are not reproduced on this CPU"),
-               NOT_RUN: ("has no results yet", "have no results yet")}
-    counts = table["verdict"].value_counts()
-    parts = [f"{counts[grade]} {one if counts[grade] == 1 else many}"
-             for grade, (one, many) in phrases.items() if counts.get(grade, 0)]
-    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
-
-
 def evidence_markdown(table):
     """Per claim, as a numbered list: what we measured (a nested list when it has one line per
     experiment), the evidence behind it (device, engine, runs, iterations) and the rule that
@@ -412,18 +384,6 @@ def best_normal_ratio(results):
     model, _, variant = key.partition(" / ")
     engine = variant.removeprefix("FG, ").replace("fglib engine", "fglib's engine")
     return f"{normal[key]:.2f} ({MODEL_WORDS.get(model, model)}, {engine})"
-
-
-def sweep_summary(results):
-    """The learning-rate sweep in one clause per model (each method at its own best rate, time
-    to fixed targets; sweep.summarise), or None before the sweep has run. The chapter's table
-    gives every target's factors."""
-    from .sweep import summarise
-    sweep = results.get("lr_sweep", {})
-    parts = [f"{MODEL_WORDS.get(model, model)}: {summarise(sweep[model], iterations)}"
-             for model, iterations in sweep.get("iterations", {}).items()
-             if isinstance(sweep.get(model), list) and sweep[model] and "T_f/T_b" in sweep[model][0]]
-    return "; ".join(parts) or None
 
 
 def ratio_comparison(results):
