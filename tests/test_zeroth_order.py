@@ -199,3 +199,23 @@ def test_cost_table_takes_the_median_of_quiet_rounds_only():
     ratio = lambda r: cost_table(r, memory).set_index("method").loc["forward gradient", "S / S_backprop"]
     assert ratio(rounds) == pytest.approx(2.0)
     assert ratio(rounds.assign(disturbed=False)) < 0.1
+
+
+def test_iterations_to_a_target_are_read_between_evaluations_not_on_their_grid():
+    """The reviewer's point: finite differences needing '1.00 times' forward gradients' iterations
+    sat on the evaluation grid. Interpolated between evaluations, a run crossing the level 0.9 early
+    reads 714 and one crossing late 1,167; on the grid (the control) they read 1,000 and 2,000,
+    the evaluations after the crossing."""
+    import pandas as pd
+    from fglib.book.sweep import iterations_to_targets
+    rows = []
+    for method, at_1000 in (("early", 0.86), ("late", 0.98)):   # loss 1.0 at 0, falling to at_1000, then 0.5
+        for i, loss in ((0, 1.0), (1000, at_1000), (2000, 0.5)):
+            rows.append({"method": method, "lr": 0.0, "run": 0, "split": "validation", "iteration": i, "loss": loss})
+    curves = pd.DataFrame(rows)
+    exact = iterations_to_targets(curves, {"loss": [0.9]}, interpolate=True).set_index("method")["iterations"]
+    assert exact["early"] == pytest.approx(1000 * 0.1 / 0.14) and exact["late"] == pytest.approx(1000 + 1000 * 0.08 / 0.48)
+    grid = iterations_to_targets(curves, {"loss": [0.9]}).set_index("method")["iterations"]
+    assert grid["early"] == 1000 and grid["late"] == 2000
+    never = iterations_to_targets(curves, {"loss": [0.1]}, interpolate=True)
+    assert never["iterations"].isna().all()

@@ -907,7 +907,8 @@ def describe_k(pays):
     missed bounds it)."""
     k1 = next(c for c in pays.columns if c.startswith("T / T(K = "))[len("T / T(K = "):-1]
     words, signs = {"=": "", "<": "at most ", ">": "at least "}, {"=": "=", "<": "≤", ">": "≥"}
-    verdicts = {"pays for itself": ", so it paid for itself", "does not pay": ", so it did not pay",
+    verdicts = {"pays for itself": ", so it paid for itself at the median step times",
+                "does not pay": ", so it did not pay at the median step times",
                 "cannot tell": ": the runs cannot tell"}
     parts = []
     for row in pays.to_dict("records"):

@@ -122,10 +122,12 @@ def target_label(column, level):
     return f"validation loss ≤ {level:g}" if column == "loss" else f"validation accuracy ≥ {100 * level:g}%"
 
 
-def iterations_to_targets(curves, targets):
+def iterations_to_targets(curves, targets, interpolate=False):
     """targets: {'loss': [levels], 'accuracy': [levels]}. One row per (target, method, lr, run):
     the first evaluated iteration at which the validation loss is at or below the level (or the
-    accuracy at or above it), NaN when the run never got there."""
+    accuracy at or above it), NaN when the run never got there. interpolate=True reads it off the
+    straight line between that evaluation and the one before (as grading's time ratios do), so
+    that two runs that cross the level between the same two evaluations are told apart."""
     unknown = set(targets) - {"loss", "accuracy"}
     if unknown:
         raise ValueError(f"targets may only have the keys 'loss' and 'accuracy', got {sorted(unknown)}")
@@ -135,10 +137,28 @@ def iterations_to_targets(curves, targets):
         for level in checks.rates(f"targets[{column!r}]", levels):
             hit = val["loss"] <= level if column == "loss" else val["accuracy"] >= level
             first = val[hit].groupby(["method", "lr", "run"])["iteration"].min()
+            if interpolate:
+                first = pd.Series({key: _crossing(run.sort_values("iteration"), column, level)
+                                   for key, run in val.groupby(["method", "lr", "run"])}, dtype=float).dropna()
             for key in val.groupby(["method", "lr", "run"]).groups:
                 rows.append({"target": target_label(column, level), "method": key[0], "lr": key[1], "run": key[2],
                              "iterations": float(first.get(key, math.nan))})
     return pd.DataFrame(rows)
+
+
+def _crossing(run, column, level):
+    """The iteration at which one run's curve first reaches `level`, on the straight line between
+    the evaluations around it (NaN if never; the first evaluation if it starts there)."""
+    x, y = run["iteration"].to_numpy(dtype=float), run[column].to_numpy(dtype=float)
+    if column == "accuracy":   # rising to the level is falling to it, negated
+        y, level = -y, -level
+    hit = np.flatnonzero(y <= level)
+    if not len(hit):
+        return math.nan
+    k = hit[0]
+    if k == 0:
+        return float(x[0])
+    return float(x[k - 1] + (x[k] - x[k - 1]) * (y[k - 1] - level) / (y[k - 1] - y[k]))
 
 
 def best_rates(reach):

@@ -78,11 +78,12 @@ def step_rounds(model_name, x, y, h, seed=0, warmup=5, repeats=30, device="cpu")
 
 def time_to_target(curves, finals, costs, target_loss):
     """One row per (model, method) of the training runs (curves and finals with a `model` column):
-    runs that reached the validation loss `target_loss`, I (mean iterations, 95% half-width), the
+    runs that reached the validation loss `target_loss`, I (mean iterations, interpolated between
+    evaluations, 95% half-width), the
     step time S from grading.cost_table, T = I x S when every run reached it, and the mean test accuracy."""
     rows = []
     for model_name, c in curves.groupby("model", sort=False):
-        reach = iterations_to_targets(c.assign(lr=0.0), {"loss": [target_loss]})
+        reach = iterations_to_targets(c.assign(lr=0.0), {"loss": [target_loss]}, interpolate=True)
         step = costs[costs["model"] == model_name].set_index("method")["step time (ms)"]
         acc = finals[finals["model"] == model_name].groupby("method")["test_accuracy"].mean()
         for method, d in reach.groupby("method", sort=False):
