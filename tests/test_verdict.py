@@ -307,3 +307,13 @@ def test_the_introductions_table_keeps_both_verdicts_first_and_links_every_claim
                                   for page, _ in pages)
     assert "<strong>not reproduced on this CPU</strong></td><td>not run</td><td>MLP 1.8" in rows[2]
     assert f"<strong>{verdict.NOT_RUN}</strong>" in rows[0]   # nothing run for claim 1: said, not left blank
+
+
+def test_claim_four_says_where_the_ratio_is_tied_to_the_run_length():
+    """Where backprop's lowest mean loss is the run's last evaluation, T_b is the run's end and the
+    ratio holds for that length only: the claim-4 row says so; the control (lowest earlier) does not."""
+    ended = {**MNIST, "time_verdict": "holds", "T_ratio": 0.4, "I_ratio": 0.4, "bp_lowest_at_end": True}
+    row = verdict.claims_table({"mnist": {"CNN": ended}}).set_index("#").loc[4, "ours"]
+    assert "holds for this run length" in row
+    earlier = {**ended, "bp_lowest_at_end": False}
+    assert "run length" not in verdict.claims_table({"mnist": {"CNN": earlier}}).set_index("#").loc[4, "ours"]

@@ -619,6 +619,7 @@ def experiment_numbers(runs, timings, records, iterations, decay, planned_pairs,
             "runtime_verdict": costs["grade"] if costs else NOT_RUN, "engine": "auto",
             "time_verdict": report["verdict"], "time_verdict_why": report["why"],
             "decay_spent": report.get("spent", math.nan),
+            "bp_lowest_at_end": bool(report.get("I_b", math.nan) >= iterations),   # T_b is the run's end
             "I_ratio": report.get("I_ratio", math.nan), "I_ratio_ci": math.nan,
             "I_per_iteration": per_iteration(runs) if not runs.empty else math.nan,
             "S_ratio": costs["S_ratio"] if costs else math.nan, "T_ratio": report.get("T_ratio", math.nan),

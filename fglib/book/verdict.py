@@ -191,7 +191,9 @@ def claim_time_to_loss(r, cpu=True):
     for k, v in rows.items():
         factors = (f" (I_f/I_b {v['I_ratio']:#.2g} × S_f/S_b {v['S_ratio']:#.2g})" if math.isfinite(v["T_ratio"]) else "")
         why = v["time_verdict_why"]
-        parts.append(f"{k}: {v['time_verdict']}{factors}. {why[:1].upper()}{why[1:]}")
+        length = (" Backprop's lowest mean loss is the run's last evaluation, so T_f/T_b holds for this run length; "
+                  "its chapter shows it against run length." if v.get("bp_lowest_at_end") else "")
+        parts.append(f"{k}: {v['time_verdict']}{factors}. {why[:1].upper()}{why[1:]}.{length}".replace("..", "."))
         short.append(f"{k}: {v['time_verdict']}"
                      + (f" (T_f/T_b {v['T_ratio']:.2g})" if math.isfinite(v["T_ratio"]) else
                         f" ({v['time_verdict_why'].split(';')[0]})" if v["time_verdict"] == NOT_JUDGED else ""))
