@@ -105,3 +105,33 @@ def run_checks(notebook):
         exec(compile(code, f"{pathlib.Path(notebook).name} (words-check)", "exec"),
              {"check": counted_check, "glued": from_page, "smoke": False, "math": __import__("math")})
     return ran
+
+
+def sentences(markdown):
+    """The sentences of a page's written text, roughly as a reader meets them: code blocks, tables
+    and headings left out, maths and a glued number counted as one word each, a role such as
+    {doc}`page` as its text."""
+    import re
+    text = re.sub(r"```.*?```", " ", markdown, flags=re.S)
+    text = re.sub(r"\$\$.*?\$\$", " X ", text, flags=re.S)
+    text = re.sub(r"\{glue(?::\w+)?\}`[^`]*`", "N", text)
+    text = re.sub(r"\{\w+\}`([^`<]*)[^`]*`", r"\1", text)
+    text = re.sub(r"\$[^$]*\$", "X", text)
+    text = re.sub(r"^(#|\||:::).*$", "", text, flags=re.M)
+    for short, plain in (("e.g.", "eg"), ("i.e.", "ie"), ("et al.", "et al")):
+        text = text.replace(short, plain)
+    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z*(`])|\n\s*\n|\n- ", text)
+    return [" ".join(p.split()) for p in parts if p.strip()]
+
+
+def written_text(page):
+    """A page's written text: its markdown cells (a notebook) or the file itself (Markdown)."""
+    page = pathlib.Path(page)
+    if page.suffix == ".md":
+        return page.read_text()
+    return "\n\n".join("".join(c["source"]) for c in json.loads(page.read_text())["cells"] if c["cell_type"] == "markdown")
+
+
+def long_sentences(page, limit=40):
+    """The sentences of a page's written text longer than `limit` words."""
+    return [s for s in sentences(written_text(page)) if len(s.split()) > limit]
