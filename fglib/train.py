@@ -42,17 +42,40 @@ def progress_bar(iterable, **kwargs):
         return tqdm(iterable, **kwargs)
 
 
-@torch.no_grad()
+class evaluation_mode:
+    """`with evaluation_mode(model):` the model in eval mode (Dropout off, BatchNorm reading its
+    running statistics without updating them) and no gradients recorded; its own mode, training
+    or not, restored after."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __enter__(self):
+        self.was_training, self.grad = self.model.training, torch.no_grad()
+        self.model.eval()
+        self.grad.__enter__()
+        return self.model
+
+    def __exit__(self, *exc):
+        self.grad.__exit__(*exc)
+        self.model.train(self.was_training)
+
+
 def evaluate(model, split, loss_fn=F.cross_entropy, batch_size=2000):
-    """(mean loss, accuracy) of `model` on a whole Split, in batches."""
+    """(mean loss, accuracy) of `model` on a whole Split, in batches, in eval mode (a Dropout
+    model is evaluated whole, a BatchNorm model on its running statistics, which stay as they
+    were); the model's mode is restored after."""
     check_split("split", split)
     batch_size = checks.count("batch_size", batch_size)
+    if len(split) == 0:
+        raise ValueError("split is empty: there is nothing to evaluate (pass a Split with at least one example)")
     total_loss, correct = 0.0, 0
-    for i in range(0, len(split), batch_size):
-        x, y = split.x[i:i + batch_size], split.y[i:i + batch_size]
-        out = model(x)
-        total_loss += loss_fn(out, y).item() * len(y)
-        correct += (out.argmax(1) == y).sum().item()
+    with evaluation_mode(model):
+        for i in range(0, len(split), batch_size):
+            x, y = split.x[i:i + batch_size], split.y[i:i + batch_size]
+            out = model(x)
+            total_loss += loss_fn(out, y).item() * len(y)
+            correct += (out.argmax(1) == y).sum().item()
     return total_loss / len(split), correct / len(split)
 
 
@@ -64,7 +87,7 @@ def check_data_labels(method, data):
         ignore_index = engine.cross_entropy_options(method.loss_fn).get("ignore_index", -100)
     except engine.Unsupported:
         return   # another loss: its labels are its own business
-    with torch.no_grad():
+    with evaluation_mode(method.model):   # one example: no BatchNorm statistics touched, none needed
         logits = method.model(data["train"].x[:1])
     for name, split in data.items():
         if not split.y.is_floating_point():

@@ -292,3 +292,42 @@ def test_a_malformed_index_is_named(server, tmp_path, index, why):
     files["results/index.json"] = index
     with pytest.raises(ValueError, match=f"index.json.*{why}|{why}"):
         report.fetch_results(url, "results")
+
+
+# evaluation
+
+
+def test_evaluate_runs_in_eval_mode_and_leaves_the_model_as_it_was(mnist):
+    """Dropout: the validation loss is the whole network's, the same every call (the old evaluate,
+    the control, gave a random sub-network's); BatchNorm: the running statistics stay as they were;
+    the model's training flag is restored."""
+    from torch import nn
+    split = type(mnist["validation"])(mnist["validation"].x[:500], mnist["validation"].y[:500])
+    torch.manual_seed(0)
+    dropout = nn.Sequential(nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Dropout(0.5), nn.Linear(64, 10))
+    dropout.train()
+    first, second = fglib.evaluate(dropout, split), fglib.evaluate(dropout, split)
+    assert first == second and dropout.training
+    dropout.eval()
+    assert fglib.evaluate(dropout, split) == first
+    dropout.train()
+    with torch.no_grad():   # the control: the old way, in training mode, a different loss each time
+        losses = {float(F.cross_entropy(dropout(split.x), split.y)) for _ in range(3)}
+    assert len(losses) == 3 and first[0] not in losses
+    norm = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10)).train()
+    before = norm[2].running_mean.clone()
+    fglib.evaluate(norm, split)
+    assert torch.equal(norm[2].running_mean, before) and norm.training
+
+
+def test_a_batchnorm_model_trains_past_the_label_check_and_an_empty_split_is_named(mnist):
+    from torch import nn
+    small = {k: type(v)(v.x[:256], v.y[:256]) for k, v in mnist.items()}
+    torch.manual_seed(0)
+    norm = nn.Sequential(nn.Flatten(), nn.Linear(784, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+    method = fglib.make_method("bp", norm, F.cross_entropy, lr=0.01)
+    table = fglib.train(method, small, 3, eval_every=3, progress=False)   # the one-example check ran in eval mode
+    assert table["iteration"].max() == 3
+    empty = type(small["validation"])(small["validation"].x[:0], small["validation"].y[:0])
+    with pytest.raises(ValueError, match="split is empty"):
+        fglib.evaluate(norm, empty)
