@@ -174,7 +174,8 @@ def step_ratios(folder):
     note_read([path])
     if not path.exists():
         return {}
-    rounds = pd.read_csv(path)
+    from .runs import read_csv
+    rounds = read_csv(path)
     summary = summarise_groups(rounds[rounds["batch"] == 64])
     return {f"{m} / {v}": float(q) for m, v, q in zip(summary["model"], summary["variant"],
                                                       summary.get("R/R_b", pd.Series(float("nan"), summary.index)))}

@@ -28,6 +28,7 @@ To add a long experiment, add a Plan to PLANS; its chapter calls run_missing(PLA
 import dataclasses
 import datetime
 import json
+import os
 import pathlib
 import platform
 
@@ -232,7 +233,7 @@ def load_runs(folder, experiment):
     """Every saved run of an experiment, one tidy table (empty if none has finished)."""
     files = sorted(raw_folder(folder, experiment).glob("*-seed*.csv.gz"))
     note_read([raw_folder(folder, experiment) / "*-seed*.csv.gz"])
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
+    return pd.concat([read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame()
 
 
 def load_records(folder, experiment):
@@ -291,14 +292,14 @@ def measure_network_memory(data, networks=MEMORY_NETWORKS, methods=MEMORY_METHOD
 def load_memory(folder, experiment):
     path = raw_folder(folder, experiment) / "memory.csv"
     note_read([path])
-    return pd.read_csv(path) if path.exists() else pd.DataFrame()
+    return read_csv(path) if path.exists() else pd.DataFrame()
 
 
 def save_timings(plan, folder, rounds, device="cpu"):
     """Append one process's timing rounds to raw/<experiment>/timings.csv.gz (process = the next
     number), with the device and versions on every row."""
     path = raw_folder(folder, costs_experiment(plan)) / "timings.csv.gz"
-    earlier = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    earlier = read_csv(path) if path.exists() else pd.DataFrame()
     rows = rounds.assign(process=int(earlier["process"].max()) + 1 if len(earlier) else 0,
                          device=device_name(device), torch=torch.__version__,
                          threads=torch.get_num_threads(), batch_size=plan.batch_size)
@@ -339,9 +340,39 @@ def _time_one_process(argv=None):
 
 def write_csv(table, path):
     """A table as CSV (gzipped when the name ends in .gz, with no timestamp in the gzip header, so
-    that the same rows saved again give the same bytes and read as unchanged)."""
-    gz = str(path).endswith(".gz")
-    table.to_csv(path, index=False, float_format="%.9g", compression={"method": "gzip", "mtime": 0} if gz else None)
+    that the same rows saved again give the same bytes and read as unchanged), written to a
+    temporary file of a unique name beside it and moved into place: a write that fails (a full
+    disk, a stop) leaves the earlier table as it was."""
+    import shutil
+    import tempfile
+    path = pathlib.Path(path)
+    gz = path.name.endswith(".gz")
+    folder = tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.")   # same name inside: gzip's header names it
+    try:
+        tmp = pathlib.Path(folder) / path.name
+        table.to_csv(tmp, index=False, float_format="%.9g", compression={"method": "gzip", "mtime": 0} if gz else None)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_csv(path):
+    """A saved raw table, refused (ValueError naming the file) when it is damaged: a gzip stream
+    cut short, text that is not CSV, or a last row cut mid-way (every table write_csv writes ends
+    with a newline), which would otherwise read as other numbers."""
+    import gzip
+    import io
+    import zlib
+    try:
+        data = pathlib.Path(path).read_bytes()
+        if str(path).endswith(".gz"):
+            data = gzip.decompress(data)
+        if data and not data.endswith(b"\n"):
+            raise ValueError(f"{path} ends in a row cut short: restore it (git checkout -- {path}) or measure it again")
+        return pd.read_csv(io.BytesIO(data))
+    except (EOFError, OSError, zlib.error, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ValueError(f"{path} is damaged and cannot be read ({type(err).__name__}): restore it "
+                         f"(git checkout -- {path}) or measure it again") from None
 
 
 def save_table(folder, experiment, name, table, device="cpu"):
@@ -360,14 +391,14 @@ def load_table(folder, experiment, name):
     """What save_table saved (empty if nothing was)."""
     path = raw_folder(folder, experiment) / name
     note_read([path])
-    return pd.read_csv(path) if path.exists() else pd.DataFrame()
+    return read_csv(path) if path.exists() else pd.DataFrame()
 
 
 def load_timings(folder, experiment):
     """Every saved timing round of an experiment (empty if none)."""
     path = raw_folder(folder, experiment) / "timings.csv.gz"
     note_read([path])
-    return pd.read_csv(path) if path.exists() else pd.DataFrame()
+    return read_csv(path) if path.exists() else pd.DataFrame()
 
 
 def progress_report(plan, folder, checkpoints=".checkpoints", parked=None):
