@@ -392,3 +392,24 @@ def test_the_issues_cut_row_is_refused_and_was_silent_before(tmp_path):
         read_csv(path)
     path.write_text("method,loss\nbackprop,0.5234\nforward gradient,0.5\n")   # the same rows, whole: read
     assert read_csv(path)["loss"].tolist() == [0.5234, 0.5]
+
+
+def test_a_listed_file_missing_is_an_error_even_where_a_missing_folder_is_allowed(server, tmp_path):
+    """load_results(missing_ok=True) once gave {} when one listed file was missing: a folder that is
+    not there at all is empty (the control), a folder with a hole in it is an error naming the file."""
+    url, files = server
+    publish(files, **{"mlp.json": b'{"R_f": 1.5}', "cnn.json": b'{"R_f": 0.9}'})
+    del files["results/cnn.json"]
+    with pytest.raises(FileNotFoundError, match="lists cnn.json, but .*cnn.json could not be read \\(HTTP 404\\)"):
+        report.fetch_results(url, "results", missing_ok=True)
+    assert report.fetch_results(url, "nothing", missing_ok=True) == {}
+    assert not (tmp_path / "results").exists()
+
+
+def test_max_runs_zero_trains_none_and_a_negative_count_is_refused(mnist, tmp_path):
+    from fglib.book import runs
+    plan = runs.PLANS["cnn"].smaller(model="logreg", runs=2, iterations=4, eval_points=2, train_every=2)
+    with pytest.raises(ValueError, match="max_runs"):
+        runs.run_missing(plan, mnist, tmp_path, tmp_path / "ck", progress=False, max_runs=-1)
+    assert runs.run_missing(plan, mnist, tmp_path, tmp_path / "ck", progress=False, max_runs=0) == []
+    assert len(runs.pending(plan, tmp_path)) == 4   # the control: nothing was trained

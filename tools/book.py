@@ -389,7 +389,7 @@ def long_runs(name, background=False, status=False, max_runs=None, methods=None,
         log = pathlib.Path(".checkpoints") / f"{name}{'-' + methods.replace(',', '-') if methods else ''}.log"
         log.parent.mkdir(exist_ok=True)
         cmd = [sys.executable, str(ROOT / "tools" / "book.py"), "runs", name]
-        cmd += ["--max-runs", str(max_runs)] if max_runs else []
+        cmd += ["--max-runs", str(max_runs)] if max_runs is not None else []   # 0 means none, not no limit
         cmd += ["--methods", methods] if methods else []
         job = subprocess.Popen(cmd, stdout=log.open("a"), stderr=subprocess.STDOUT, start_new_session=True,
                                env={**os.environ, "FGLIB_PROGRESS": "text"})

@@ -239,14 +239,25 @@ def fetch_results(url, folder, missing_ok=False, max_bytes=FETCH_MAX_BYTES, dead
     base = f"{url.rstrip('/')}/{pathlib.PurePosixPath(folder).as_posix()}"
     ends = time.monotonic() + deadline
     try:
-        index = json.loads(_download(f"{base}/{INDEX}", max_bytes, ends))
+        try:
+            index = json.loads(_download(f"{base}/{INDEX}", max_bytes, ends))
+        except urllib.error.HTTPError as err:
+            if err.code == 404 and missing_ok:   # the folder is not there at all: nothing to fetch
+                return {}
+            raise
         hashes = _checked_index(index, f"{base}/{INDEX}")
-        contents = {name: _download(f"{base}/{name}", max_bytes, ends) for name in hashes}
+        contents = {}
+        for name in hashes:
+            try:
+                contents[name] = _download(f"{base}/{name}", max_bytes, ends)
+            except urllib.error.HTTPError as err:   # a file the index lists is missing: never an empty result
+                raise FileNotFoundError(f"{base}/{INDEX} lists {name}, but {base}/{name} could not be read "
+                                        f"(HTTP {err.code}); nothing was saved. Try again later") from err
     except urllib.error.HTTPError as err:
-        if err.code == 404 and missing_ok:
-            return {}
         raise FileNotFoundError(f"folder {folder!r} is not here, and {base}/ could not be read (HTTP {err.code}): "
                                 "run the chapters first, or check the book's URL in $FGLIB_BOOK_URL") from err
+    except FileNotFoundError:   # a listed file missing, said above: not "offline"
+        raise
     except (urllib.error.URLError, OSError) as err:
         raise FileNotFoundError(f"folder {folder!r} is not here, and fetching it from {base}/ failed: this machine "
                                 f"seems offline ({getattr(err, 'reason', err)}). Connect to the internet, or run the "

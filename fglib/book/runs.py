@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoint as checkpoint_file_io
+from .. import checks
 from ..device import device_name
 from .report import note_read, write_index
 from ..methods import PAPER_DECAY
@@ -213,7 +214,9 @@ def run_missing(plan, data, folder="results", checkpoints=".checkpoints", device
     run straight to the new length would; only its evaluation points before the old end differ).
     With `parked` (see park), a run starts from its parked checkpoint where that is further on
     than the local one, and its parked copy is deleted once the run is saved.
-    Returns the runs trained now."""
+    Returns the runs trained now. max_runs=0 trains none; a negative count is refused."""
+    if max_runs is not None:
+        max_runs = checks.integer("max_runs", max_runs, minimum=0)
     done = []
     for run, seed, method_name in pending(plan, folder)[:max_runs]:
         checkpoint = checkpoint_file(checkpoints, plan, method_name, seed)
