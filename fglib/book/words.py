@@ -40,6 +40,13 @@ def glued(name):
     return GLUED[name]
 
 
+def beside(*pages):
+    """Whether these pages are beside the running chapter (in the repository's book/ folder). A
+    chapter opened alone, as on Colab, has no other page beside it: the checks that read another
+    page's numbers are skipped there (the published page shows them as they were checked)."""
+    return all(pathlib.Path(page).is_file() for page in pages)
+
+
 def check(condition, sentence):
     """Raise NoLongerTrue naming `sentence` unless `condition` holds."""
     if not isinstance(sentence, str) or not sentence.strip():
@@ -103,7 +110,8 @@ def run_checks(notebook):
     for source in check_cells(notebook):
         code = "\n".join(line for line in source.splitlines() if not line.startswith(("from ", "import ")))
         exec(compile(code, f"{pathlib.Path(notebook).name} (words-check)", "exec"),
-             {"check": counted_check, "glued": from_page, "smoke": False, "math": __import__("math")})
+             {"check": counted_check, "glued": from_page, "smoke": False, "math": __import__("math"),
+              "beside": lambda *pages: all((pathlib.Path(notebook).parent / page).is_file() for page in pages)})
     return ran
 
 
