@@ -187,3 +187,18 @@ def _wall_time(rows, method, run, iteration):
         return math.nan
     t = float(hit["time"].iloc[0])
     return t if t > 0 else math.nan
+
+
+def crossing(iterations, curve, level):
+    """The iteration at which a curve (values at increasing `iterations`) first comes down to
+    `level`, NaN if it never does. With y_0 > level >= y_1 at the evaluations x_0 < x_1 around it:
+    x_0 + (x_1 - x_0)(y_0 - level)/(y_0 - y_1), the straight line between them (x_1 itself when
+    y_1 = level, as at a curve's lowest value)."""
+    hit = np.flatnonzero(curve <= level)
+    if not len(hit):
+        return math.nan
+    k = hit[0]
+    if k == 0:
+        return float(iterations[0])
+    x0, x1, y0, y1 = iterations[k - 1], iterations[k], curve[k - 1], curve[k]
+    return float(x0 + (x1 - x0) * (y0 - level) / (y0 - y1))

@@ -30,6 +30,7 @@ import pandas as pd
 
 from ..timing import at_threads, quiet, ratio_samples, whole_device  # noqa: F401 (re-exported)
 from ..to_target import budget_spent, mean_ci, relative_fall
+from ..to_target import crossing as _first_at_or_below
 from .report import exponent_text, listed, rate_text
 from .tables import significant
 
@@ -160,20 +161,6 @@ def _wide(runs, method, split="validation", column="loss"):
     rows = runs[(runs["method"] == method) & (runs["split"] == split)]
     wide = rows.pivot_table(index="iteration", columns="seed", values=column).dropna()
     return wide.index.to_numpy(dtype=float), list(wide.columns), wide.to_numpy()
-
-
-def _first_at_or_below(iterations, curve, level):
-    """The iteration at which the curve first comes down to `level`, NaN if it never does: with
-    y_0 > level >= y_1 at the evaluations x_0 < x_1 around it, x_0 + (x_1 - x_0)(y_0 - level)/(y_0 - y_1),
-    the straight line between them (x_1 itself when y_1 = level, as at a curve's lowest value)."""
-    hit = np.flatnonzero(curve <= level)
-    if not len(hit):
-        return math.nan
-    k = hit[0]
-    if k == 0:
-        return float(iterations[0])
-    x0, x1, y0, y1 = iterations[k - 1], iterations[k], curve[k - 1], curve[k]
-    return float(x0 + (x1 - x0) * (y0 - level) / (y0 - y1))
 
 
 def bootstrap_time_ratio(runs, timings, tolerance=0.0, samples=2000, seed=0, fg=FG, bp=BP, step_ratio=None):

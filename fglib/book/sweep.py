@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .. import checks
-from ..to_target import eval_schedule, mean_ci
+from ..to_target import crossing, eval_schedule, mean_ci
 from ..registry import LABELS
 from .experiments import run_training
 from .report import listed, rate_text
@@ -152,13 +152,7 @@ def _crossing(run, column, level):
     x, y = run["iteration"].to_numpy(dtype=float), run[column].to_numpy(dtype=float)
     if column == "accuracy":   # rising to the level is falling to it, negated
         y, level = -y, -level
-    hit = np.flatnonzero(y <= level)
-    if not len(hit):
-        return math.nan
-    k = hit[0]
-    if k == 0:
-        return float(x[0])
-    return float(x[k - 1] + (x[k] - x[k - 1]) * (y[k - 1] - level) / (y[k - 1] - y[k]))
+    return crossing(x, y, level)
 
 
 def best_rates(reach):

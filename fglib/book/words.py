@@ -30,11 +30,7 @@ def glued(name):
     'page.ipynb::name' reads another page's glued value from its committed outputs (a chapter
     runs in book/, beside the other pages), as the book's `{glue:text}` role does."""
     if "::" in name:
-        doc, key = name.split("::", 1)
-        values = glued_in(doc)
-        if key not in values:
-            raise KeyError(f"{doc} glued nothing as {key!r}")
-        return values[key]
+        return _glued_on(pathlib.Path(), name)
     if name not in GLUED:
         raise KeyError(f"nothing was glued as {name!r}: a check may only use numbers the page shows")
     return GLUED[name]
@@ -45,6 +41,15 @@ def beside(*pages):
     chapter opened alone, as on Colab, has no other page beside it: the checks that read another
     page's numbers are skipped there (the published page shows them as they were checked)."""
     return all(pathlib.Path(page).is_file() for page in pages)
+
+
+def _glued_on(folder, name):
+    """'page.ipynb::key': the value that page, in `folder`, glued as key (KeyError naming both if none)."""
+    doc, key = name.split("::", 1)
+    values = glued_in(pathlib.Path(folder) / doc)
+    if key not in values:
+        raise KeyError(f"{doc} glued nothing as {key!r}")
+    return values[key]
 
 
 def check(condition, sentence):
@@ -99,11 +104,7 @@ def run_checks(notebook):
 
     def from_page(name):
         if "::" in name:   # another page's value, beside this one
-            doc, key = name.split("::", 1)
-            other = glued_in(pathlib.Path(notebook).parent / doc)
-            if key not in other:
-                raise KeyError(f"{doc} glued nothing as {key!r}")
-            return other[key]
+            return _glued_on(pathlib.Path(notebook).parent, name)
         if name not in values:
             raise KeyError(f"{pathlib.Path(notebook).name} glued nothing as {name!r}")
         return values[name]
