@@ -571,3 +571,11 @@ def test_a_pair_that_never_reached_reads_never_and_seeds_read_as_whole_numbers()
     shown = paired_display(grading.paired_ratios(both), {"norm": pd.Series({0: 0.5, 1: 0.25})})
     assert shown["seed"].tolist() == ["0", "1"] and shown.loc[1, "I_f"] == "never" == shown.loc[1, "I_f/I_b"]
     assert shown.loc[0, "I_f"] != "never" and shown["norm"].tolist() == ["0.500", "0.250"]
+
+
+def test_a_pages_numbers_are_nan_until_measured():
+    """page_numbers and cost_numbers before any pair is graded and any step timed: NaN, not an error,
+    so that a chapter's sentences have their glued numbers from its first run on."""
+    numbers = grading.page_numbers({"pairs": 0, "verdict": grading.NOT_JUDGED}, None, pd.DataFrame(), pd.DataFrame())
+    assert numbers["pairs"] == 0 and all(math.isnan(numbers[k]) for k in ("I", "T", "S", "never", "memory_ratio"))
+    assert grading.cost_numbers(None)["processes"] == 0 and math.isnan(grading.cost_numbers(None)["R_f"])

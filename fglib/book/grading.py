@@ -28,7 +28,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from ..timing import at_threads, quiet, ratio_samples, whole_device  # noqa: F401 (re-exported)
+from ..timing import at_threads, quiet, ratio_samples, whole_device  # noqa: F401 (whole_device re-exported)
 from ..to_target import budget_spent, mean_ci, relative_fall
 from ..to_target import crossing as _first_at_or_below
 from .report import exponent_text, listed, rate_text
@@ -303,6 +303,43 @@ def run_length_numbers(table):
             "I_fg_on_min": float(finite_on.min()) if len(finite_on) else math.nan,
             "I_fg_on_max": float(finite_on.max()) if len(finite_on) else math.nan,
             "I_fg_on_until": int(table.loc[finite_on.index[-1], "length"]) if len(finite_on) else 0}
+
+
+def page_numbers(report, costs, memory, runs):
+    """The numbers a claim-4 chapter's sentences quote, from claim4_report, step_costs (None before
+    the steps are timed), the memory rows (weights included) and the runs: the pairs, the verdict,
+    I_f/I_b, T_f/T_b and its interval, the decay's spent step, the share of bootstrap resamples in
+    which forward gradients never reached the level, S_f/S_b, the worst pair's I_f/I_b and forward
+    gradient's step memory over backprop's; NaN where a number is not measured yet."""
+    nan = math.nan
+    pairs = paired_ratios(runs) if not runs.empty else None
+    total = memory.set_index("method")["total"] if memory is not None and not memory.empty else None
+    return {"pairs": report["pairs"], "verdict": report["verdict"], "I": report.get("I_ratio", nan),
+            "T": report.get("T_ratio", nan), "T_low": report.get("low", nan), "T_high": report.get("high", nan),
+            "spent": report.get("spent", nan), "never": 1 - report.get("reached", nan),
+            "S": costs["S_ratio"] if costs else nan,
+            "worst_pair_I": float(pairs["I_f/I_b"].max()) if pairs is not None and len(pairs) else nan,
+            "memory_ratio": float(total[FG] / total[BP]) if total is not None else nan}
+
+
+def cost_numbers(costs):
+    """What a chapter's cost section quotes of step_costs (None before the steps are timed): the
+    timing processes, the lowest and highest S_f/S_b among them, R_f and R_b."""
+    if not costs:
+        return {"processes": 0, "S_lo": math.nan, "S_hi": math.nan, "R_f": math.nan, "R_b": math.nan}
+    per = costs["per process"]["S_f/S_b"]
+    return {"processes": len(per), "S_lo": per.min(), "S_hi": per.max(), "R_f": costs["R_f"], "R_b": costs["R_b"]}
+
+
+def run_length_page_numbers(lengths, all_timings, paper_step_ratio):
+    """run_length_numbers, with the paper's step ratio, and S_f/S_b at one thread (the long runs'
+    own thread count, from all the timing rounds) with T_f/T_b over the full length at it (NaN
+    where no one-thread rounds were timed)."""
+    one_thread = at_threads(all_timings, 1)
+    s1 = step_times(one_thread) if one_thread is not None and not one_thread.empty else None
+    s1_ratio = s1[FG] / s1[BP] if s1 else math.nan
+    return {**run_length_numbers(lengths), "paper_S": paper_step_ratio, "S_one_thread": s1_ratio,
+            "T_last_one_thread": float(lengths["I_f/I_b"].iloc[-1] * s1_ratio)}
 
 
 def holds_from(table, high="T high"):
