@@ -271,14 +271,3 @@ def test_ren_et_al_numbers_sit_beside_ours_each_with_its_gap_to_its_own_backprop
     assert out.loc["local FG-A", "Ren et al., M/1/16: test error % (gap)"].endswith(f"({gap:+.2f})")
 
 
-def test_local_findings_carry_each_verdict_and_every_test_error():
-    import pandas as pd
-    from fglib.book.grading import local_findings, ren_findings
-    table = fabricated({"backprop": (1.9, 0.1), "FG-W": (12.0, 0.5), "FG-A": (6.0, 0.3), "local backprop": (2.1, 0.1),
-                        "local FG-W": (11.0, 0.4), "local FG-A": (2.3, 0.2)})
-    errors = pd.DataFrame([{"point": "initial", "layer": "layer 1", "method": m, "relative error": e}
-                           for m, e in [("FG-W", 1e6), ("FG-A", 1e3), ("local FG-W", 1e5), ("local FG-A", 2e2)]])
-    text = local_findings(table, ren_findings(errors, table), "CPU", 3000, 1)
-    assert "(holds); local losses improve forward gradient learning (holds)" in text
-    assert "match backprop (does not hold here)" in text and "1 run per rate" in text
-    assert all(f"{e:.1f}%" in text for e in (1.9, 12.0, 6.0, 2.1, 11.0, 2.3))

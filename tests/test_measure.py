@@ -297,15 +297,13 @@ def test_k_sweep_refuses_a_budget_below_the_largest_k_and_bad_grids(mnist):
 def test_k_directions_cannot_tell_when_the_interval_straddles_one():
     """Pairs that disagree (K = 4 takes 0.4 and then 1.6 of K = 1's directions, at equal cost
     per direction) give an interval around 1: no verdict either way."""
-    from fglib.book.grading import describe_k, k_label, k_pays
+    from fglib.book.grading import k_label, k_pays
     hits = {(k_label(1), 1e-3): [100, 50], (k_label(4), 1e-3): [10, 20], ("backprop", 0.1): [10, 10]}
     losses = {key: 0.4 for key in hits}
     pays = k_pays(sweep_curves(hits), k_finals(hits, losses), {k_label(1): 1.0, k_label(4): 4.0, "backprop": 1.0}, 0.5,
                    budget=1000)
     row = pays.iloc[0]
     assert row["directions / those of K = 1"] == pytest.approx(1.0) and row["verdict"] == "cannot tell"
-    assert "T(4)/T(1) = 1.00: the runs cannot tell" in describe_k(pays)
-    assert "paid for itself" not in describe_k(pays)   # the control: no verdict either way
 
 
 def test_checkpointed_backprop_gives_backprops_gradient_with_less_memory():
@@ -372,27 +370,6 @@ def test_rounds_timed_with_subnormals_flushed_say_so_on_every_row(mnist):
     kept = depth_rounds(mnist, [2], runs=1, repeats=2, warmup=1, width=16, progress=False)   # the control
     assert "subnormals" not in kept and "device" not in kept and len(set(kept["name"])) == 4
 
-
-def test_optimiser_findings_name_the_criterion_and_the_gap_on_each_data_set():
-    """The best pairing is named with its error, SGD's errors come first, and the carried gap is said
-    only when both data sets ran (control: without Fashion-MNIST there is no gap sentence)."""
-    import pandas as pd
-    from fglib.book.grading import optimiser_findings
-    table = pd.DataFrame([{"method": m, "test error (%)": e} for m, e in [
-        ("forward gradient, SGD", 35.1), ("forward gradient, Adam", 30.2), ("backprop, SGD", 2.2),
-        ("backprop, momentum 0.9", 2.0)]])
-    gaps = {"mnist": {"forward gradient, Adam": 28.2}, "fashion-mnist": {"forward gradient, Adam": 31.44}}
-    text = optimiser_findings(table, "forward gradient, Adam", "backprop, momentum 0.9", gaps, "CPU", 2000, 3)
-    assert "lowest final validation loss" in text and "forward gradients did best with Adam (30.2% test error)" in text
-    assert "backprop with momentum 0.9 (2.0%)" in text and "forward gradient, Adam" not in text
-    worse = table.assign(**{"test error (%)": [35.1, 36.0, 2.2, 2.0]})
-    assert "(36.0% test error, more than with SGD: a lower loss, but more mistakes)" in optimiser_findings(
-        worse, "forward gradient, Adam", "backprop, momentum 0.9", gaps, "CPU", 2000, 3)
-    assert "more mistakes" not in text   # the control: Adam made fewer errors than SGD
-    assert "forward gradients ended at 35.1% test error and backprop at 2.2%" in text
-    assert "28.2 points of test error on MNIST and 31.4 on Fashion-MNIST" in text
-    assert "gap" not in optimiser_findings(table, "forward gradient, Adam", "backprop, momentum 0.9",
-                                           {"mnist": gaps["mnist"]}, "CPU", 2000, 3)
 
 
 def test_peak_tensor_bytes_counts_nothing_for_a_zero_tensor_and_its_size_for_zeros():

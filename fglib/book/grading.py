@@ -31,7 +31,6 @@ import pandas as pd
 from ..timing import at_threads, quiet, ratio_samples, whole_device  # noqa: F401 (whole_device re-exported)
 from ..to_target import budget_spent, mean_ci, relative_fall
 from ..to_target import crossing as _first_at_or_below
-from .report import exponent_text, listed, rate_text
 from .tables import significant
 
 FG, BP = "forward gradient", "backprop"
@@ -413,30 +412,28 @@ def iterations_to_freeze(fall, iterations, decay, fraction=0.2, level=LEVELLED):
     return max(iterations, math.ceil(math.log(per_step / level) / decay)) if per_step > level else iterations
 
 
+LEVELLED_OFF, DECAY_SPENT, FROZEN_BY_DECAY, STILL_FALLING = (
+    "levelled off", "levelled off, the decay spent", "frozen by the decay", "still falling")
+
+
 def settled(runs, iterations, decay):
-    """Whether backprop's mean curve can be compared, and the words that say why or why not:
-    it levelled off (converged, or frozen when the decay had spent FROZEN or more of its step), or
-    it still fell but the rest of the schedule would lower it by less than LEVELLED (the decay froze
-    it: the grade says so), or neither (not judged, with the length of run that would settle it)."""
+    """(whether backprop's mean curve can be compared, why, the numbers): it levelled off
+    (LEVELLED_OFF; DECAY_SPENT when the decay had spent FROZEN or more of its step by then, so it
+    may have been frozen rather than converged), or it still fell but the rest of the schedule would
+    lower it by less than LEVELLED (FROZEN_BY_DECAY: compared where the decay froze it), or neither
+    (STILL_FALLING: not comparable; `iterations_needed` is the run length that would settle it,
+    with a decay). Numbers: the fall over the run's last fifth, the share of the step spent, the
+    fall still to come."""
     flat, fall, spent = levelled(runs, iterations, decay)
     to_come = fall_still_to_come(fall, iterations, decay)
     numbers = {"bp_fall": fall, "spent": spent, "fall_to_come": to_come}
     if flat:
-        note = (f"; by then the decay had spent {spent_pct(spent)} of backprop's whole step, so backprop may have been "
-                "frozen by the schedule rather than converged") if spent >= FROZEN else ""
-        return True, note, numbers
+        return True, DECAY_SPENT if spent >= FROZEN else LEVELLED_OFF, numbers
     if to_come < LEVELLED:
-        return True, (f"; this compares them where the decay froze backprop, not where it converged: backprop's mean "
-                      f"validation loss still fell {pct(fall)} over the run's last fifth, but the decay had spent "
-                      f"{spent_pct(spent)} of its whole step and the rest would lower it by only about {pct(to_come)}"), numbers
-    why = f"backprop's mean validation loss still fell {pct(fall)} over the last fifth of the run; "
-    if not decay:
-        return False, why + "a longer run would settle it", numbers
-    needed = iterations_to_freeze(fall, iterations, decay)
-    numbers["iterations_needed"] = needed
-    return False, (why + f"the decay had spent {spent_pct(spent)} of its whole step, and at the pace of that last fifth the "
-                   f"rest of the schedule would lower it by about {pct(min(to_come, 9.99))} more; a run of about "
-                   f"{_round_up(needed):,} iterations would let the decay freeze it"), numbers
+        return True, FROZEN_BY_DECAY, numbers
+    if decay:
+        numbers["iterations_needed"] = _round_up(iterations_to_freeze(fall, iterations, decay))
+    return False, STILL_FALLING, numbers
 
 
 def run_length_needed(runs, iterations, decay):
@@ -444,7 +441,7 @@ def run_length_needed(runs, iterations, decay):
     decay would freeze backprop's mean validation loss if it had not settled (settled), else
     `iterations` itself."""
     fine, _, numbers = settled(runs, iterations, decay)
-    return iterations if fine else _round_up(numbers.get("iterations_needed", iterations))
+    return iterations if fine else numbers.get("iterations_needed", iterations)
 
 
 def run_results(runs):
@@ -471,16 +468,6 @@ def paired_ratios(runs, fg=FG, bp=BP):
 POSSESSIVE = {BP: "backprop's", FG: "forward gradients'"}
 
 
-def spent_pct(x):
-    """A share that may round up to 100% without being all of it, to as few decimals as keep it
-    below 100: 95%, 99.9%, 99.99% (a decay that had spent 100% of its step would have stopped)."""
-    for decimals in range(4):
-        text = f"{100 * x:.{decimals}f}"
-        if x >= 1 or float(text) < 100:
-            return text + "%"
-    return "almost 100%"
-
-
 def count_words(n, noun):
     """'1 run', '5 runs': a count and its noun, singular or plural."""
     return f"{n:,} {noun}{'' if n == 1 else 's'}"
@@ -497,33 +484,30 @@ def _round_up(n, digits=2):
     return -(-int(n) // scale) * scale
 
 
+NOT_LEARNED = "backprop had not learned"
+
+
 def grade_time_to_loss(runs, timings, iterations, decay, n_classes=10, samples=2000):
-    """Claim 4 on one experiment: {'verdict', 'why', and the numbers behind them}."""
+    """Claim 4 on one experiment: {'verdict', 'reason', and the numbers behind them}. Not judged
+    when backprop had not learned (reason NOT_LEARNED) or its curve had not settled (STILL_FALLING),
+    or when the 95% interval of T_f/T_b contains 1; otherwise 'reason' says how backprop's curve
+    settled (settled). On a CPU, a ratio that fails only by the step ratio reads NOT_ON_CPU
+    (`step_decides`)."""
     ok_bp, acc_bp, bar = learned(runs, BP, n_classes)
     ok_fg, acc_fg, _ = learned(runs, FG, n_classes)
-    ok, note, settle = settled(runs, iterations, decay)
+    ok, reason, settle = settled(runs, iterations, decay)
     numbers = {"acc_bp": acc_bp, "acc_fg": acc_fg, "chance_bar": bar, **settle}
     if not ok_bp:
-        return {"verdict": "not judged", "why": f"backprop had not learned: test accuracy {acc_bp:.1%}, not above "
-                f"chance ({bar:.1%} needed)", **numbers}
+        return {"verdict": NOT_JUDGED, "reason": NOT_LEARNED, **numbers}
     if not ok:
-        return {"verdict": "not judged", "why": note, **numbers}
+        return {"verdict": NOT_JUDGED, "reason": reason, **numbers}
     s = step_times(timings)
     ratio = time_ratio(runs, s[FG], s[BP])
     low, high, reached = bootstrap_time_ratio(runs, timings, samples=samples)
     numbers.update(ratio, low=low, high=high, reached=reached)
-    if high < 1:
-        word = "holds"
-    elif low > 1:
-        word = "does not hold"
-    else:
-        word = "not judged"
-    why = time_sentence(numbers) + note
-    if word == "does not hold" and _the_step_decides(numbers, timings):
-        word = NOT_ON_CPU
-        why += ("; forward gradients needed about as many iterations as backprop on the mean curves, so this CPU's "
-                "step ratio decides the time, and the paper measured on a GPU")
-    return {"verdict": word, "why": why, **numbers}
+    word = "holds" if high < 1 else "does not hold" if low > 1 else NOT_JUDGED
+    decides = word == "does not hold" and _the_step_decides(numbers, timings)
+    return {"verdict": NOT_ON_CPU if decides else word, "reason": reason, "step_decides": decides, **numbers}
 
 
 def _the_step_decides(numbers, timings):
@@ -535,20 +519,6 @@ def _the_step_decides(numbers, timings):
     return on_cpu and numbers["I_ratio"] <= 1 < numbers["S_ratio"]
 
 
-def time_sentence(n):
-    """One plain sentence for a time-to-loss comparison."""
-    if not math.isfinite(n["I_f"]):
-        return (f"forward gradients' mean validation curve never reached backprop's lowest mean validation loss "
-                f"({n['level']:.3g}, which backprop reached at iteration {n['I_b']:,.0f})")
-    interval = (f"95% interval {n['low']:.2g} to {n['high']:.2g}" if math.isfinite(n["high"]) else
-                f"95% interval from {n['low']:.2g} up, since in {1 - n['reached']:.0%} of the bootstrap resamples "
-                "forward gradients never reached that loss")
-    iterations = (f"{n['I_f']:,.0f} iterations, as many as backprop" if n["I_f"] == n["I_b"] else
-                  f"{n['I_f']:,.0f} iterations to backprop's {n['I_b']:,.0f}")
-    return (f"T_f/T_b = {n['T_ratio']:.2g} ({interval}), as forward gradients reached backprop's lowest mean "
-            f"validation loss ({n['level']:.3g}) in {iterations}, with steps {n['S_ratio']:.2g} times as long")
-
-
 def pairs_finished(runs, methods=(FG, BP)):
     """The seeds with a finished run of every method (a pair), sorted."""
     if runs.empty:
@@ -557,40 +527,27 @@ def pairs_finished(runs, methods=(FG, BP)):
     return sorted(set.intersection(*[have.get(m, set()) for m in methods]))
 
 
-def _single_runs(runs, pairs):
-    """'; seed 3 has its backprop run only' for the seeds whose pair is not complete, or ''."""
-    if runs.empty:
-        return ""
-    single = runs[~runs["seed"].isin(pairs)].groupby("seed")["method"].first()
-    return "".join(f"; seed {seed} has its {method} run only" for seed, method in single.items())
+RUNS_MISSING, NO_STEP_TIMES = "planned pairs missing", "step times not measured"
 
 
 def claim4_report(runs, timings, iterations, decay, planned_pairs, n_classes=10, samples=2000):
-    """Everything a chapter says about claim 4 on one experiment, from its raw runs and timing
-    rounds: the grade and why, the numbers, the tolerance table (None when not graded) and one
-    plain findings sentence. Partial evidence (fewer pairs than planned, no step times yet) is
-    graded 'not judged' and says what is missing."""
+    """Claim 4 on one experiment from its raw runs and timing rounds: grade_time_to_loss's grade,
+    reason and numbers, the pairs finished and planned, and the tolerance table (None when not
+    graded). Partial evidence is not judged: fewer pairs than planned (reason RUNS_MISSING, with
+    `single_runs`, the seeds with one method's run only) or no step times (NO_STEP_TIMES), with
+    backprop's curve so far (`bp_settled`)."""
     pairs = pairs_finished(runs)
-    progress = (f"{len(pairs)} of the {planned_pairs} planned pairs of runs {'has' if len(pairs) == 1 else 'have'} "
-                "finished" if pairs else
-                f"none of the {planned_pairs} planned pairs of runs has finished yet") + _single_runs(runs, pairs)
-    missing = []
-    if len(pairs) < planned_pairs:
-        missing.append(progress)
-    if timings is None or timings.empty:
-        missing.append("the step times have not been measured yet")
-    if missing:
+    counts = {"pairs": len(pairs), "planned_pairs": planned_pairs,
+              "single_runs": int(runs.loc[~runs["seed"].isin(pairs), "seed"].nunique()) if not runs.empty else 0}
+    if len(pairs) < planned_pairs or timings is None or timings.empty:
         bp_runs = runs[runs["method"] == BP] if not runs.empty else runs
-        ok, note, settle = settled(bp_runs, iterations, decay) if not bp_runs.empty else (True, "", {})
-        if not ok:
-            missing.append(f"from the backprop runs so far, {note}")
-        return {"verdict": NOT_JUDGED, "why": "; ".join(missing), "pairs": len(pairs), "table": None, **settle,
-                "findings": f"Not judged yet: {'; '.join(missing)}."}
+        ok, _, settle = settled(bp_runs, iterations, decay) if not bp_runs.empty else (True, "", {})
+        reason = RUNS_MISSING if len(pairs) < planned_pairs else NO_STEP_TIMES
+        return {"verdict": NOT_JUDGED, "reason": reason, "bp_settled": ok, "table": None, **counts, **settle}
     paired = runs[runs["seed"].isin(pairs)]
     grade = grade_time_to_loss(paired, timings, iterations, decay, n_classes, samples)
     table = tolerance_table(paired, timings, samples=min(samples, 1000)) if "T_ratio" in grade else None
-    findings = f"{grade['verdict'][:1].upper()}{grade['verdict'][1:]}: {grade['why']}."
-    return {**grade, "pairs": len(pairs), "table": table, "findings": findings}
+    return {**grade, **counts, "table": table}
 
 
 def step_costs(timings, fg=FG, bp=BP):
@@ -641,12 +598,14 @@ def experiment_numbers(runs, timings, records, iterations, decay, planned_pairs,
             "processes": len(costs["per process"]) if costs else 0,
             "R_f": costs["R_f"] if costs else math.nan, "R_b": costs["R_b"] if costs else math.nan,
             "runtime_verdict": costs["grade"] if costs else NOT_RUN, "engine": "auto",
-            "time_verdict": report["verdict"], "time_verdict_why": report["why"],
+            "time_verdict": report["verdict"], "time_verdict_reason": report["reason"],
+            "iterations_needed": report.get("iterations_needed", math.nan),
             "decay_spent": report.get("spent", math.nan),
             "bp_lowest_at_end": bool(report.get("I_b", math.nan) >= iterations),   # T_b is the run's end
             "I_ratio": report.get("I_ratio", math.nan), "I_ratio_ci": math.nan,
             "I_per_iteration": per_iteration(runs) if not runs.empty else math.nan,
             "S_ratio": costs["S_ratio"] if costs else math.nan, "T_ratio": report.get("T_ratio", math.nan),
+            "T_low": report.get("low", math.nan), "T_high": report.get("high", math.nan),
             **(final_numbers(runs) if not runs.empty else {})}
 
 
@@ -745,14 +704,6 @@ def devices_said(devices):
     return " and ".join(said(m, c) for m, c in threads.items())
 
 
-def claim_sentence(number, verdict, why):
-    """'Claim 4 holds: ...', 'Claim 4 is not judged yet: ...' as a sentence."""
-    phrase = {"holds": "holds", "does not hold": "does not hold", "partly": "holds partly",
-              NOT_JUDGED: "is not judged yet", NOT_RUN: "has not been run yet",
-              NOT_ON_CPU: "is not reproduced on this CPU"}.get(verdict, verdict)
-    return f"Claim {number} {phrase}{'' if verdict == NOT_ON_CPU else ' here'}: {why.rstrip('.')}."
-
-
 MEMORY_SAME = 0.001   # the paper: "under 0.1%" difference between the two methods' memory
 
 
@@ -771,13 +722,8 @@ def memory_differences(table):
 
 def grade_memory(table, same=MEMORY_SAME):
     """Claim 6: 'holds' if forward gradient's step memory is within `same` of backprop's on every
-    network, 'does not hold' if on none, else 'partly'; and one sentence with the range."""
-    diff = memory_differences(table)["FG vs BP"]
-    word = _grade(abs(d) < same for d in diff)
-    low, high = diff.idxmin(), diff.idxmax()
-    signed = lambda d: ("+" if d >= 0 else "") + pct(d)
-    return word, (f"a forward-gradient step held {signed(diff[low])} ({low}) to {signed(diff[high])} ({high}) memory "
-                  f"against backprop's, weights included, over {len(diff)} networks at batch 64")
+    network, 'does not hold' if on none, else 'partly'."""
+    return _grade(abs(d) < same for d in memory_differences(table)["FG vs BP"])
 
 
 FG_FORWARD_AD = "forward gradient (forward_ad)"   # as fglib.book.experiments.depth_rounds names it
@@ -818,41 +764,31 @@ def grade_depth(table):
     return grade_ratios(table["R_f/R_b"])
 
 
-def depth_sentence(table, device, subnormal=None, flushed=None):
-    """One plain sentence on the depth sweep: where R_f/R_b started, where it ended, and whether
-    it stayed above or below 1; with experiments.subnormal_check's saved row (`subnormal`), a
-    clause when the deepest network computed with subnormal numbers on a CPU, whose slowness
-    then dominates that point; and with depth_costs of rounds timed with subnormals flushed to
-    zero (`flushed`, one thread), what that point measures then, beside a shallower depth timed
-    both ways (the control for the change of thread count)."""
+def depth_numbers(table, subnormal=None, flushed=None):
+    """Claim 5's numbers from depth_costs' table: R_f/R_b at the shallowest and deepest depths, its
+    range, the depths where it was below 1 and the largest sd between runs; with
+    experiments.subnormal_check's row (`subnormal`), whether the deepest network computed with
+    subnormal numbers and how many times more slowly a forward pass ran then; and with depth_costs
+    of rounds timed with subnormals flushed to zero (`flushed`, one thread), R_f/R_b at the deepest
+    depth then, beside a shallower depth timed both ways (the control for the thread count)."""
     first, last = table.iloc[0], table.iloc[-1]
-    ratios = table["R_f/R_b"]
-    below = table.loc[ratios < 1, "depth"].astype(int).tolist()
-    where = ("above 1 throughout" if not below else "below 1 throughout" if len(below) == len(ratios)
-             else f"below 1 only at depth{'s' if len(below) > 1 else ''} {listed(below)}")
-    note = ""
-    if subnormal is not None and len(subnormal) and device.startswith("CPU"):
+    out = {"first_depth": int(first["depth"]), "first": float(first["R_f/R_b"]), "deepest": int(last["depth"]),
+           "last": float(last["R_f/R_b"]), "low": float(table["R_f/R_b"].min()), "high": float(table["R_f/R_b"].max()),
+           "below_1_at": [int(d) for d in table.loc[table["R_f/R_b"] < 1, "depth"]],
+           "sd_max": float(table["sd between runs"].max()), "subnormal": False, "subnormal_slowdown": math.nan,
+           "flushed_last": math.nan, "control_depth": math.nan, "control_kept": math.nan, "control_flushed": math.nan}
+    if subnormal is not None and len(subnormal):
         row = subnormal.iloc[0]
-        if row["largest |activation|, last hidden layer"] < row["smallest normal float32"]:
-            note = (f". At depth {row['depth']:.0f} the activations are subnormal numbers, which this CPU computes "
-                    f"{row['forward (ms), subnormals kept'] / row['forward (ms), subnormals flushed']:.0f} times "
-                    "more slowly, so that point measures the processor rather than the methods")
-            note += _flushed_clause(table, flushed, int(row["depth"]))
-    return (f"R_f/R_b went from {first['R_f/R_b']:.2g} at depth {first['depth']:.0f} to {last['R_f/R_b']:.2g} at "
-            f"depth {last['depth']:.0f} on {device}, {where}{note}")
-
-
-def _flushed_clause(table, flushed, deepest):
-    """': with them flushed to zero, R_f/R_b there was 2.1 (timed on one thread, which moved depth 64
-    from 2.2 to 2.3)', or '' when the deepest depth was not timed flushed."""
-    if flushed is None or not len(flushed) or deepest not in set(flushed["depth"]):
-        return ""
-    at = flushed.set_index("depth")["R_f/R_b"]
-    kept = table.set_index("depth")["R_f/R_b"]
-    controls = [d for d in at.index if d != deepest and d in kept.index]
-    control = (f", which moved depth {controls[-1]} from {kept[controls[-1]]:.2g} to {at[controls[-1]]:.2g}"
-               if controls else "")
-    return f": with them flushed to zero, R_f/R_b there was {at[deepest]:.2g} (timed on one thread{control})"
+        out["subnormal"] = bool(row["largest |activation|, last hidden layer"] < row["smallest normal float32"])
+        out["subnormal_slowdown"] = float(row["forward (ms), subnormals kept"] / row["forward (ms), subnormals flushed"])
+    if flushed is not None and len(flushed) and out["deepest"] in set(flushed["depth"]):
+        at, kept = flushed.set_index("depth")["R_f/R_b"], table.set_index("depth")["R_f/R_b"]
+        out["flushed_last"] = float(at[out["deepest"]])
+        controls = [d for d in at.index if d != out["deepest"] and d in kept.index]
+        if controls:
+            out.update(control_depth=int(controls[-1]), control_kept=float(kept[controls[-1]]),
+                       control_flushed=float(at[controls[-1]]))
+    return out
 
 
 # Do K directions pay for themselves? (the variance chapter, from its saved K sweep)
@@ -925,81 +861,6 @@ def k_pays(curves, finals, step_ms, target_loss, budget):
     return pd.DataFrame(rows).rename(columns=lambda c: c.replace("K = 1", f"K = {k1}"))
 
 
-def describe_k(pays):
-    """One clause per row of k_pays: 'with K = 4, reaching the target took 0.93 ± 0.12 times the
-    directions K = 1 drew, and a step with 4 directions cost 0.96 times 4 single-direction steps:
-    T(4)/T(1) = 0.89: the runs cannot tell' ('at most' / '≤' or 'at least' / '≥' where a run that
-    missed bounds it)."""
-    k1 = next(c for c in pays.columns if c.startswith("T / T(K = "))[len("T / T(K = "):-1]
-    words, signs = {"=": "", "<": "at most ", ">": "at least "}, {"=": "=", "<": "≤", ">": "≥"}
-    verdicts = {"pays for itself": ", so it paid for itself at the median step times",
-                "does not pay": ", so it did not pay at the median step times",
-                "cannot tell": ": the runs cannot tell"}
-    parts = []
-    for row in pays.to_dict("records"):
-        k, engine = row["K"], row["engine factor"]
-        single = "single-direction steps" if k1 == "1" else f"steps with {k1} directions"
-        cost = f"a step with {k} directions cost {engine:.2f} times {k} {single}"
-        dirs, t = row[f"directions / those of K = {k1}"], row[f"T / T(K = {k1})"]
-        if math.isfinite(dirs):
-            ci = f" ± {row['±95%']:.2f}" if math.isfinite(row["±95%"]) else ""
-            parts.append(f"with K = {k}, reaching the target took {words[row['bound']]}{dirs:.2f}{ci} times the "
-                         f"directions K = {k1} drew, and {cost}: T({k})/T({k1}) {signs[row['bound']]} {t:.2f}"
-                         f"{verdicts.get(row['verdict'], ': ' + row['verdict'])}")
-        else:
-            parts.append(f"with K = {k}: {row['verdict']} ({cost})")
-    return "; ".join(parts)
-
-
-def zeroth_order_findings(best, to_target, quant, device, model="mlp"):
-    """The zeroth-order chapter's findings, in sentences, from its derived tables: how close the best
-    float32 central difference came to the exact directional derivative on `model`, what the
-    approximation cost in iterations to the target (same directions), where backprop stood, and what
-    the quantised model learned with each method."""
-    b = best[(best["model"] == model) & (best["dtype"] == "float32")
-             & (best["estimator"] == "central difference")].iloc[0]
-    t = to_target[to_target["model"] == model].set_index("method")
-    exact = b["forward mode's error"]
-    first = (f"On {device}, the best float32 central difference for {_the(model)} was off by "
-             f"{pct(b['median relative error there'])} of the exact directional derivative (at h = {rate_text(b['best h'])}); "
-             f"forward mode in float32 was off by {_small(exact)}, rounding only.")
-    i_fd, i_fg, i_bp = (t.loc[m, "I (iterations)"] for m in ("finite difference", FG, BP))
-    if math.isfinite(i_fd) and math.isfinite(i_fg):
-        ratio = i_fd / i_fg
-        effect = ("exactness bought little in training" if abs(ratio - 1) <= 0.1 else
-                  f"the approximation cost {pct(ratio - 1)} more iterations" if ratio > 1 else
-                  "the approximate derivative trained faster")
-        acc_fd, acc_fg = pct(t.loc["finite difference", "test accuracy"]), pct(t.loc[FG, "test accuracy"])
-        ended = (f"both ended at {acc_fd} test accuracy" if acc_fd == acc_fg else
-                 f"ended at {acc_fd} test accuracy against {acc_fg}")
-        second = (f"With the same directions, finite differences needed {ratio:.2f} times forward gradients' "
-                  f"iterations to the target, and {ended}: {effect}.")
-    else:
-        second = ("Forward gradients or finite differences did not reach the target in every run, so their "
-                  "iterations cannot be compared.")
-    if math.isfinite(i_bp) and math.isfinite(i_fg):
-        second += (f" Backprop, at its own rate, reached the target in {i_bp:,.0f} iterations against forward "
-                   f"gradients' {i_fg:,.0f}.")
-    q = quant.set_index("method")["test_accuracy"]
-    third = (f"On a model with rounded weights, which forward mode and backprop differentiate as zero, finite "
-             f"differences reached {pct(q['finite difference'])} test accuracy; forward gradients "
-             f"{pct(q[FG])} and backprop {pct(q[BP])}.")
-    return " ".join([first, second, third])
-
-
-def _small(x):
-    """A tiny relative error in words: 'nothing' for 0, else 1.6e-7 (no padded exponent)."""
-    if x == 0:
-        return "nothing"
-    return exponent_text(x, 2)
-
-
-def _the(model):
-    """'the MLP', 'logistic regression': a model's name as a sentence uses it."""
-    words = MODEL_WORDS.get(model, model)
-    return words if words == "logistic regression" else f"the {words}"
-
-
 # Ren et al. (2023)'s findings, as their abstract states them, checked by the local-losses chapter.
 REN_FINDINGS = {
     "activity": "Perturbing activities rather than weights substantially reduces the variance of the forward "
@@ -1056,128 +917,6 @@ def ren_findings(errors, table):
     return pd.DataFrame(rows)
 
 
-def local_findings(table, findings, device, iterations, runs):
-    """The local-losses chapter's findings, in sentences: each method's test error at its own best
-    rate (table from sweep.at_best_rates), then Ren et al.'s three findings with their verdicts
-    (from ren_findings)."""
-    err = table.set_index("method")["test error (%)"]
-    plain = ", ".join(f"{m} {err[m]:.1f}%" for m in ("backprop", "FG-W", "FG-A"))
-    local = ", ".join(f"{m.split()[1]} {err[m]:.1f}%" for m in ("local backprop", "local FG-W", "local FG-A"))
-    v = findings["verdict"].tolist()
-    per_rate = f"{runs} run{'s' if runs != 1 else ''} per rate"
-    return (f"On {device} we trained the paper's MLP six ways for {iterations:,} iterations, each method at its "
-            f"own best rate ({per_rate}). Test error: {plain}; with local losses, {local}. Ren et al.'s findings, "
-            f"checked on this network: activity perturbation lowers the estimator's error ({v[0]}); local losses "
-            f"improve forward gradient learning ({v[1]}); with both, forward gradients match backprop ({v[2]}).")
-
-
-def _missed_targets(missed):
-    """Targets named 'model, variant: criterion', grouped by criterion and model: 'R_f/R_b ≤ 1.15
-    (MLP, 4 variants)' rather than the same criterion once per variant."""
-    groups = {}
-    for target in missed:
-        who, _, what = target.rpartition(": ")
-        model = who.split(",")[0]
-        model = model if model.isupper() else model[:1].lower() + model[1:]   # 'MLP', 'logistic regression'
-        groups.setdefault(what, {}).setdefault(model, []).append(who)
-    return [f"{what} ({'; '.join(m if len(v) == 1 else f'{m}, {len(v)} variants' for m, v in models.items())})"
-            for what, models in groups.items()]
-
-
-def implementation_findings(summary, targets, paper, device):
-    """The implementations chapter's findings, in sentences: per model, a forward-gradient step in
-    backprop steps (R_f/R_b, medians over the quiet rounds) for fglib's engine, PyTorch's forward_ad
-    and the fwdgrad-style baseline, beside the paper's ({model: R_f/R_b}); then how many of the
-    chapter's targets (targets_table: a `status` column) were met, and which were not."""
-    ratio = summary.set_index(["model", "variant"])["R/R_b"]
-    models = [m for m in MODEL_WORDS if m in set(summary["model"])]
-
-    def ratios_of(variant):
-        return ", ".join(f"{ratio.get((m, variant), float('nan')):.2f}" for m in models)
-    words = ", ".join(MODEL_WORDS[m] for m in models)
-    missed = [t for t, s in zip(targets["target"], targets["status"]) if s.startswith("not met")]
-    judged = [s for s in targets["status"] if s == "met" or s.startswith("not met")]
-    met = len(judged) - len(missed)
-    tally = (f"Of the chapter's {len(judged)} targets on this device, {met} {'was' if met == 1 else 'were'} met"
-             + (f"; not met: {'; '.join(_missed_targets(missed))}." if missed else "."))
-    return (f"On {device}, with the paper's normal directions, a forward-gradient step with fglib's engine took "
-            f"{ratios_of('FG, fglib engine')} backprop steps ({words}); PyTorch's forward_ad took "
-            f"{ratios_of('FG, forward_ad')}, and the step as the public port fwdgrad computes it "
-            f"{ratios_of('fwdgrad-style baseline')}. The paper measured "
-            f"{', '.join(f'{paper[m]:.2f}' for m in models)} on a GPU. " + tally)
-
-
-def headline_agreement(summary, headline, variant="FG, fglib engine"):
-    """Where an engine comparison's own R_f/R_b (summary: model, variant, R/R_b) stands against
-    the book's headline step ratio ({model: step_costs(...)}, timed in separate processes in the
-    model's own chapter): the headline beside it, and whether it falls within the headline's
-    spread between processes (its lowest to highest process). '' when no model has both."""
-    ratio = summary.set_index(["model", "variant"])["R/R_b"]
-    models = [m for m in MODEL_WORDS if m in headline and (m, variant) in ratio.index]
-    if not models:
-        return ""
-    parts, outside = [], []
-    for m in models:
-        per = headline[m]["per process"]["S_f/S_b"]
-        here = ratio[(m, variant)]
-        parts.append(f"{headline[m]['S_ratio']:.2f} for the {MODEL_WORDS[m]} ({per.min():.2f} to {per.max():.2f} "
-                     f"over {len(per)} processes; here {here:.2f})")
-        if not per.min() <= here <= per.max():
-            outside.append(MODEL_WORDS[m])
-    agree = ("This chapter's single interleaved run falls within that spread for every model."
-             if not outside else f"This chapter's run falls outside that spread for the {' and the '.join(outside)}: "
-             "a step's cost moves between sittings by more than it moves within one, so compare engines "
-             "within this chapter, and quote the headline elsewhere.")
-    return ("The book quotes one step ratio per model, timed in separate processes on an idle machine in the "
-            f"model's own chapter: R_f/R_b = {'; '.join(parts)}. " + agree)
-
-
-def _optimiser(pairing):
-    """'forward gradient, Adam' -> 'Adam': the optimiser of a method-optimiser pairing."""
-    return pairing.split(", ", 1)[1] if ", " in pairing else pairing
-
-
-def _more_mistakes(err, best, sgd):
-    """', more than with SGD: a lower loss, but more mistakes' when the pairing chosen by validation
-    loss made more test errors than SGD did, else ''."""
-    return "" if best == sgd or err[best] <= err[sgd] else ", more than with SGD: a lower loss, but more mistakes"
-
-
-def optimiser_findings(table, fg_best, bp_best, gaps, device, iterations, runs, reference="backprop, SGD"):
-    """The optimisers chapter's findings, in sentences: SGD's test errors for both methods, the best
-    pairing of each by final validation loss (its name and test error), and how the gap between the
-    two best carried from MNIST to Fashion-MNIST (gaps: {data: {pairing: its error minus the best
-    backprop pairing's}})."""
-    err = table.set_index("method")["test error (%)"]
-    fg_sgd = "forward gradient, SGD"
-    gap = {name: g[fg_best] for name, g in gaps.items()}
-    carried = (f" The gap between the two best pairings was {gap['mnist']:.1f} points of test error on MNIST and "
-               f"{gap['fashion-mnist']:.1f} on Fashion-MNIST." if {"mnist", "fashion-mnist"} <= set(gap) else "")
-    per_rate = f"{runs} run{'s' if runs != 1 else ''} per rate"
-    return (f"On {device} we trained the paper's MLP for {iterations:,} iterations with forward gradients and "
-            f"with backprop, each under SGD, momentum 0.9 and Adam, every pairing at its own best rate "
-            f"({per_rate}). With SGD, forward gradients ended at {err[fg_sgd]:.1f}% test error and backprop at "
-            f"{err[reference]:.1f}%. Judged by the lowest final validation loss, forward gradients did best with "
-            f"{_optimiser(fg_best)} ({err[fg_best]:.1f}% test error{_more_mistakes(err, fg_best, fg_sgd)}) and backprop "
-            f"with {_optimiser(bp_best)} "
-            f"({err[bp_best]:.1f}%)."
-            + carried)
-
-
-def variant_words(label):
-    """A forward-gradient variant's table label in words: 'FG, K = 16, mean' -> 'the mean of 16
-    forward gradients per step', 'FG, K = 4, projected' -> 'the gradient projected onto 4
-    directions per step', 'FG, Rademacher' -> 'one Rademacher direction per step'."""
-    parts = label.split(", ")
-    if parts[0] != "FG" or len(parts) < 2:
-        return label
-    if parts[1].startswith("K = ") and len(parts) == 3:
-        k = parts[1][len("K = "):]
-        return (f"the mean of {k} forward gradients per step" if parts[2] == "mean" else
-                f"the gradient projected onto {k} directions per step")
-    return f"one {parts[1]} direction per step"
-
-
 def finetune_gaps(table, fg="FG, normal", bp="backprop"):
     """The fine-tuning chapter's question, per regime: from at_best_rates rows with a `regime`
     column, forward gradients' (`fg`) and backprop's test error (%), the gap in points with its
@@ -1199,73 +938,45 @@ def finetune_gaps(table, fg="FG, normal", bp="backprop"):
     return pd.DataFrame(rows)
 
 
-def combine_sentence(table, regime):
-    """How the K tangents of one step are best combined, in one regime (at_best_rates rows with a
-    `regime` column, labels 'FG, K = k, mean' and 'FG, K = k, projected'): for each K, the test
-    errors of averaging and of projecting onto the span, which is lower, and whether the
-    difference exceeds the sum of the two sds over runs (said once when every K agrees)."""
-    t = table[table["regime"] == regime].set_index("method")
-    ks = sorted({int(m.split("K = ")[1].split(",")[0]) for m in t.index if m.startswith("FG, K = ")})
-    ks = [k for k in ks if {f"FG, K = {k}, mean", f"FG, K = {k}, projected"} <= set(t.index)]
-    if not ks:
-        return ""
-    error = lambda k, how: t.loc[f"FG, K = {k}, {how}", "test error (%)"]
-    def told(k):
-        e_m, e_p = error(k, "mean"), error(k, "projected")
-        spread = t.loc[f"FG, K = {k}, mean", "± sd"] + t.loc[f"FG, K = {k}, projected", "± sd"]
-        if not math.isfinite(spread):
-            return "one run each: no spread"
-        lower = "projecting" if e_p < e_m else "averaging"
-        return "within the runs' spread" if abs(e_p - e_m) <= spread else f"{lower} lower beyond the spread"
-    judged = {k: told(k) for k in ks}
-    judgement = (judged[ks[0]] if len(set(judged.values())) == 1
-                 else listed(f"{j} at K = {k}" for k, j in judged.items()))
-    base = (f" ({t.loc['FG, normal', 'test error (%)']:.1f}% test error with one normal direction per step)"
-            if "FG, normal" in t.index else "")
-    averaged = listed(f"{error(k, 'mean'):.1f}%" for k in ks)
-    projected = listed(f"{error(k, 'projected'):.1f}%" for k in ks)
-    return (f"{REGIME_WORDS.get(regime, regime).capitalize()}{base}: averaging the K forward gradients of a step "
-            f"ended at {averaged} test error (K = {listed(ks)}), projecting onto their span at {projected}: {judgement}.")
+def combine_table(table):
+    """Averaging against projecting a step's K tangents, per regime and K (at_best_rates rows with a
+    `regime` column, labels 'FG, K = k, mean' and 'FG, K = k, projected'): both test errors (%),
+    the sum of their sds over runs, and which is lower: 'averaging' or 'projecting' only when the
+    difference exceeds that sum, 'within the spread' when it does not, 'one run' with no spread."""
+    rows = []
+    for regime, t in table.groupby("regime", sort=False):
+        t = t.set_index("method")
+        ks = sorted({int(m.split("K = ")[1].split(",")[0]) for m in t.index if m.startswith("FG, K = ")})
+        for k in ks:
+            mean, proj = f"FG, K = {k}, mean", f"FG, K = {k}, projected"
+            if not {mean, proj} <= set(t.index):
+                continue
+            e_m, e_p = t.loc[mean, "test error (%)"], t.loc[proj, "test error (%)"]
+            spread = t.loc[mean, "± sd"] + t.loc[proj, "± sd"]
+            lower = ("one run" if not math.isfinite(spread) else "within the spread" if abs(e_p - e_m) <= spread
+                     else "projecting" if e_p < e_m else "averaging")
+            rows.append({"regime": regime, "K": k, "averaged (%)": e_m, "projected (%)": e_p,
+                         "± (sum of sds)": spread, "lower": lower})
+    return pd.DataFrame(rows, columns=["regime", "K", "averaged (%)", "projected (%)", "± (sum of sds)", "lower"])
 
 
-def k_from_scratch(k_finals, iterations):
-    """The variance chapter's K sweep (training from scratch on MNIST; raw finals with K, lr, run,
-    status, validation_loss, test_accuracy), in one sentence: each K's test error at its own best
-    rate (the lowest mean final validation loss), and whether more directions per step lowered
-    it against K = 1 beyond the sum of the two sds over runs."""
+def k_scratch_errors(k_finals):
+    """The variance chapter's K sweep (training from scratch; raw finals with K, lr, run, status,
+    validation_loss, test_accuracy): each K's test error (%) at its own best rate (the lowest mean
+    final validation loss), its sd over runs, and whether it is lower than K = 1's beyond the sum
+    of the two sds."""
     ran = k_finals[k_finals["status"] == "ran"]
-    rows = {}
+    rows = []
     for k, t in ran.groupby("K"):
         lr = t.groupby("lr")["validation_loss"].mean().idxmin()
         err = 100 * (1 - t[t["lr"] == lr]["test_accuracy"])
-        rows[int(k)] = (err.mean(), err.std() if len(err) > 1 else math.nan)
-    if 1 not in rows or len(rows) < 2:
-        return ""
-    ks = sorted(rows)
-    errors_said = ", ".join(f"{rows[k][0]:.1f}%" for k in ks)
-    better = [k for k in ks[1:] if rows[1][0] - rows[k][0] > rows[1][1] + rows[k][1]]
-    verdict = (f"more directions lowered it beyond the runs' spread with K = {', '.join(map(str, better))}" if better
-               else "more directions per step did not lower it beyond the runs' spread")
-    return (f"Training from scratch on MNIST ({iterations:,} iterations, each K at its own best rate), the test error "
-            f"with K = {', '.join(map(str, ks))} was {errors_said}: {verdict}.")
-
-
-def optimiser_gap_sentence(carry, iterations, data="fashion-mnist"):
-    """The optimisers chapter's from-scratch gap on `data`, in one sentence: from its carry results
-    (optimisers.carry_results: method, test error (%), ± sd, data), the best forward-gradient
-    pairing's test error minus the best backprop pairing's, in points with the sum of the two sds
-    over runs; "" when that chapter has not run on `data`."""
-    rows = carry[carry["data"] == data] if len(carry) else carry
-    fg = rows[rows["method"].str.startswith("forward gradient, ")] if len(rows) else rows
-    bp = rows[rows["method"].str.startswith("backprop, ")] if len(rows) else rows
-    if fg.empty or bp.empty:
-        return ""
-    f, b = fg.iloc[0], bp.iloc[0]
-    spread = f["± sd"] + b["± sd"]
-    return (f"The optimisers chapter trained the same MLP from scratch on Fashion-MNIST for {iterations:,} iterations, "
-            f"each method with its best optimiser: {pairing_words(f['method'])} ended "
-            f"{f['test error (%)'] - b['test error (%)']:.1f} points of test error behind {pairing_words(b['method'])}"
-            + (f" (the runs' spread: {spread:.1f} points)." if spread == spread else "."))
+        rows.append({"K": int(k), "test error (%)": err.mean(), "± sd": err.std() if len(err) > 1 else math.nan})
+    out = pd.DataFrame(rows, columns=["K", "test error (%)", "± sd"])
+    one = out[out["K"] == 1]
+    if len(one):
+        e1, s1 = one["test error (%)"].iloc[0], one["± sd"].iloc[0]
+        out["lower than K = 1"] = (e1 - out["test error (%)"]) > (s1 + out["± sd"])
+    return out
 
 
 def pairing_words(label):
@@ -1275,14 +986,10 @@ def pairing_words(label):
     return f"{method} with {optimiser}" if optimiser else method
 
 
-REGIME_WORDS = {"from scratch": "training from scratch", "all layers": "fine-tuning every layer",
-                "last layer": "fine-tuning the last layer only", "subspace": "fine-tuning a random subspace"}
-
-
 MIN_RUNS_FOR_SPREAD = 3   # fewer runs per method give a standard deviation too rough to call a change beyond it
 
 
-def _narrowed(gaps, regime, reference="from scratch"):
+def gap_change(gaps, regime, reference="from scratch"):
     """'narrowed', 'widened' or 'about the same', the gap of `regime` against `reference`'s, a change
     counting only beyond the two gaps' spreads together; 'too few runs' where either regime had
     fewer than MIN_RUNS_FOR_SPREAD runs per method (two runs give one degree of freedom per sd)."""
@@ -1295,55 +1002,3 @@ def _narrowed(gaps, regime, reference="from scratch"):
     if not math.isfinite(spread) or abs(change) <= spread:
         return "about the same" if math.isfinite(spread) else "not judged (one run: no spread)"
     return "narrowed" if change < 0 else "widened"
-
-
-def _step_cost(costs, regime, method, reference="backprop"):
-    """A method's step time over backprop's in one regime, from the cost table (None if not timed)."""
-    column = f"S / S_{reference}"
-    if costs is None or column not in costs or "regime" not in costs:
-        return None
-    row = costs[(costs["regime"] == regime) & (costs["name"] == method)]
-    return float(row[column].iloc[0]) if len(row) else None
-
-
-def finetune_findings(gaps, memory, device, iterations, pretrain_accuracy, dim, edge=()):
-    """The fine-tuning chapter's findings, in sentences, from finetune_gaps' table and the memory
-    table (regime, name, total (MiB)): the gap in each regime, whether fine-tuning narrowed it against
-    training from scratch, and what checkpointed backprop held against forward gradients. `edge`: the
-    regimes where forward gradients' best rate sat at the edge of its grid (their gap is provisional)."""
-    g = gaps.set_index("regime")
-    words = {**REGIME_WORDS, "subspace": f"fine-tuning a random {dim}-dimensional subspace"}
-    gaps_said = ", ".join(f"{g.loc[r, 'gap (points)']:.1f} points {words[r]}" for r in g.index)
-    text = (f"On {device} we pre-trained the paper's MLP on MNIST with backprop ({pct(pretrain_accuracy)} test "
-            f"accuracy) and trained it on Fashion-MNIST for {iterations:,} iterations, each method at its own best "
-            f"rate. The gap in test error between forward gradients (normal directions) and backprop was {gaps_said}.")
-    if "from scratch" in g.index:
-        caveat = " (provisional: forward gradients' best rate sat at the edge of its grid)"
-        outcome = {r: _narrowed(gaps, r) for r in g.index if r != "from scratch"}
-        said = {"narrowed": "narrowed the gap", "widened": "widened the gap", "about the same": "left the gap about the same"}
-        runs = int(g["runs"].min()) if "runs" in g and g["runs"].notna().all() else None
-        if set(outcome.values()) == {"too few runs"}:
-            text += (f" With {runs} runs per method, the runs' spread is too rough to tell whether fine-tuning "
-                     "narrowed the gap against training from scratch.")
-            outcome = {}
-        elif len(set(outcome.values())) == 1 and len(outcome) > 1 and not edge:
-            how = said.get(next(iter(outcome.values())), "cannot be judged (one run: no spread)")
-            spread = "within" if how.startswith("left") else "beyond"
-            every = {2: "both", 3: "all three"}.get(len(outcome), f"all {len(outcome)}")
-            text += f" Against training from scratch, {every} fine-tuning regimes {how}, {spread} the runs' spread."
-        elif outcome:
-            said["too few runs"] = f"cannot be judged ({runs} runs per method: too few for a spread)"
-            judged = [f"{words[r]} {said.get(o, 'cannot be judged (one run: no spread)')}{caveat if r in edge else ''}"
-                      for r, o in outcome.items()]
-            text += " Against training from scratch, " + "; ".join(judged) + "."
-    best = g["its gap (points)"].idxmin()
-    cost = _step_cost(memory, best, g.loc[best, "best variant"])
-    text += (f" The forward-gradient variant closest to backprop was {variant_words(g.loc[best, 'best variant'])}, "
-             f"{words[best]} ({g.loc[best, 'its gap (points)']:.1f} points behind"
-             + (f", with a step costing {cost:.2g} backprop steps" if cost is not None else "") + ").")
-    m = memory[memory["regime"] == "all layers"].set_index("name")["total (MiB)"] if "regime" in memory else None
-    if m is not None and {"backprop, checkpointed", "FG, normal"} <= set(m.index):
-        text += (f" Fine-tuning every layer, a checkpointed backprop step held {m['backprop, checkpointed']:.1f} MiB "
-                 f"in all, weights included, against {m['FG, normal']:.1f} MiB for forward gradients and "
-                 f"{m['backprop']:.1f} MiB for plain backprop.")
-    return text

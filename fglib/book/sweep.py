@@ -26,7 +26,7 @@ from .. import checks
 from ..to_target import crossing, eval_schedule, mean_ci
 from ..registry import LABELS
 from .experiments import run_training
-from .report import listed, rate_text
+from .report import rate_text
 from .tables import significant
 
 DIVERGED, SKIPPED, RAN = "diverged", "skipped: above a divergent rate", "ran"
@@ -176,6 +176,12 @@ def on_edge(finals, method, lr):
     return len(ran) > 0 and (lr == ran[0] or (lr == ran[-1] and not diverged))
 
 
+def _floor_text(bound):
+    """A lower bound rounded down, so that the rounded figure still holds: 67 for 67.04, 26 for
+    26.8, 2.6 for 2.67."""
+    return f"{math.floor(bound):,}" if bound >= 10 else significant(math.floor(bound * 10) / 10, 2)
+
+
 def compare_at_best(curves, finals, targets, step_fg, step_bp, iterations,
                     fg="forward gradient", bp="backprop"):
     """One row per target: each method's best rate, its mean iterations to the target, the
@@ -257,69 +263,6 @@ def _runs(reach, target, method, lr):
         return []
     d = reach[(reach["target"] == target) & (reach["method"] == method) & (reach["lr"] == lr)]
     return d.sort_values("run")["iterations"].tolist()
-
-
-def _floor_text(bound):
-    """A lower bound rounded down, so that the rounded figure still holds: 67 for 67.04, 26 for
-    26.8, 2.6 for 2.67."""
-    return f"{math.floor(bound):,}" if bound >= 10 else significant(math.floor(bound * 10) / 10, 2)
-
-
-def describe(rows, iterations):
-    """A compare_at_best table (as records) in words: T_f/T_b = (I_f/I_b) x (S_f/S_b) to each
-    target both methods reached (I_f/I_b with its 95% half-width); where forward gradients reached
-    a target in no run of `iterations`, the lower bound the run length puts on I_f/I_b; the
-    targets backprop never reached."""
-    reached = [r for r in rows if math.isfinite(r["T_f/T_b"])]
-    missed = [r for r in rows if r["note"].startswith("forward gradients did not reach")]
-    bp_missed = [r["target"] for r in rows if r["note"].startswith("backprop never")]
-    parts = []
-    if reached:
-        ci = lambda r: f" ± {significant(r['±95%'], 2)}" if math.isfinite(r["±95%"]) else ""
-        each = ", each" if len(reached) > 1 else ""
-        parts.append(f"T_f/T_b = {listed(significant(r['T_f/T_b']) + ' to ' + r['target'] for r in reached)} "
-                     f"(I_f/I_b {listed(significant(r['I_f/I_b']) + ci(r) for r in reached)}{each} "
-                     f"× S_f/S_b {significant(reached[0]['S_f/S_b'])})")
-    if missed:
-        which = (f"none of the {len(rows)} targets" if len(missed) == len(rows) > 1
-                 else listed(r["target"] for r in missed))
-        verb = "reached" if which.startswith("none") else "did not reach"
-        bounds = listed(f"> {_floor_text(iterations / r['I_b'])}" + (f" ({r['target']})" if len(missed) > 1 else "")
-                        for r in missed)
-        parts.append(f"forward gradients {verb} {which} in {iterations:,} iterations, so I_f/I_b {bounds}")
-    if bp_missed:
-        parts.append(f"backprop did not reach {listed(bp_missed)}")
-    return "; ".join(parts)
-
-
-def summarise(rows, iterations):
-    """A compare_at_best table (as records) in one clause: how many targets each method reached
-    first and by how much (the range of T_f/T_b), and which ones forward gradients never reached
-    within the run. describe gives the clause per target."""
-    finite = [r["T_f/T_b"] for r in rows if math.isfinite(r["T_f/T_b"])]
-    missed = [r["target"] for r in rows if r["note"].startswith("forward gradients did not reach")]
-    bp_missed = [r["target"] for r in rows if r["note"].startswith("backprop never")]
-    def of(n):
-        if n < len(rows):
-            return f"{n} of the {len(rows)} targets"
-        return {1: "the target", 2: "both targets"}.get(n, f"all {n} targets")
-    span = lambda v: significant(v[0]) if len(v) == 1 else f"{significant(min(v))} to {significant(max(v))}"
-    parts = []
-    if finite and all(t > 1 for t in finite):
-        parts.append(f"backprop reached {of(len(finite))} {span(finite)} times sooner (T_f/T_b)")
-    elif finite and all(t < 1 for t in finite):
-        parts.append(f"forward gradients reached {of(len(finite))} {span([1 / t for t in finite])} times sooner")
-    elif finite:
-        parts.append(f"T_f/T_b ranged from {significant(min(finite))} to {significant(max(finite))} over "
-                     f"{of(len(finite))}")
-    if missed:
-        which = "none of the targets" if len(missed) == len(rows) else listed(missed)
-        verb = "reached" if len(missed) == len(rows) else "did not reach"
-        reached_by_bp = " (backprop reached every one)" if len(missed) == len(rows) and not bp_missed else ""
-        parts.append(f"forward gradients {verb} {which} in {iterations:,} iterations{reached_by_bp}")
-    if bp_missed:
-        parts.append(f"backprop did not reach {listed(bp_missed)}")
-    return ", and ".join(parts) if len(parts) == 2 else "; ".join(parts)
 
 
 def save_sweep(folder, model_name, curves, finals, device="cpu"):

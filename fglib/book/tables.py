@@ -32,11 +32,13 @@ def mean_sd(values, digits=3, empty="never within the run"):
 def significant(x, digits=3):
     """A number to `digits` significant figures, written plainly (12.3, 0.0456, 1,230,
     2,170,000); an exponent only outside 1e-4 to 1e9, written without padding (1.19e-7,
-    2.50e12); '–' for a missing value."""
+    2.50e12); '–' for a missing value, '∞' for an infinite one (a target never reached)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return NOT_MEASURED
     if isinstance(x, str):
         return x
+    if math.isinf(x):
+        return "∞" if x > 0 else "−∞"
     if x == 0:
         return "0"
     rounded = float(f"{x:.{digits}g}")

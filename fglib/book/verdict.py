@@ -1,7 +1,8 @@
 """The six claims of the paper, judged from the results the chapters saved (results/*.json).
 
-Each row: the claim, the paper's number, ours (with the device), the spread over runs,
-a one-word verdict (holds / partly / does not hold, or 'not run yet'), and the chapter.
+Each row: the claim, the paper's number, a one-word verdict (holds / partly / does not hold, or
+'not run yet'), the numbers the verdict rests on, and the chapter. The words are the verdict
+chapter's, written in its markdown.
 """
 import math
 
@@ -9,11 +10,10 @@ import pandas as pd
 
 from ..methods import PAPER_DECAY
 from .paper import DEPTH_BANDS, IN_WORDS, MEMORY, RESULTS
-from .report import listed
-
-from .grading import (NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades, depth_costs,
-                      depth_sentence, experiment_numbers, function_numbers, grade_depth, grade_memory, grade_unbiased, speed_grade, unbiased_numbers, whole_device,
-                      step_times, BP, FG, MODEL_WORDS)
+# NOT_ON_CPU is re-exported: the verdict words live in grading
+from .grading import (BP, FG, MODEL_WORDS, NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades,
+                      depth_costs, depth_numbers, experiment_numbers, function_numbers, grade_depth, grade_memory,
+                      grade_unbiased, speed_grade, step_times, unbiased_numbers, whole_device)
 
 
 def mnist_results(results):
@@ -92,152 +92,111 @@ UNTESTED_GPU = "untested on GPU"
 DEVICE_FREE = "n/a (device-independent)"
 
 
-def _row(paper, ours="", evidence="", verdict=NOT_RUN, rule="", short="no results yet"):
-    """A claim's row; `short` is the one plain sentence the introduction shows."""
-    return {"paper": paper, "ours": ours, "evidence": evidence, "verdict": verdict, "rule": rule, "short": short}
+def _row(paper, verdict=NOT_RUN, **numbers):
+    """A claim's row: the paper's number (a table cell), our grade and the numbers it rests on."""
+    return {"paper": paper, "verdict": verdict, "numbers": numbers}
 
 
 def claim_unbiased(r):
+    """Claim 1 from the unbiasedness chapter's Monte Carlo: the largest |z| of the mean, the
+    second moment's largest deviation from (n+2)||grad||^2 in standard errors, and the slopes of
+    the error of the mean against K (theory -0.5)."""
     u = r.get("unbiasedness")
     paper = "Theorem 1: proof"
     if not u or "max_abs_z" not in u:   # settings saved, raw tables not (yet)
         return _row(paper)
-    low, high = (f"{x:.3f}" for x in (min(u["slopes"].values()), max(u["slopes"].values())))
-    slopes = f"slope {low}" if low == high else f"slopes {low} to {high}"
-    ours = (f"largest z-score of the mean {u['max_abs_z']:.2f} over {u['z_samples']:,} samples; "
-            f"E‖g‖² = (n+2)‖∇f‖² within {u['max_second_moment_deviation_se']:.1f} SE up to n = {u['max_dim']:,}; "
-            f"error of the mean falls with K at {slopes} (theory −0.5)")
     grade = grade_unbiased(u["max_abs_z"], u["max_second_moment_deviation_se"])
-    short = (f"the mean of {u['z_samples']:,} forward gradients sat within {u['max_abs_z']:.1f} standard errors of "
-             f"the true gradient in every test, and the variance grew with the dimension as the theory says"
-             if grade == "holds" else
-             f"the mean of {u['z_samples']:,} forward gradients sat up to {u['max_abs_z']:.1f} standard errors from the "
-             f"true gradient, and the second moment up to {u['max_second_moment_deviation_se']:.1f} from its formula "
-             f"(the rule allows {UNBIASED_Z} for each)")
-    return _row(paper, ours, f"{u['device']}; Monte Carlo with fixed seeds", grade,
-                f"holds if every |z| < {UNBIASED_Z} and the second moment is within {UNBIASED_Z} SE", short)
+    return _row(paper, grade, max_abs_z=u["max_abs_z"], samples=u["z_samples"],
+                moment_se=u["max_second_moment_deviation_se"], max_dim=u["max_dim"], bar=UNBIASED_Z,
+                slope_low=min(u["slopes"].values()), slope_high=max(u["slopes"].values()), device=u["device"])
 
 
 def claim_test_functions(r):
+    """Claim 2 from the test functions' curves: per function, forward gradient's iterations to the
+    loss level over backprop's (NaN where one never reached it; graded alike within ALIKE), the
+    runs that diverged, and backprop's time per iteration over forward gradient's (not graded)."""
     t = r.get("test_functions")
     paper = "alike per iteration in expectation (the paper's FG was also slightly faster in time)"
     if not t or "reach" not in t:   # settings saved, raw curves not (yet)
         return _row(paper)
-    parts, similar, timing, said = [], [], [], []
-    speed = t["backprop_over_fg_time_per_iteration"]
+    ratios, similar = {}, []
     for key, reach in t["reach"].items():
-        level, name = f"{t['levels'][key]:g}", key.capitalize()   # Beale, as the paper names it
-        key_speed = speed.get(key, math.nan)
         fg, bp = reach.get(FG, math.nan), reach.get(BP, math.nan)
-        timing.append(f"{name} {key_speed:.2f}")
-        if not math.isfinite(bp):   # backprop never got there: the run cannot tell
-            parts.append(f"{name}: backprop did not reach loss {level} within the run")
-            said.append(f"on {name} backprop did not reach loss {level} within the run")
-        elif not math.isfinite(fg):
-            similar.append(False)
-            parts.append(f"{name}: forward gradient did not reach loss {level} within the run")
-            said.append(f"on {name} forward gradient did not reach loss {level} within the run")
-        else:
-            similar.append(alike(fg / bp))
-            parts.append(f"{name}: FG/BP iterations to loss {level} = {fg / bp:.2f}")
-            said.append(f"{name} {fg / bp:.2f}")
-    for key, counts in t.get("diverged", {}).items():   # a diverged run is left out of the reach: say so
-        for method, n in counts.items():
-            if n:
-                parts.append(f"{key.capitalize()}: {n} of the {t['runs']} {method} runs diverged at the paper's rate "
-                             "and are left out of the mean")
-    evidence = (f"{t['device']}; {t['runs']} runs per method. BP/FG time per iteration, not graded (on a "
-                f"two-parameter function it measures this device's Python overhead): {', '.join(timing)}")
+        ratios[key] = fg / bp if math.isfinite(fg) and math.isfinite(bp) else math.nan
+        if math.isfinite(bp):   # backprop never got there: the run cannot tell
+            similar.append(alike(ratios[key]))
     grade = _grade(similar) if similar else NOT_JUDGED
-    short = ("forward gradient needed about as many iterations as gradient descent to reach the same loss "
-             f"(FG/BP: {', '.join(said)})" if grade == "holds" else
-             f"FG/BP iterations to each function's loss level: {'; '.join(said)}")
-    return _row(paper, "; ".join(parts), evidence, grade,
-                "graded per iteration only: FG/BP iterations to the loss level within 0.67–1.5 on each function", short)
+    return _row(paper, grade, ratios=ratios, levels=dict(t["levels"]), runs=t["runs"],
+                diverged={k: dict(v) for k, v in t.get("diverged", {}).items()},
+                bp_over_fg_time=dict(t["backprop_over_fg_time_per_iteration"]), device=t["device"])
 
 
 def claim_runtime(r, cpu=True):
+    """Claim 3 from each model's step times: S_f/S_b per model (the MLP's two rates share one set
+    of step times) with its sd between processes; holds if below 1 in every experiment."""
     rows = {k: v for k, v in mnist_results(r).items() if math.isfinite(v.get("ratio", math.nan))}
     paper = "R_f/R_b: logreg 0.555, MLP 0.592, CNN 0.649"
     if not rows:
         return _row(paper)
-    models, by_model = {}, {}   # the MLP's two rates share one set of step times: one entry per model
+    models = {}
     for k, v in rows.items():
         models.setdefault(k.split(",")[0], v)
-        by_model.setdefault(k.split(",")[0], []).append(v["ratio"])
-    ours = "; ".join(f"{model}: {v['ratio']:.2f} ± {v['ratio_sd']:.2f}"
-                     + (f" (forward_ad {v['ratio_forward_ad']:.2f})" if "ratio_forward_ad" in v else "")
-                     for model, v in models.items())
-    device = next(iter(rows.values()))["device"]
-    engine = next(iter(rows.values())).get("engine", "forward_ad")
-    grade = _grade(v["runtime_verdict"] == "holds" for v in rows.values())
-    grade = speed_grade(grade, cpu)
-    processes = sorted({v.get("processes", 0) for v in models.values()})
-    timed = (f"{processes[0]} separate timing processes per model, ± the sd between them" if len(processes) == 1
-             else "separate timing processes per model, ± the sd between them")
-    spans = [f"{min(r):.2g}" + (f"–{max(r):.2g}" if f"{max(r):.2g}" != f"{min(r):.2g}" else "") + f" ({m})"
-             for m, r in by_model.items()]
-    short = f"a forward-gradient step cost {listed(spans)} times a backprop step on {device}, against 0.56–0.65 in the paper, on a GPU"
-    return _row(paper, ours, f"{device}; engine {engine}; {timed}", grade,
-                "holds if R_f/R_b < 1 in every experiment (median over interleaved repeats)", short)
+    grade = speed_grade(_grade(v["runtime_verdict"] == "holds" for v in rows.values()), cpu)
+    first = next(iter(rows.values()))
+    return _row(paper, grade, ratio={m: v["ratio"] for m, v in models.items()},
+                sd={m: v["ratio_sd"] for m, v in models.items()},
+                processes=min(v.get("processes", 0) for v in models.values()),
+                device=first["device"], engine=first.get("engine", "forward_ad"))
 
 
 def claim_time_to_loss(r, cpu=True):
+    """Claim 4 over the MNIST experiments: the grades combined (claim4_table has each one's)."""
     rows = mnist_results(r)
     paper = "T_f/T_b: logreg 0.553, MLP 0.211 (rate 2e-4), CNN 0.514"
     if not rows:
         return _row(paper)
-    parts, short = [], []
-    for k, v in rows.items():
-        factors = (f" (I_f/I_b {v['I_ratio']:#.2g} × S_f/S_b {v['S_ratio']:#.2g})" if math.isfinite(v["T_ratio"]) else "")
-        why = v["time_verdict_why"]
-        length = (" Backprop's lowest mean loss is the run's last evaluation, so T_f/T_b holds for this run length; "
-                  "its chapter shows it against run length." if v.get("bp_lowest_at_end") else "")
-        parts.append(f"{k}: {v['time_verdict']}{factors}. {why[:1].upper()}{why[1:]}.{length}".replace("..", "."))
-        short.append(f"{k}: {v['time_verdict']}"
-                     + (f" (T_f/T_b {v['T_ratio']:.2g})" if math.isfinite(v["T_ratio"]) else
-                        f" ({v['time_verdict_why'].split(';')[0]})" if v["time_verdict"] == NOT_JUDGED else ""))
-    device = next(iter(rows.values()))["device"]
-    runs = "; ".join(f"{k}: {v['runs']} × {v['iterations']:,}" for k, v in rows.items())
-    return _row(paper, "\n".join(parts), f"{device}; pairs × iterations {runs}",   # one line per experiment
-                combine_grades(v["time_verdict"] for v in rows.values()),
-                "per experiment, the paper's measure on the mean curves (the iteration a curve reaches a loss "
-                "interpolated between the two evaluations around it): not judged until every planned pair has "
-                "run, backprop has learned (test accuracy above chance) and its mean validation loss has levelled "
-                "off (< 1% fall over the last fifth) or the decay has frozen it (the rest of the schedule would "
-                "lower it by < 1%), or when the 95% interval of T_f/T_b contains 1; on a CPU, a ratio that fails only by the "
-                "device's factor (I_f/I_b ≤ 1 but S_f/S_b > 1) reads 'not reproduced on this CPU', as claims 3 and 5 do", "; ".join(short))
+    return _row(paper, combine_grades(v["time_verdict"] for v in rows.values()),
+                device=next(iter(rows.values()))["device"])
+
+
+def claim4_table(results):
+    """Claim 4 per MNIST experiment, as a table: the grade, T_f/T_b with its 95% interval (an
+    open upper end is inf: in some resamples forward gradients never reached the loss), its two
+    factors, the pairs of runs and their length, and whether backprop's lowest mean loss is the
+    run's last evaluation (then the ratio holds for this run length)."""
+    rows = []
+    for label, v in mnist_results(results).items():
+        rows.append({"experiment": label, "verdict": v["time_verdict"], "T_f/T_b": v["T_ratio"],
+                     "95% low": v.get("T_low", math.nan), "95% high": v.get("T_high", math.nan),
+                     "I_f/I_b": v["I_ratio"], "S_f/S_b": v["S_ratio"], "pairs": v["pairs"],
+                     "iterations": v["iterations"], "decay spent": v.get("decay_spent", math.nan),
+                     "lowest at the end": "yes" if v.get("bp_lowest_at_end") else "no"})
+    return pd.DataFrame(rows, columns=["experiment", "verdict", "T_f/T_b", "95% low", "95% high", "I_f/I_b", "S_f/S_b", "pairs",
+                                       "iterations", "decay spent", "lowest at the end"])
 
 
 def claim_depth(r, cpu=True):
+    """Claim 5 from the depth sweep: depth_numbers; holds if R_f/R_b < 1 at every depth."""
     s = r.get("scaling")
     paper = "R_f/R_b < 0.6 to 10 layers, ≈0.8 at 100"
     if not s or "table" not in s:
         return _row(paper)
-    table = s["table"]
-    deepest = table.iloc[-1]
-    flushed = s.get("flushed")
-    deep = int(deepest["depth"])
-    flushed_there = (f" ({flushed.set_index('depth')['R_f/R_b'][deep]:.2f} with subnormals flushed to zero, one thread)"
-                     if flushed is not None and len(flushed) and deep in set(flushed["depth"]) else "")
-    ours = (f"R_f/R_b {table['R_f/R_b'].min():.2f} to {table['R_f/R_b'].max():.2f}; {deepest['R_f/R_b']:.2f} at depth "
-            f"{deep}{flushed_there}; sd between runs up to {table['sd between runs'].max():.2f}")
-    grade = grade_depth(table)
-    grade = speed_grade(grade, cpu)
-    return _row(paper, ours, f"{s['device']}; engine fglib; {s['runs']} runs per depth (fresh weights and batch)",
-                grade, "holds if R_f/R_b < 1 at every depth", depth_sentence(table, s["device"], s.get("subnormal"), s.get("flushed")))
+    grade = speed_grade(grade_depth(s["table"]), cpu)
+    numbers = depth_numbers(s["table"], s.get("subnormal") if str(s["device"]).startswith("CPU") else None,
+                            s.get("flushed"))
+    return _row(paper, grade, runs=s["runs"], device=s["device"], **numbers)
 
 
 def claim_memory(r, cpu=True):
+    """Claim 6 over every network the paper ran, at batch 64, in the paper's sense: forward
+    gradient's step memory over backprop's, lowest and highest, and the networks."""
     paper = "< 0.1% difference (batch 64)"
     if "memory" not in r:
         return _row(paper)
-    table = r["memory"]   # every network the paper ran, at batch 64, in the paper's sense
-    word, sentence = grade_memory(table)
-    return _row(paper, sentence, f"{table['device'].iloc[0]}; everything alive at the step's peak, weights "
-                "included, as the allocator counts it (a buffer freed during the step stops counting then)", word,
-                "holds if the two differ by < 0.1% (the paper's figure) on every network, partly if on some",
-                sentence)
+    table = r["memory"]
+    ratio = grading_memory_ratio(table)
+    return _row(paper, grade_memory(table), low=float(ratio.min()), high=float(ratio.max()),
+                low_at=ratio.idxmin(), high_at=ratio.idxmax(), networks=len(ratio), device=table["device"].iloc[0])
 
 
 CLAIMS = [
@@ -267,16 +226,15 @@ def claims_table(results, gpu_results=None):
 
 
 def to_markdown(table):
-    """The verdicts at a glance, as MyST Markdown: one short row per claim, linking to its chapter.
-    What each verdict rests on is listed under it by `evidence_markdown`."""
-    cols = ["#", "claim", "paper", "verdict", "GPU"]
-    names = {"verdict": "verdict (CPU)", "GPU": "verdict (GPU)"}
-    lines = ["| " + " | ".join(names.get(c, c) for c in cols) + " |", "|" + " --- |" * len(cols)]
+    """The verdicts at a glance, as MyST Markdown: one short row per claim, linking to its chapter,
+    the verdict on this CPU and on a GPU beside the claim (so that both stay in view on a phone),
+    then the paper's number."""
+    lines = ["| # | claim | CPU | GPU | paper |", "| --- | --- | --- | --- | --- |"]
     for _, row in table.iterrows():
-        cells = [str(row[c]).replace("|", "/") for c in cols]
-        cells[1] = f"[{cells[1]}]({row['chapter']}.ipynb)"
-        cells[3] = f"**{cells[3]}**"
-        lines.append("| " + " | ".join(cells) + " |")
+        gpu = "–" if row["GPU"] == DEVICE_FREE else row["GPU"].replace(UNTESTED_GPU, "not run")
+        cells = [str(row["#"]), f"[{row['claim']}]({row['chapter']}.ipynb)", f"**{row['verdict']}**", gpu,
+                 str(row["paper"])]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -310,7 +268,7 @@ def headline_numbers(results):
     for label, v in rows.items():
         models.setdefault(label.split(",")[0], v)
     if models:
-        ours[3] = "; ".join(f"{SHORT_LABELS.get(m, m)} {v['ratio']:.2g}" for m, v in models.items()
+        ours[3] = "; ".join(f"{SHORT_LABELS.get(m, m)} {v['ratio']:.2f}" for m, v in models.items()
                             if math.isfinite(v.get("ratio", math.nan)))
         paper[3] = "; ".join(f"{name} {RESULTS[key]['R_f/R_b']:.2g}" for name, key in PAPER_KEYS.items()
                              if name != "MLP 2e-4").replace("MLP 2e-5", "MLP")
@@ -358,23 +316,6 @@ def headline_html(results, table):
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def evidence_markdown(table):
-    """Per claim, as a numbered list: what we measured (a nested list when it has one line per
-    experiment), the evidence behind it (device, engine, runs, iterations) and the rule that
-    produced the grade."""
-    end = lambda text: str(text).rstrip(".") + "."
-    items = []
-    for _, row in table.iterrows():
-        lines = str(row["ours"]).split("\n")
-        ours = (end(lines[0]) + " " if len(lines) == 1 else
-                "\n" + "\n".join(f"   - {end(line)}" for line in lines) + "\n\n   ")
-        text = f"{row['#']}. **{row['claim']}** ({row['verdict']}). Ours: {ours}Evidence: {end(row['evidence'])}"
-        if row["rule"]:
-            text += f" Rule: {end(row['rule'])}"
-        items.append(text)
-    return "\n".join(items)
-
-
 def best_normal_ratio(results):
     """The lowest forward-gradient / backprop step ratio the implementations chapter measured with
     normal directions (any engine, eager or compiled), as text, or None before it has run."""
@@ -420,5 +361,5 @@ def _why_no_value(value, numbers):
     if value is not None and math.isinf(value):
         return "forward gradients never reached it"
     if numbers.get("time_verdict") == NOT_JUDGED:
-        return f"not judged yet: {numbers.get('time_verdict_why', '')}".rstrip(": ")
+        return f"not judged yet ({numbers.get('time_verdict_reason', '')})".replace(" ()", "")
     return "not measured"

@@ -76,13 +76,25 @@ def glued_in(notebook):
 
 
 def _literal(text):
-    """A glued value from its stored text (repr): numbers, strings, lists; nan and inf too."""
+    """A glued value from its stored text (repr): numbers, strings, lists, dicts; nan and inf too,
+    alone or inside a container. Nothing else is evaluated: any other name leaves the text as it is."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
-        if text in ("nan", "inf", "-inf"):
-            return float(text)
+        pass
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
         return text
+    special = {"nan": float("nan"), "inf": float("inf")}
+    names = [node.id for node in ast.walk(tree) if isinstance(node, ast.Name)]
+    if not names or not set(names) <= set(special):
+        return text
+
+    class Literal(ast.NodeTransformer):   # each nan / inf as a constant, so that literal_eval takes it
+        def visit_Name(self, node):
+            return ast.copy_location(ast.Constant(special[node.id]), node)
+    return ast.literal_eval(ast.fix_missing_locations(Literal().visit(tree)))
 
 
 def check_cells(notebook):
@@ -116,21 +128,36 @@ def run_checks(notebook):
     return ran
 
 
-def sentences(markdown):
+def sentences(markdown, titles=None):
     """The sentences of a page's written text, roughly as a reader meets them: code blocks, tables
     and headings left out, maths and a glued number counted as one word each, a role such as
-    {doc}`page` as its text."""
+    {doc}`page` as its text (a bare {doc}`page` as that page's title, from `titles`, as the book
+    renders it)."""
     import re
+    titles = titles or {}
     text = re.sub(r"```.*?```", " ", markdown, flags=re.S)
     text = re.sub(r"\$\$.*?\$\$", " X ", text, flags=re.S)
     text = re.sub(r"\{glue(?::\w+)?\}`[^`]*`", "N", text)
-    text = re.sub(r"\{\w+\}`([^`<]*)[^`]*`", r"\1", text)
+    text = re.sub(r"\{doc\}`([^`<]*)`", lambda m: titles.get(m.group(1).strip(), m.group(1)), text)
+    text = re.sub(r"\{\w+(?::\w+)?\}`([^`<]*)[^`]*`", r"\1", text)
     text = re.sub(r"\$[^$]*\$", "X", text)
     text = re.sub(r"^(#|\||:::).*$", "", text, flags=re.M)
     for short, plain in (("e.g.", "eg"), ("i.e.", "ie"), ("et al.", "et al")):
         text = text.replace(short, plain)
-    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z*(`])|\n\s*\n|\n- ", text)
+    parts = re.split(r"(?<=[.!?])\s+(?=[A-Z*(`{])|\n\s*\n|\n- ", text)
     return [" ".join(p.split()) for p in parts if p.strip()]
+
+
+def page_titles(folder):
+    """{page name: its title} for the book's pages in `folder`: a notebook's or Markdown file's
+    first heading, as {doc}`page` renders it."""
+    import re
+    out = {}
+    for page in sorted(pathlib.Path(folder).glob("*.ipynb")) + sorted(pathlib.Path(folder).glob("*.md")):
+        found = re.search(r"^# (.+)$", written_text(page), flags=re.M)
+        if found:
+            out[page.stem] = found.group(1).strip()
+    return out
 
 
 def written_text(page):
@@ -142,5 +169,7 @@ def written_text(page):
 
 
 def long_sentences(page, limit=40):
-    """The sentences of a page's written text longer than `limit` words."""
-    return [s for s in sentences(written_text(page)) if len(s.split()) > limit]
+    """The sentences of a page's written text longer than `limit` words, other pages' titles
+    counted as the book renders a bare {doc}`page`."""
+    page = pathlib.Path(page)
+    return [s for s in sentences(written_text(page), page_titles(page.parent)) if len(s.split()) > limit]
