@@ -404,6 +404,26 @@ def test_the_verdicts_depth_row_carries_the_deepest_point_flushed_beside_its_swe
     assert math.isnan(bare["flushed_last"])
 
 
+def test_a_subnormal_deepest_point_is_graded_at_its_flushed_timing():
+    """The reader's point: R_f/R_b below 1 only at a depth whose activations are subnormal on this
+    CPU times the processor, not the methods; graded at its flushed timing (2.1) claim 5 is not
+    reproduced on this CPU. The controls: without the subnormal row, or without a flushed timing
+    there, the measured 0.30 counts and the grade is partly."""
+    from fglib.book import verdict
+    table = grading.depth_costs(depth_rounds({1: 2.4, 64: 2.2, 100: 0.3}))
+    flushed = grading.depth_costs(depth_rounds({64: 2.3, 100: 2.1}))
+    subnormal = pd.DataFrame([{"depth": 100, "largest |activation|, last hidden layer": 3.7e-39,
+                               "smallest normal float32": 1.2e-38, "forward (ms), subnormals kept": 760.0,
+                               "forward (ms), subnormals flushed": 120.0}])
+    scaling = {"table": table, "device": "CPU (test)", "runs": 5, "flushed": flushed, "subnormal": subnormal}
+    row = verdict.claim_depth({"scaling": scaling})
+    assert row["verdict"] == grading.NOT_ON_CPU and row["numbers"]["graded_flushed"]
+    assert verdict.claim_depth({"scaling": {**scaling, "subnormal": None}})["verdict"] == "partly"
+    assert verdict.claim_depth({"scaling": {**scaling, "flushed": flushed[flushed["depth"] == 64]}})["verdict"] == "partly"
+    on_gpu = verdict.claim_depth({"scaling": {**scaling, "device": "NVIDIA H200"}}, cpu=False)
+    assert on_gpu["verdict"] == "partly"   # a GPU computes subnormals at full speed: its timing stands
+
+
 def test_a_pairing_reads_as_method_with_optimiser():
     assert grading.pairing_words("forward gradient, Adam") == "forward gradients with Adam"
     assert grading.pairing_words("backprop, momentum 0.9") == "backprop with momentum 0.9"

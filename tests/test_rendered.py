@@ -20,6 +20,7 @@ WARNING_NAME = re.compile(r"\b[A-Z][A-Za-z]*Warning\b")
 NAN = re.compile(r"\bnan\b", re.I)
 ZERO_SPREAD = re.compile(r"±\s*0\.0+(?![0-9]*[1-9])")   # "± 0.00": a spread that rounded away
 DECIMAL = re.compile(r"(?<![\w.,])\d+\.\d+(?![\w.])")
+MAX_TABLE_COLUMNS = 7   # fglib.book.tables.MAX_COLUMNS: wider tables are folded away
 VERDICT_WORDS = ("What we found", "holds", "does not hold", "not judged", "partly")
 # Results pages open with their findings before any code toggle.
 FINDINGS_FIRST = {"intro", "cnn", "logreg", "mlp", "mlp_long", "verdict", "scaling", "test_functions", "unbiasedness", "distributed", "lr_sweep", "variance",
@@ -97,6 +98,11 @@ def problems(name, page):
         found.append("no findings before the first code cell")
     if name in SETTINGS_SHOWN and not any(td.get_text().strip() == "torch" for td in page.select("td")):
         found.append("no settings table (a display() around show(fglib.book.environment(...)) not last in its cell?)")
+    for table in page.select("table"):
+        columns = len(table.select("thead th")) or len(table.select("tr")[0].select("th, td")) if table.select("tr") else 0
+        if columns > MAX_TABLE_COLUMNS and table.find_parent("details") is None:
+            found.append(f"a table of {columns} columns on show (at most {MAX_TABLE_COLUMNS} fit a phone): "
+                         f"{table.get_text(' ')[:60]!r}")
     for para in page.select("p"):
         if UNRENDERED_TABLE.match(para.get_text()):
             found.append(f"a Markdown table that did not render: {para.get_text()[:60]!r}")
@@ -141,17 +147,20 @@ def test_the_checks_catch_what_they_look_for():
         '<p>| a | b ||x|| |\n|:--|--:|\n| 1 | 2 |</p>'
         '<p>I = <span class="pasted-text">nan</span> times</p>'
         '<p><strong>so <span class="pasted-text">it holds</span></strong>, ratio 0.69 ± 0.00 or 2.302585</p>'
-        '<table><tr><td>None</td></tr></table><p>as Flügel et al. [Flügel et al., 2025] do</p>',
+        '<table><tr><td>None</td></tr></table><p>as Flügel et al. [Flügel et al., 2025] do</p>'
+        '<table><thead><tr>' + '<th>c</th>' * 8 + '</tr></thead></table>',
         "html.parser")
     found = " ".join(problems("verdict", bad))
     for what in ("raw value", "stderr", "NaN in an output", "NaN glued", "glue", "warning", "code on show",
                  "did not render", "glued sentence in bold", "spread shown as zero", "cell reading None",
                  "more than 4 significant figures in prose: 2.302585", "no findings before the first code cell",
-                 "no settings table", "an author named twice"):
+                 "no settings table", "an author named twice", "a table of 8 columns on show"):
         assert what in found, what
     good = BeautifulSoup('<article><p>What we found: it holds, 0.69 ± 0.02, 2.303, as Flügel et al. [2025] do.</p>'
                          '<div class="cell tag_hide-input"></div>'
-                         '<table><tr><td>torch</td><td>2.11.0</td></tr></table></article>', "html.parser")
+                         '<table><tr><td>torch</td><td>2.11.0</td></tr></table>'
+                         '<details><table><thead><tr>' + '<th>c</th>' * 8 + '</tr></thead></table></details></article>',
+                         "html.parser")
     assert problems("verdict", good) == []      # the control: the same page done right
 
 

@@ -3,7 +3,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from matplotlib.ticker import FuncFormatter
 
-from .style import plain
+from .style import WIDTH, plain
 
 PALETTE = {"forward gradient": "tab:blue", "backprop": "tab:orange"}
 SPREAD = ("pi", 100)  # shade the full range over runs
@@ -61,7 +61,6 @@ def _diverged_runs(curves):
 def comparison_figure(curves, title=None, smooth=50):
     """The paper's four panels in a 2 x 2 grid: training loss (top) and validation loss
     (bottom), against iterations (left) and training time (right); one legend, outside."""
-    from .style import WIDTH
     fig, axes = plt.subplots(2, 2, figsize=(WIDTH, 5.6), layout="constrained")
     loss_plot(curves, "iteration", "train", axes[0, 0], smooth)
     loss_plot(curves, "time", "train", axes[0, 1], smooth)
@@ -154,7 +153,7 @@ def schedule_figure(runs, decay, method="backprop"):
     settled, or the schedule ran out."""
     import numpy as np
     from .style import grid
-    fig, axes = grid(2, columns=2, height=2.8)
+    fig, axes = grid(2, columns=1, height=2.4)   # one above the other: side by side, their ticks collide
     for ax, (column, split) in zip(axes, (("loss", "validation"), ("accuracy", "test"))):
         rows = runs[(runs["split"] == split) & (runs["method"] == method)]
         for _, run in rows.groupby("seed"):
@@ -211,7 +210,7 @@ def ratio_bars(rows, ax=None, colours=("black", "tab:green")):
         shown = np.isfinite(part["value"].to_numpy())
         ax.barh(y[shown], part["value"].to_numpy()[shown], height=height, color=colour, label=source)
         for y_missing, note in zip(y[~shown], part["note"].to_numpy()[~shown]):
-            ax.text(0.01, y_missing, note, transform=at_left, va="center", fontsize=8, color=colour,
+            ax.text(0.01, y_missing, note, transform=at_left, va="center", fontsize=9, color=colour,
                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
     ax.set_yticks(range(len(experiments)), experiments)
     ax.set_ylim(len(experiments) - 0.5, -0.5)
@@ -220,7 +219,7 @@ def ratio_bars(rows, ax=None, colours=("black", "tab:green")):
     return ax
 
 
-PHONE_WIDTH = 5.0   # inches: a figure this wide keeps 10-point text readable on a phone
+
 
 
 def run_length_figure(table, paper_ratio=None, title=None):
@@ -230,7 +229,7 @@ def run_length_figure(table, paper_ratio=None, title=None):
     which forward gradients never reached it are marked at the top, so that no length is missing
     unexplained. `paper_ratio`: the paper's own T_f/T_b, as a dashed line."""
     import numpy as np
-    fig, ax = plt.subplots(figsize=(PHONE_WIDTH, 3.4), layout="constrained")
+    fig, ax = plt.subplots(figsize=(WIDTH, 3.4), layout="constrained")
     lengths = table["length"].to_numpy() / 1000
     series = [("T", "this CPU's step ratio", "tab:blue")]
     if "paper T_f/T_b" in table:

@@ -1,9 +1,12 @@
 """One figure style for the whole book, set once by each chapter with `use()`.
 
-A page of the book is about 720 px wide. Figures are drawn at most 7.5 inches wide at 100 dpi
-(750 px), so they are shown close to their own size and 10-point text stays at least 9 points
-on screen at 100% zoom. Panels go in grids of at most two columns; legends sit outside the
-data; tick labels are plain numbers (no 2.28×10^0 on log axes).
+Many readers open the book on a phone, where a page is about PHONE_PX = 370 px wide and a wider
+figure is shrunk to fit. Figures are drawn at most WIDTH = 5.2 inches wide at 100 dpi (5.4 as
+saved, with the margin the inline backend adds), so that text of 9 points or more stays at least
+MIN_TEXT_PX = 8.5 px high there (and shows at its own size on a desktop); none is taller than MAX_ASPECT times its width, so that a stack of panels is
+split into several figures rather than shrunk. `show()` checks every figure against these
+limits before it is shown (`check`). Legends sit below the data; tick labels are plain numbers
+(no 2.28×10^0 on log axes).
 """
 import math
 
@@ -11,7 +14,10 @@ import matplotlib as mpl
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-WIDTH = 7.5  # inches, the page's width
+WIDTH = 5.2        # inches: the widest figure (5.4 as saved, with its margin), readable on a phone
+PHONE_PX = 370     # CSS px: the width of a page's text on a phone
+MIN_TEXT_PX = 8.5  # the smallest text a reader can read there
+MAX_ASPECT = 1.4   # height / width: a taller figure becomes a stack of tiny panels on a phone
 RC = {
     "figure.dpi": 100, "savefig.dpi": 100, "figure.figsize": (WIDTH, 3.6),
     "figure.constrained_layout.use": True,
@@ -65,19 +71,78 @@ def plain_log_ticks(ax, axis="y"):
 
 
 def legend_outside(ax, title=None):
-    """The legend to the right of the axes, off the data."""
+    """The legend below the axes, off the data, in two columns: beside them it would take a
+    phone's narrow figure from the data."""
     handles, labels = ax.get_legend_handles_labels()
     if ax.get_legend():
         ax.get_legend().remove()
     if handles:
-        ax.legend(handles, labels, title=title, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.legend(handles, labels, title=title, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  ncols=2 if len(handles) > 1 else 1)
 
 
 def grid(n, columns=2, height=3.0):
-    """A figure with n panels in rows of at most `columns`, the page's width."""
+    """n panels in rows of at most `columns`, the page's width, each row `height` inches high:
+    (the first figure, the n axes). Rows that would make a figure taller than MAX_ASPECT times
+    its width go on to a further figure, so that a long stack reads as several figures."""
     rows = -(-n // columns)
-    fig, axes = plt.subplots(rows, min(n, columns), figsize=(WIDTH, height * rows), squeeze=False,
-                             layout="constrained")
-    for ax in axes.flat[n:]:
+    per_figure = max(1, int(MAX_ASPECT * WIDTH // height))
+    figures, axes = [], []
+    for first_row in range(0, rows, per_figure):
+        count = min(per_figure, rows - first_row)
+        fig, block = plt.subplots(count, min(n, columns), figsize=(WIDTH, height * count), squeeze=False,
+                                  layout="constrained")
+        figures.append(fig)
+        axes.extend(block.flat)
+    for ax in axes[n:]:
         ax.set_visible(False)
-    return fig, list(axes.flat[:n])
+    return figures[0], axes[:n]
+
+
+class FigureUnreadable(ValueError):
+    """A figure a reader could not read on a phone: text too small there, or too tall."""
+
+
+def phone_numbers(fig):
+    """(the smallest text's height in CSS px on a phone, the text, height / width), measured on
+    the figure as the book saves it: its tight bounding box (what the page shows), shrunk to
+    PHONE_PX when wider, each visible text's font size in points at the figure's dpi."""
+    from matplotlib.text import Text
+    fig.canvas.draw()
+    box = fig.get_tightbbox(fig.canvas.get_renderer())   # inches
+    pad = 2 * mpl.rcParams["savefig.pad_inches"]          # the saved image is the tight box padded all round
+    width, height = box.width + pad, box.height + pad
+    shown = min(1.0, PHONE_PX / (width * 100))             # a page shows a figure at 100 px per inch
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()
+             and all(a.get_visible() for a in _ancestors(t))]
+    if not texts:
+        return math.inf, "", height / width
+    small = min(texts, key=lambda t: t.get_fontsize())
+    return small.get_fontsize() / 72 * 100 * shown, small.get_text(), height / width
+
+
+def _ancestors(artist):
+    """The axes (and figure) an artist belongs to: a hidden axes hides its texts."""
+    axes = getattr(artist, "axes", None)
+    return [axes] if axes is not None else []
+
+
+def check(fig):
+    """Raise FigureUnreadable, naming the figure's title and what is wrong, when its smallest
+    text would be under MIN_TEXT_PX high on a phone or it is taller than MAX_ASPECT times its width."""
+    px, text, aspect = phone_numbers(fig)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()] or [fig.get_suptitle() if hasattr(fig, "get_suptitle") else ""]
+    name = repr(titles[0]) if titles and titles[0] else "a figure"
+    if px < MIN_TEXT_PX:
+        raise FigureUnreadable(f"{name}: its text {text!r} would be {px:.1f} px high on a phone ({MIN_TEXT_PX} "
+                               f"needed): draw the figure at most {WIDTH} inches wide with text of 9 points or more")
+    if aspect > MAX_ASPECT:
+        raise FigureUnreadable(f"{name} is {aspect:.2f} times as tall as it is wide ({MAX_ASPECT} at most): "
+                               "split it into several figures (style.grid does so)")
+
+
+def show():
+    """Check every open figure (check), then show them: what the chapters call instead of plt.show()."""
+    for number in plt.get_fignums():
+        check(plt.figure(number))
+    plt.show()

@@ -54,13 +54,30 @@ def is_rate_column(name):
     return str(name) in ("lr", "rate", "learning rate", "h") or str(name).startswith(("best rate", "best h"))
 
 
-def show(df, digits=3, integers=(), note=None):
+MAX_COLUMNS = 7   # the widest table a phone's page shows whole
+
+
+def show(df, digits=3, integers=(), note=None, main=None):
     """A table made for reading: no index column, numbers to `digits` significant figures,
     learning rates as the paper writes them (2e-4, report.rate_text), integer columns with
     thousands separators, '–' where a value was not measured, and a footnote (`note`) saying
-    why, when there is any '–'."""
+    why, when there is any '–'. A table of more than MAX_COLUMNS columns shows the columns
+    `main` (at most MAX_COLUMNS; the first ones if not given) and folds the whole table away
+    under it, so that the page fits a phone and nothing is lost."""
     from IPython.display import Markdown
     table = df.reset_index(drop=not _named_index(df))
+    text = _markdown(table, digits, integers, note)
+    if len(table.columns) <= MAX_COLUMNS:
+        return Markdown(text)
+    main = list(main or table.columns[:MAX_COLUMNS])
+    if len(main) > MAX_COLUMNS or not set(main) <= set(table.columns):
+        raise ValueError(f"main must name at most {MAX_COLUMNS} of the table's columns, not {main}")
+    shown = _markdown(table[main], digits, integers, note)
+    return Markdown(f"{shown}\n\n:::{{dropdown}} The whole table ({len(table.columns)} columns)\n{text}\n:::")
+
+
+def _markdown(table, digits, integers, note):
+    """show's table as Markdown, for the columns it is given."""
     cells = table.copy().astype(object)
     for col in table.columns:
         if col in integers:
@@ -74,7 +91,7 @@ def show(df, digits=3, integers=(), note=None):
     text = cells.to_markdown(index=False, disable_numparse=True, colalign=align)
     if note and (cells == NOT_MEASURED).any().any():
         text += f"\n\n{NOT_MEASURED}: {note}"
-    return Markdown(text)
+    return text
 
 
 def _escape_pipes(value):

@@ -12,7 +12,7 @@ from ..methods import PAPER_DECAY
 from .paper import DEPTH_BANDS, IN_WORDS, MEMORY, RESULTS
 # NOT_ON_CPU is re-exported: the verdict words live in grading
 from .grading import (BP, FG, MODEL_WORDS, NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades,
-                      depth_costs, depth_numbers, experiment_numbers, function_numbers, grade_depth, grade_memory,
+                      depth_costs, depth_numbers, experiment_numbers, function_numbers, grade_memory, grade_ratios,
                       grade_unbiased, speed_grade, step_times, unbiased_numbers, whole_device)
 
 
@@ -175,15 +175,30 @@ def claim4_table(results):
                                        "iterations", "decay spent", "lowest at the end"])
 
 
+def graded_depths(s):
+    """(R_f/R_b per depth as claim 5 grades it, depth_numbers): where a CPU computed the deepest
+    network's activations as subnormal numbers, that point times the processor rather than the
+    methods, and counts at its timing with subnormals flushed to zero when one was measured
+    (numbers['graded_flushed'])."""
+    table = s["table"]
+    numbers = depth_numbers(table, s.get("subnormal") if str(s["device"]).startswith("CPU") else None,
+                            s.get("flushed"))
+    ratios = table.set_index("depth")["R_f/R_b"].copy()
+    numbers["graded_flushed"] = bool(numbers["subnormal"] and math.isfinite(numbers["flushed_last"]))
+    if numbers["graded_flushed"]:
+        ratios[numbers["deepest"]] = numbers["flushed_last"]
+    return ratios, numbers
+
+
 def claim_depth(r, cpu=True):
-    """Claim 5 from the depth sweep: depth_numbers; holds if R_f/R_b < 1 at every depth."""
+    """Claim 5 from the depth sweep: holds if R_f/R_b < 1 at every depth, as graded_depths counts
+    them; the numbers are depth_numbers'."""
     s = r.get("scaling")
     paper = "R_f/R_b < 0.6 to 10 layers, ≈0.8 at 100"
     if not s or "table" not in s:
         return _row(paper)
-    grade = speed_grade(grade_depth(s["table"]), cpu)
-    numbers = depth_numbers(s["table"], s.get("subnormal") if str(s["device"]).startswith("CPU") else None,
-                            s.get("flushed"))
+    ratios, numbers = graded_depths(s)
+    grade = speed_grade(grade_ratios(ratios), cpu)
     return _row(paper, grade, runs=s["runs"], device=s["device"], **numbers)
 
 
@@ -277,7 +292,7 @@ def headline_numbers(results):
                              if RESULTS[key]["T_f/T_b"] is not None)
     s = results.get("scaling", {})
     if "table" in s:
-        r = s["table"]["R_f/R_b"]
+        r, _ = graded_depths(s)
         ours[5] = f"{r.min():.2f} to {r.max():.2f}"
         paper[5] = (f"under {DEPTH_BANDS['R_f/R_b up to 10 layers']} to 10 layers; "
                     f"about {DEPTH_BANDS['R_f/R_b at 100 layers']} at 100")

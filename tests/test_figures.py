@@ -1,0 +1,115 @@
+"""Figures a reader can read on a phone (fglib.book.style): a page there is about 370 px wide,
+so a figure wider than that is shrunk; its smallest text must stay at least 8.5 px high, and no
+figure may be taller than 1.4 times its width. `style.check` refuses a figure that breaks either
+rule (every chapter's figures pass through it when the chapter runs: the smoke tests run them
+all); the committed pages' figures are checked here as they were saved."""
+import base64
+import json
+import struct
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pytest  # noqa: E402
+
+from conftest import ROOT  # noqa: E402
+from fglib.book import style  # noqa: E402
+
+CHAPTERS = sorted((ROOT / "book").glob("*.ipynb"))
+
+
+@pytest.fixture(autouse=True)
+def book_style():
+    with matplotlib.rc_context():
+        style.use()
+        yield
+    plt.close("all")
+
+
+def titled(width, height, text_pt=10):
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
+    ax.plot([1, 2, 3], [3, 1, 2])
+    ax.set(title="a panel", xlabel="iteration", ylabel="loss")
+    ax.tick_params(labelsize=text_pt)
+    return fig
+
+
+def test_a_figure_of_the_books_width_reads_on_a_phone_and_a_wider_one_does_not():
+    px, _, aspect = style.phone_numbers(titled(style.WIDTH, 3.0))
+    assert px >= style.MIN_TEXT_PX and aspect < 1
+    style.check(titled(style.WIDTH, 3.0))
+    with pytest.raises(style.FigureUnreadable, match="px high on a phone"):   # the old 7.5 inches: shrunk too far
+        style.check(titled(7.5, 3.6))
+    with pytest.raises(style.FigureUnreadable, match="'a panel'"):           # small text, named by its figure
+        style.check(titled(style.WIDTH, 3.0, text_pt=7))
+
+
+def test_a_figure_taller_than_the_limit_is_refused_and_a_long_stack_is_split():
+    with pytest.raises(style.FigureUnreadable, match="times as tall as it is wide"):
+        style.check(titled(style.WIDTH, 1.5 * style.WIDTH))
+    first, axes = style.grid(5, columns=1, height=3.0)
+    figures = {ax.figure for ax in axes}
+    assert len(axes) == 5 and len(figures) == 3 and first is axes[0].figure
+    for fig in figures:
+        style.check(fig)
+    one, axes = style.grid(2, columns=1, height=3.0)   # the control: a short stack stays one figure
+    assert {ax.figure for ax in axes} == {one}
+
+
+def test_what_the_page_shows_is_measured_a_legend_hung_outside_included():
+    """The saved figure is its tight bounding box: without a layout engine to make room, a legend
+    hung to the right of the axes widens the figure past WIDTH, and the page shrinks all of it
+    (the control: the same legend under the book's layout)."""
+    fig, ax = plt.subplots(figsize=(style.WIDTH, 3.0), layout="none")
+    ax.plot([1, 2, 3], [1, 2, 3], label="a series with a long name, hung to the right of the data")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    with pytest.raises(style.FigureUnreadable):
+        style.check(fig)
+    below = titled(style.WIDTH, 3.0)
+    below.axes[0].plot([1, 2, 3], [1, 2, 3], label="a series with a long name, hung to the right of the data")
+    style.legend_outside(below.axes[0])
+    style.check(below)
+
+
+def png_size(encoded):
+    header = base64.b64decode(encoded[:64])
+    return struct.unpack(">II", header[16:24])
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_committed_figure_fits_a_phone(path):
+    """Each figure a committed chapter shows, as the page shows it (PNGs are saved at twice their
+    pixel size for sharp screens): at most MAX_ASPECT times as tall as it is wide, and no wider than
+    keeps the book's 10-point text MIN_TEXT_PX high at PHONE_PX (style.check, which every figure
+    passed when its chapter ran, measures its smallest text exactly)."""
+    widest = 10 / 72 * 100 * style.PHONE_PX / style.MIN_TEXT_PX
+    found = []
+    for cell in json.loads(path.read_text())["cells"]:
+        for output in cell.get("outputs", []):
+            png = output.get("data", {}).get("image/png")
+            if png is None:
+                continue
+            width, height = png_size(png)
+            shown = output.get("metadata", {}).get("image/png", {}).get("width", width)
+            if shown > widest:
+                found.append(f"a figure {shown} px wide (10-point text needs at most {widest:.0f})")
+            if height > style.MAX_ASPECT * width:
+                found.append(f"a figure {height / width:.2f} times as tall as it is wide")
+    assert not found, f"{path.name}: " + "; ".join(found)
+
+
+def test_a_table_wider_than_a_phone_shows_its_main_columns_and_folds_the_whole_away():
+    """tables.show: at most MAX_COLUMNS columns on show, the whole table under them in a dropdown
+    (nothing lost); the control, a narrow table, is shown whole with no dropdown."""
+    import pandas as pd
+    from fglib.book.tables import MAX_COLUMNS, show
+    wide = pd.DataFrame([{f"c{i}": float(i) for i in range(10)}])
+    text = show(wide, main=["c0", "c9"]).data
+    shown, folded = text.split(":::{dropdown}")
+    assert shown.splitlines()[0].count("|") == 3 and "c9" in shown and "c5" not in shown
+    assert all(f"c{i}" in folded for i in range(10))
+    assert show(wide).data.split(":::{dropdown}")[0].splitlines()[0].count("|") == MAX_COLUMNS + 1
+    assert ":::" not in show(wide[["c0", "c1"]]).data
+    with pytest.raises(ValueError, match="main must name"):
+        show(wide, main=["c0", "no such column"])
