@@ -51,7 +51,11 @@ def check_idx_files(folder, train):
 
 
 def _load_split(name, root, train):
-    from torchvision import datasets
+    try:
+        from torchvision import datasets
+    except ImportError as err:
+        raise ImportError("fglib.load_data reads MNIST and Fashion-MNIST with torchvision, which is not installed: "
+                          "pip install 'fglib-forward-gradients[data]' (or torchvision itself)") from err
     cls = getattr(datasets, DATASETS[name])
     raw = os.path.join(os.path.abspath(root), DATASETS[name], "raw")
     check_idx_files(raw, train)

@@ -29,10 +29,15 @@ from .methods import Method
 
 
 def progress_bar(iterable, **kwargs):
-    """tqdm's notebook bar where ipywidgets are installed, its text bar elsewhere (quietly).
+    """tqdm's notebook bar where ipywidgets are installed, its text bar elsewhere (quietly); the
+    iterable itself, with no bar, where tqdm is not installed (it is the `progress` extra).
 
     FGLIB_PROGRESS=text (set by tools/book.py for papermill runs) asks for the text bar.
     """
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        return iterable
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tqdm.auto warns when it falls back to text
         if os.environ.get("FGLIB_PROGRESS") == "text":
