@@ -178,6 +178,9 @@ class ForwardGradientDescent(Method):
         return ((s, self.directions(s)) for s in seeds)
 
     def fill_grad(self, x, y):
+        # last step's gradient goes before this step's v is drawn: v becomes the new gradient in
+        # place (write_grad), so the step never holds two weight-sized buffers besides the weights
+        self.optimizer.zero_grad(set_to_none=True)
         if self.batched:
             return self._fill_grad_batched(x, y)
         if self.combine == "project":

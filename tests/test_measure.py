@@ -453,3 +453,31 @@ def test_step_memory_agrees_with_the_allocators_own_count_on_the_mlp(method_name
     assert abs(ours / independent - 1) < 0.02, (ours, independent)
     old = measured["held"] + measured["step peak"]
     assert method_name == "fg" or old / independent - 1 > 0.4
+
+
+def test_a_forward_gradient_step_frees_last_steps_gradient_before_it_draws_v():
+    """The lean step (issue 55): the old .grad is freed before v is drawn, so at its peak the step
+    holds the weights, v (which becomes the gradient in place) and the engine's working set, and
+    no second weight-sized buffer: total <= weights + step peak. Same weights bit for bit as a
+    step that keeps the old gradient until it is replaced (the control, whose total exceeds that
+    bound by about one gradient)."""
+    import torch.nn.functional as F
+    import fglib
+    from fglib import methods
+    from fglib.measure import step_memory, tensor_bytes
+    x, y = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.arange(64) % 10
+
+    def run(keep_old_gradient):
+        model = fglib.build_model("mlp", seed=0)
+        method = fglib.make_method("fg", model, F.cross_entropy, lr=1e-3, seed=0)   # plain SGD: no state held
+        if keep_old_gradient:   # the former step: zero_grad left out
+            method.optimizer.zero_grad = lambda set_to_none=True: None
+        for _ in range(3):
+            method.step(x, y)
+        memory = step_memory(model, lambda: method.step(x, y), method.optimizer)
+        return [p.detach().clone() for p in model.parameters()], memory, tensor_bytes(list(model.parameters()))
+    lean, lean_memory, weights = run(False)
+    kept, kept_memory, _ = run(True)
+    assert all(torch.equal(a, b) for a, b in zip(lean, kept))
+    assert lean_memory["total"] <= lean_memory["weights"] + lean_memory["step peak"]
+    assert kept_memory["total"] >= lean_memory["total"] + 0.9 * weights   # the control held one more gradient

@@ -99,16 +99,16 @@ def test_step_memory_counts_the_weights_and_the_gradients_held_between_steps(mni
     """The paper's sense: weights included. For the logistic regression the weights are
     7,850 float32 (31,400 bytes), and both methods keep a gradient of that size between steps
     (plain SGD has no other state); the control, the MLP, holds over a hundred times more.
-    Backprop frees its old gradient (zero_grad(set_to_none=True)) before making the new one, so its
-    total is less than weights + held + step peak; forward gradient keeps its old one alive while it
-    draws v, so for it the sum is the total."""
+    Both free their old gradient (zero_grad(set_to_none=True)) before making the new one (backprop
+    before its backward pass, forward gradient before it draws v), so for both the total is less
+    than weights + held + step peak, by about the gradient."""
     table = runs.measure_network_memory(mnist, [("logistic regression", "logreg", {}), ("MLP", "mlp", {})],
                                         methods=("fg", "bp"))
     logreg, mlp = (table[table["model"] == m].set_index("method") for m in ("logreg", "mlp"))
     assert (logreg["weights"] == 7850 * 4).all() and (logreg["held"] == 7850 * 4).all()
     assert (logreg["step peak"] > 0).all()
     summed = mlp["weights"] + mlp["held"] + mlp["step peak"]
-    assert mlp.loc["forward gradient", "total"] == summed["forward gradient"]
+    assert mlp.loc["forward gradient", "total"] <= summed["forward gradient"] - mlp.loc["forward gradient", "held"] / 2
     assert mlp.loc["backprop", "total"] <= summed["backprop"] - mlp.loc["backprop", "held"] / 2
     assert (mlp["weights"] > 100 * logreg["weights"]).all()
 
