@@ -96,6 +96,9 @@ class Method:
             getattr(self, name).set_state(g_state)
 
     def step(self, x=None, y=None):
+        if isinstance(x, torch.Tensor) and x.dim() > 0 and len(x) == 0:
+            # an empty batch has no loss: backprop would step on NaN, fglib's engine on a loss of 0
+            raise ValueError("x is an empty batch (0 examples): a step needs at least one example")
         loss = self.fill_grad(x, y)
         self.optimizer.step()
         self.scheduler.step()

@@ -413,3 +413,37 @@ def test_max_runs_zero_trains_none_and_a_negative_count_is_refused(mnist, tmp_pa
         runs.run_missing(plan, mnist, tmp_path, tmp_path / "ck", progress=False, max_runs=-1)
     assert runs.run_missing(plan, mnist, tmp_path, tmp_path / "ck", progress=False, max_runs=0) == []
     assert len(runs.pending(plan, tmp_path)) == 4   # the control: nothing was trained
+
+
+@pytest.mark.parametrize("name", ["fg", "bp", "fd"])
+def test_an_empty_batch_is_refused_rather_than_stepped_on(name):
+    """An empty batch has no loss: backprop would step on NaN and fglib's engine on a loss of 0
+    (issue 50). Every method refuses it, naming x; the control, one example, steps."""
+    model = fglib.build_model("logreg", seed=0)
+    method = fglib.make_method(name, model, F.cross_entropy, lr=0.1, **({} if name == "bp" else {"seed": 0}))
+    x, y = torch.randn(5, 1, 28, 28), torch.arange(5)
+    with pytest.raises(ValueError, match="x is an empty batch"):
+        method.step(x[:0], y[:0])
+    before = [p.detach().clone() for p in model.parameters()]
+    method.step(x[:1], y[:1])
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def book_command(*args):
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, str(root / "tools" / "book.py"), *args], capture_output=True, text=True,
+                          timeout=300, cwd=root)
+
+
+def test_the_command_line_refuses_a_method_the_plan_lacks_and_a_timing_of_nothing():
+    """`runs cnn --methods xyz --status` reported '5 of 5 runs left' of runs that can never exist, and
+    `timings --processes 0` did nothing with exit code 0 (issue 50). Both are refused now, naming the
+    argument; the control, the plan's own method, reports its runs."""
+    wrong = book_command("runs", "cnn", "--methods", "xyz", "--status")
+    assert wrong.returncode != 0 and "plan 'cnn' has no method 'xyz'" in wrong.stderr
+    right = book_command("runs", "cnn", "--methods", "fg", "--status")
+    assert right.returncode == 0 and "runs left" in right.stdout
+    none = book_command("timings", "cnn", "--processes", "0")
+    assert none.returncode != 0 and "--processes 0" in none.stderr

@@ -363,6 +363,11 @@ def long_runs(name, background=False, status=False, max_runs=None, methods=None,
     from fglib.book.runs import PARKED, PLANS, progress_report, run_missing
     if name not in PLANS:
         raise SystemExit(f"no plan {name!r}: plans are {', '.join(PLANS)}")
+    if methods:   # only the plan's own methods: an unknown one would count runs that can never exist
+        unknown = [m for m in methods.split(",") if m not in PLANS[name].methods]
+        if unknown:
+            raise SystemExit(f"--methods {methods}: plan {name!r} has no method {', '.join(map(repr, unknown))}; "
+                             f"its methods are {', '.join(PLANS[name].methods)}")
     os.chdir(ROOT / "book")
     plan = PLANS[name] if not methods else PLANS[name].smaller(methods=tuple(methods.split(",")))
     if park:
@@ -423,6 +428,8 @@ def long_run_timings(name, processes=3, repeats=30):
     from fglib.book.runs import PLANS, time_in_processes
     if name not in PLANS:
         raise SystemExit(f"no plan {name!r}: plans are {', '.join(PLANS)}")
+    if processes < 1 or repeats < 1:   # nothing would be timed, and the command would say nothing of it
+        raise SystemExit(f"--processes {processes} --repeats {repeats}: each must be at least 1")
     os.chdir(ROOT / "book")
     time_in_processes(PLANS[name], "results", processes, repeats)
     return None
