@@ -92,3 +92,20 @@ def test_a_chapter_opened_alone_skips_the_checks_that_read_other_pages(tmp_path)
     shutil.copy(ROOT / "book" / "verdict.ipynb", alone)
     in_place = words.run_checks(ROOT / "book" / "verdict.ipynb")
     assert 0 < words.run_checks(alone) <= in_place - 8   # its own checks run; the intro's 8 or more are skipped
+
+
+def test_each_canonical_quantity_is_quoted_with_the_one_value_its_page_measured(tmp_path):
+    """One number per quantity: every page that quotes a canonical quantity (words.CANONICAL) glues
+    the canonical page's value. The control: a verdict page whose MLP step ratio was measured again
+    (a different number) is caught, naming the quantity and both pages."""
+    assert words.quoted_differently(ROOT / "book") == []
+    import shutil
+    for page in {k.split("::")[0] for source, quotes in words.CANONICAL.values() for k in [source, *quotes]}:
+        shutil.copy(ROOT / "book" / page, tmp_path / page)
+    nb = json.loads((tmp_path / "verdict.ipynb").read_text())
+    for cell in nb["cells"]:
+        for output in cell.get("outputs", []):
+            if output.get("metadata", {}).get("scrapbook", {}).get("name") == "c3_mlp":
+                output["data"]["application/papermill.record/text/plain"] = "2.07"
+    (tmp_path / "verdict.ipynb").write_text(json.dumps(nb))
+    assert [q[:2] for q in words.quoted_differently(tmp_path)] == [("S_f/S_b, MLP", "verdict.ipynb::c3_mlp")]

@@ -173,3 +173,32 @@ def long_sentences(page, limit=40):
     counted as the book renders a bare {doc}`page`."""
     page = pathlib.Path(page)
     return [s for s in sentences(written_text(page), page_titles(page.parent)) if len(s.split()) > limit]
+
+
+# One number per quantity: each of the book's canonical quantities, the page and key that measure
+# it, and every other page and key that quotes it (they must glue the same value, not a measurement
+# of their own; a page that shows its own measurement of the quantity says in words why it differs).
+CANONICAL = {
+    "S_f/S_b, logistic regression": ("logreg.ipynb::logreg_S", ["verdict.ipynb::intro_S_logreg",
+                                                                 "verdict.ipynb::c3_logreg"]),
+    "S_f/S_b, MLP": ("mlp.ipynb::mlp_S", ["verdict.ipynb::intro_S_mlp", "verdict.ipynb::c3_mlp",
+                                          "mlp_long.ipynb::mlp_long_S", "mlp_long.ipynb::mlp_long_rl_S"]),
+    "S_f/S_b, CNN": ("cnn.ipynb::cnn_S", ["verdict.ipynb::intro_S_cnn", "verdict.ipynb::c3_cnn", "cnn.ipynb::cnn_rl_S"]),
+    "step memory FG/BP, CNN": ("cnn.ipynb::cnn_memory_ratio", ["verdict.ipynb::c6_high", "verdict.ipynb::intro_mem_max"]),
+    "step memory FG/BP, lowest over the networks": ("scaling.ipynb::depth_mem_ratio_deepest",
+                                                    ["verdict.ipynb::c6_low", "verdict.ipynb::intro_mem_min",
+                                                     "scaling.ipynb::scaling_mem_min"]),
+}
+
+
+def quoted_differently(folder, canonical=None, rel=1e-9):
+    """Each quotation of a canonical quantity whose glued value differs from the canonical page's:
+    [(quantity, quoting page::key, its value, canonical page::key, the canonical value)]."""
+    found = []
+    for quantity, (source, quotes) in (canonical or CANONICAL).items():
+        value = _glued_on(folder, source)
+        for quote in quotes:
+            said = _glued_on(folder, quote)
+            if not abs(said - value) <= rel * max(1.0, abs(value)):
+                found.append((quantity, quote, said, source, value))
+    return found
