@@ -17,9 +17,15 @@ BOOK_ONLY = ("matplotlib", "seaborn", "tqdm", "tabulate", "torchvision")
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dist")
+    """The wheel and sdist, built from a copy of what the package is made of, so that the build's
+    own folders (build/, *.egg-info) never land in the repository."""
+    import shutil
+    source, out = tmp_path_factory.mktemp("source"), tmp_path_factory.mktemp("dist")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    shutil.copytree(ROOT / "fglib", source / "fglib", ignore=shutil.ignore_patterns("__pycache__"))
     run = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--wheel", "--sdist", "--outdir", str(out),
-                          str(ROOT)], capture_output=True, text=True, timeout=600)
+                          str(source)], capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     return next(out.glob("*.whl")), next(out.glob("*.tar.gz"))
 
