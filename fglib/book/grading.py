@@ -758,10 +758,23 @@ def depth_costs(rounds):
     return pd.DataFrame(rows)
 
 
-def grade_depth(table):
+def grade_depth(table, subnormal=None, flushed=None):
     """Claim 5 ('R_f/R_b < 1 as depth grows to 100'): 'holds' if R_f/R_b < 1 at every depth,
-    'partly' at some, 'does not hold' at none (depth_costs' per-depth ratios)."""
-    return grade_ratios(table["R_f/R_b"])
+    'partly' at some, 'does not hold' at none, the depths counted as graded_depths counts them."""
+    return grade_ratios(graded_depths(table, subnormal, flushed)[0])
+
+
+def graded_depths(table, subnormal=None, flushed=None):
+    """(R_f/R_b per depth as claim 5 grades it, depth_numbers): where the deepest network's
+    activations were subnormal numbers (`subnormal`, on a CPU), that point times the processor
+    rather than the methods, and counts at its timing with subnormals flushed to zero when one was
+    measured (numbers['graded_flushed'])."""
+    numbers = depth_numbers(table, subnormal, flushed)
+    ratios = table.set_index("depth")["R_f/R_b"].copy()
+    numbers["graded_flushed"] = bool(numbers["subnormal"] and math.isfinite(numbers["flushed_last"]))
+    if numbers["graded_flushed"]:
+        ratios[numbers["deepest"]] = numbers["flushed_last"]
+    return ratios, numbers
 
 
 def depth_numbers(table, subnormal=None, flushed=None):

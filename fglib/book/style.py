@@ -114,17 +114,11 @@ def phone_numbers(fig):
     width, height = box.width + pad, box.height + pad
     shown = min(1.0, PHONE_PX / (width * 100))             # a page shows a figure at 100 px per inch
     texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()
-             and all(a.get_visible() for a in _ancestors(t))]
+             and (t.axes is None or t.axes.get_visible())]   # a hidden axes hides its texts
     if not texts:
         return math.inf, "", height / width
     small = min(texts, key=lambda t: t.get_fontsize())
     return small.get_fontsize() / 72 * 100 * shown, small.get_text(), height / width
-
-
-def _ancestors(artist):
-    """The axes (and figure) an artist belongs to: a hidden axes hides its texts."""
-    axes = getattr(artist, "axes", None)
-    return [axes] if axes is not None else []
 
 
 def check(fig):

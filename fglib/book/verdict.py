@@ -12,8 +12,9 @@ from ..methods import PAPER_DECAY
 from .paper import DEPTH_BANDS, IN_WORDS, MEMORY, RESULTS
 # NOT_ON_CPU is re-exported: the verdict words live in grading
 from .grading import (BP, FG, MODEL_WORDS, NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades,
-                      depth_costs, depth_numbers, experiment_numbers, function_numbers, grade_memory, grade_ratios,
+                      depth_costs, experiment_numbers, function_numbers, grade_memory, grade_ratios,
                       grade_unbiased, speed_grade, step_times, unbiased_numbers, whole_device)
+from .grading import graded_depths as _graded_depths
 
 
 def mnist_results(results):
@@ -176,18 +177,10 @@ def claim4_table(results):
 
 
 def graded_depths(s):
-    """(R_f/R_b per depth as claim 5 grades it, depth_numbers): where a CPU computed the deepest
-    network's activations as subnormal numbers, that point times the processor rather than the
-    methods, and counts at its timing with subnormals flushed to zero when one was measured
-    (numbers['graded_flushed'])."""
-    table = s["table"]
-    numbers = depth_numbers(table, s.get("subnormal") if str(s["device"]).startswith("CPU") else None,
-                            s.get("flushed"))
-    ratios = table.set_index("depth")["R_f/R_b"].copy()
-    numbers["graded_flushed"] = bool(numbers["subnormal"] and math.isfinite(numbers["flushed_last"]))
-    if numbers["graded_flushed"]:
-        ratios[numbers["deepest"]] = numbers["flushed_last"]
-    return ratios, numbers
+    """grading.graded_depths of the depth sweep's saved numbers: the subnormal check counts on a
+    CPU only (a GPU computes subnormal numbers at full speed)."""
+    on_cpu = str(s["device"]).startswith("CPU")
+    return _graded_depths(s["table"], s.get("subnormal") if on_cpu else None, s.get("flushed"))
 
 
 def claim_depth(r, cpu=True):
@@ -198,7 +191,7 @@ def claim_depth(r, cpu=True):
     if not s or "table" not in s:
         return _row(paper)
     ratios, numbers = graded_depths(s)
-    grade = speed_grade(grade_ratios(ratios), cpu)
+    grade = speed_grade(grade_ratios(ratios), cpu)   # grading.grade_depth's rule, with its numbers kept
     return _row(paper, grade, runs=s["runs"], device=s["device"], **numbers)
 
 
