@@ -291,7 +291,7 @@ def headline_numbers(results):
                     f"about {DEPTH_BANDS['R_f/R_b at 100 layers']} at 100")
     if "memory" in results:
         d = grading_memory_ratio(results["memory"])
-        ours[6], paper[6] = f"FG/BP {d.min():.2f} to {d.max():.2f}", MEMORY
+        ours[6], paper[6] = f"FG/BP {d.min():.3f} to {d.max():.3f}", MEMORY   # 1.00 would read as the same
     return ours, paper
 
 
