@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.autograd.forward_ad as fwAD
-from torch.func import functional_call
 
 from . import checks
 from . import engine as fglib_engine
 from .directions import sample_direction, sample_directions
+from .substitute import call_with
 
 
 @dataclass
@@ -162,29 +162,21 @@ def _jvp_fglib(model, loss_fn, x, y, params, directions):
 
 
 def _jvp_forward_ad(model, loss_fn, x, y, params, directions):
-    tangent_of = {id(p): v for p, v in zip(params, directions)}
     with torch.no_grad(), fwAD.dual_level():
-        dual = {name: fwAD.make_dual(p.detach(), tangent_of[id(p)]) if id(p) in tangent_of else p.detach()
-                for name, p in model.named_parameters()}
-        out = loss_fn(functional_call(model, dual, (x,)), y)
+        dual = {id(p): fwAD.make_dual(p.detach(), v) for p, v in zip(params, directions)}
+        out = loss_fn(call_with(model, dual, (x,)), y)
         return _scalar_value_and_tangent(out)
 
 
 def _jvp_func(model, loss_fn, x, y, params, directions):
-    """torch.func.jvp over the perturbed parameters, the others passed as constants."""
-    perturbed = {id(p) for p in params}
-    names = [name for name, p in model.named_parameters() if id(p) in perturbed]
-    fixed = {name: p.detach() for name, p in model.named_parameters() if id(p) not in perturbed}
-    by_id = {id(p): v for p, v in zip(params, directions)}
-    named = dict(model.named_parameters())
-    primals = tuple(named[n].detach() for n in names)
-    tangents = tuple(by_id[id(named[n])] for n in names)
+    """torch.func.jvp over the perturbed parameters, the others kept as they are."""
+    keys = [id(p) for p in params]
 
     def f(*values):
-        return loss_fn(functional_call(model, {**fixed, **dict(zip(names, values))}, (x,)), y)
+        return loss_fn(call_with(model, dict(zip(keys, values)), (x,)), y)
 
     with torch.no_grad():
-        return _scalar(*torch.func.jvp(f, primals, tangents))
+        return _scalar(*torch.func.jvp(f, tuple(p.detach() for p in params), tuple(directions)))
 
 
 def module_forward_gradient(model, loss_fn, x, y, kind="normal", generator=None, directions=None,

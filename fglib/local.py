@@ -32,6 +32,7 @@ run in the forward-gradient paths: no autograd graph, no backward pass.
 """
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from . import checks
 from . import engine
@@ -58,12 +59,18 @@ def blocks_of(model, local):
 
 def weight_grads(layer, x, g_z):
     """(g_W, g_b) of a Linear or Conv2d layer from its input x and its output's gradient g_z:
-    the layer's own weight rule, g_W = g_z^T x (a correlation for a convolution)."""
+    the layer's own weight rule, g_W = g_z^T x (a correlation for a convolution, over the input as
+    the layer pads it: reflected or circular borders, or zeros, 'same' included)."""
     if isinstance(layer, nn.Linear):
         g_w = g_z.flatten(0, -2).T @ x.flatten(0, -2)
         g_b = g_z.flatten(0, -2).sum(0)
     else:
-        g_w = torch.nn.grad.conv2d_weight(x, layer.weight.shape, g_z, layer.stride, layer.padding,
+        if layer.padding_mode != "zeros" or isinstance(layer.padding, str):
+            mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+            x, padding = F.pad(x, layer._reversed_padding_repeated_twice, mode=mode), 0
+        else:
+            padding = layer.padding
+        g_w = torch.nn.grad.conv2d_weight(x, layer.weight.shape, g_z, layer.stride, padding,
                                           layer.dilation, layer.groups)
         g_b = g_z.sum((0, 2, 3))
     return g_w, None if layer.bias is None else g_b
@@ -134,6 +141,7 @@ class BlockForwardGradient(Method):
 
     @torch.no_grad()
     def fill_grad(self, x, y):
+        self.optimizer.zero_grad(set_to_none=True)   # _write sums into .grad where a weight is shared
         tangents = {}
         if self.perturb == "weights":
             v = self.draw_weights()
@@ -157,11 +165,11 @@ class BlockForwardGradient(Method):
                     if id(p) in tangents:   # frozen parameters (requires_grad=False) are not perturbed
                         p.grad = d.sum() * tangents[id(p)]
             return
-        for layer, x, u in record:
+        for layer, x, u in record:   # a weight used by two layers sums both layers' shares
             g_w, g_b = weight_grads(layer, x, u * d.view(-1, *[1] * (u.dim() - 1)))
             for p, g in ((layer.weight, g_w), (layer.bias, g_b)):
                 if p is not None and p.requires_grad:
-                    p.grad = g
+                    p.grad = g if p.grad is None else p.grad + g
 
 
 class LocalBackprop(Method):

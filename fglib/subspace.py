@@ -17,9 +17,9 @@ the same seed gives the same P.
 """
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from . import checks
+from .substitute import call_with
 
 
 class RandomSubspace(nn.Module):
@@ -46,13 +46,13 @@ class RandomSubspace(nn.Module):
         self.names = [name for name, _ in named]
 
     def weights(self):
-        """{name: theta_0 + P z} for every parameter of the inner model."""
+        """{id(p): theta_0 + P z} for every parameter p of the inner model."""
         delta = self.sign * self.z[self.bucket]
         out, start = {}, 0
-        for name, p in self.model.named_parameters():
-            out[name] = p + delta[start:start + p.numel()].view_as(p)
+        for p in self.model.parameters():
+            out[id(p)] = p + delta[start:start + p.numel()].view_as(p)
             start += p.numel()
         return out
 
     def forward(self, x):
-        return functional_call(self.model, self.weights(), (x,))
+        return call_with(self.model, self.weights(), (x,))

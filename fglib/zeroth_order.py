@@ -24,7 +24,6 @@ at a time, so theta is never written until the update and stays bit-identical. T
 memory beyond inference is one layer's perturbed weight.
 """
 import torch
-from torch.func import functional_call
 
 from . import checks
 from .directions import ONE_AT_A_TIME, sample_direction
@@ -32,6 +31,7 @@ from torch import nn
 
 from . import engine
 from .methods import ForwardGradientDescent, Method
+from .substitute import call_with
 
 SCHEMES = ("forward", "central")
 
@@ -55,14 +55,13 @@ def finite_difference(model, loss_fn, x, y, v, h, scheme="central", params=None)
     `params`, by default the model's trainable parameters). Two forward passes; the
     perturbed parameters theta +- h v are new tensors, the model's own are not touched."""
     h, scheme = check_h(h), checks.choice("scheme", scheme, SCHEMES)
-    named = {id(p): n for n, p in model.named_parameters()}
     params = [p for p in model.parameters() if p.requires_grad] if params is None else list(params)
     if len(v) != len(params):
         raise ValueError(f"v must hold one tensor per parameter ({len(params)}), got {len(v)}")
 
     def f(sign):
-        moved = {named[id(p)]: p + (sign * h) * vi for p, vi in zip(params, v)}
-        return loss_fn(functional_call(model, moved, (x,)), y)
+        moved = {id(p): p + (sign * h) * vi for p, vi in zip(params, v)}
+        return loss_fn(call_with(model, moved, (x,)), y)
 
     return combine(f(1), f(-1) if scheme == "central" else loss_fn(model(x), y), h, scheme)
 
@@ -126,12 +125,12 @@ class InPlaceFiniteDifference(Method):
         """loss_fn(model with theta + scale v, x), each layer's W + scale V made as it runs."""
         out = x
         for layer in self.layers:
-            own = [(n, p) for n, p in layer.named_parameters(recurse=False) if id(p) in self.index]
+            own = [p for p in layer.parameters() if id(p) in self.index]   # nested modules' too
             if scale == 0 or not own:
                 out = layer(out)
                 continue
-            moved = {n: self.direction_of(step_seed, p).mul_(scale).add_(p) for n, p in own}
-            out = functional_call(layer, moved, (out,))
+            moved = {id(p): self.direction_of(step_seed, p).mul_(scale).add_(p) for p in own}
+            out = call_with(layer, moved, (out,))
             del moved
         return self.loss_fn(out, y)
 

@@ -75,6 +75,12 @@ def tied():
     return nn.Sequential(nn.Flatten(), first, nn.ReLU(), shared, nn.ReLU(), second).to(DT)
 
 
+def used_twice():
+    torch.manual_seed(0)
+    shared = nn.Linear(36, 36)
+    return nn.Sequential(nn.Flatten(), shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(36, CLASSES)).to(DT)
+
+
 class TwoPath(nn.Module):
     """A custom module that is not an nn.Sequential."""
 
@@ -148,6 +154,7 @@ CORPUS = {
     "nested Sequential": (lambda: nn.Sequential(nn.Flatten(), mlp()[1:]), F.cross_entropy, LABELS, "refuse"),
     # structure
     "tied weights": (tied, F.cross_entropy, LABELS, "exact"),
+    "a module used twice": (used_twice, F.cross_entropy, LABELS, "exact"),
     "custom nn.Module (not Sequential)": (lambda: TwoPath().to(DT), F.cross_entropy, LABELS, "refuse"),
     "Sequential subclass with its own forward": (lambda: MySequential(*mlp()), F.cross_entropy, LABELS, "refuse"),
 }
@@ -358,3 +365,33 @@ def test_random_stacks_with_frozen_parameters(stack):
     if not params:
         return
     differential(model, loss, images(), LABELS, params, "refuse" if has_unknown else "exact")
+
+
+def parameter_state(model):
+    return [(name, type(p), p.requires_grad, p.data_ptr()) for name, p in model.named_parameters()]
+
+
+@pytest.mark.parametrize("build", [used_twice, tied], ids=["module used twice", "tied weights"])
+@pytest.mark.parametrize("name,engine", [("fg", "forward_ad"), ("fg", "func"), ("fg", "fglib"), ("fd", "auto")])
+def test_shared_weights_give_backprops_d_and_leave_the_model_as_it_was(build, name, engine):
+    """d = grad f . v against backprop in float64, and the model's parameters stay Parameters that
+    backprop can train. Control: torch's functional_call given the deduplicated names leaves the
+    weight of a module used twice a plain tensor, which is what fglib used to do."""
+    model, x = build(), images()
+    params = list(model.parameters())
+    v = directions(params)
+    model.zero_grad()
+    F.cross_entropy(model(x), LABELS).backward()
+    want = sum((p.grad * vi).sum() for p, vi in zip(params, v))
+    before = parameter_state(model)
+    if name == "fg":
+        _, d = fglib.module_jvp(model, F.cross_entropy, x, LABELS, v, params, engine=engine)
+        assert close(d, want)
+    else:
+        _, d = fglib.zeroth_order.finite_difference(model, F.cross_entropy, x, LABELS, v, h=1e-6)
+        assert abs(float(d - want)) < 1e-8 * abs(float(want))   # h small enough to step over no ReLU kink
+    assert parameter_state(model) == before
+    if build is used_twice:
+        named = {n: p.detach() + 0 for n, p in model.named_parameters()}
+        torch.func.functional_call(model, named, (x,))
+        assert not isinstance(model[1].weight, nn.Parameter)   # the control: torch's own tie handling

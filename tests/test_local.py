@@ -271,3 +271,40 @@ def test_ren_et_al_numbers_sit_beside_ours_each_with_its_gap_to_its_own_backprop
     assert out.loc["local FG-A", "Ren et al., M/1/16: test error % (gap)"].endswith(f"({gap:+.2f})")
 
 
+
+
+def odd_models():
+    """Models whose weight rule is easy to get wrong: a module used twice, and convolutions whose
+    borders are reflected, circular or 'same'-padded (a rule assuming zero padding is 20% off)."""
+    torch.manual_seed(0)
+    shared = nn.Linear(6, 6)
+    yield "module used twice", nn.Sequential(nn.Flatten(), shared, nn.ReLU(), shared, nn.ReLU(), nn.Linear(6, 3))
+    for mode, padding in [("reflect", 1), ("circular", 1), ("zeros", "same")]:
+        torch.manual_seed(0)
+        yield f"conv {mode} {padding}", nn.Sequential(
+            nn.Conv2d(1, 2, 3, padding=padding, padding_mode=mode), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 2 * 3, 3))
+
+
+@pytest.mark.parametrize("label", [label for label, _ in odd_models()])
+def test_activity_perturbation_is_exact_in_expectation_on_shared_and_padded_layers(label):
+    net = dict(odd_models())[label].double()
+    x = torch.randn(B, 1, 2, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    x = x.flatten(1) if label == "module used twice" else x
+    y = torch.tensor([0, 2, 1])
+    want = exact("fg_a", net, x, y)
+    got = basis_sum(fglib.make_method("fg_a", net, F.cross_entropy, 1.0), x, y)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-14)
+
+
+def test_the_weight_rule_of_a_reflected_convolution_needs_its_own_padding():
+    """Control for the test above: conv2d_weight with the layer's padding read as zeros is wrong
+    for reflected borders; fglib.local.weight_grads matches autograd."""
+    from fglib.local import weight_grads
+    conv = nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect").double()
+    x = torch.randn(4, 2, 6, 6, dtype=torch.float64)
+    g_z = torch.randn_like(conv(x))
+    want = torch.autograd.grad(conv(x), conv.weight, g_z)[0]
+    naive = torch.nn.grad.conv2d_weight(x, conv.weight.shape, g_z, conv.stride, conv.padding)
+    assert not torch.allclose(naive, want, rtol=0.05)
+    torch.testing.assert_close(weight_grads(conv, x, g_z)[0], want, rtol=1e-12, atol=1e-13)

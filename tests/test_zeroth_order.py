@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 import torch.nn.functional as F
 
 import fglib
@@ -136,6 +137,28 @@ def test_in_place_step_is_the_finite_difference_along_its_regenerated_direction(
     assert method.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * math.exp(-0.5))  # the decay applies
     with torch.no_grad():
         assert float(loss) == pytest.approx(float(F.cross_entropy(copy(x), y)), rel=1e-6)
+
+
+def nested(model):
+    """The same network with its hidden layers inside a nested nn.Sequential."""
+    return nn.Sequential(model[0], nn.Sequential(*model[1:-1]), model[-1])
+
+
+def test_in_place_step_perturbs_the_parameters_of_nested_modules_too():
+    """A nested Sequential's layers are perturbed as well as updated: the step is
+    theta - lr d_h v with d_h the finite difference along the whole v, and equals the flat model's
+    step bit for bit (a scheme that updated them without perturbing them failed both)."""
+    x, y = batch(small_mlp())
+    flat, inner = small_mlp(), nested(small_mlp())
+    before = [p.detach().clone() for p in inner.parameters()]
+    methods = [InPlaceFiniteDifference(model, F.cross_entropy, 0.1, h=1e-5, seed=3) for model in (flat, inner)]
+    for method in methods:
+        method.step(x, y)
+    assert all(torch.equal(a, b) for a, b in zip(flat.parameters(), inner.parameters()))
+    v = [methods[1].direction_of(methods[1].last_seeds[0], p) for p in methods[1].params]
+    _, d = finite_difference(nested(small_mlp()), F.cross_entropy, x, y, v, 1e-5, "central")
+    for b, p, vi in zip(before, inner.parameters(), v):
+        torch.testing.assert_close(p.detach(), b - 0.1 * d * vi, rtol=1e-10, atol=1e-12)
 
 
 def test_in_place_scheme_needs_no_parameter_sized_buffer():
