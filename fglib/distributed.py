@@ -102,6 +102,10 @@ class DistributedForwardGradient(ForwardGradientDescent):
     def __init__(self, model, loss_fn, lr, mode="shared", communicator=None, **kwargs):
         super().__init__(model, loss_fn, lr, **kwargs)
         checks.choice("direction", self.direction, ONE_AT_A_TIME)
+        if self.combine != "mean" or self.batched:   # fill_grad below averages d_k v_k, one pass each
+            option = f"combine={self.combine!r}" if self.combine != "mean" else "batched=True"
+            raise ValueError(f"{option} is not implemented for distributed forward gradients, which average "
+                             "d_k v_k over the workers' directions: leave it out (combine='mean', batched=False)")
         self.mode = checks.choice("mode", mode, MODES)
         self.comm = communicator or Communicator()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()

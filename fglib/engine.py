@@ -242,6 +242,15 @@ def _observer(hook):
     return isinstance(getattr(hook, "__self__", None), ModuleTracker)
 
 
+def _own_forward(cls):
+    """False when torch's own forward of a class the engine knows was patched (e.g. nn.Linear.forward
+    = my_forward): the engine's rule would compute what torch's forward did, not the patch."""
+    if cls not in LAYERS and cls is not nn.Sequential:
+        return True
+    forward = cls.forward
+    return forward.__module__.startswith("torch.nn.") and forward.__qualname__ == f"{cls.__name__}.forward"
+
+
 def _check_no_hooks(module, where):
     """The engine calls layer rules, not modules: a hook or a replaced forward would be skipped."""
     from torch.nn.modules import module as module_mod
@@ -252,6 +261,8 @@ def _check_no_hooks(module, where):
              if any(not _observer(h) for h in hooks.values())]
     if "forward" in vars(module):
         found.append("forward replaced on the instance")
+    elif not _own_forward(type(module)):
+        found.append(f"forward replaced on its class ({type(module).forward.__qualname__})")
     if found:
         raise Unsupported(f"{where} ({type(module).__name__}) has a {found[0]}, which fglib's engine would skip.")
 
@@ -380,6 +391,8 @@ class Dual:
     def __pow__(self, k):  # d(a^k) = k a^(k-1) da, k a constant
         if isinstance(k, Dual):
             raise Unsupported("fglib's Dual supports constant exponents only.")
+        if k == 0:   # a^0 = 1 everywhere, a 0 included: derivative 0 (k a^(k-1) would give 0 * inf there)
+            return Dual(self.value ** 0, _scale(self.tangent, 0))
         return Dual(self.value ** k, _scale(self.tangent, k * self.value ** (k - 1)))
 
     def __abs__(self):  # d|a| = sign(a) da
@@ -396,6 +409,9 @@ class Dual:
     def __le__(self, other): return self.value <= Dual.lift(other).value
     def __gt__(self, other): return self.value > Dual.lift(other).value
     def __ge__(self, other): return self.value >= Dual.lift(other).value
+    def __eq__(self, other): return self.value == Dual.lift(other).value
+    def __ne__(self, other): return self.value != Dual.lift(other).value
+    __hash__ = None   # compared by value, as a tensor is
     def __bool__(self): return bool(self.value)
 
     # torch functions of one Dual: f(a) and f'(a), so d f(a) = f'(a) da

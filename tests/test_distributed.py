@@ -104,6 +104,17 @@ fd.Communicator().all_reduce_mean(torch.ones(1))
 
 
 
+@pytest.mark.parametrize("option", [{"combine": "project"}, {"batched": True}])
+def test_options_the_distributed_step_would_ignore_are_refused(option):
+    """The distributed step averages d_k v_k; an option it would silently ignore is refused before
+    any process group is needed (control: the default options pass that check and then need one)."""
+    model = fglib.build_model("logreg", seed=0)
+    with pytest.raises(ValueError, match=f"{next(iter(option))}.*not implemented for distributed"):
+        distributed.DistributedForwardGradient(model, F.cross_entropy, 0.1, n_directions=2, **option)
+    with pytest.raises((RuntimeError, ValueError), match="(?i)process group|init"):
+        distributed.DistributedForwardGradient(model, F.cross_entropy, 0.1, n_directions=2, communicator=object())
+
+
 def test_init_outside_torchrun_says_how_to_launch(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(RuntimeError, match="must run under torchrun"):

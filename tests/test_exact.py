@@ -294,6 +294,9 @@ FUNCTIONS = {
     "torch.atan (no rule)": (lambda t: torch.atan(t).sum(), "refuse"),
     "a method with no rule (.mean)": (lambda t: t.mean() * t[0], "refuse"),
     "a Dual exponent": (lambda t: t[0] ** t[1], "refuse"),
+    "a branch on ==": (lambda t: 2 * t[0] if t[0] == 0.3 else 3 * t[1], "exact"),
+    "a branch on !=": (lambda t: 2 * t[0] if t[1] != 0.7 else 3 * t[1], "exact"),
+    "the power 0 at 0": (lambda t: (((t - torch.tensor([0.3, 0.0], dtype=DT)) ** 0) * t).sum(), "exact"),
 }
 
 
@@ -395,3 +398,17 @@ def test_shared_weights_give_backprops_d_and_leave_the_model_as_it_was(build, na
         named = {n: p.detach() + 0 for n, p in model.named_parameters()}
         torch.func.functional_call(model, named, (x,))
         assert not isinstance(model[1].weight, nn.Parameter)   # the control: torch's own tie handling
+
+
+def test_a_forward_patched_on_torchs_class_is_refused_not_skipped(monkeypatch):
+    """nn.Linear.forward replaced for every Linear: the engine's rule would compute the unpatched
+    layer, so it refuses, and auto picks forward_ad, which runs the patch (control: unpatched, the
+    engine runs the model)."""
+    model, x = mlp(), images()
+    assert fglib.make_method("fg", model, F.cross_entropy, 1e-3).engine == "fglib"
+    original = nn.Linear.forward
+    monkeypatch.setattr(nn.Linear, "forward", lambda self, inp: 2 * original(self, inp))
+    with pytest.raises(Unsupported, match=r"layer 1 \(Linear\) has a forward replaced on its class"):
+        fglib.make_method("fg", model, F.cross_entropy, 1e-3, engine="fglib")
+    assert fglib.make_method("fg", model, F.cross_entropy, 1e-3).engine == "forward_ad"
+    differential(model, F.cross_entropy, x, LABELS, list(model.parameters()), "refuse")
