@@ -10,6 +10,7 @@ The data folder is the `root` argument, else the FGLIB_DATA environment
 variable, else ./data (relative to the working directory); torchvision downloads
 into it when the files are missing and the network is there.
 """
+import hashlib
 import os
 from dataclasses import dataclass
 
@@ -28,26 +29,57 @@ def data_root(root=None):
 
 
 # IDX files: a 4-byte magic number (0x0801 labels, 0x0803 images), one 4-byte size per dimension, then bytes
-IDX_FILES = {  # (file, magic, header bytes, bytes per item, items)
-    True: [("train-images-idx3-ubyte", 0x0803, 16, 28 * 28, 60_000), ("train-labels-idx1-ubyte", 0x0801, 8, 1, 60_000)],
-    False: [("t10k-images-idx3-ubyte", 0x0803, 16, 28 * 28, 10_000), ("t10k-labels-idx1-ubyte", 0x0801, 8, 1, 10_000)],
+IDX_FILES = {  # (file, magic, dimensions)
+    True: [("train-images-idx3-ubyte", 0x0803, (60_000, 28, 28)), ("train-labels-idx1-ubyte", 0x0801, (60_000,))],
+    False: [("t10k-images-idx3-ubyte", 0x0803, (10_000, 28, 28)), ("t10k-labels-idx1-ubyte", 0x0801, (10_000,))],
 }
+SUMS_FILE = "SHA256SUMS"   # `sha256sum` lines, paths relative to the data folder, e.g. MNIST/raw/t10k-images-idx3-ubyte
 
 
 def check_idx_files(folder, train):
-    """Each IDX file already in `folder` has its magic number and its full size; otherwise a
-    ValueError naming the file (a truncated download would otherwise read as 'not found')."""
-    for file, magic, header, item, n in IDX_FILES[train]:
+    """Each IDX file already in `folder` has its magic number, its dimensions (n, 28, 28) or (n,)
+    in the header, and its full size; otherwise a ValueError naming the file (a truncated download
+    would otherwise read as 'not found', a header of 14 x 56 as 14 x 56 images)."""
+    for file, magic, dims in IDX_FILES[train]:
         path = os.path.join(folder, file)
         if not os.path.exists(path):
             continue   # torchvision downloads what is missing
         with open(path, "rb") as f:
-            found = int.from_bytes(f.read(4), "big")
-        size, want = os.path.getsize(path), header + item * n
-        if found != magic or size != want:
-            raise ValueError(f"{path} is not a complete IDX file (magic number {found:#06x}, {size:,} bytes; expected "
-                             f"{magic:#06x} and {want:,} bytes): it is truncated or corrupted. Delete it so that it is "
-                             "downloaded again, or replace it with the official file.")
+            head = f.read(4 + 4 * len(dims))
+        found = int.from_bytes(head[:4], "big")
+        shape = tuple(int.from_bytes(head[i:i + 4], "big") for i in range(4, len(head), 4))
+        size, want = os.path.getsize(path), len(head) + _count(dims)
+        if found != magic or size != want or shape != dims:
+            raise ValueError(f"{path} is not a complete IDX file (magic number {found:#06x}, dimensions {shape}, "
+                             f"{size:,} bytes; expected {magic:#06x}, {dims} and {want:,} bytes): it is truncated or "
+                             "corrupted. Delete it so that it is downloaded again, or replace it with the official file.")
+
+
+def _count(dims):
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def check_sums(root, name, train):
+    """Each IDX file of data set `name`'s split that `root`/SHA256SUMS lists has the SHA-256 listed there (a
+    folder without that file is not checked); otherwise a ValueError naming the file."""
+    sums_path = os.path.join(root, SUMS_FILE)
+    if not os.path.exists(sums_path):
+        return
+    with open(sums_path) as f:
+        listed = {line.split(maxsplit=1)[1].strip().lstrip("*"): line.split()[0] for line in f if line.strip()}
+    for file, _, _ in IDX_FILES[train]:
+        relative = f"{DATASETS[name]}/raw/{file}"
+        path = os.path.join(root, relative)
+        if relative not in listed or not os.path.exists(path):
+            continue
+        with open(path, "rb") as f:
+            found = hashlib.file_digest(f, "sha256").hexdigest()
+        if found != listed[relative]:
+            raise ValueError(f"{path} has SHA-256 {found[:12]}..., not the {listed[relative][:12]}... listed in "
+                             f"{sums_path}: the file is corrupted. Replace it with the official file.")
 
 
 def _load_split(name, root, train):
@@ -59,6 +91,7 @@ def _load_split(name, root, train):
     cls = getattr(datasets, DATASETS[name])
     raw = os.path.join(os.path.abspath(root), DATASETS[name], "raw")
     check_idx_files(raw, train)
+    check_sums(root, name, train)
     try:
         ds = cls(root, train=train, download=True)
     except Exception as err:  # no network, or files neither there nor downloadable
@@ -79,6 +112,10 @@ def _load_split(name, root, train):
 class Split:
     x: torch.Tensor  # (N, 1, 28, 28), normalised
     y: torch.Tensor  # (N,), int64 labels
+
+    def __post_init__(self):
+        if len(self.x) != len(self.y):
+            raise ValueError(f"a Split needs one label per image: x holds {len(self.x)} images, y {len(self.y)} labels")
 
     def __len__(self):
         return len(self.y)
@@ -107,6 +144,10 @@ def load_data(name="mnist", root=None, device="cpu", dtype=torch.float32, limit=
     scale = lambda x: x.to(torch.float64).div(255.0).unsqueeze(1)
     train_x, test_x = scale(train_x), scale(test_x)
     mean, std = train_x.mean(), train_x.std()
+    if not std > 0:   # every pixel alike: normalising would give NaN
+        raise ValueError(f"{os.path.join(os.path.abspath(root), DATASETS[name], 'raw', IDX_FILES[True][0][0])} holds "
+                         f"images whose pixels are all {float(mean) * 255:.0f}: the file is corrupted; replace it with "
+                         "the official one")
     norm = lambda x: ((x - mean) / std).to(device=device, dtype=dtype)
     n_train = len(train_y) - N_VALIDATION
     splits = {

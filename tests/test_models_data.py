@@ -78,21 +78,23 @@ def test_device_auto_picks_the_gpu_when_there_is_one_else_the_cpu():
     assert fglib.load_data("mnist", device="auto", limit=4)["train"].x.device.type == want
 
 
-def idx(path, magic, dims, fill=0, cut=None):
-    """An IDX file of the given dimensions, every data byte `fill`, optionally cut to `cut` bytes."""
+def idx(path, magic, dims, fill=None, cut=None):
+    """An IDX file of the given dimensions, every data byte `fill` (default: bytes cycling through
+    0-255, as varied pixels), optionally cut to `cut` bytes."""
     header = magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in dims)
     count = 1
     for d in dims:
         count *= d
-    data = header + bytes([fill]) * count
+    body = bytes(range(256)) * (count // 256 + 1) if fill is None else bytes([fill]) * (count + 1)
+    data = header + body[:count]
     path.write_bytes(data[:cut])
 
 
-def fake_mnist(root, label=3, cut=None):
+def fake_mnist(root, label=3, cut=None, fill=None):
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     for prefix, n in (("train", 60_000), ("t10k", 10_000)):
-        idx(raw / f"{prefix}-images-idx3-ubyte", 0x0803, (n, 28, 28), cut=cut if prefix == "train" else None)
+        idx(raw / f"{prefix}-images-idx3-ubyte", 0x0803, (n, 28, 28), fill=fill, cut=cut if prefix == "train" else None)
         idx(raw / f"{prefix}-labels-idx1-ubyte", 0x0801, (n,), fill=label)
     return raw
 
@@ -117,3 +119,40 @@ def test_label_bytes_outside_0_to_9_are_named(tmp_path):
     control = tmp_path / "good"
     fake_mnist(control, label=3)
     assert set(fglib.load_data("mnist", root=control)["train"].y.tolist()) == {3}
+
+
+def test_a_header_with_other_dimensions_is_named(tmp_path):
+    """14 x 56 images have 28 x 28's byte count: only the header tells them apart."""
+    raw = fake_mnist(tmp_path)
+    idx(raw / "t10k-images-idx3-ubyte", 0x0803, (10_000, 14, 56), fill=7)
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte is not a complete IDX file.*dimensions \(10000, 14, 56\)"):
+        fglib.load_data("mnist", root=tmp_path)
+
+
+def test_images_whose_pixels_are_all_alike_are_named_not_normalised_to_nan(tmp_path):
+    fake_mnist(tmp_path, fill=0)
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte holds images whose pixels are all 0"):
+        fglib.load_data("mnist", root=tmp_path)
+
+
+def test_a_file_whose_sha256_differs_from_the_folders_sums_is_named(tmp_path):
+    """One flipped pixel passes every structural check: the folder's SHA256SUMS catches it.
+    Control: the same folder with the right sums loads."""
+    import hashlib
+    raw = fake_mnist(tmp_path)
+    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  MNIST/raw/{p.name}\n" for p in sorted(raw.iterdir())]
+    (tmp_path / "SHA256SUMS").write_text("".join(lines))
+    assert len(fglib.load_data("mnist", root=tmp_path, limit=4)["train"]) == 4
+    path = raw / "train-images-idx3-ubyte"
+    data = bytearray(path.read_bytes())
+    data[5000] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte has SHA-256 .* listed in .*SHA256SUMS"):
+        fglib.load_data("mnist", root=tmp_path)
+
+
+def test_a_split_needs_one_label_per_image():
+    from fglib.data import Split
+    with pytest.raises(ValueError, match="x holds 5 images, y 4 labels"):
+        Split(torch.zeros(5, 1, 28, 28), torch.zeros(4, dtype=torch.long))
+    assert len(Split(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))) == 4
