@@ -218,6 +218,19 @@ def _loop(run, iterations, device, data, eval_at, splits, on_diverge, progress, 
     return table
 
 
+def global_rng():
+    """torch's global generators (CPU, and each GPU's once CUDA is in use): Dropout and other
+    layers draw from them, so a run resumes bit for bit only with their state saved."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def set_global_rng(state):
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 class Run:
     """One training run in progress: its rows, the clock and where it stands; it can save its
     whole state to a file and load it back (fglib.train's checkpoints)."""
@@ -261,7 +274,7 @@ class Run:
             "settings": self.settings, "rows": self.rows, "elapsed": self.elapsed, "done": self.done,
             "wall": self.wall(), "sittings": self.sittings,
             "model": self.method.model.state_dict(), "method": self.method.state_dict(),
-            "batches": None if self.batches is None else self.batches.state_dict()})
+            "batches": None if self.batches is None else self.batches.state_dict(), "global_rng": global_rng()})
 
     def load(self, path, iterations):
         """Go on from the state saved in `path`, after checking that it is this run's: the same
@@ -290,3 +303,5 @@ class Run:
         self.method.load_state_dict(state["method"])
         if self.batches is not None:
             self.batches.load_state_dict(state["batches"])
+        if state.get("global_rng") is not None:
+            set_global_rng(state["global_rng"])

@@ -79,6 +79,8 @@ def test_an_unknown_parameter_name_is_refused_before_any_chapter_runs(tmp_path):
     with pytest.raises(SystemExit, match="verdict has no parameter 'seed'"):
         book.execute(paths, "full", tmp_path, overrides={"seed": 3})
     assert not list(tmp_path.iterdir())
+    with pytest.raises(SystemExit, match="cnn has no parameter 'seeds'"):   # cnn has outputs: missing skips it
+        book.execute(paths[1:], "missing", tmp_path, overrides={"seeds": 3})
     book.check_parameter_names(paths[1], {"seed": 3, "smoke": True})
 
 

@@ -1,9 +1,11 @@
 """The training loop: reproducible under a seed, loud when a run diverges; the decay."""
 import math
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import fglib
 import fglib.book
@@ -113,6 +115,30 @@ def test_a_run_stopped_and_resumed_is_bit_identical_to_one_that_never_stopped(mn
     monkeypatch.setattr(fglib.data.BatchSampler, "load_state_dict", lambda self, state: None)
     run(fresh()[1], 10, tmp_path / "forgetful.pt")
     assert not run(fresh()[1], 20, tmp_path / "forgetful.pt")[columns].equals(want[columns])
+
+
+def test_a_dropout_run_resumes_bit_for_bit_with_torchs_global_generator_saved(mnist, tmp_path, monkeypatch):
+    """Dropout draws its masks from torch's global generator, which a fresh process seeds anew:
+    the checkpoint carries its state. Control: a resume that skips restoring it differs."""
+    def fresh():
+        torch.manual_seed(4)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 10))
+        return model, fglib.make_method("bp", model, F.cross_entropy, lr=1e-1)
+
+    def run(method, iterations, checkpoint=None):
+        return fglib.train(method, mnist, iterations=iterations, eval_every=5, seed=4, progress=False,
+                           checkpoint=checkpoint)
+
+    straight_model, straight = fresh()
+    want = run(straight, 20)
+    for name, restore in [("run.pt", True), ("forgetful.pt", False)]:
+        if not restore:
+            monkeypatch.setattr(sys.modules["fglib.train"], "set_global_rng", lambda state: None)
+        run(fresh()[1], 10, tmp_path / name)
+        resumed_model, resumed = fresh()
+        got = run(resumed, 20, tmp_path / name)
+        same = all(torch.equal(a, b) for a, b in zip(straight_model.parameters(), resumed_model.parameters()))
+        assert same == restore and got["loss"].equals(want["loss"]) == restore
 
 
 def test_initial_gradients_are_the_gradient_of_each_seeds_untrained_network(mnist):

@@ -105,10 +105,10 @@ def execute(paths, mode, out_dir=None, overrides=None):
     os.environ["FGLIB_PROGRESS"] = "text"  # the kernel inherits it: plain text bars, no widget
     params = {"smoke": True} if mode == "smoke" else {}
     params.update(overrides or {})
+    for path in paths:   # every chapter named, also those --mode missing then skips: a typo is a typo
+        check_parameter_names(path, params)
     if mode == "missing":
         paths = [p for p in paths if not has_outputs(p)]
-    for path in paths:
-        check_parameter_names(path, params)
     for path in paths:
         target = pathlib.Path(out_dir) / path.name if out_dir else path
         target.parent.mkdir(parents=True, exist_ok=True)
