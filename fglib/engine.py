@@ -60,6 +60,8 @@ def conv2d(layer, x, dx, dp):
             inp = F.pad(inp, layer._reversed_padding_repeated_twice, mode=layer.padding_mode)
         padding = 0 if layer.padding_mode != "zeros" else layer.padding
         return F.conv2d(inp, w, b, layer.stride, padding, layer.dilation, layer.groups)
+    if x.dim() != 4:
+        raise UnsupportedBatch(f"fglib's engine takes Conv2d input as a batch (B, C, H, W); got shape {tuple(x.shape)}.")
     y = conv(x, layer.weight, layer.bias)
     dw, db = dp.get("weight"), dp.get("bias")
     dy = conv(x, dw, db) if dw is not None else (None if db is None else db[:, None, None].expand_as(y))
@@ -112,7 +114,10 @@ def check_target(z, target):
     """Targets as PyTorch's cross-entropy takes them for logits z of shape (B, C): class indices,
     an integer tensor of shape (B,), or class probabilities, a floating tensor of shape (B, C).
     Anything else gets a ValueError that says both forms, not a broadcasting error from deep in
-    the rule. Shapes and dtypes only: no values are read, so a GPU is not synchronised."""
+    the rule. Shapes and dtypes only: no values are read, so a GPU is not synchronised. Logits of
+    another shape, e.g. (B, C, L), are Unsupported (engine='auto' then uses forward_ad)."""
+    if z.dim() != 2:
+        raise UnsupportedBatch(f"fglib's engine takes logits of shape (B, C); the model gave {tuple(z.shape)}.")
     b, c = z.shape
     indices = not target.is_floating_point() and target.shape == (b,)
     probabilities = target.is_floating_point() and target.shape == (b, c)
@@ -159,6 +164,8 @@ def cross_entropy_terms(z, dz, target, weight=None, ignore_index=-100, label_smo
     Jacobian-vector product of logsumexp is the p-weighted sum of the tangents). Plain labels
     (no weights, no smoothing) take the gather path: q_i is one-hot, s_i = 1."""
     check_target(z, target)
+    if not target.is_floating_point():
+        target = target.long()   # uint8 or int32 labels, as PyTorch's cross-entropy takes them
     if not target.is_floating_point() and target.device.type == "cpu":
         check_labels(z, target, ignore_index)   # on a GPU, fglib.train checks the data once instead
     lse = torch.logsumexp(z, dim=1, keepdim=True)
@@ -233,6 +240,11 @@ class Unsupported(ValueError):
         self.reason = reason   # without the advice, for methods that take no engine= (FG-A, fd_inplace)
         super().__init__(f"{reason} Use engine='forward_ad' (or 'func'), which differentiates any PyTorch "
                          "module and loss exactly.")
+
+
+class UnsupportedBatch(Unsupported):
+    """The model is one the engine runs, this batch's shapes are not (an unbatched image, logits
+    other than (B, C)): engine='auto' gives the batch to forward_ad, as PyTorch would run it."""
 
 
 def _observer(hook):

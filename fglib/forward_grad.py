@@ -122,13 +122,16 @@ def check_params(model, params):
                              "tensors from model.parameters() (or leave params=None for all of them)")
 
 
-def module_jvp(model, loss_fn, x, y, directions, params=None, engine="auto"):
+def module_jvp(model, loss_fn, x, y, directions, params=None, engine="auto", batch_fallback=None):
     """(loss, grad loss . v) with respect to `params`, in one forward pass.
 
     `params` defaults to all of `model.parameters()` (forward mode needs no requires_grad);
     `directions` holds one tensor per parameter in `params`, in that order. Parameters of the
     model not in `params` are held constant (forward gradient descent passes only the
     parameters with requires_grad, as backprop would train). `engine`: see ENGINES above.
+    With `batch_fallback` (the default for engine='auto'), a batch whose shapes fglib's engine does
+    not take (fglib.engine.UnsupportedBatch: an unbatched image, logits other than (B, C)) goes to
+    forward_ad; anything else the engine refuses, such as a hook added later, is still refused.
     """
     check_engine(engine)
     params = list(model.parameters()) if params is None else list(params)
@@ -138,11 +141,17 @@ def module_jvp(model, loss_fn, x, y, directions, params=None, engine="auto"):
         checks.same_place("the model's parameters", params[0], x=x)
     if engine == "auto":
         engine = "fglib" if fglib_engine.supports(model, loss_fn) else "forward_ad"
+        batch_fallback = batch_fallback is not False
+    if engine == "fglib" and batch_fallback:
+        try:
+            return _jvp_fglib(model, loss_fn, x, y, params, directions)
+        except fglib_engine.UnsupportedBatch:   # this batch's shapes, e.g. an unbatched image: torch's own way
+            engine = "forward_ad"
     run = {"fglib": _jvp_fglib, "func": _jvp_func, "forward_ad": _jvp_forward_ad}[engine]
     return run(model, loss_fn, x, y, params, directions)
 
 
-def module_jvp_batched(model, loss_fn, x, y, directions, params=None, engine="auto"):
+def module_jvp_batched(model, loss_fn, x, y, directions, params=None, engine="auto", batch_fallback=None):
     """(loss, d) for K directions in one pass: `directions` is a list of K direction lists (as
     module_jvp takes one); d has shape (K,). The K tangents travel together through each layer
     (torch.func.vmap over module_jvp), so each weight is read once for all K."""
@@ -151,7 +160,7 @@ def module_jvp_batched(model, loss_fn, x, y, directions, params=None, engine="au
     if not directions:
         raise ValueError("directions must hold at least one direction list")
     stacked = [torch.stack(parts) for parts in zip(*directions)]
-    one = lambda *v: module_jvp(model, loss_fn, x, y, list(v), params, engine)
+    one = lambda *v: module_jvp(model, loss_fn, x, y, list(v), params, engine, batch_fallback)
     loss, d = torch.func.vmap(one)(*stacked)
     return loss[0], d
 

@@ -138,6 +138,7 @@ class ForwardGradientDescent(Method):
                              "one more forward-mode pass in every step, so the run would not end in useful time; "
                              "for the exact gradient use backprop (make_method('bp', ...))")
         self.engine = check_engine(engine)
+        self._fallback = self.engine == "auto"   # a batch fglib's engine cannot take goes to forward_ad
         if self.engine == "auto":
             self.engine = "fglib" if fglib_engine.supports(model, loss_fn) else "forward_ad"
         elif self.engine == "fglib":
@@ -160,8 +161,10 @@ class ForwardGradientDescent(Method):
         self._jvp = self._make_jvp()
 
     def _make_jvp(self):
+        fallback = self._fallback and not self.compile
+
         def jvp(x, y, *v):
-            return module_jvp(self.model, self.loss_fn, x, y, v, self.params, self.engine)
+            return module_jvp(self.model, self.loss_fn, x, y, v, self.params, self.engine, fallback)
         return torch.compile(jvp, mode=self.compile) if self.compile else jvp
 
     def directions(self, step_seed):
@@ -235,7 +238,8 @@ class ForwardGradientDescent(Method):
         draws = list(self._draws())
         self.last_seeds = list(dict.fromkeys(s for s, _ in draws))
         directions = [v for _, v in draws]
-        loss, d = module_jvp_batched(self.model, self.loss_fn, x, y, directions, self.params, self.engine)
+        loss, d = module_jvp_batched(self.model, self.loss_fn, x, y, directions, self.params, self.engine,
+                                     self._fallback)
         weights = d / len(directions)
         for i, p in enumerate(self.params):
             p.grad = torch.einsum("k,k...->...", weights, torch.stack([v[i] for v in directions]))

@@ -412,3 +412,49 @@ def test_a_forward_patched_on_torchs_class_is_refused_not_skipped(monkeypatch):
         fglib.make_method("fg", model, F.cross_entropy, 1e-3, engine="fglib")
     assert fglib.make_method("fg", model, F.cross_entropy, 1e-3).engine == "forward_ad"
     differential(model, F.cross_entropy, x, LABELS, list(model.parameters()), "refuse")
+
+
+def unbatched_cnn():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(0), nn.Linear(2 * 4 * 4, CLASSES)).to(DT)
+
+
+def per_pixel():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, CLASSES, 3, padding=1)).to(DT)
+
+
+BATCHES = {  # batches a model fglib's engine supports can be given, which its rules do not take
+    "an unbatched image (C, H, W), 1-D logits": (unbatched_cnn, lambda: images()[0], lambda: LABELS[0]),
+    "per-pixel logits (B, C, H, W)": (per_pixel, images, lambda: torch.randint(0, CLASSES, (B, 6, 6))),
+}
+
+
+@pytest.mark.parametrize("case", BATCHES, ids=list(BATCHES))
+def test_auto_gives_forward_ad_a_batch_fglibs_engine_cannot_take(case):
+    """The model passes the engine's check, the batch does not: engine='fglib' says so, auto and
+    a method built with auto give forward_ad's d (they crashed inside the engine's rules)."""
+    build, x, y = BATCHES[case]
+    model, x, y = build(), x(), y()
+    assert fglib.engine.supports(model, F.cross_entropy)
+    params = list(model.parameters())
+    v = directions(params)
+    want = fglib.module_jvp(model, F.cross_entropy, x, y, v, engine="forward_ad")
+    with pytest.raises(Unsupported, match="fglib's engine takes"):
+        fglib.module_jvp(model, F.cross_entropy, x, y, v, engine="fglib")
+    got = fglib.module_jvp(model, F.cross_entropy, x, y, v, engine="auto")
+    assert close(got[0], want[0]) and close(got[1], want[1])
+    twins = [fglib.make_method("fg", build(), F.cross_entropy, 1e-2, seed=5, engine=e) for e in ("auto", "forward_ad")]
+    assert twins[0].engine == "fglib"
+    losses = [float(m.step(x, y)) for m in twins]
+    assert close(losses[0], losses[1])
+    assert all(torch.equal(a, b) for a, b in zip(twins[0].params, twins[1].params))
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int32])
+def test_labels_of_any_integer_type_give_the_same_d(dtype):
+    model, x = mlp(), images()
+    v = directions(list(model.parameters()))
+    want = fglib.module_jvp(model, F.cross_entropy, x, LABELS, v, engine="forward_ad")
+    got = fglib.module_jvp(model, F.cross_entropy, x, LABELS.to(dtype), v, engine="fglib")
+    assert close(got[0], want[0]) and close(got[1], want[1])
