@@ -40,7 +40,8 @@ def expected_second_moment(grad, kind="normal"):
     (n + 2) ||grad||^2 for normal v (E v_i^4 = 3); n ||grad||^2 for Rademacher signs, for v
     uniform on the sphere of radius sqrt(n), and for orthogonal directions (each on that sphere)."""
     n, norm2 = grad.numel(), float(grad.pow(2).sum())
-    return {"normal": (n + 2) * norm2, "rademacher": n * norm2, "sphere": n * norm2, "orthogonal": n * norm2}[kind]
+    moments = {"normal": (n + 2) * norm2, "rademacher": n * norm2, "sphere": n * norm2, "orthogonal": n * norm2}
+    return moments[check_direction(kind, "kind")]
 
 
 def _direction_chunks(grad, n_samples, kind, generator, chunk):

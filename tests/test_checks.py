@@ -64,6 +64,8 @@ CASES = [
     ("make_generator seed float", lambda: fglib.make_generator(1.5), TypeError, "seed"),
     ("make_generator seed negative", lambda: fglib.make_generator(-1), ValueError, "seed"),
     ("make_generator device", lambda: fglib.make_generator(0, "gpu"), ValueError, "device"),
+    ("expected_second_moment kind", lambda: fglib.stats.expected_second_moment(torch.ones(3), "uniform"), ValueError,
+     "kind"),
     # activity perturbation and local losses
     ("BlockForwardGradient perturb", lambda: fglib.BlockForwardGradient(fglib.build_model("logreg"), F.cross_entropy,
                                                                         0.1, perturb="both"), ValueError, "perturb"),
