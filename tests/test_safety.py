@@ -447,3 +447,23 @@ def test_the_command_line_refuses_a_method_the_plan_lacks_and_a_timing_of_nothin
     assert right.returncode == 0 and "runs left" in right.stdout
     none = book_command("timings", "cnn", "--processes", "0")
     assert none.returncode != 0 and "--processes 0" in none.stderr
+
+
+@hypothesis.settings(max_examples=40, deadline=None, suppress_health_check=[hypothesis.HealthCheck.function_scoped_fixture])
+@hypothesis.given(cut=st.integers(0, 200), where=st.sampled_from(["result", "record"]))
+def test_a_json_file_cut_short_gives_its_data_or_an_error_naming_it(tmp_path, cut, where):
+    """A chapter's results or a run's record half-written: load_results and the run records give
+    the saved data or a ValueError naming the file (they raised a bare JSONDecodeError)."""
+    import json
+    from fglib.book import report, runs
+    saved = {"iterations_done": 70000, "minutes": 12.5, "method": "forward gradient"}
+    path = tmp_path / "mlp.json" if where == "result" else runs.raw_folder(tmp_path, "mlp") / "fg-seed0.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(saved)
+    path.write_text(text[:cut])
+    try:
+        got = report.load_results(tmp_path)["mlp"] if where == "result" else runs.load_records(tmp_path, "mlp").iloc[0].to_dict()
+    except ValueError as err:
+        assert path.name in str(err) and cut < len(text)
+    else:
+        assert got == saved

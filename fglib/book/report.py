@@ -215,7 +215,18 @@ def load_results(folder="results", missing_ok=False):
                                 "(python tools/book.py execute), or pass the folder that holds results/*.json")
     files = result_files(folder)
     note_read(files)
-    return {p.stem: json.loads(p.read_text()) for p in files}
+    return {p.stem: read_json(p) for p in files}
+
+
+def read_json(path):
+    """A saved JSON file, or a ValueError naming it when it is damaged (half-written, cut short)."""
+    import json
+    import pathlib
+    try:
+        return json.loads(pathlib.Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is damaged and cannot be read ({type(err).__name__}: {err}): restore it "
+                         f"(git checkout -- {path}) or run what wrote it again") from None
 
 
 FETCH_MAX_BYTES = 64 * 2 ** 20   # the most one fetched file may hold

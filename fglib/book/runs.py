@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from .. import checkpoint as checkpoint_file_io
 from .. import checks
 from ..device import device_name
-from .report import note_read, write_index
+from .report import note_read, read_json, write_index
 from ..methods import PAPER_DECAY
 from ..registry import LABELS, make_method
 from ..models import build_model
@@ -108,7 +108,7 @@ def raw_folder(folder, experiment):
 def is_saved(plan, folder, method, seed):
     """A run counts as saved when its record says it ran the plan's iterations (or more)."""
     record = raw_folder(folder, plan.experiment) / f"{run_stem(method, seed)}.json"
-    return record.exists() and json.loads(record.read_text())["iterations_done"] >= plan.iterations
+    return record.exists() and read_json(record)["iterations_done"] >= plan.iterations
 
 
 def pending(plan, folder):
@@ -243,7 +243,7 @@ def load_records(folder, experiment):
     """The records of an experiment's saved runs, a row each."""
     files = sorted(raw_folder(folder, experiment).glob("*-seed*.json"))
     note_read([raw_folder(folder, experiment) / "*-seed*.json"])
-    return pd.DataFrame([json.loads(f.read_text()) for f in files])
+    return pd.DataFrame([read_json(f) for f in files])
 
 
 def measure_steps(plan, data, repeats=30, warmup=5, device="cpu"):
