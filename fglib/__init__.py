@@ -40,12 +40,13 @@ from .methods import Backprop, CheckpointedBackprop, ForwardGradientDescent, lea
 from .registry import METHODS, make_method
 from .train import evaluate, train
 from .zeroth_order import FiniteDifferenceDescent, InPlaceFiniteDifference, finite_difference
+from .lean import InPlaceForwardGradient
 from .local import BlockForwardGradient, LocalBackprop
 from .subspace import RandomSubspace
 from .measure import describe_ratio, peak_memory, peak_tensor_bytes, runtime_ratios, saved_bytes, time_to_target
 from .timing import keep_freed_memory, median_times
 from .device import device_name, resolve_device
 from .to_target import decompose, eval_schedule, levelled_off
-from . import checkpoint, checks, distributed, engine, local, measure, numerics, registry, stats, subspace, timing, to_target, zeroth_order
+from . import checkpoint, checks, distributed, engine, lean, local, measure, numerics, registry, stats, subspace, timing, to_target, zeroth_order
 
 __version__ = "0.1.0"

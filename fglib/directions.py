@@ -33,6 +33,7 @@ from . import checks
 
 DIRECTIONS = ("normal", "rademacher", "sphere", "orthogonal")
 ONE_AT_A_TIME = ("normal", "rademacher", "sphere")   # "orthogonal" draws K together
+PER_TENSOR = ("normal", "rademacher")   # laws with independent components: v drawn a tensor at a time has the same law
 STREAMS = 4
 _SIGN_TABLES, _POOL = {}, []
 
@@ -136,6 +137,15 @@ def sample_direction(like, kind="normal", generator=None):
     check_direction(kind, "kind")
     check_generator(generator, like)
     return flat_direction(like.numel(), kind, like.dtype, like.device, generator).view(like.shape)
+
+
+def per_tensor_direction(like, index, step_seed, kind="normal", generator=None):
+    """The part of v for tensor number `index`, drawn on its own: the generator is seeded with
+    (step_seed + 7919 index) mod 2^63, so the same (step seed, index) gives the same draw at any
+    time, in any order, without drawing the other tensors' parts (the in-place methods regenerate
+    a tensor's part for the update this way)."""
+    generator.manual_seed((step_seed + 7919 * index) % 2 ** 63)
+    return sample_direction(like, kind, generator)
 
 
 def sample_directions(tensors, kind="normal", generator=None):

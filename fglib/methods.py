@@ -20,7 +20,8 @@ import math
 import torch
 
 from . import checks
-from .directions import check_direction, make_generator, orthogonal_directions, sample_directions
+from .directions import (PER_TENSOR, check_direction, make_generator, orthogonal_directions, per_tensor_direction,
+                         sample_directions)
 from . import engine as fglib_engine
 from .forward_grad import check_engine, module_jvp, module_jvp_batched
 
@@ -53,6 +54,12 @@ def compile_mode(value):
     if isinstance(value, str):
         return checks.choice("compile", value, COMPILE_MODES)
     return "default" if checks.boolean("compile", value) else None
+
+
+def check_batch(x):
+    """An empty batch has no loss: backprop would step on NaN, fglib's engine on a loss of 0."""
+    if isinstance(x, torch.Tensor) and x.dim() > 0 and len(x) == 0:
+        raise ValueError("x is an empty batch (0 examples): a step needs at least one example")
 
 
 class Method:
@@ -96,9 +103,7 @@ class Method:
             getattr(self, name).set_state(g_state)
 
     def step(self, x=None, y=None):
-        if isinstance(x, torch.Tensor) and x.dim() > 0 and len(x) == 0:
-            # an empty batch has no loss: backprop would step on NaN, fglib's engine on a loss of 0
-            raise ValueError("x is an empty batch (0 examples): a step needs at least one example")
+        check_batch(x)
         loss = self.fill_grad(x, y)
         self.optimizer.step()
         self.scheduler.step()
@@ -116,7 +121,9 @@ class ForwardGradientDescent(Method):
     v between the forward-mode pass and the update: the update re-draws it from the seed
     (MeZO's trick; bit-identical). `engine` picks the forward-mode implementation (see
     fglib.forward_grad.ENGINES). batched=True carries the K tangents through one pass
-    (torch.func.vmap) instead of K passes.
+    (torch.func.vmap) instead of K passes. draw='flat' draws v over all parameters in one call;
+    draw='per_tensor' draws each tensor's part from (step seed, tensor index), as fg_inplace
+    (fglib.lean) does, so that the two give the same weights.
 
     combine says how the K directional derivatives d_k = grad f . v_k make one step:
     'mean'     g = (1/K) sum_k d_k v_k, unbiased (the paper's estimator, averaged);
@@ -128,10 +135,15 @@ class ForwardGradientDescent(Method):
     name = "forward gradient"
 
     def __init__(self, model, loss_fn, lr, direction="normal", n_directions=1, seed=0, engine="auto",
-                 regenerate=False, batched=False, combine="mean", **kwargs):
+                 regenerate=False, batched=False, combine="mean", draw="flat", **kwargs):
         super().__init__(model, loss_fn, lr, **kwargs)
         self.combine = checks.choice("combine", combine, ("mean", "project"))
         self.direction = check_direction(direction)
+        self.draw = checks.choice("draw", draw, ("flat", "per_tensor"))
+        if self.draw == "per_tensor" and self.direction not in PER_TENSOR:
+            raise ValueError(f"draw='per_tensor' draws each tensor's part of v on its own, which keeps the law of v "
+                             f"only for independent components: direction must be one of {PER_TENSOR}, got "
+                             f"{direction!r}")
         self.n_directions = checks.count("n_directions", n_directions)
         if self.n_directions > MAX_DIRECTIONS:
             raise ValueError(f"n_directions must be ≤ {MAX_DIRECTIONS:,}, got {self.n_directions:,}: each direction is "
@@ -170,6 +182,9 @@ class ForwardGradientDescent(Method):
     def directions(self, step_seed):
         """v for one step seed: the same seed always gives the same v, bit for bit. For
         direction='orthogonal', the K orthogonal directions of that seed (a list of K)."""
+        if self.draw == "per_tensor":   # as fg_inplace draws them (fglib.directions.per_tensor_direction)
+            return [per_tensor_direction(p, i, step_seed, self.direction, self.generator)
+                    for i, p in enumerate(self.params)]
         self.generator.manual_seed(step_seed)
         if self.direction == "orthogonal":
             return orthogonal_directions(self.params, self.n_directions, self.generator)

@@ -2,6 +2,7 @@
 
     name        label (the class's `name`)    class
     fg          forward gradient              methods.ForwardGradientDescent
+    fg_inplace  forward gradient, in place    lean.InPlaceForwardGradient (plain SGD, v never held whole)
     bp          backprop                      methods.Backprop
     bp_ckpt     backprop, checkpointed        methods.CheckpointedBackprop
     fd          finite difference             zeroth_order.FiniteDifferenceDescent (SPSA)
@@ -17,6 +18,7 @@ module, then add one entry to METHODS below; make_method builds it by name. Noth
 itself on import.
 """
 from . import checks
+from .lean import InPlaceForwardGradient
 from .local import ActivityForwardGradient, LocalActivityForwardGradient, LocalBackprop, LocalForwardGradient
 from .methods import Backprop, CheckpointedBackprop, ForwardGradientDescent
 from .zeroth_order import FiniteDifferenceDescent, InPlaceFiniteDifference
@@ -27,6 +29,7 @@ METHODS = {
     "bp_ckpt": CheckpointedBackprop,
     "fd": FiniteDifferenceDescent,
     "fd_inplace": InPlaceFiniteDifference,
+    "fg_inplace": InPlaceForwardGradient,
     "fg_a": ActivityForwardGradient,
     "local_fg": LocalForwardGradient,
     "local_fg_a": LocalActivityForwardGradient,

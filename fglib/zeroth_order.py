@@ -26,11 +26,11 @@ memory beyond inference is one layer's perturbed weight.
 import torch
 
 from . import checks
-from .directions import ONE_AT_A_TIME, sample_direction
+from .directions import ONE_AT_A_TIME, per_tensor_direction
 from torch import nn
 
 from . import engine
-from .methods import ForwardGradientDescent, Method
+from .methods import ForwardGradientDescent, Method, check_batch
 from .substitute import call_with
 
 SCHEMES = ("forward", "central")
@@ -117,8 +117,7 @@ class InPlaceFiniteDifference(Method):
 
     def direction_of(self, step_seed, p):
         """v's part for parameter p: the same (step seed, parameter) always gives the same draw."""
-        self.generator.manual_seed((step_seed + 7919 * self.index[id(p)]) % 2 ** 63)
-        return sample_direction(p, self.direction, self.generator)
+        return per_tensor_direction(p, self.index[id(p)], step_seed, self.direction, self.generator)
 
     @torch.no_grad()
     def perturbed_loss(self, x, y, step_seed, scale):
@@ -136,6 +135,7 @@ class InPlaceFiniteDifference(Method):
 
     @torch.no_grad()
     def step(self, x=None, y=None):
+        check_batch(x)
         step_seed = int(torch.randint(2 ** 62, (), generator=self.seeds))
         self.last_seeds = [step_seed]
         f_plus = self.perturbed_loss(x, y, step_seed, self.h)

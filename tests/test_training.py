@@ -84,7 +84,7 @@ def test_diverged_test_function_runs_are_counted():
 
 
 RESUMABLE = {"fg": {}, "fg, momentum": {"optimizer": "momentum"}, "bp, momentum": {"optimizer": "momentum"},
-             "fg_a": {}, "fd_inplace": {}}
+             "fg_a": {}, "fd_inplace": {}, "fg_inplace": {}}
 
 
 @pytest.mark.parametrize("case", RESUMABLE)

@@ -1,0 +1,134 @@
+"""fg_inplace (fglib.lean): forward gradient descent in place. Bit for bit the weights of
+fg(draw='per_tensor') with plain SGD in float64 on either engine (control: fg's flat draw differs),
+unbiased by a statistical test with a control that fails, no weight-sized buffer beyond inference
+(control: fg holds one), and clear errors for what it cannot do."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fglib
+from fglib import stats
+from fglib.lean import InPlaceForwardGradient
+
+
+def images(n=8, dtype=torch.float64, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 1, 28, 28, dtype=dtype, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def trained(name, model, steps=4, **kwargs):
+    method = fglib.make_method(name, model, F.cross_entropy, 0.05, seed=3, decay=0.1, **kwargs)
+    losses = [float(method.step(*images(seed=i))) for i in range(steps)]
+    return [p.detach().clone() for p in model.parameters()], losses
+
+
+def tanh_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, 16), nn.Tanh(), nn.Sequential(nn.Linear(16, 16), nn.Tanh()),
+                         nn.Linear(16, 10)).double()
+
+
+MODELS = {"mlp": lambda: fglib.build_model("mlp", seed=0).double(),
+          "cnn": lambda: fglib.build_model("cnn", seed=0).double(),
+          "Tanh, nested Sequential": tanh_net}
+
+
+ENGINES = [(model, engine) for model in MODELS for engine in ("fglib", "forward_ad")
+           if not (model.startswith("Tanh") and engine == "fglib")]   # the engine has no Tanh rule
+
+
+@pytest.mark.parametrize("model,engine", ENGINES)
+def test_the_same_weights_as_fg_drawing_per_tensor_bit_for_bit(model, engine):
+    got, got_losses = trained("fg_inplace", MODELS[model](), engine=engine)
+    want, want_losses = trained("fg", MODELS[model](), engine=engine, draw="per_tensor")
+    assert all(torch.equal(a, b) for a, b in zip(got, want)) and got_losses == want_losses
+    flat, _ = trained("fg", MODELS[model](), engine=engine)   # control: another v, other weights
+    assert not all(torch.equal(a, b) for a, b in zip(got, flat))
+
+
+def test_k_directions_give_fgs_weights_to_rounding():
+    """With K > 1, fg sums the K terms before the update and fg_inplace applies them one at a time:
+    the same weights up to the order of additions."""
+    got, _ = trained("fg_inplace", MODELS["mlp"](), steps=2, n_directions=3)
+    want, _ = trained("fg", MODELS["mlp"](), steps=2, n_directions=3, draw="per_tensor")
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_per_tensor_draws_are_unbiased_and_a_scaled_draw_is_caught():
+    """g = d v over 8,000 per-tensor draws on a 6 -> 4 -> 3 network: every component's z-score
+    against backprop's gradient is small; with v scaled by sqrt(2) (E[v v^T] = 2I) it is not."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3)).double()
+    x, y = torch.randn(5, 1, 6, dtype=torch.float64), torch.tensor([0, 1, 2, 1, 0])
+    want = torch.cat([g.flatten() for g in torch.autograd.grad(F.cross_entropy(net(x), y), list(net.parameters()))])
+    method = InPlaceForwardGradient(net, F.cross_entropy, 1.0, seed=0)
+
+    def samples(scale, n=8000):
+        out = []
+        for _ in range(n):
+            step_seed = int(torch.randint(2 ** 62, (), generator=method.seeds))
+            _, d = method.directional_derivative(x, y, step_seed)
+            out.append(torch.cat([(scale ** 2 * d * method.direction_of(step_seed, p)).flatten() for p in method.params]))
+        return torch.stack(out)
+
+    assert stats.z_scores(samples(1.0), want).abs().max() < 4.5
+    assert stats.z_scores(samples(math.sqrt(2)), want).abs().max() > 10
+
+
+def test_the_step_holds_no_weight_sized_buffer_beyond_inference():
+    """Measured with the allocator's count on a 4-layer network of 512 units: beyond inference, one
+    step holds at most about one layer's direction; fg holds at least a whole v (control)."""
+    model = fglib.build_model("deep", seed=0, depth=4, width=512)
+    x, y = images(64, torch.float32)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    largest = max(p.numel() * p.element_size() for p in model.parameters())
+    inference = fglib.peak_tensor_bytes(fglib.measure.base_call(model, F.cross_entropy, x, y))
+    lean = InPlaceForwardGradient(model, F.cross_entropy, 1e-6)
+    lean.step(x, y)
+    assert fglib.peak_tensor_bytes(lambda: lean.step(x, y)) - inference <= largest * 1.1
+    fg = fglib.make_method("fg", model, F.cross_entropy, 1e-6)
+    fg.step(x, y)
+    assert fglib.peak_tensor_bytes(lambda: fg.step(x, y)) - inference >= params
+
+
+BAD = {
+    "an optimiser with state": (lambda m: {"optimizer": "adam"}, "optimizer must be 'sgd'"),
+    "sphere directions": (lambda m: {"direction": "sphere"}, "direction must be one of"),
+    "engine func": (lambda m: {"engine": "func"}, "engine='func' differentiates the model whole"),
+    "compile": (lambda m: {"compile": True}, "compile=True is not supported"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_what_the_in_place_step_cannot_do_is_refused_by_name(case):
+    kwargs, message = BAD[case]
+    model = MODELS["mlp"]()
+    with pytest.raises(ValueError, match=message):
+        InPlaceForwardGradient(model, F.cross_entropy, 1e-3, **kwargs(model))
+
+
+def test_a_model_it_cannot_run_layer_by_layer_is_refused():
+    shared = nn.Linear(784, 784)
+    with pytest.raises(ValueError, match=r"layer 3 \(Linear\) shares a parameter"):
+        InPlaceForwardGradient(nn.Sequential(nn.Flatten(), shared, nn.ReLU(), shared), F.cross_entropy, 1e-3)
+
+    class Custom(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(784, 10)
+
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+    with pytest.raises(ValueError, match="runs an nn.Sequential one layer at a time; got Custom"):
+        InPlaceForwardGradient(Custom(), F.cross_entropy, 1e-3)
+    with pytest.raises(ValueError, match="empty batch"):
+        InPlaceForwardGradient(MODELS["mlp"](), F.cross_entropy, 1e-3).step(*images(0))
+
+
+def test_fgs_per_tensor_draw_is_refused_for_laws_it_would_change():
+    with pytest.raises(ValueError, match="draw='per_tensor'.*direction must be one of"):
+        fglib.make_method("fg", MODELS["mlp"](), F.cross_entropy, 1e-3, direction="sphere", draw="per_tensor")
