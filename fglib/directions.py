@@ -33,7 +33,8 @@ from . import checks
 
 DIRECTIONS = ("normal", "rademacher", "sphere", "orthogonal")
 ONE_AT_A_TIME = ("normal", "rademacher", "sphere")   # "orthogonal" draws K together
-PER_TENSOR = ("normal", "rademacher")   # laws with independent components: v drawn a tensor at a time has the same law
+INDEPENDENT = ("normal", "rademacher")   # laws with independent components: v drawn a block at a time has the same law
+BLOCK = 2 ** 16   # the most elements one block of a blocked draw holds (256 KiB in float32), whole rows
 STREAMS = 4
 _SIGN_TABLES, _POOL = {}, []
 
@@ -146,6 +147,33 @@ def per_tensor_direction(like, index, step_seed, kind="normal", generator=None):
     a tensor's part for the update this way)."""
     generator.manual_seed((step_seed + 7919 * index) % 2 ** 63)
     return sample_direction(like, kind, generator)
+
+
+def block_rows(like, block=BLOCK):
+    """[(start, stop)]: the rows (along dim 0) of each block of a blocked draw of a tensor shaped
+    like `like`, whole rows of at most `block` elements each (one row where a row holds more); one
+    block for a tensor of at most `block` elements or of no dimensions."""
+    if like.dim() == 0 or like.numel() <= block:
+        return [(0, len(like) if like.dim() else 1)]
+    rows = max(1, block // (like.numel() // len(like)))
+    return [(start, min(start + rows, len(like))) for start in range(0, len(like), rows)]
+
+
+def block_direction(like, index, step_seed, block, kind="normal", generator=None):
+    """Block number `block` of tensor number `index`'s part of v (rows block_rows(like)[block]),
+    drawn on its own from the seed (step_seed + 7919 index + 104729 block) mod 2^63: the same
+    (step seed, tensor, block) gives the same draw at any time, without drawing the rest of v."""
+    generator.manual_seed((step_seed + 7919 * index + 104729 * block) % 2 ** 63)
+    if like.dim() == 0:
+        return sample_direction(like, kind, generator)
+    start, stop = block_rows(like)[block]
+    return sample_direction(like[start:stop], kind, generator)
+
+
+def blocked_direction(like, index, step_seed, kind="normal", generator=None):
+    """Tensor number `index`'s whole part of v: its blocks (block_direction) joined along dim 0."""
+    parts = [block_direction(like, index, step_seed, b, kind, generator) for b in range(len(block_rows(like)))]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def sample_directions(tensors, kind="normal", generator=None):

@@ -35,24 +35,40 @@ import torch.nn.functional as F
 from torch import nn
 
 
-# ---- layers: (module, x, dx, tangents of its parameters) -> (y, dy) -------------------------
+# ---- layers: (module, [x, dx], tangents of its parameters) -> (y, dy) ----------------------
+# A rule takes x and dx out of the list it is handed (`take`), so that once it has used them, it
+# holds the last reference to a value the caller no longer needs and frees it then: the working
+# set of a step is one layer's input and output, not the caller's copies too. Each rule orders its
+# work so that as few activation-sized tensors as possible are alive at once.
+
+def take(io):
+    """(x, dx) out of the hand-off list [x, dx], which is left empty."""
+    x, dx = io
+    io.clear()
+    return x, dx
+
 
 def _add(a, b):
     """a + b where None means zero."""
     return b if a is None else (a if b is None else a + b)
 
 
-def linear(layer, x, dx, dp):
+def linear(layer, io, dp):
     """y = x W^T + b,  dy = dx W^T + x dW^T + db  (a frozen W or b contributes no term)."""
-    y = F.linear(x, layer.weight, layer.bias)
+    x, dx = take(io)
     dw, db = dp.get("weight"), dp.get("bias")
-    dy = F.linear(x, dw, db) if dw is not None else (None if db is None else db.expand_as(y))
-    if dx is not None:
-        dy = _add(dy, F.linear(dx, layer.weight))
+    dy = None if dx is None else F.linear(dx, layer.weight)
+    del dx
+    if dw is not None:
+        dy = F.linear(x, dw, db) if dy is None else dy.add_(F.linear(x, dw, db))
+    y = F.linear(x, layer.weight, layer.bias)
+    del x
+    if dw is None and db is not None:
+        dy = db.expand_as(y) if dy is None else dy.add_(db)
     return y, dy
 
 
-def conv2d(layer, x, dx, dp):
+def conv2d(layer, io, dp):
     """y = W * pad(x) + b,  dy = W * pad(dx) + dW * pad(x) + db (convolution is linear in x and
     in W; padding other than zeros, such as 'reflect', is a linear map of x, so dx is padded alike)."""
     def conv(inp, w, b):
@@ -60,44 +76,55 @@ def conv2d(layer, x, dx, dp):
             inp = F.pad(inp, layer._reversed_padding_repeated_twice, mode=layer.padding_mode)
         padding = 0 if layer.padding_mode != "zeros" else layer.padding
         return F.conv2d(inp, w, b, layer.stride, padding, layer.dilation, layer.groups)
+    x, dx = take(io)
     if x.dim() != 4:
         raise UnsupportedBatch(f"fglib's engine takes Conv2d input as a batch (B, C, H, W); got shape {tuple(x.shape)}.")
-    y = conv(x, layer.weight, layer.bias)
     dw, db = dp.get("weight"), dp.get("bias")
-    dy = conv(x, dw, db) if dw is not None else (None if db is None else db[:, None, None].expand_as(y))
-    if dx is not None:
-        dy = _add(dy, conv(dx, layer.weight, None))
+    dy = None if dx is None else conv(dx, layer.weight, None)
+    del dx
+    if dw is not None:
+        dy = conv(x, dw, db) if dy is None else dy.add_(conv(x, dw, db))
+    y = conv(x, layer.weight, layer.bias)
+    del x
+    if dw is None and db is not None:
+        dy = db[:, None, None].expand_as(y) if dy is None else dy.add_(db[:, None, None])
     return y, dy
 
 
-def relu(layer, x, dx, dp):
+def relu(layer, io, dp):
     """y = max(x, 0),  dy = dx where x > 0, else 0.
 
     ReLU's Jacobian is diagonal, so its Jacobian-vector product is the same elementwise mask
     as its vector-Jacobian product: we call that one fused kernel (aten.threshold_backward, a
     plain tensor operation, no autograd), three times faster than dx * (x > 0) on the CNN's
     activations."""
-    y = torch.relu(x)
-    return y, None if dx is None else torch.ops.aten.threshold_backward(dx, x, 0.0)
+    x, dx = take(io)
+    dy = None if dx is None else torch.ops.aten.threshold_backward(dx, x, 0.0)
+    del dx
+    return torch.relu(x), dy
 
 
-def max_pool2d(layer, x, dx, dp):
+def max_pool2d(layer, io, dp):
     """y = the largest x in each window,  dy = the tangent at that same position."""
+    x, dx = take(io)
     y, idx = F.max_pool2d_with_indices(x, layer.kernel_size, layer.stride, layer.padding,
                                        layer.dilation, layer.ceil_mode)
+    del x
     if dx is None:
         return y, None
     return y, dx.flatten(2).gather(2, idx.flatten(2)).view_as(y)
 
 
-def flatten(layer, x, dx, dp):
+def flatten(layer, io, dp):
     """A reshape of the value and the same reshape of the tangent. (Any linear layer without
     parameters, such as average pooling, maps its tangent as it maps its value.)"""
+    x, dx = take(io)
     return layer(x), None if dx is None else layer(dx)
 
 
-def point(model, x, dx, dp):
+def point(model, io, dp):
     """A test function's point model: f(theta) evaluated on the dual number (theta, dtheta)."""
+    io.clear()
     out = run_on_dual(model.f, model.theta, dp.get("theta"))
     if not isinstance(out, Dual):
         return out, None
@@ -337,11 +364,19 @@ def module_jvp(model, loss_fn, x, y, tangents):
     (parameters not in it are constants). The checks run at every call, so a hook added after
     a method was built is refused, never skipped."""
     rules, loss_rule = check(model, loss_fn, probe=False)
-    h, dh = x, None
+    return loss_rule(*run_layers(rules, x, lambda layer: {
+        name: tangents[id(p)] for name, p in layer.named_parameters(recurse=False) if id(p) in tangents}), y)
+
+
+def run_layers(rules, x, tangents_of):
+    """(value, tangent) of the last layer for input x (tangent zero), each layer's rule given its
+    parameters' tangents `tangents_of(layer)`. Only the hand-off list holds a layer's input
+    between layers, so each is freed inside the next rule once used (see take)."""
+    io = [x, None]
+    del x
     for layer, rule in rules:
-        dp = {name: tangents[id(p)] for name, p in layer.named_parameters(recurse=False) if id(p) in tangents}
-        h, dh = rule(layer, h, dh, dp)
-    return loss_rule(h, dh, y)
+        io = list(rule(layer, io, tangents_of(layer)))
+    return take(io)
 
 
 # ---- dual numbers for functions of one tensor -----------------------------------------------

@@ -5,22 +5,28 @@ step here is the paper's Algorithm 1 with plain SGD, done in place (MeZO's trick
 in place of a finite difference):
 
     d_k = grad f(theta) . v_k     one forward-mode pass, layer by layer: layer l's part of v_k is
-                                  drawn from (step seed, tensor index) when layer l runs, and freed
-                                  once it has run
-    theta -= (eta / K) d_k v_k    each tensor's part of v_k drawn again from the same seed, one
-                                  tensor at a time, for k = 1..K
+                                  drawn from the step's seed when layer l runs, and freed once it
+                                  has run
+    theta -= (eta / K) d_k v_k    v_k drawn again from the same seed, a block at a time, k = 1..K
 
-At its peak the step holds the weights, one layer's values and tangents, and one tensor's
-direction: no .grad, no optimiser state, no copy of v. With the same seed and K = 1 it gives the
-same weights as ForwardGradientDescent(draw='per_tensor') with plain SGD, bit for bit.
+v is drawn in blocks of whole rows of at most 65,536 elements (fglib.directions.block_direction),
+each from (step seed, tensor, block). On fglib's engine a Linear layer's weight tangent is used a
+block at a time too: x V^T is written a block of output columns at a time. So at its peak the step
+holds the weights, one layer's values and tangents, and one block of v (or one tensor's part, where
+forward_ad runs the layer): no .grad, no optimiser state, no copy of v.
+
+With the same seed it gives the weights of ForwardGradientDescent(draw='blocks') with plain SGD:
+bit for bit where forward_ad runs the layers, or where every Linear weight is one block; up to the
+rounding of the blocked products otherwise (and of the order of the K updates, for K > 1).
 """
 import torch
 import torch.autograd.forward_ad as fwAD
 from torch import nn
+from torch.nn import functional as F
 
 from . import checks
 from . import engine as fglib_engine
-from .directions import PER_TENSOR, make_generator, per_tensor_direction
+from .directions import INDEPENDENT, block_direction, block_rows, blocked_direction, make_generator
 from .forward_grad import _scalar, _scalar_value_and_tangent, check_engine
 from .methods import MAX_DIRECTIONS, Method, check_batch
 from .substitute import call_with
@@ -39,7 +45,7 @@ class InPlaceForwardGradient(Method):
         if kwargs.get("compile"):
             raise ValueError("compile=True is not supported by the in-place step; use make_method('fg', ...)")
         super().__init__(model, loss_fn, lr, **kwargs)
-        self.direction = checks.choice("direction", direction, PER_TENSOR)
+        self.direction = checks.choice("direction", direction, INDEPENDENT)
         self.n_directions = checks.integer("n_directions", n_directions, minimum=1, maximum=MAX_DIRECTIONS)
         self.layers = self._layers(model)
         self.engine = check_engine(engine)
@@ -74,21 +80,43 @@ class InPlaceForwardGradient(Method):
         return layers
 
     def direction_of(self, step_seed, p):
-        """v's part for parameter p (fglib.directions.per_tensor_direction)."""
-        return per_tensor_direction(p, self.index[id(p)], step_seed, self.direction, self.generator)
+        """v's part for parameter p, whole (fglib.directions.blocked_direction)."""
+        return blocked_direction(p, self.index[id(p)], step_seed, self.direction, self.generator)
+
+    def blocks_of(self, step_seed, p):
+        """(rows, v's part for those rows of p), one block at a time."""
+        for b, (start, stop) in enumerate(block_rows(p)):
+            yield slice(start, stop), block_direction(p, self.index[id(p)], step_seed, b, self.direction, self.generator)
+
+    def _blocked(self, layer):
+        """True for a Linear layer whose trainable weight is drawn in more than one block."""
+        return isinstance(layer, nn.Linear) and id(layer.weight) in self.index and len(block_rows(layer.weight)) > 1
+
+    def _blocked_linear(self, step_seed):
+        """fglib.engine.linear with x dW^T written a block of output columns at a time:
+        dy[..., rows] += x V_rows^T, so that only one block of the weight's direction is alive."""
+        def rule(layer, io, dp):
+            x, dx = fglib_engine.take(io)
+            dy = x.new_zeros(*x.shape[:-1], layer.out_features) if dx is None else F.linear(dx, layer.weight)
+            del dx
+            for rows, v in self.blocks_of(step_seed, layer.weight):
+                dy[..., rows] += F.linear(x, v)
+                del v
+            if "bias" in dp:
+                dy.add_(dp["bias"])
+            return F.linear(x, layer.weight, layer.bias), dy
+        return rule
 
     @torch.no_grad()
     def directional_derivative(self, x, y, step_seed):
         """(loss, d) with d = grad f . v for the v of `step_seed`, each layer's part drawn as it runs."""
         if self.engine == "fglib":
             rules, loss_rule = fglib_engine.check(self.model, self.loss_fn, probe=False)
-            h, dh = x, None
-            for layer, rule in rules:
-                dp = {n: self.direction_of(step_seed, p) for n, p in layer.named_parameters(recurse=False)
-                      if id(p) in self.index}
-                h, dh = rule(layer, h, dh, dp)
-                del dp
-            return _scalar(*loss_rule(h, dh, y))
+            rules = [(layer, self._blocked_linear(step_seed) if self._blocked(layer) else rule) for layer, rule in rules]
+            out = fglib_engine.run_layers(rules, x, lambda layer: {
+                n: self.direction_of(step_seed, p) for n, p in layer.named_parameters(recurse=False)
+                if id(p) in self.index and not (n == "weight" and self._blocked(layer))})
+            return _scalar(*loss_rule(*out, y))
         with fwAD.dual_level():
             h = x
             for layer in self.layers:
@@ -109,7 +137,8 @@ class InPlaceForwardGradient(Method):
         lr = self.optimizer.param_groups[0]["lr"]
         for step_seed, weight in terms:   # as fg writes .grad = weight v and SGD adds -lr .grad
             for p in self.params:
-                p.add_(self.direction_of(step_seed, p).mul_(weight), alpha=-lr)
+                for rows, v in self.blocks_of(step_seed, p):
+                    (p[rows] if p.dim() else p).add_(v.mul_(weight), alpha=-lr)
         for group in self.optimizer.param_groups:   # the decay, with no optimizer.step() to follow
             group["lr"] *= self.scheduler.gamma
         return loss

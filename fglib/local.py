@@ -131,8 +131,8 @@ class BlockForwardGradient(Method):
         Linear/Conv2d output's tangent and (layer, input, u) recorded."""
         for layer, rule in layers:
             dp = {n: tangents[id(p)] for n, p in layer.named_parameters(recurse=False) if id(p) in tangents}
-            x = h
-            h, dh = rule(layer, h, dh, dp)
+            x = h   # kept for the weight rule of activity perturbation
+            h, dh = rule(layer, [h, dh], dp)
             if self.perturb == "activities" and isinstance(layer, PERTURBED):
                 u = self.draw_activity(h)
                 dh = u if dh is None else dh + u

@@ -20,7 +20,7 @@ import math
 import torch
 
 from . import checks
-from .directions import (PER_TENSOR, check_direction, make_generator, orthogonal_directions, per_tensor_direction,
+from .directions import (INDEPENDENT, blocked_direction, check_direction, make_generator, orthogonal_directions,
                          sample_directions)
 from . import engine as fglib_engine
 from .forward_grad import check_engine, module_jvp, module_jvp_batched
@@ -122,8 +122,8 @@ class ForwardGradientDescent(Method):
     (MeZO's trick; bit-identical). `engine` picks the forward-mode implementation (see
     fglib.forward_grad.ENGINES). batched=True carries the K tangents through one pass
     (torch.func.vmap) instead of K passes. draw='flat' draws v over all parameters in one call;
-    draw='per_tensor' draws each tensor's part from (step seed, tensor index), as fg_inplace
-    (fglib.lean) does, so that the two give the same weights.
+    draw='blocks' draws it in blocks of whole rows, each from (step seed, tensor, block), as
+    fg_inplace (fglib.lean) does, so that the two give the same weights.
 
     combine says how the K directional derivatives d_k = grad f . v_k make one step:
     'mean'     g = (1/K) sum_k d_k v_k, unbiased (the paper's estimator, averaged);
@@ -139,11 +139,10 @@ class ForwardGradientDescent(Method):
         super().__init__(model, loss_fn, lr, **kwargs)
         self.combine = checks.choice("combine", combine, ("mean", "project"))
         self.direction = check_direction(direction)
-        self.draw = checks.choice("draw", draw, ("flat", "per_tensor"))
-        if self.draw == "per_tensor" and self.direction not in PER_TENSOR:
-            raise ValueError(f"draw='per_tensor' draws each tensor's part of v on its own, which keeps the law of v "
-                             f"only for independent components: direction must be one of {PER_TENSOR}, got "
-                             f"{direction!r}")
+        self.draw = checks.choice("draw", draw, ("flat", "blocks"))
+        if self.draw == "blocks" and self.direction not in INDEPENDENT:
+            raise ValueError(f"draw='blocks' draws v a block at a time, which keeps the law of v only for "
+                             f"independent components: direction must be one of {INDEPENDENT}, got {direction!r}")
         self.n_directions = checks.count("n_directions", n_directions)
         if self.n_directions > MAX_DIRECTIONS:
             raise ValueError(f"n_directions must be ≤ {MAX_DIRECTIONS:,}, got {self.n_directions:,}: each direction is "
@@ -182,8 +181,8 @@ class ForwardGradientDescent(Method):
     def directions(self, step_seed):
         """v for one step seed: the same seed always gives the same v, bit for bit. For
         direction='orthogonal', the K orthogonal directions of that seed (a list of K)."""
-        if self.draw == "per_tensor":   # as fg_inplace draws them (fglib.directions.per_tensor_direction)
-            return [per_tensor_direction(p, i, step_seed, self.direction, self.generator)
+        if self.draw == "blocks":   # as fg_inplace draws them (fglib.directions.blocked_direction)
+            return [blocked_direction(p, i, step_seed, self.direction, self.generator)
                     for i, p in enumerate(self.params)]
         self.generator.manual_seed(step_seed)
         if self.direction == "orthogonal":
