@@ -142,6 +142,10 @@ CASES = [
     # zeroth order
     ("FiniteDifferenceDescent h", lambda: fglib.FiniteDifferenceDescent(logreg(), F.cross_entropy, 0.1, h=-1.0),
      ValueError, "h must be a positive"),
+    ("InPlaceForwardGradient hooked model", lambda: fglib.InPlaceForwardGradient(hooked(), F.cross_entropy, 0.1),
+     ValueError, "hook"),
+    ("InPlaceForwardGradient n_directions", lambda: fglib.InPlaceForwardGradient(logreg(), F.cross_entropy, 0.1,
+                                                                                 n_directions=0), ValueError, "n_directions"),
     ("InPlaceFiniteDifference hooked model", lambda: fglib.InPlaceFiniteDifference(hooked(), F.cross_entropy, 0.1),
      ValueError, r"forward hook.*make_method\('fd', \.\.\.\)"),
     ("InPlaceFiniteDifference scheme", lambda: fglib.InPlaceFiniteDifference(logreg(), F.cross_entropy, 0.1,
