@@ -218,6 +218,17 @@ def _loop(run, iterations, device, data, eval_at, splits, on_diverge, progress, 
     return table
 
 
+def default_setting(cls, name):
+    """The default of the keyword `name` that cls (or a class it builds on) takes, or a marker that
+    equals nothing: a checkpoint written before fglib had that setting ran at that default."""
+    import inspect
+    for klass in cls.__mro__:
+        parameter = inspect.signature(klass.__init__).parameters.get(name) if "__init__" in vars(klass) else None
+        if parameter is not None and parameter.default is not inspect.Parameter.empty:
+            return parameter.default
+    return object()
+
+
 def global_rng():
     """torch's global generators (CPU, and each GPU's once CUDA is in use): Dropout and other
     layers draw from them, so a run resumes bit for bit only with their state saved."""
@@ -286,8 +297,10 @@ class Run:
             raise checkpoints.CheckpointError(
                 f"checkpoint {os.fspath(path)!r} records no settings (written by an older fglib), so it cannot be "
                 "checked against this run: delete it to start again, or resume it with the fglib that wrote it")
+        added = {k for k in set(self.settings) - set(saved)   # settings fglib gained since, at their default
+                 if self.settings[k] == default_setting(type(self.method), k)}
         differ = [f"{k}: saved {saved.get(k, 'nothing')!r}, now {self.settings.get(k, 'nothing')!r}"
-                  for k in sorted(set(saved) | set(self.settings)) if saved.get(k) != self.settings.get(k)]
+                  for k in sorted(set(saved) | set(self.settings) - added) if saved.get(k) != self.settings.get(k)]
         if differ:
             raise checkpoints.CheckpointError(
                 f"checkpoint {os.fspath(path)!r} belongs to another run; its settings differ from this one's in "

@@ -128,6 +128,21 @@ def test_a_checkpoint_resumed_with_other_settings_is_refused_naming_them(mnist, 
     _logreg_run(mnist, path, iterations=9)   # the control: the same settings resume
 
 
+def test_a_checkpoint_from_before_a_setting_existed_resumes_at_its_default_only(mnist, tmp_path):
+    """fg's draw= came after checkpoints were written: one that records no draw ran the flat draw,
+    so it resumes with draw='flat' and is refused with draw='blocks' (the control)."""
+    from fglib import checkpoint as ck_io
+    path = tmp_path / "run.pt"
+    _logreg_run(mnist, path)
+    state = ck_io.load(path)
+    del state["settings"]["draw"]
+    ck_io.save(path, state)
+    ck_io.save(tmp_path / "copy.pt", state)
+    _logreg_run(mnist, path, iterations=9)
+    with pytest.raises(ck.CheckpointError, match="draw: saved 'nothing', now 'blocks'"):
+        _logreg_run(mnist, tmp_path / "copy.pt", iterations=9, method_kwargs={"draw": "blocks"})
+
+
 def test_a_checkpoint_of_a_different_training_set_size_is_refused(mnist, tmp_path):
     path = tmp_path / "run.pt"
     _logreg_run(mnist, path)

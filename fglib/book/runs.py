@@ -279,13 +279,14 @@ def _memory_row(model_name, model_kwargs, method_name, x, y, seed, device):
 # MNIST networks and the depth sweep (width 1024, no bias). Each: (label, model name, model arguments).
 MEMORY_NETWORKS = [("logistic regression", "logreg", {}), ("MLP", "mlp", {}), ("CNN", "cnn", {}),
                    *[(f"depth {d}", "deep", {"depth": d}) for d in (1, 2, 5, 10, 20, 50, 100)]]
-MEMORY_METHODS = ("bp", "fg", "bp_ckpt")
+MEMORY_METHODS = ("bp", "fg", "bp_ckpt", "fg_inplace", "fd_inplace")   # and the two in-place (lean) steps
 
 
 def measure_network_memory(data, networks=MEMORY_NETWORKS, methods=MEMORY_METHODS, batch_size=64, device="cpu"):
     """Every network's step memory in the paper's sense for each method (backprop, forward
-    gradient, and backprop with activation checkpointing, the memory-matched baseline): one row
-    per (network, method), raw, with the device and versions."""
+    gradient, backprop with activation checkpointing, the memory-matched baseline, and the lean
+    steps: forward gradient and MeZO's finite difference in place): one row per (network, method),
+    raw, with the device and versions."""
     x, y = data["train"].x[:batch_size], data["train"].y[:batch_size]
     return pd.DataFrame([{"network": label, "model": name, **{k: str(v) for k, v in kwargs.items()},
                           **_memory_row(name, kwargs, m, x, y, 0, device)}
