@@ -212,24 +212,25 @@ def _depth_rounds(data, depths, runs, batch_size, seed, device, warmup, repeats,
 def memory_by_batch(data, batch_sizes, depth=8, seed=0, device="cpu", width=1024):
     """Peak allocator memory (GPU), step memory in the paper's sense (any device: everything alive
     at the step's peak, weights included, fglib.measure.step_memory) and bytes saved for backward
-    of one step of each method,
+    of one step of each method (forward gradient, backprop, and forward gradient in place),
     for the depth-`depth` MLP at each batch size. Batch sizes beyond the training set are
     made by repeating images."""
     batch_sizes = checks.counts("batch_sizes", batch_sizes)
     rows = []
-    model = build_model("deep", seed=seed, device=device, depth=depth, width=width)
-    methods = {m: make_method(m, model, F.cross_entropy, 1e-9, seed=seed) for m in ("fg", "bp")}
-    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    models = {m: build_model("deep", seed=seed, device=device, depth=depth, width=width) for m in ("fg", "bp", "fg_inplace")}
+    # each method on its own copy of the weights: a buffer one method leaves (fg's .grad) is not another's
+    methods = {m: make_method(m, model, F.cross_entropy, 1e-9, seed=seed) for m, model in models.items()}
+    param_bytes = sum(p.numel() * p.element_size() for p in models["bp"].parameters())
     for b in batch_sizes:
         idx = torch.arange(b, device=data["train"].y.device) % len(data["train"])
         x, y = data["train"].x[idx], data["train"].y[idx]
         for m, method in methods.items():
             step = lambda: method.step(x, y)
             step()  # allocate .grad and the optimiser's state before measuring
-            memory = step_memory(model, step, method.optimizer, device)
+            memory = step_memory(models[m], step, method.optimizer, device)
             rows.append({"batch size": b, "method": LABELS[m], "peak memory": memory["allocator peak"],
                          "step memory": memory["total"],
-                         "saved for backward": saved_bytes(step, exclude=list(model.parameters())),
+                         "saved for backward": saved_bytes(step, exclude=list(models[m].parameters())),
                          "parameters": param_bytes})
     return pd.DataFrame(rows)
 

@@ -707,9 +707,13 @@ def devices_said(devices):
 MEMORY_SAME = 0.001   # the paper: "under 0.1%" difference between the two methods' memory
 
 
+FG_IN_PLACE, FD_IN_PLACE = "forward gradient, in place", "finite difference, in place"   # registry labels
+
+
 def memory_differences(table):
-    """Per network: each method's step memory (paper's sense, MiB) and forward gradient's and the
-    checkpointed backprop's difference from plain backprop, relative to backprop's."""
+    """Per network: each method's step memory (paper's sense, MiB) and forward gradient's, the
+    checkpointed backprop's and the in-place steps' difference from plain backprop, relative to
+    backprop's."""
     wide = table.pivot_table(index="network", columns="method", values="total", sort=False) / 2**20
     out = pd.DataFrame({"backprop (MiB)": wide[BP], "forward gradient (MiB)": wide[FG],
                         "FG vs BP": wide[FG] / wide[BP] - 1})
@@ -717,6 +721,10 @@ def memory_differences(table):
     if ckpt in wide:
         out["checkpointed BP (MiB)"] = wide[ckpt]
         out["FG vs checkpointed BP"] = wide[FG] / wide[ckpt] - 1
+    for label, short in ((FG_IN_PLACE, "FG in place"), (FD_IN_PLACE, "MeZO in place")):   # the lean steps
+        if label in wide:
+            out[f"{short} (MiB)"] = wide[label]
+            out[f"{short} vs BP"] = wide[label] / wide[BP] - 1
     return out
 
 

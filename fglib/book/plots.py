@@ -5,7 +5,9 @@ from matplotlib.ticker import FuncFormatter
 
 from .style import WIDTH, plain
 
-PALETTE = {"forward gradient": "tab:blue", "backprop": "tab:orange"}
+PALETTE = {"forward gradient": "tab:blue", "backprop": "tab:orange"}   # the paper's two methods
+COLORS = {**PALETTE, "forward gradient, in place": "tab:green", "finite difference, in place": "tab:purple",
+          "backprop, checkpointed": "tab:grey"}   # every method a figure may show
 SPREAD = ("pi", 100)  # shade the full range over runs
 
 

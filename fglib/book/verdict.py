@@ -11,8 +11,8 @@ import pandas as pd
 from ..methods import PAPER_DECAY
 from .paper import DEPTH_BANDS, IN_WORDS, MEMORY, RESULTS
 # NOT_ON_CPU is re-exported: the verdict words live in grading
-from .grading import (BP, FG, MODEL_WORDS, NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike, combine_grades,
-                      depth_costs, experiment_numbers, function_numbers, grade_memory, grade_ratios,
+from .grading import (BP, FG, MEMORY_SAME, MODEL_WORDS, NOT_JUDGED, NOT_ON_CPU, NOT_RUN, UNBIASED_Z, _grade, alike,
+                      combine_grades, depth_costs, experiment_numbers, function_numbers, grade_memory, grade_ratios,
                       grade_unbiased, speed_grade, step_times, unbiased_numbers, whole_device)
 from .grading import graded_depths as _graded_depths
 
@@ -203,8 +203,13 @@ def claim_memory(r, cpu=True):
         return _row(paper)
     table = r["memory"]
     ratio = grading_memory_ratio(table)
+    lean = grading_memory_ratio(table, "FG in place vs BP")
+    lean_numbers = {} if lean is None else dict(lean_low=float(lean.min()), lean_high=float(lean.max()),
+                                                lean_low_at=lean.idxmin(), lean_high_at=lean.idxmax())
+    within = [name for name, r in ratio.items() if abs(r - 1) < MEMORY_SAME]   # the rule's 'same', per network
     return _row(paper, grade_memory(table), low=float(ratio.min()), high=float(ratio.max()),
-                low_at=ratio.idxmin(), high_at=ratio.idxmax(), networks=len(ratio), device=table["device"].iloc[0])
+                low_at=ratio.idxmin(), high_at=ratio.idxmax(), networks=len(ratio), device=table["device"].iloc[0],
+                within=within, **lean_numbers)
 
 
 CLAIMS = [
@@ -295,10 +300,12 @@ def headline_numbers(results):
     return ours, paper
 
 
-def grading_memory_ratio(table):
-    """Forward gradient's step memory over backprop's, per network."""
+def grading_memory_ratio(table, column="FG vs BP"):
+    """Forward gradient's step memory over backprop's, per network (or, with column='FG in place
+    vs BP', the in-place step's; None where the table has no such rows)."""
     from .grading import memory_differences
-    return memory_differences(table)["FG vs BP"] + 1
+    differences = memory_differences(table)
+    return differences[column] + 1 if column in differences else None
 
 
 def headline_html(results, table):

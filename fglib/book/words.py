@@ -184,10 +184,9 @@ CANONICAL = {
     "S_f/S_b, MLP": ("mlp.ipynb::mlp_S", ["verdict.ipynb::intro_S_mlp", "verdict.ipynb::c3_mlp",
                                           "mlp_long.ipynb::mlp_long_S", "mlp_long.ipynb::mlp_long_rl_S"]),
     "S_f/S_b, CNN": ("cnn.ipynb::cnn_S", ["verdict.ipynb::intro_S_cnn", "verdict.ipynb::c3_cnn", "cnn.ipynb::cnn_rl_S"]),
-    "step memory FG/BP, CNN": ("cnn.ipynb::cnn_memory_ratio", ["verdict.ipynb::c6_high", "verdict.ipynb::intro_mem_max"]),
-    "step memory FG/BP, lowest over the networks": ("scaling.ipynb::depth_mem_ratio_deepest",
-                                                    ["verdict.ipynb::c6_low", "verdict.ipynb::intro_mem_min",
-                                                     "scaling.ipynb::scaling_mem_min"]),
+    "step memory FG/BP, CNN": ("cnn.ipynb::cnn_memory_ratio", ["verdict.ipynb::c6_low", "verdict.ipynb::intro_mem_min"]),
+    "step memory FG/BP, deepest network": ("scaling.ipynb::depth_mem_ratio_deepest", ["scaling.ipynb::scaling_mem_min"]),
+    "step memory in place/BP, lowest over the networks": ("scaling.ipynb::scaling_lean_min", ["verdict.ipynb::c6_lean_low"]),
 }
 
 
