@@ -109,3 +109,15 @@ def test_each_canonical_quantity_is_quoted_with_the_one_value_its_page_measured(
                 output["data"]["application/papermill.record/text/plain"] = "2.07"
     (tmp_path / "verdict.ipynb").write_text(json.dumps(nb))
     assert [q[:2] for q in words.quoted_differently(tmp_path)] == [("S_f/S_b, MLP", "verdict.ipynb::c3_mlp")]
+
+
+def test_the_practitioners_table_of_methods_names_every_method_make_method_takes():
+    """book/your_model.ipynb's table of method names, written by hand, against the registry; the
+    control: a registry with one more method is caught."""
+    import re
+    import fglib
+    text = words.written_text(ROOT / "book" / "your_model.ipynb")
+    table = text.split("| name | method | what it is for |")[1].split("\n\n")[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", table, re.M))
+    assert rows == {name: fglib.registry.label(name) for name in fglib.METHODS}
+    assert set(rows) != set(fglib.METHODS) | {"fg_new"}

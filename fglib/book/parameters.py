@@ -135,7 +135,7 @@ RULES = {
     "results_dir": _folder, "targets": _targets,
     "train_models": _models, "fg_lr": _rate_by_model, "bp_lr": _rate_by_model, "exponents": _integers,
     "target_loss": checks.rate, "quant_step": checks.rate, "quant_h": checks.rate, "worlds": checks.counts,
-    "latency_us": checks.rate,
+    "latency_us": checks.rate, "fg_rate": checks.rate, "bp_rate": checks.rate,
     "k_model": lambda name, value: checks.choice(name, value, MODELS),
     "optimizer_rates": _settings, "fashion_local_rates": checks.rates,
     "train_runs": lambda name, value: value if value is None else checks.integer(name, value, minimum=0),
