@@ -6,10 +6,12 @@ The method, one idea per module:
     forward_grad   d = grad f . v and g = d v in one forward pass
     methods        forward gradient descent and backprop behind one interface (any torch.optim)
     registry       every method by name, with its label and class; make_method
+    lean           forward gradients in place, with the memory of inference (fg_inplace)
     models, functions, data   the paper's networks, test functions and MNIST
     train          the training loop and evaluation
     checkpoint     a run's saved state: atomic, hashed, loaded without running code, one process
     engine         fglib's own forward-mode engine: a value and tangent rule per layer
+    substitute     calling a module with other values for its parameters
     measure        the paper's runtime measures, memory, time to target
     to_target      time to a target loss decomposed, T = I x S, and when a run can be judged
     timing         fair timing: warm-up, sync, rotating interleaved rounds, machine load
