@@ -99,11 +99,12 @@ def contour(tf, ax=None, n=300, levels=30, xlim=None, ylim=None):
 
 
 def trajectories(curves, tf, ax=None):
-    """Every run's path (columns x, y of `run_function`'s table) over the contours;
-    forward-gradient runs thin, backprop on top."""
+    """Every run's path (columns x, y of `run_function`'s table) over the contours: backprop's
+    as a wide pale band underneath, forward-gradient runs as thin lines on top, so that a
+    forward-gradient path that follows backprop's shows inside the band instead of under it."""
     ax = contour(tf, ax)
     rows = curves[curves["split"] == "train"]
-    for method, width, alpha, z in (("forward gradient", 0.8, 0.5, 2), ("backprop", 1.8, 1.0, 3)):
+    for method, width, alpha, z in (("backprop", 5.0, 0.35, 2), ("forward gradient", 0.9, 0.8, 3)):
         for run, path in rows[rows["method"] == method].groupby("run"):
             ax.plot(path["x"], path["y"], color=PALETTE[method], linewidth=width, alpha=alpha, zorder=z,
                     label=method if run == rows["run"].min() else None)
