@@ -151,7 +151,11 @@ class BlockForwardGradient(Method):
             record = []
             h, dh = self._run(block, h, None, tangents, record)   # the block's input is a constant
             logits, dlogits = self._run(head, h, dh, tangents, record)
-            shares, d = engine.cross_entropy_terms(logits, dlogits, y, **self.ce_options)
+            try:
+                shares, d = engine.cross_entropy_terms(logits, dlogits, y, **self.ce_options)
+            except engine.Unsupported as err:   # e.g. logits other than (B, C): no forward_ad to fall back on
+                raise ValueError(f"{err.reason} {self.name} runs on fglib's engine only: train this model with "
+                                 "make_method('fg', ...) instead") from None
             self._write(block + head, tangents, record, d)
         return shares.sum()
 

@@ -308,3 +308,15 @@ def test_the_weight_rule_of_a_reflected_convolution_needs_its_own_padding():
     naive = torch.nn.grad.conv2d_weight(x, conv.weight.shape, g_z, conv.stride, conv.padding)
     assert not torch.allclose(naive, want, rtol=0.05)
     torch.testing.assert_close(weight_grads(conv, x, g_z)[0], want, rtol=1e-12, atol=1e-13)
+
+
+def test_logits_the_engine_cannot_take_are_refused_with_what_to_use():
+    """Per-pixel logits (B, C, H, W): FG-A has no forward_ad to fall back on, so it says to use fg
+    (the engine's own message advised engine='forward_ad', an option FG-A does not take)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1)).double()
+    x, y = torch.randn(2, 1, 4, 4, dtype=torch.float64), torch.randint(0, 3, (2, 4, 4))
+    method = fglib.make_method("fg_a", net, F.cross_entropy, 1e-3)
+    with pytest.raises(ValueError, match=r"logits of shape \(B, C\).*make_method\('fg', \.\.\.\)") as err:
+        method.step(x, y)
+    assert "engine='forward_ad'" not in str(err.value)
