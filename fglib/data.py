@@ -10,6 +10,8 @@ The data folder is the `root` argument, else the FGLIB_DATA environment
 variable, else ./data (relative to the working directory); torchvision downloads
 into it when the files are missing and the network is there.
 """
+from __future__ import annotations
+
 import hashlib
 import os
 from dataclasses import dataclass
@@ -129,7 +131,8 @@ def check_split(name, split):
     return split
 
 
-def load_data(name="mnist", root=None, device="cpu", dtype=torch.float32, limit=None):
+def load_data(name: str = "mnist", root: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float32, limit: int | None = None) -> dict[str, Split]:
     """{'train', 'validation', 'test'} -> Split, all on `device`.
 
     `limit` keeps only the first that many images of each split (for quick checks).

@@ -25,7 +25,11 @@ whatever the number of threads). It halves the draw when measured alone on 2 cor
 not inside a training step, where OpenMP's idle threads still spin on the second core
 (the implementations chapter measures both), so directions use torch.randn.
 """
+from __future__ import annotations
+
 from concurrent.futures import ThreadPoolExecutor
+
+from collections.abc import Iterable
 
 import torch
 
@@ -130,7 +134,7 @@ def orthogonal_directions(tensors, k, generator=None):
     return [[part.view(t.shape) for part, t in zip(row.split(sizes), tensors)] for row in rows]
 
 
-def sample_direction(like, kind="normal", generator=None):
+def sample_direction(like: torch.Tensor, kind: str = "normal", generator: torch.Generator | None = None) -> torch.Tensor:
     """One direction with the shape, dtype and device of the tensor `like`.
 
     The generator must live on `like`'s device (see `make_generator`).
@@ -176,7 +180,8 @@ def blocked_direction(like, index, step_seed, kind="normal", generator=None):
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def sample_directions(tensors, kind="normal", generator=None):
+def sample_directions(tensors: Iterable[torch.Tensor], kind: str = "normal",
+                      generator: torch.Generator | None = None) -> list[torch.Tensor]:
     """One direction per tensor, together one v over all parameters: drawn as one flat
     buffer (one random call), returned as a view of it per tensor. (For 'orthogonal', which
     draws K together, see orthogonal_directions.)"""
@@ -190,7 +195,7 @@ def sample_directions(tensors, kind="normal", generator=None):
     return [part.view(t.shape) for part, t in zip(flat.split(sizes), tensors)]
 
 
-def make_generator(seed, device="cpu"):
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
     """A seeded torch.Generator on `device`, so that directions are reproducible."""
     seed, device = checks.seed("seed", seed), checks.device("device", device)
     return torch.Generator(device=torch.device(device)).manual_seed(seed)

@@ -21,10 +21,14 @@ Three engines compute the same (f, d), exactly:
 engine='fglib' on a model it cannot do exactly raises fglib.engine.Unsupported (a ValueError)
 naming the layer or option; it never returns a wrong d.
 """
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.autograd.forward_ad as fwAD
+from torch import nn
 
 from . import checks
 from . import engine as fglib_engine
@@ -60,7 +64,8 @@ def _scalar_value_and_tangent(out):
     return _scalar(*fwAD.unpack_dual(out))
 
 
-def jvp(f, theta, v, engine="forward_ad"):
+def jvp(f: Callable[[torch.Tensor], torch.Tensor], theta: torch.Tensor, v: torch.Tensor,
+        engine: str = "forward_ad") -> tuple[torch.Tensor, torch.Tensor]:
     """(f(theta), grad f(theta) . v) in one forward pass; f maps a tensor to a scalar.
 
     engine 'fglib' runs f on fglib's dual numbers (fglib.engine.Dual), and raises Unsupported if f
@@ -122,7 +127,9 @@ def check_params(model, params):
                              "tensors from model.parameters() (or leave params=None for all of them)")
 
 
-def module_jvp(model, loss_fn, x, y, directions, params=None, engine="auto", batch_fallback=None):
+def module_jvp(model: nn.Module, loss_fn: Callable, x: torch.Tensor, y: torch.Tensor,
+               directions: Sequence[torch.Tensor], params: Sequence[torch.Tensor] | None = None,
+               engine: str = "auto", batch_fallback: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, grad loss . v) with respect to `params`, in one forward pass.
 
     `params` defaults to all of `model.parameters()` (forward mode needs no requires_grad);

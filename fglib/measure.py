@@ -9,11 +9,15 @@ Times come from fglib.timing: medians over quiet rounds after warm-up, the devic
 synchronised around each call, base, forward-gradient and backprop calls interleaved
 in every round in a rotating order, so that a slow patch of the machine hits all alike.
 """
+from __future__ import annotations
+
 import numbers
 import weakref
+from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -109,7 +113,7 @@ class _TensorBytes(TorchDispatchMode):
         return out
 
 
-def peak_tensor_bytes(fn, held=None):
+def peak_tensor_bytes(fn: Callable[[], object], held: Callable[[], list] | None = None) -> int:
     """Peak bytes held at once by the tensors that `fn` creates, on any device: every PyTorch
     operation's new outputs are counted while they are alive (the activations, the tape, the
     directions, the gradients, temporaries). Memory that existed before (the parameters, the
@@ -146,7 +150,8 @@ def held_tensors(params, optimizer=None):
     return [p.grad for p in params if p.grad is not None] + state
 
 
-def step_memory(model, fn, optimizer=None, device="cpu"):
+def step_memory(model: nn.Module, fn: Callable[[], object], optimizer: torch.optim.Optimizer | None = None,
+                device: str | torch.device = "cpu") -> dict[str, float]:
     """One step's memory in the paper's sense, everything alive at the step's peak, weights
     included, as the device's allocator counts it:
 

@@ -12,6 +12,8 @@ Padding of the CNN: the paper does not state it. We use none ("valid"
 convolutions): 28 -> 26 -> 24 -> pool 12 -> 10 -> 8 -> pool 4, so the flattened
 size is 64*4*4 = 1024, the same width as the linear layer that follows.
 """
+from __future__ import annotations
+
 import torch
 from torch import nn
 
@@ -131,7 +133,8 @@ MODELS = {"logreg": logistic_regression, "mlp": mlp, "cnn": cnn, "deep": deep_ml
           "local_mlp": local_mlp, "local_cnn": local_cnn}
 
 
-def build_model(name, seed=None, device="cpu", dtype=None, **kwargs):
+def build_model(name: str, seed: int | None = None, device: str | torch.device = "cpu",
+                dtype: torch.dtype | None = None, **kwargs) -> nn.Module:
     """A fresh model by name; `seed` fixes its initial weights."""
     checks.choice("name", name, MODELS)
     device = resolve_device(device)   # 'auto': the GPU when there is one

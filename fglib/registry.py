@@ -17,10 +17,16 @@ tables print). To add a method: write a fglib.methods.Method subclass with its `
 module, then add one entry to METHODS below; make_method builds it by name. Nothing registers
 itself on import.
 """
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
 from . import checks
 from .lean import InPlaceForwardGradient
 from .local import ActivityForwardGradient, LocalActivityForwardGradient, LocalBackprop, LocalForwardGradient
-from .methods import Backprop, CheckpointedBackprop, ForwardGradientDescent
+from .methods import Backprop, CheckpointedBackprop, ForwardGradientDescent, Method
 from .zeroth_order import FiniteDifferenceDescent, InPlaceFiniteDifference
 
 METHODS = {
@@ -39,12 +45,12 @@ METHODS = {
 LABELS = {name: cls.name for name, cls in METHODS.items()}   # derived: 'fg' -> 'forward gradient'
 
 
-def label(name):
+def label(name: str) -> str:
     """The label a method's results carry, e.g. 'forward gradient' for 'fg'."""
     return METHODS[checks.choice("name", name, METHODS)].name
 
 
-def make_method(name, model, loss_fn, lr, seed=0, **kwargs):
+def make_method(name: str, model: nn.Module, loss_fn: Callable, lr: float, seed: int = 0, **kwargs) -> Method:
     """The method `name` of METHODS on `model`, with learning rate `lr` and its own keyword
     arguments; `seed` fixes its random draws (methods that draw nothing take none)."""
     cls = METHODS[checks.choice("name", name, METHODS)]

@@ -10,18 +10,22 @@ a tidy pandas table with columns
 
 that seaborn plots directly (hue='method' once runs are concatenated).
 """
+from __future__ import annotations
+
 import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import checkpoint as checkpoints
 from . import checks
-from .data import BatchSampler, check_split
+from .data import BatchSampler, Split, check_split
 from .device import device_name, synchronize
 from . import engine
 from .functions import PointModel
@@ -66,7 +70,8 @@ class evaluation_mode:
         self.model.train(self.was_training)
 
 
-def evaluate(model, split, loss_fn=F.cross_entropy, batch_size=2000):
+def evaluate(model: nn.Module, split: Split, loss_fn: Callable = F.cross_entropy,
+             batch_size: int = 2000) -> tuple[float, float]:
     """(mean loss, accuracy) of `model` on a whole Split, in batches, in eval mode (a Dropout
     model is evaluated whole, a BatchNorm model on its running statistics, which stay as they
     were); the model's mode is restored after."""
@@ -144,7 +149,8 @@ def _checked_settings(method, data, iterations, batch_size, eval_every, seed, ev
     return iterations, batch_size, seed, eval_at, splits
 
 
-def train(method, data=None, iterations=1000, batch_size=64, eval_every=100, seed=0,
+def train(method: Method, data: dict[str, Split] | None = None, iterations: int = 1000, batch_size: int = 64,
+          eval_every: int = 100, seed: int = 0,
           progress=True, desc=None, record=None, eval_examples=None, eval_at=None, on_diverge="raise",
           eval_splits=("validation",), checkpoint=None, checkpoint_every=300.0):
     """Run `method` for `iterations` steps; return the tidy loss table.

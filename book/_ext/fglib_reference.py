@@ -14,8 +14,9 @@ def as_written(app, what, name, obj, options, lines):
 
 
 def pairs(app, config):
-    """config-inited: _config.yml gives nitpick_ignore as lists; Sphinx looks up (type, target) tuples."""
+    """config-inited: _config.yml gives nitpick_ignore(_regex) as lists; Sphinx wants (type, target) tuples."""
     config.nitpick_ignore = [tuple(entry) for entry in config.nitpick_ignore]
+    config.nitpick_ignore_regex = [tuple(entry) for entry in config.nitpick_ignore_regex]
 
 
 def setup(app):
