@@ -532,3 +532,17 @@ def test_a_pages_numbers_are_nan_until_measured():
     numbers = grading.page_numbers({"pairs": 0, "verdict": grading.NOT_JUDGED}, None, pd.DataFrame(), pd.DataFrame())
     assert numbers["pairs"] == 0 and all(math.isnan(numbers[k]) for k in ("I", "T", "S", "never", "memory_ratio"))
     assert grading.cost_numbers(None)["processes"] == 0 and math.isnan(grading.cost_numbers(None)["R_f"])
+
+
+def test_rank_correlation_is_spearmans_with_an_exact_permutation_p():
+    """On fabricated data: a monotone pair has rho 1 and p = 2/120 with five points (only the two
+    perfect orderings reach |rho| = 1); the CNN's five seeds' pattern gives rho -0.7 and p > 0.05;
+    the control, a shuffled order, is not perfect."""
+    from fglib.book.grading import rank_correlation
+    rho, p = rank_correlation([1, 2, 3, 4, 5], [10, 20, 30, 40, 50])
+    assert rho == pytest.approx(1.0) and p == pytest.approx(2 / 120)
+    rho, p = rank_correlation([0.143, 0.120, 0.118, 0.127, 0.125], [0.716, 1.97, 2.23, 1.72, 0.619])
+    assert rho == pytest.approx(-0.7) and p > 0.05
+    assert abs(rank_correlation([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])[0]) < 1
+    with pytest.raises(ValueError, match="3 to 8 pairs"):
+        rank_correlation([1, 2], [3, 4])

@@ -465,6 +465,23 @@ def paired_ratios(runs, fg=FG, bp=BP):
     return pd.DataFrame(rows, columns=["seed", "level", "I_b", "I_f", "I_f/I_b"]).set_index("seed")
 
 
+def rank_correlation(x, y):
+    """(rho, p): Spearman's rank correlation of x and y and its exact two-sided p-value, the share
+    of the n! orderings of y whose |rho| is at least as large (n <= 8; no ties assumed). With five
+    seeds, |rho| must reach 1 for p < 0.05: the numbers say how little five points can show."""
+    import itertools
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) != len(y) or not 3 <= len(x) <= 8:
+        raise ValueError(f"rank_correlation takes 3 to 8 pairs, got {len(x)} and {len(y)} values")
+    rank = lambda v: np.argsort(np.argsort(v)).astype(float)
+    rx, ry = rank(x), rank(y)
+    rho_of = lambda r: float(np.corrcoef(rx, r)[0, 1])
+    rho = rho_of(ry)
+    orderings = [rho_of(np.array(order)) for order in itertools.permutations(ry)]
+    p = sum(abs(r) >= abs(rho) - 1e-12 for r in orderings) / len(orderings)
+    return rho, p
+
+
 POSSESSIVE = {BP: "backprop's", FG: "forward gradients'"}
 
 
