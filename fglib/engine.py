@@ -306,6 +306,20 @@ def _check_no_hooks(module, where):
         raise Unsupported(f"{where} ({type(module).__name__}) has a {found[0]}, which fglib's engine would skip.")
 
 
+def sequential_layers(model, doing, other, whole):
+    """The layers of an nn.Sequential that a method calls one at a time (the in-place steps), or a
+    ValueError: another module (`other` can run it) or a hook anywhere, which calling the layers
+    one by one would skip (`whole` calls the model whole). `doing` says what the method does."""
+    if type(model) is not nn.Sequential:
+        raise ValueError(f"{doing} an nn.Sequential one layer at a time; got {type(model).__name__}: use {other} "
+                         "for any other module")
+    try:
+        _check_no_hooks(model, "model")
+    except Unsupported as err:
+        raise ValueError(f"{err.reason} Use {whole}, which calls the model whole.") from None
+    return list(model)
+
+
 def _check_options(i, layer):
     if isinstance(layer, nn.MaxPool2d) and layer.return_indices:
         raise Unsupported(f"layer {i} (MaxPool2d) has return_indices=True, which fglib's engine does not support.")

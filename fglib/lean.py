@@ -63,14 +63,9 @@ class InPlaceForwardGradient(Method):
         self.last_seeds = []
 
     def _layers(self, model):
-        if type(model) is not nn.Sequential:
-            raise ValueError(f"the in-place step runs an nn.Sequential one layer at a time; got "
-                             f"{type(model).__name__}: use make_method('fg', ..., regenerate=True) for any other module")
-        try:   # the layers are called one by one: the model's own hooks would be skipped
-            fglib_engine._check_no_hooks(model, "model")
-        except fglib_engine.Unsupported as err:
-            raise ValueError(f"{err.reason} Use make_method('fg', ...), which calls the model whole.") from None
-        layers, seen = list(model), set()
+        layers = fglib_engine.sequential_layers(model, "the in-place step runs", "make_method('fg', ..., regenerate=True)",
+                                                "make_method('fg', ...)")
+        seen = set()
         for i, layer in enumerate(layers):
             own = {id(p) for p in layer.parameters()}
             if own & seen:

@@ -27,8 +27,6 @@ import torch
 
 from . import checks
 from .directions import ONE_AT_A_TIME, per_tensor_direction
-from torch import nn
-
 from . import engine
 from .methods import ForwardGradientDescent, Method, check_batch
 from .substitute import call_with
@@ -101,14 +99,8 @@ class InPlaceFiniteDifference(Method):
         super().__init__(model, loss_fn, lr, **kwargs)
         self.h, self.scheme = check_h(h), checks.choice("scheme", scheme, SCHEMES)
         self.direction = checks.choice("direction", direction, ONE_AT_A_TIME)
-        if type(model) is not nn.Sequential:
-            raise ValueError(f"the in-place scheme perturbs an nn.Sequential one layer at a time; got "
-                             f"{type(model).__name__}: use make_method('fd', ...) for any other module")
-        try:   # the layers are called one by one: the model's own hooks would be skipped
-            engine._check_no_hooks(model, "model")
-        except engine.Unsupported as err:
-            raise ValueError(f"{err.reason} Use make_method('fd', ...), which calls the model whole.") from None
-        self.layers = list(model)
+        self.layers = engine.sequential_layers(model, "the in-place scheme perturbs", "make_method('fd', ...)",
+                                               "make_method('fd', ...)")
         self.seed = checks.seed("seed", seed)
         self.seeds = torch.Generator().manual_seed(self.seed)
         self.generator = torch.Generator(self.params[0].device)
