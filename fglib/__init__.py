@@ -6,7 +6,8 @@ The method, one idea per module:
     forward_grad   d = grad f . v and g = d v in one forward pass
     methods        forward gradient descent and backprop behind one interface (any torch.optim)
     registry       every method by name, with its label and class; make_method
-    lean           forward gradients in place, with the memory of inference (fg_inplace)
+    layerwise      a forward-mode pass a layer at a time, each layer's part of v drawn as it runs
+    lean           forward gradients and backprop in place, no whole v or gradient held (fg_inplace, bp_inplace)
     models, functions, data   the paper's networks, test functions and MNIST
     train          the training loop and evaluation
     checkpoint     a run's saved state: atomic, hashed, loaded without running code, one process

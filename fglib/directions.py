@@ -175,9 +175,15 @@ def block_direction(like, index, step_seed, block, kind="normal", generator=None
 
 
 def blocked_direction(like, index, step_seed, kind="normal", generator=None):
-    """Tensor number `index`'s whole part of v: its blocks (block_direction) joined along dim 0."""
-    parts = [block_direction(like, index, step_seed, b, kind, generator) for b in range(len(block_rows(like)))]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
+    """Tensor number `index`'s whole part of v: its blocks (block_direction) joined along dim 0,
+    each copied into place as it is drawn (so at most one block is held beside the whole)."""
+    rows = block_rows(like)
+    if len(rows) == 1:
+        return block_direction(like, index, step_seed, 0, kind, generator)
+    out = torch.empty_like(like)
+    for b, (start, stop) in enumerate(rows):
+        out[start:stop] = block_direction(like, index, step_seed, b, kind, generator)
+    return out
 
 
 def sample_directions(tensors: Iterable[torch.Tensor], kind: str = "normal",

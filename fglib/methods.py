@@ -24,6 +24,7 @@ from .directions import (INDEPENDENT, blocked_direction, check_direction, make_g
                          sample_directions)
 from . import engine as fglib_engine
 from .forward_grad import check_engine, module_jvp, module_jvp_batched
+from .layerwise import LayerwiseJVP
 
 PAPER_DECAY = 1e-4
 # Each direction is one more forward-mode pass in every step: K = 10,000 is already 10,000
@@ -119,7 +120,9 @@ class ForwardGradientDescent(Method):
     Each direction v_k is drawn from its own step seed, itself drawn from `seed`: the seed (8
     bytes) is enough to re-create v_k anywhere. With regenerate=True the step keeps no copy of
     v between the forward-mode pass and the update: the update re-draws it from the seed
-    (MeZO's trick; bit-identical). `engine` picks the forward-mode implementation (see
+    (MeZO's trick; bit-identical). With draw='blocks' as well, on an nn.Sequential, the pass itself
+    draws each layer's part of v as the layer runs (fglib.layerwise.LayerwiseJVP): v is held whole only
+    while .grad is written, so the step holds no more than backprop does. `engine` picks the forward-mode implementation (see
     fglib.forward_grad.ENGINES). batched=True carries the K tangents through one pass
     (torch.func.vmap) instead of K passes. draw='flat' draws v over all parameters in one call;
     draw='blocks' draws it in blocks of whole rows, each from (step seed, tensor, block), as
@@ -170,6 +173,19 @@ class ForwardGradientDescent(Method):
         self.generator = make_generator(0, self.params[0].device)
         self.last_seeds = []
         self._jvp = self._make_jvp()
+        self._layerwise = self._make_layerwise()
+
+    def _make_layerwise(self):
+        """With regenerate=True and draw='blocks', the pass that draws each layer's part of v as the
+        layer runs (fglib.layerwise.LayerwiseJVP), so that v is held whole only while .grad is written;
+        None where it cannot run the model (not an nn.Sequential, a shared layer, a hook, compile)."""
+        if not (self.regenerate and self.draw == "blocks") or self.compile or self.engine == "func":
+            return None
+        try:
+            return LayerwiseJVP(self.model, self.loss_fn, self.params, self.direction, self.engine, self.generator,
+                                blocked_linear=False)
+        except ValueError:
+            return None
 
     def _make_jvp(self):
         fallback = self._fallback and not self.compile
@@ -189,13 +205,27 @@ class ForwardGradientDescent(Method):
             return orthogonal_directions(self.params, self.n_directions, self.generator)
         return sample_directions(self.params, self.direction, self.generator)
 
+    def _seeds(self):
+        """The step's K step seeds (drawn all at once, before any direction)."""
+        return [int(torch.randint(2 ** 62, (), generator=self.seeds)) for _ in range(self.n_directions)]
+
     def _draws(self):
         """(step seed, v) for the step's K directions: K seeds, or one seed for an orthogonal block."""
         if self.direction == "orthogonal":
             step_seed = int(torch.randint(2 ** 62, (), generator=self.seeds))
             return [(step_seed, v) for v in self.directions(step_seed)]
-        seeds = [int(torch.randint(2 ** 62, (), generator=self.seeds)) for _ in range(self.n_directions)]
-        return ((s, self.directions(s)) for s in seeds)
+        return ((s, self.directions(s)) for s in self._seeds())
+
+    def _regenerated_jvp(self, x, y, step_seed):
+        """(loss, d) along the v of `step_seed`, with no copy of v kept after the pass: layer by layer
+        where fglib.layerwise.LayerwiseJVP runs the model (v never whole), else v drawn whole and freed."""
+        if self._layerwise is not None:
+            try:
+                return self._layerwise(x, y, step_seed)
+            except fglib_engine.UnsupportedBatch:
+                if not self._fallback:
+                    raise
+        return self._jvp(x, y, *self.directions(step_seed))
 
     def fill_grad(self, x, y):
         # last step's gradient goes before this step's v is drawn: v becomes the new gradient in
@@ -208,14 +238,18 @@ class ForwardGradientDescent(Method):
         self.last_seeds, losses = [], []
 
         def terms():
+            if self.regenerate:
+                for step_seed in self._seeds():
+                    self.last_seeds.append(step_seed)
+                    loss, d = self._regenerated_jvp(x, y, step_seed)
+                    losses.append(loss)
+                    yield d / self.n_directions, self.directions(step_seed)
+                return
             for step_seed, v in self._draws():
                 if step_seed not in self.last_seeds:
                     self.last_seeds.append(step_seed)
                 loss, d = self._jvp(x, y, *v)
                 losses.append(loss)
-                if self.regenerate:
-                    del v
-                    v = self.directions(step_seed)
                 yield d / self.n_directions, v
 
         self.write_grad(terms())

@@ -5,6 +5,7 @@
     fg_inplace  forward gradient, in place    lean.InPlaceForwardGradient (plain SGD, v never held whole)
     bp          backprop                      methods.Backprop
     bp_ckpt     backprop, checkpointed        methods.CheckpointedBackprop
+    bp_inplace  backprop, in place            lean.InPlaceBackprop (plain SGD fused into the backward pass)
     fd          finite difference             zeroth_order.FiniteDifferenceDescent (SPSA)
     fd_inplace  finite difference, in place   zeroth_order.InPlaceFiniteDifference (MeZO)
     fg_a        FG-A                          local.ActivityForwardGradient
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from torch import nn
 
 from . import checks
-from .lean import InPlaceForwardGradient
+from .lean import InPlaceBackprop, InPlaceForwardGradient
 from .local import ActivityForwardGradient, LocalActivityForwardGradient, LocalBackprop, LocalForwardGradient
 from .methods import Backprop, CheckpointedBackprop, ForwardGradientDescent, Method
 from .zeroth_order import FiniteDifferenceDescent, InPlaceFiniteDifference
@@ -33,6 +34,7 @@ METHODS = {
     "fg": ForwardGradientDescent,
     "bp": Backprop,
     "bp_ckpt": CheckpointedBackprop,
+    "bp_inplace": InPlaceBackprop,
     "fd": FiniteDifferenceDescent,
     "fd_inplace": InPlaceFiniteDifference,
     "fg_inplace": InPlaceForwardGradient,

@@ -76,7 +76,8 @@ def test_the_cycle_finder_finds_a_cycle():   # the control
 
 def test_one_registry_names_every_method_with_its_label_and_class():
     from fglib.methods import Method
-    assert set(registry.METHODS) == {"fg", "fg_inplace", "bp", "bp_ckpt", "fd", "fd_inplace", "fg_a", "local_fg", "local_fg_a", "local_bp"}
+    assert set(registry.METHODS) == {"fg", "fg_inplace", "bp", "bp_ckpt", "bp_inplace", "fd", "fd_inplace", "fg_a", "local_fg", "local_fg_a",
+                                   "local_bp"}
     for name, cls in registry.METHODS.items():
         assert issubclass(cls, Method) and registry.LABELS[name] == cls.name == registry.label(name)
     assert len(set(registry.LABELS.values())) == len(registry.LABELS)   # no two methods share a label

@@ -108,6 +108,86 @@ def test_the_step_holds_no_weight_sized_buffer_beyond_inference():
     assert fglib.peak_tensor_bytes(lambda: fg.step(x, y)) - inference >= params
 
 
+@pytest.mark.parametrize("model,engine", ENGINES)
+def test_fg_regenerating_v_layer_by_layer_gives_its_weights_bit_for_bit(model, engine):
+    """fg(regenerate=True, draw='blocks') runs the pass a layer at a time (fglib.lean.LayerwiseJVP):
+    the same rules on the same tensors, so the same weights and losses bit for bit (float64),
+    K = 2 included; control: the flat draw gives other weights."""
+    for k in (1, 2):
+        got, got_losses = trained("fg", MODELS[model](), engine=engine, draw="blocks", regenerate=True, n_directions=k)
+        want, want_losses = trained("fg", MODELS[model](), engine=engine, draw="blocks", n_directions=k)
+        assert all(torch.equal(a, b) for a, b in zip(got, want)) and got_losses == want_losses
+    flat, _ = trained("fg", MODELS[model](), engine=engine, regenerate=True)
+    assert not any(torch.allclose(a, b, rtol=1e-6) for a, b in zip(got, flat))
+
+
+def test_fg_regenerating_v_holds_v_only_to_write_the_gradient():
+    """The regenerated fg's peak beyond inference is one v (the new .grad) and at most a block more;
+    control: fg drawing v whole for the pass holds v and the pass's working set at once. Also the
+    pass runs layer by layer there, and a model it cannot run so (not an nn.Sequential) still trains."""
+    model = fglib.build_model("deep", seed=0, depth=4, width=512)
+    x, y = images(64, torch.float32)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    inference = fglib.peak_tensor_bytes(fglib.measure.base_call(model, F.cross_entropy, x, y))
+    lean = fglib.make_method("fg", model, F.cross_entropy, 1e-6, draw="blocks", regenerate=True)
+    assert lean._layerwise is not None
+    lean.step(x, y)
+    lean_peak = fglib.peak_tensor_bytes(lambda: lean.step(x, y))
+    assert lean_peak - params <= 65536 * 4 * 1.05   # v and one block being copied into it
+    whole = fglib.make_method("fg", model, F.cross_entropy, 1e-6, draw="blocks")
+    whole.step(x, y)
+    assert fglib.peak_tensor_bytes(lambda: whole.step(x, y)) - params >= 1.4 * inference   # v, values, tangents
+    wrapped = nn.ModuleDict({"net": fglib.build_model("mlp", seed=0)})
+    wrapped.forward = lambda x: wrapped["net"](x)
+    other = fglib.make_method("fg", wrapped, F.cross_entropy, 1e-2, draw="blocks", regenerate=True)
+    assert other._layerwise is None and math.isfinite(float(other.step(x, y)))
+
+
+@pytest.mark.parametrize("model", ["mlp", "cnn"])
+def test_backprop_with_its_update_fused_gives_backprops_weights_bit_for_bit(model):
+    """bp_inplace updates each weight as its gradient completes: the same weights and losses as bp
+    with plain SGD (float64), and no hook left on the model afterwards (plain bp then trains it as
+    it would any model; control: with a hook left, the weights would move twice)."""
+    got, got_losses = trained("bp_inplace", MODELS[model]())
+    want, want_losses = trained("bp", MODELS[model]())
+    assert all(torch.equal(a, b) for a, b in zip(got, want)) and got_losses == want_losses
+    net = MODELS[model]()
+    fglib.make_method("bp_inplace", net, F.cross_entropy, 0.05).step(*images())
+    twin, leaked = _reset(MODELS[model](), net.parameters()), _reset(MODELS[model](), net.parameters())
+
+    def leftover(p):   # what a hook left behind would do: move the weight a second time
+        p.data.add_(p.grad, alpha=-0.05)
+
+    for p in leaked.parameters():
+        p.register_post_accumulate_grad_hook(leftover)
+    after = trained("bp", net, steps=1)[0]
+    assert all(torch.equal(a, b) for a, b in zip(after, trained("bp", twin, steps=1)[0]))
+    assert not all(torch.equal(a, b) for a, b in zip(after, trained("bp", leaked, steps=1)[0]))
+
+
+def _reset(model, weights):
+    with torch.no_grad():
+        for p, w in zip(model.parameters(), weights):
+            p.copy_(w)
+    return model
+
+
+def test_backprop_in_place_never_holds_the_whole_gradient():
+    """Beyond what backprop stores for its backward pass, the fused step holds at most about the
+    largest layer's gradient; bp holds the whole gradient (control)."""
+    model = fglib.build_model("deep", seed=0, depth=4, width=512)
+    x, y = images(64, torch.float32)
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    largest = max(p.numel() * p.element_size() for p in model.parameters())
+    fused = fglib.make_method("bp_inplace", model, F.cross_entropy, 1e-6)
+    fused.step(x, y)
+    stored = fglib.saved_bytes(lambda: fused.step(x, y), exclude=list(model.parameters()))
+    assert fglib.peak_tensor_bytes(lambda: fused.step(x, y)) <= largest + 2 * stored
+    plain = fglib.make_method("bp", model, F.cross_entropy, 1e-6)
+    plain.step(x, y)
+    assert fglib.peak_tensor_bytes(lambda: plain.step(x, y)) >= params
+
+
 BAD = {
     "an optimiser with state": (lambda m: {"optimizer": "adam"}, "optimizer must be 'sgd'"),
     "sphere directions": (lambda m: {"direction": "sphere"}, "direction must be one of"),

@@ -41,9 +41,11 @@ METHODS = {
     "MeZO": ("fd_inplace", {}),
     "backprop": ("bp", {}),
     "backprop, checkpointed": ("bp_ckpt", {}),
+    "FG, in place": ("fg_inplace", {}),            # the memory-lean steps (fglib.lean): plain SGD,
+    "backprop, in place": ("bp_inplace", {}),      # no whole gradient or direction held
 }
-# Both perturb or cut an nn.Sequential layer by layer; a subspace model is one functional call.
-SEQUENTIAL_ONLY = ("MeZO", "backprop, checkpointed")
+# These perturb or cut an nn.Sequential layer by layer; a subspace model is one functional call.
+SEQUENTIAL_ONLY = ("MeZO", "backprop, checkpointed", "FG, in place")
 
 
 def methods_for(regime, methods=METHODS):

@@ -725,12 +725,14 @@ MEMORY_SAME = 0.001   # the paper: "under 0.1%" difference between the two metho
 
 
 FG_IN_PLACE, FD_IN_PLACE = "forward gradient, in place", "finite difference, in place"   # registry labels
+FG_REGENERATED = "forward gradient, regenerated"   # fg(regenerate=True, draw='blocks'): fglib.book.runs
+BP_IN_PLACE = "backprop, in place"   # registry label of bp_inplace
 
 
 def memory_differences(table):
     """Per network: each method's step memory (paper's sense, MiB) and forward gradient's, the
-    checkpointed backprop's and the in-place steps' difference from plain backprop, relative to
-    backprop's."""
+    checkpointed backprop's, the regenerated forward gradient's and the in-place steps' difference
+    from plain backprop, relative to backprop's."""
     wide = table.pivot_table(index="network", columns="method", values="total", sort=False) / 2**20
     out = pd.DataFrame({"backprop (MiB)": wide[BP], "forward gradient (MiB)": wide[FG],
                         "FG vs BP": wide[FG] / wide[BP] - 1})
@@ -738,7 +740,8 @@ def memory_differences(table):
     if ckpt in wide:
         out["checkpointed BP (MiB)"] = wide[ckpt]
         out["FG vs checkpointed BP"] = wide[FG] / wide[ckpt] - 1
-    for label, short in ((FG_IN_PLACE, "FG in place"), (FD_IN_PLACE, "MeZO in place")):   # the lean steps
+    for label, short in ((FG_REGENERATED, "FG regenerated"), (FG_IN_PLACE, "FG in place"),
+                         (FD_IN_PLACE, "MeZO in place"), (BP_IN_PLACE, "BP in place")):   # the leaner steps
         if label in wide:
             out[f"{short} (MiB)"] = wide[label]
             out[f"{short} vs BP"] = wide[label] / wide[BP] - 1

@@ -264,14 +264,16 @@ def measure_steps(plan, data, repeats=30, warmup=5, device="cpu"):
     return timed_rounds(fns, device, warmup, repeats)
 
 
-def _memory_row(model_name, model_kwargs, method_name, x, y, seed, device):
+def _memory_row(model_name, model_kwargs, method, x, y, seed, device):
     """One method's step memory in the paper's sense (fglib.measure.step_memory) on a fresh
-    model, after a first step (buffers a first step creates are held from then on)."""
+    model, after a first step (buffers a first step creates are held from then on). `method` is
+    a registry name or a (name, keyword arguments, label) triple such as FG_REGENERATED."""
     from ..measure import step_memory
+    name, kwargs, label = (method, {}, LABELS[method]) if isinstance(method, str) else method
     model = build_model(model_name, seed=seed, device=device, **model_kwargs)
-    method = make_method(method_name, model, F.cross_entropy, 1e-9, seed=seed)
+    method = make_method(name, model, F.cross_entropy, 1e-9, seed=seed, **kwargs)
     method.step(x, y)
-    return {"method": LABELS[method_name], **step_memory(model, lambda: method.step(x, y), method.optimizer, device),
+    return {"method": label, **step_memory(model, lambda: method.step(x, y), method.optimizer, device),
             "batch_size": len(y), "device": device_name(device), "torch": torch.__version__}
 
 
@@ -279,14 +281,16 @@ def _memory_row(model_name, model_kwargs, method_name, x, y, seed, device):
 # MNIST networks and the depth sweep (width 1024, no bias). Each: (label, model name, model arguments).
 MEMORY_NETWORKS = [("logistic regression", "logreg", {}), ("MLP", "mlp", {}), ("CNN", "cnn", {}),
                    *[(f"depth {d}", "deep", {"depth": d}) for d in (1, 2, 5, 10, 20, 50, 100)]]
-MEMORY_METHODS = ("bp", "fg", "bp_ckpt", "fg_inplace", "fd_inplace")   # and the two in-place (lean) steps
+# fg drawing each layer's part of v as the layer runs, and v whole only to write .grad
+FG_REGENERATED = ("fg", {"regenerate": True, "draw": "blocks"}, "forward gradient, regenerated")
+MEMORY_METHODS = ("bp", "fg", "bp_ckpt", FG_REGENERATED, "fg_inplace", "fd_inplace", "bp_inplace")   # and the in-place steps
 
 
 def measure_network_memory(data, networks=MEMORY_NETWORKS, methods=MEMORY_METHODS, batch_size=64, device="cpu"):
     """Every network's step memory in the paper's sense for each method (backprop, forward
-    gradient, backprop with activation checkpointing, the memory-matched baseline, and the lean
-    steps: forward gradient and MeZO's finite difference in place): one row per (network, method),
-    raw, with the device and versions."""
+    gradient, backprop with activation checkpointing, forward gradient with v regenerated, and the
+    lean steps: forward gradient, MeZO's finite difference and backprop in place): one row per
+    (network, method), raw, with the device and versions."""
     x, y = data["train"].x[:batch_size], data["train"].y[:batch_size]
     return pd.DataFrame([{"network": label, "model": name, **{k: str(v) for k, v in kwargs.items()},
                           **_memory_row(name, kwargs, m, x, y, 0, device)}
