@@ -63,12 +63,22 @@ def sign_table(dtype, device):
     return _SIGN_TABLES[key]
 
 
+RADEMACHER_CHUNK = 2 ** 16   # bytes of random words turned into signs at a time
+
+
 def rademacher(n, dtype, device, generator=None):
-    """n independent signs +-1 with probability 1/2 each, 64 from every random 64-bit word."""
+    """n independent signs +-1 with probability 1/2 each, 64 from every random 64-bit word: each
+    byte of the words picks its 8 signs from a table. The bytes are looked up a chunk at a time,
+    written straight into the result, so that the step holds no index as large as v."""
     words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 63) // 64,), dtype=torch.int64, device=device,
                           generator=generator)
     table = sign_table(dtype, device)
-    return torch.index_select(table, 0, words.view(torch.uint8).long()).view(-1)[:n]
+    octets = words.view(torch.uint8)
+    out = torch.empty(len(octets), 8, dtype=dtype, device=device)
+    for start in range(0, len(octets), RADEMACHER_CHUNK):
+        part = octets[start:start + RADEMACHER_CHUNK]
+        torch.index_select(table, 0, part.long(), out=out[start:start + len(part)])
+    return out.view(-1)[:n]
 
 
 def _pool():

@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from conftest import ROOT  # noqa: E402
@@ -113,3 +114,18 @@ def test_a_table_wider_than_a_phone_shows_its_main_columns_and_folds_the_whole_a
     assert ":::" not in show(wide[["c0", "c1"]]).data
     with pytest.raises(ValueError, match="main must name"):
         show(wide, main=["c0", "no such column"])
+
+
+def test_the_run_length_figure_lists_only_the_series_it_draws():
+    """Where forward gradients never reached backprop's lowest loss at any length, the figure marks
+    each length 'never reached' and its legend promises no T_f/T_b line; control: with finite
+    ratios both lines are drawn and listed."""
+    from fglib.book.plots import run_length_figure
+    inf = float("inf")
+    never = pd.DataFrame({"length": [1000, 2000], "T_f/T_b": [inf, inf], "T low": [inf, inf], "T high": [inf, inf],
+                          "paper T_f/T_b": [inf, inf], "paper T low": [inf, inf], "paper T high": [inf, inf]})
+    labels = lambda fig: [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "never reached" in labels(run_length_figure(never)) and not any("step ratio" in l for l in labels(run_length_figure(never)))
+    reached = never.assign(**{c: [0.8, 0.7] for c in never.columns if c != "length"})
+    assert sum("step ratio" in l for l in labels(run_length_figure(reached))) == 2
+    plt.close("all")

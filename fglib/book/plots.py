@@ -233,7 +233,8 @@ def run_length_figure(table, paper_ratio=None, title=None):
     device's step ratio and at the paper's, each with its 95% interval, against the run length;
     below the dotted line at 1 forward gradients reach backprop's lowest loss sooner. Lengths at
     which forward gradients never reached it are marked at the top, so that no length is missing
-    unexplained. `paper_ratio`: the paper's own T_f/T_b, as a dashed line."""
+    unexplained; a series with no finite point is left out of the figure and its legend.
+    `paper_ratio`: the paper's own T_f/T_b, as a dashed line."""
     import numpy as np
     fig, ax = plt.subplots(figsize=(WIDTH, 3.4), layout="constrained")
     lengths = table["length"].to_numpy() / 1000
@@ -244,6 +245,8 @@ def run_length_figure(table, paper_ratio=None, title=None):
         mid = table["T_f/T_b" if key == "T" else "paper T_f/T_b"].to_numpy()
         low, high = table[f"{key} low"].to_numpy(), table[f"{key} high"].to_numpy()
         ok = np.isfinite(mid)
+        if not ok.any():   # never reached at any length: no line for the legend to promise
+            continue
         ax.plot(lengths[ok], mid[ok], color=colour, lw=1.6, label=label)
         band = ok & np.isfinite(high)
         ax.fill_between(lengths[band], low[band], high[band], color=colour, alpha=0.2, lw=0)
