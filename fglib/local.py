@@ -30,6 +30,8 @@ forward pass; a block's input is a constant, so its tangent starts at zero.
 FG-W on the whole network is fglib's ForwardGradientDescent ("fg"). Only tensor operations
 run in the forward-gradient paths: no autograd graph, no backward pass.
 """
+from collections import Counter
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -147,7 +149,9 @@ class BlockForwardGradient(Method):
             v = self.draw_weights()
             tangents = {id(p): vi for p, vi in zip(self.params, v)}
         h = x
-        for block, head in self.rules():
+        rules = self.rules()
+        uses = Counter(id(p) for block, head in rules for layer, _ in block + head for p in layer.parameters(recurse=False))
+        for block, head in rules:
             record = []
             h, dh = self._run(block, h, None, tangents, record)   # the block's input is a constant
             logits, dlogits = self._run(head, h, dh, tangents, record)
@@ -156,18 +160,21 @@ class BlockForwardGradient(Method):
             except engine.Unsupported as err:   # e.g. logits other than (B, C): no forward_ad to fall back on
                 raise ValueError(f"{err.reason} {self.name} runs on fglib's engine only: train this model with "
                                  "make_method('fg', ...) instead") from None
-            self._write(block + head, tangents, record, d)
+            self._write(block + head, tangents, record, d, uses)
         return shares.sum()
 
-    def _write(self, layers, tangents, record, d):
+    def _write(self, layers, tangents, record, d, uses):
         """.grad of the block's parameters: d v for weight perturbation (d = sum_i d_i, the
         loss's tangent), or from g_z = d_i u for activity perturbation, where d_i is example i's
-        share of the loss's tangent (d_i / B for the plain mean)."""
+        share of the loss's tangent (d_i / B for the plain mean). A weight's part of v becomes
+        its gradient in place where no other block uses the weight (uses: id -> layers using it),
+        so that the step never holds v and the gradient both."""
         if self.perturb == "weights":
             for layer, _ in layers:
                 for p in layer.parameters(recurse=False):
                     if id(p) in tangents:   # frozen parameters (requires_grad=False) are not perturbed
-                        p.grad = d.sum() * tangents[id(p)]
+                        v = tangents[id(p)]
+                        p.grad = v.mul_(d.sum()) if uses[id(p)] == 1 else d.sum() * v
             return
         for layer, x, u in record:   # a weight used by two layers sums both layers' shares
             g_w, g_b = weight_grads(layer, x, u * d.view(-1, *[1] * (u.dim() - 1)))

@@ -320,3 +320,20 @@ def test_logits_the_engine_cannot_take_are_refused_with_what_to_use():
     with pytest.raises(ValueError, match=r"logits of shape \(B, C\).*make_method\('fg', \.\.\.\)") as err:
         method.step(x, y)
     assert "engine='forward_ad'" not in str(err.value)
+
+
+def test_local_weight_perturbation_turns_its_direction_into_the_gradient_in_place():
+    """Local FG-W holds one weight-sized buffer beside the weights: each weight's part of v becomes
+    its gradient in place (the step held v and the gradient both before); the same .grad as writing
+    d v out of place; control: K = 2 directions with fg hold two."""
+    torch.manual_seed(0)
+    net = fglib.build_model("local_mlp", seed=0)
+    x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+    params = sum(p.numel() * p.element_size() for p in net.parameters())
+    method = fglib.make_method("local_fg", net, F.cross_entropy, 1e-6)
+    method.step(x, y)
+    inference = fglib.peak_tensor_bytes(fglib.measure.base_call(net, F.cross_entropy, x, y))
+    assert fglib.peak_tensor_bytes(lambda: method.step(x, y)) <= params + 3 * inference
+    two = fglib.make_method("fg", net, F.cross_entropy, 1e-6, n_directions=2)
+    two.step(x, y)
+    assert fglib.peak_tensor_bytes(lambda: two.step(x, y)) >= 2 * params
