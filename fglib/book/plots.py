@@ -6,6 +6,7 @@ from matplotlib.ticker import FuncFormatter
 from .style import WIDTH, plain
 
 PALETTE = {"forward gradient": "tab:blue", "backprop": "tab:orange"}   # the paper's two methods
+LINE_WIDTHS = {"forward gradient": 1.2, "backprop": 3.2}   # backprop broad beneath, where the two coincide
 COLORS = {**PALETTE, "forward gradient, in place": "tab:green", "finite difference, in place": "tab:purple",
           "backprop, checkpointed": "tab:grey"}   # every method a figure may show
 SPREAD = ("pi", 100)  # shade the full range over runs
@@ -40,8 +41,14 @@ def loss_plot(curves, x="iteration", split="train", ax=None, smooth=1, log=True,
         ax.text(0.5, 0.5, f"no {split} evaluations", transform=ax.transAxes, ha="center", va="center", color="grey")
         log = False
     else:
-        sns.lineplot(rows, x=xcol, y="loss", hue="method", errorbar=SPREAD, palette=PALETTE,
-                     ax=ax, linewidth=1.2)
+        # backprop drawn broad and pale under forward gradients' line, so that where the two
+        # curves coincide (the same iterations: the paper's claim 2) both stay in sight
+        sns.lineplot(rows, x=xcol, y="loss", hue="method", size="method", sizes=LINE_WIDTHS,
+                     hue_order=[m for m in PALETTE if m in set(rows["method"])][::-1],
+                     errorbar=SPREAD, palette=PALETTE, ax=ax)
+        for line in ax.get_lines():   # the legend's sample too
+            if line.get_linewidth() == LINE_WIDTHS["backprop"]:
+                line.set_alpha(0.6)
     if log:
         ax.set_yscale("log")
         plain_log_ticks(ax, "y")
@@ -162,16 +169,20 @@ def schedule_figure(runs, decay, method="backprop"):
     fig, axes = grid(2, columns=1, height=2.4)   # one above the other: side by side, their ticks collide
     for ax, (column, split) in zip(axes, (("loss", "validation"), ("accuracy", "test"))):
         rows = runs[(runs["split"] == split) & (runs["method"] == method)]
-        for _, run in rows.groupby("seed"):
+        for i, (_, run) in enumerate(rows.groupby("seed")):
             run = run.sort_values("iteration")
-            ax.plot(run["iteration"], run[column], color=PALETTE[method], lw=1.2)
-        ax.set(xlabel="iteration", ylabel=f"{split} {column}")
+            ax.plot(run["iteration"], run[column], color=PALETTE[method], lw=1.2,
+                    label=method if i == 0 else None)
+        ax.set(xlabel="iteration", ylabel=f"{split} {column}", title=f"{method} alone: {split} {column}")
         ax.xaxis.set_major_locator(plt.MaxNLocator(3))   # four labels of 18,000 overlap in a half-width panel
         ax.xaxis.set_major_formatter(FuncFormatter(plain))
         its = np.linspace(0, rows["iteration"].max(), 200)
         twin = ax.twinx()
-        twin.plot(its, -np.expm1(-decay * its), color="grey", ls=":", lw=1)
+        twin.plot(its, -np.expm1(-decay * its), color="grey", ls=":", lw=1, label="share of the decay's step spent")
         twin.set(ylim=(0, 1.02), ylabel="share of the step spent")
+    lines = [line for ax in (axes[0], axes[0].figure.axes[-1]) for line in ax.get_lines() if not line.get_label().startswith("_")]
+    fig.legend(lines[:1] + lines[-1:], [line.get_label() for line in lines[:1] + lines[-1:]], loc="outside lower center",
+               ncols=1)
     return fig
 
 
@@ -240,7 +251,7 @@ def run_length_figure(table, paper_ratio=None, title=None):
     lengths = table["length"].to_numpy() / 1000
     series = [("T", "this CPU's step ratio", "tab:blue")]
     if "paper T_f/T_b" in table:
-        series.append(("paper T", "the paper's step ratio (GPU)", "tab:green"))
+        series.append(("paper T", "the paper's step ratio (GPU)", "black"))   # the paper in black, as on the verdict
     for key, label, colour in series:
         mid = table["T_f/T_b" if key == "T" else "paper T_f/T_b"].to_numpy()
         low, high = table[f"{key} low"].to_numpy(), table[f"{key} high"].to_numpy()

@@ -215,8 +215,8 @@ def claim_memory(r, cpu=True):
 CLAIMS = [
     (1, "the forward gradient is unbiased", claim_unbiased, "unbiasedness", False),
     (2, "FG and backprop behave alike on test functions", claim_test_functions, "test_functions", False),
-    (3, "$R_f < R_b$ on every architecture", claim_runtime, "measuring", True),
-    (4, "$T_f/T_b < 1$ on MNIST", claim_time_to_loss, "logreg", True),
+    (3, "$R_f < R_b$ on every architecture", claim_runtime, "implementations", True),
+    (4, "$T_f/T_b < 1$ on MNIST", claim_time_to_loss, "mlp_long", True),
     (5, "$R_f/R_b < 1$ as depth grows to 100", claim_depth, "scaling", True),
     (6, "no memory difference", claim_memory, "scaling", True),
 ]
