@@ -275,3 +275,14 @@ def test_a_loss_panel_without_evaluations_says_so_without_a_warning():
     texts, lines = [t.get_text() for t in a.texts], len(b.get_lines())
     plt.close(fig)
     assert texts == ["no train evaluations"] and not a.get_lines() and lines >= 2
+
+
+def test_a_column_of_counts_reads_as_whole_numbers_and_a_fraction_keeps_its_digits():
+    """'runs' of 3 reads 3, not 3.00; a column of that name holding a fraction is left as a number
+    (control), and so is any other column."""
+    import pandas as pd
+    from fglib.book.tables import show
+    rows = show(pd.DataFrame({"method": ["a", "b"], "runs": [3.0, 2.0], "error": [3.0, 2.0]})).data.splitlines()[2:]
+    cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
+    assert [c[1] for c in cells] == ["3", "2"] and [c[2] for c in cells] == ["3.00", "2.00"]
+    assert "2.50" in show(pd.DataFrame({"runs": [2.5, 3.0]})).data

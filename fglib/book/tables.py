@@ -76,11 +76,22 @@ def show(df, digits=3, integers=(), note=None, main=None):
     return Markdown(f"{shown}\n\n:::{{dropdown}} The whole table ({len(table.columns)} columns)\n{text}\n:::")
 
 
+COUNT_COLUMNS = ("runs", "pairs", "processes", "rounds", "K", "depth")   # counts: 3, never 3.00
+
+
+def _counts(table, col):
+    """True for a column of counts (by its name) whose every measured value is a whole number."""
+    if col not in COUNT_COLUMNS or not pd.api.types.is_numeric_dtype(table[col]):
+        return False
+    values = table[col].dropna()
+    return len(values) > 0 and bool((values == values.round()).all())
+
+
 def _markdown(table, digits, integers, note):
     """show's table as Markdown, for the columns it is given."""
     cells = table.copy().astype(object)
     for col in table.columns:
-        if col in integers:
+        if col in integers or _counts(table, col):
             cells[col] = [NOT_MEASURED if v != v else f"{int(v):,}" for v in table[col]]
         elif pd.api.types.is_numeric_dtype(table[col]) and is_rate_column(col):
             cells[col] = [NOT_MEASURED if v != v else rate_text(v) for v in table[col]]
