@@ -39,11 +39,8 @@ class InPlaceForwardGradient(Method):
     name = "forward gradient, in place"
 
     def __init__(self, model, loss_fn, lr, direction="normal", n_directions=1, seed=0, engine="auto", **kwargs):
-        if kwargs.get("optimizer", "sgd") != "sgd":
-            raise ValueError(f"optimizer must be 'sgd' for the in-place step (it keeps no state), got "
-                             f"{kwargs['optimizer']!r}; use make_method('fg', ..., optimizer={kwargs['optimizer']!r})")
-        if kwargs.get("compile"):
-            raise ValueError("compile=True is not supported by the in-place step; use make_method('fg', ...)")
+        self.refuse_state(kwargs, "the in-place step", "make_method('fg', ...)",
+                          "make_method('fg', ..., optimizer={optimizer})")
         super().__init__(model, loss_fn, lr, **kwargs)
         self.direction = checks.choice("direction", direction, INDEPENDENT)
         self.n_directions = checks.integer("n_directions", n_directions, minimum=1, maximum=MAX_DIRECTIONS)
@@ -80,8 +77,7 @@ class InPlaceForwardGradient(Method):
             for p in self.params:
                 for rows, v in self.jvp.blocks_of(step_seed, p):
                     (p[rows] if p.dim() else p).add_(v.mul_(weight), alpha=-lr)
-        for group in self.optimizer.param_groups:   # the decay, with no optimizer.step() to follow
-            group["lr"] *= self.scheduler.gamma
+        self.decay_rate()
         return loss
 
 
@@ -96,11 +92,8 @@ class InPlaceBackprop(Method):
     random = False   # draws nothing: takes no seed
 
     def __init__(self, model, loss_fn, lr, **kwargs):
-        if kwargs.get("optimizer", "sgd") != "sgd":
-            raise ValueError(f"optimizer must be 'sgd' for the in-place step (it keeps no state), got "
-                             f"{kwargs['optimizer']!r}; use make_method('bp', ..., optimizer={kwargs['optimizer']!r})")
-        if kwargs.get("compile"):
-            raise ValueError("compile=True is not supported by the in-place step; use make_method('bp', ...)")
+        self.refuse_state(kwargs, "the in-place step", "make_method('bp', ...)",
+                          "make_method('bp', ..., optimizer={optimizer})")
         super().__init__(model, loss_fn, lr, **kwargs)
 
     def step(self, x=None, y=None):
@@ -122,6 +115,5 @@ class InPlaceBackprop(Method):
         finally:
             for hook in hooks:
                 hook.remove()
-        for group in self.optimizer.param_groups:   # the decay, with no optimizer.step() to follow
-            group["lr"] *= self.scheduler.gamma
+        self.decay_rate()
         return loss.detach()

@@ -113,6 +113,23 @@ class Method:
     def fill_grad(self, x, y):
         raise NotImplementedError
 
+    @staticmethod
+    def refuse_state(kwargs, doing, other, use):
+        """The in-place steps (fglib.lean, fglib.zeroth_order) keep no optimiser state and run
+        eagerly: refuse another optimiser or compile=True before building, naming what to use.
+        `use` is formatted with the optimiser asked for."""
+        if kwargs.get("optimizer", "sgd") != "sgd":
+            raise ValueError(f"optimizer must be 'sgd' for {doing} (it keeps no state), got {kwargs['optimizer']!r}; "
+                             f"use {use.format(optimizer=repr(kwargs['optimizer']))}")
+        if kwargs.get("compile"):
+            raise ValueError(f"compile=True is not supported by {doing}; use {other}")
+
+    def decay_rate(self):
+        """One step of the decay, for a step that updates in place with no optimizer.step() to
+        follow: the rate the step used, multiplied by the schedule's factor."""
+        for group in self.optimizer.param_groups:
+            group["lr"] *= self.scheduler.gamma
+
 
 class ForwardGradientDescent(Method):
     """Writes g = (1/K) sum_k (grad f . v_k) v_k into .grad: K forward-mode passes, no backward.

@@ -91,11 +91,8 @@ class InPlaceFiniteDifference(Method):
     name = "finite difference, in place"
 
     def __init__(self, model, loss_fn, lr, h=1e-3, scheme="central", direction="normal", seed=0, **kwargs):
-        if kwargs.get("optimizer", "sgd") != "sgd":
-            raise ValueError(f"optimizer must be 'sgd' for the in-place scheme (it keeps no state), "
-                             f"got {kwargs['optimizer']!r}; use FiniteDifferenceDescent for {kwargs['optimizer']!r}")
-        if kwargs.get("compile"):
-            raise ValueError("compile=True is not supported by the in-place scheme; use FiniteDifferenceDescent")
+        self.refuse_state(kwargs, "the in-place scheme", "FiniteDifferenceDescent",
+                          "FiniteDifferenceDescent for {optimizer}")
         super().__init__(model, loss_fn, lr, **kwargs)
         self.h, self.scheme = check_h(h), checks.choice("scheme", scheme, SCHEMES)
         self.direction = checks.choice("direction", direction, ONE_AT_A_TIME)
@@ -137,7 +134,6 @@ class InPlaceFiniteDifference(Method):
         if lr * float(d) != 0:
             for p in self.params:
                 p.add_(self.direction_of(step_seed, p), alpha=-lr * float(d))
-        for group in self.optimizer.param_groups:  # the decay, with no optimizer.step() to follow
-            group["lr"] *= self.scheduler.gamma
+        self.decay_rate()
         return loss
 
