@@ -281,13 +281,24 @@ def _observer(hook):
     return isinstance(getattr(hook, "__self__", None), ModuleTracker)
 
 
+def _torch_forward(cls):
+    """torch's own forward of `cls`, or None where it was already patched when fglib was imported."""
+    forward = cls.forward
+    return forward if (forward.__module__.startswith("torch.nn.")
+                       and forward.__qualname__ == f"{cls.__name__}.forward") else None
+
+
 def _own_forward(cls):
     """False when torch's own forward of a class the engine knows was patched (e.g. nn.Linear.forward
-    = my_forward): the engine's rule would compute what torch's forward did, not the patch."""
-    if cls not in LAYERS and cls is not nn.Sequential:
+    = my_forward): the engine's rule would compute what torch's forward did, not the patch. An
+    identity test against the forwards recorded at import, which torch.compile traces as it runs
+    (it cannot read a function's __qualname__ while tracing)."""
+    if cls not in _TORCH_FORWARDS:
         return True
-    forward = cls.forward
-    return forward.__module__.startswith("torch.nn.") and forward.__qualname__ == f"{cls.__name__}.forward"
+    return cls.forward is _TORCH_FORWARDS[cls]
+
+
+_TORCH_FORWARDS = {cls: _torch_forward(cls) for cls in (*LAYERS, nn.Sequential)}
 
 
 def _check_no_hooks(module, where):

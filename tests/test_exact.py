@@ -458,3 +458,24 @@ def test_labels_of_any_integer_type_give_the_same_d(dtype):
     want = fglib.module_jvp(model, F.cross_entropy, x, LABELS, v, engine="forward_ad")
     got = fglib.module_jvp(model, F.cross_entropy, x, LABELS.to(dtype), v, engine="fglib")
     assert close(got[0], want[0]) and close(got[1], want[1])
+
+
+def test_a_compiled_step_with_fglibs_engine_runs_its_checks_and_matches_the_eager_step(monkeypatch):
+    """torch.compile traces the engine's checks as they run at every call: the compiled step moves
+    the weights as the eager one does (it once refused every model: the check read a function's
+    __qualname__, which tracing cannot), and a forward patched on torch's class is still refused
+    under compile (the control)."""
+    weights = {}
+    for compiled in (False, True):
+        model = mlp()
+        method = fglib.make_method("fg", model, F.cross_entropy, 1e-2, engine="fglib", seed=1, compile=compiled)
+        for _ in range(2):
+            method.step(images(), LABELS)
+        weights[compiled] = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert torch.allclose(weights[True], weights[False], rtol=1e-9, atol=1e-12)
+    torch._dynamo.reset()
+    original = nn.Linear.forward
+    monkeypatch.setattr(nn.Linear, "forward", lambda self, inp: 2 * original(self, inp))
+    compiled_jvp = torch.compile(lambda x: fglib.engine.module_jvp(mlp(), F.cross_entropy, x, LABELS, {}))
+    with pytest.raises(Exception, match="forward replaced on its class"):
+        compiled_jvp(images())
