@@ -73,6 +73,43 @@ def test_what_the_page_shows_is_measured_a_legend_hung_outside_included():
     style.check(below)
 
 
+def sectioned(height):
+    """A short panel with seaborn's sectioned legend (hue and style) and one line added after it."""
+    import numpy as np
+    import seaborn as sns
+    fig, ax = plt.subplots(figsize=(style.WIDTH, height), layout="constrained")
+    rows = [dict(h=h, error=h * k, estimator=e, dtype=t) for h in 10.0 ** np.arange(-9, 1)
+            for k, e in [(1, "forward difference"), (2, "central difference")] for t in ("float32", "float64")]
+    sns.lineplot(pd.DataFrame(rows), x="h", y="error", hue="estimator", style="dtype", marker="o", ax=ax)
+    ax.axhline(1e-3, color="k", ls="--", lw=1, label="forward mode, float32")
+    ax.set(xscale="log", yscale="log", xlabel="h")
+    return fig, ax
+
+
+def test_a_legend_below_clears_the_axis_label_and_keeps_each_section_in_one_column():
+    """The legend's top lies below the x axis's label on a short panel (the control: the old
+    placement, a fixed fraction of the axes' height below them, ran into the label), and each of
+    seaborn's sections sits whole in one column."""
+    for place in ("book", "fraction"):
+        fig, ax = sectioned(2.0)
+        if place == "book":
+            style.legend_outside(ax)
+        else:
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncols=2)
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        clear = ax.get_legend().get_window_extent(renderer).y1 <= ax.xaxis.label.get_window_extent(renderer).y0 + 0.5
+        assert clear == (place == "book")
+    fig, ax = sectioned(2.0)
+    style.legend_outside(ax)
+    fig.canvas.draw()
+    texts = ax.get_legend().get_texts()
+    x = {t.get_text(): round(t.get_window_extent().x0) for t in texts if t.get_text().strip()}
+    assert x["estimator"] == x["forward difference"] == x["central difference"]
+    assert x["dtype"] == x["float32"] == x["float64"] == x["forward mode, float32"]
+    assert x["estimator"] != x["dtype"]
+
+
 def png_size(encoded):
     header = base64.b64decode(encoded[:64])
     return struct.unpack(">II", header[16:24])

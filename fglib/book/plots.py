@@ -199,7 +199,8 @@ def paired_figure(runs, split="validation", column="loss", notes=None):
             run = run.sort_values("iteration")
             ax.plot(run["iteration"], run[column], color=PALETTE[method], lw=1.4, label=method)
         note = (notes or {}).get(seed)
-        ax.set(title=f"seed {seed}" + (f"\n{note}" if note else ""), xlabel="iteration", ylabel=f"{split} {column}")
+        ax.set_title(f"seed {seed}" + (f"\n{note}" if note else ""), fontsize=10)   # two titles side by side fit
+        ax.set(xlabel="iteration", ylabel=f"{split} {column}" if ax.get_subplotspec().is_first_col() else "")
         ax.xaxis.set_major_locator(plt.MaxNLocator(3))   # four labels of 18,000 overlap in a half-width panel
         ax.xaxis.set_major_formatter(FuncFormatter(plain))
     for ax in axes[1:]:

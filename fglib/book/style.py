@@ -71,14 +71,67 @@ def plain_log_ticks(ax, axis="y"):
 
 
 def legend_outside(ax, title=None):
-    """The legend below the axes, off the data, in two columns: beside them it would take a
-    phone's narrow figure from the data."""
+    """The legend below the axes, under their tick labels and axis label, off the data, in two
+    columns: beside the axes it would take a phone's narrow figure from the data. A legend in
+    sections (seaborn's, headed by its variables' names) keeps each section in one column."""
     handles, labels = ax.get_legend_handles_labels()
     if ax.get_legend():
         ax.get_legend().remove()
-    if handles:
-        ax.legend(handles, labels, title=title, loc="upper center", bbox_to_anchor=(0.5, -0.2),
-                  ncols=2 if len(handles) > 1 else 1)
+    if not handles:
+        return
+    handles, labels, ncols = _in_columns(_sections(handles, labels))
+    ax.legend(handles, labels, title=title, loc="upper center", ncols=ncols,
+              bbox_to_anchor=(0.5, 0), bbox_transform=_below_labels(ax), borderaxespad=0.3)
+
+
+def _is_heading(handle):
+    """seaborn heads each section of a legend with an entry that draws nothing."""
+    from matplotlib.lines import Line2D
+    return (isinstance(handle, Line2D) and handle.get_linewidth() == 0
+            and handle.get_marker() in (None, "", "None", " "))
+
+
+def _sections(handles, labels):
+    """The legend's entries as sections: a heading starts a new one."""
+    sections = [[]]
+    for handle, label in zip(handles, labels):
+        if _is_heading(handle) and sections[-1]:
+            sections.append([])
+        sections[-1].append((handle, label))
+    return sections
+
+
+def _in_columns(sections):
+    """(handles, labels, ncols): one section, two columns filled in order; several, packed into
+    two columns whole (the first sections in the first column, until it holds about half the
+    entries), each column padded with blank entries to the same length, since matplotlib fills
+    a legend column by column."""
+    from matplotlib.lines import Line2D
+    entries = [e for section in sections for e in section]
+    if len(sections) == 1 or len(entries) < 3:
+        return [h for h, _ in entries], [l for _, l in entries], 2 if len(entries) > 1 else 1
+    columns, half = [[], []], len(entries) / 2
+    for section in sections:
+        column = columns[0] if not columns[1] and len(columns[0]) + len(section) / 2 <= half else columns[1]
+        column.extend(section)
+    if not columns[1]:
+        return [h for h, _ in entries], [l for _, l in entries], 2
+    length = max(map(len, columns))
+    blank = Line2D([], [], linewidth=0, marker="")
+    padded = [e for column in columns for e in column + [(blank, " ")] * (length - len(column))]
+    return [h for h, _ in padded], [l for _, l in padded], 2
+
+
+def _below_labels(ax):
+    """A transform placing (0.5, 0) just below the axes' tick labels and axis label: the depth
+    of what hangs below the axes, measured on the drawn figure in points (so it holds whatever
+    size the layout later gives the axes)."""
+    from matplotlib.transforms import offset_copy
+    fig = ax.get_figure()
+    renderer = fig.canvas.get_renderer()
+    box = ax.xaxis.get_tightbbox(renderer)
+    depth = 0.0 if box is None else max(0.0, ax.get_window_extent(renderer).y0 - box.y0)
+    return offset_copy(ax.transAxes, fig=fig, y=-depth * 72 / fig.dpi, units="points")
 
 
 def grid(n, columns=2, height=3.0):
