@@ -181,3 +181,27 @@ def test_two_runs_per_method_are_too_few_to_call_a_change_beyond_their_spread():
     assert grading.gap_change(few, "all layers") == "too few runs"
     many = grading.finetune_gaps(at_best(numbers).assign(runs=5))
     assert grading.gap_change(many, "all layers") == "narrowed"
+
+
+def test_at_an_equal_memory_budget_the_lighter_methods_and_their_gap_to_lean_backprop():
+    """The methods lighter than backprop in place, those (backprop aside) whose every run reached
+    the target, and the fewest whole points by which a lighter method trailed; the control: a
+    lean backprop lighter than every method leaves none lighter and no gap."""
+    import math
+    import pandas as pd
+    from fglib.book import grading
+    rows = [("FG, in place", 7.9, 50.3, "0/2"), ("MeZO", 11.6, 52.7, "0/2"), ("backprop, in place", 11.9, 17.1, "2/2"),
+            ("backprop", 14.5, 17.1, "2/2"), ("FG, normal", 15.0, 48.0, "1/2"), ("FG, K = 4, mean", 15.5, 33.4, "2/2")]
+    table = pd.DataFrame([{"regime": "all layers", "method": m, "test error (%)": e, "reached": r, "T / T_backprop": 1.0}
+                          for m, _, e, r in rows] + [{"regime": "last layer", "method": "MeZO", "test error (%)": 1.0,
+                                                      "reached": "2/2", "T / T_backprop": 1.0}])
+    costs = pd.DataFrame([{"regime": "all layers", "method": m, "total (MiB)": mib} for m, mib, _, _ in rows]
+                         + [{"regime": "all layers", "method": "inference", "total (MiB)": 1.0}])
+    budget, numbers = grading.equal_memory_budget(table, costs)
+    assert budget["method"].tolist() == [m for m, *_ in rows]                 # lightest first, inference left out
+    assert numbers["lighter"] == ["FG, in place", "MeZO"]
+    assert numbers["reached"] == ["FG, K = 4, mean"]                          # every run; backprop aside
+    assert numbers["gap"] == 33.0                                             # 50.3 - 17.1, whole points down
+    leaner = costs.assign(**{"total (MiB)": costs["total (MiB)"].where(costs["method"] != "backprop, in place", 1.5)})
+    _, none = grading.equal_memory_budget(table, leaner)
+    assert none["lighter"] == [] and math.isnan(none["gap"])

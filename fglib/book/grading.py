@@ -1030,6 +1030,29 @@ def pairing_words(label):
 MIN_RUNS_FOR_SPREAD = 3   # fewer runs per method give a standard deviation too rough to call a change beyond it
 
 
+def equal_memory_budget(table, costs, regime="all layers", lean=BP_IN_PLACE):
+    """Each method of `regime` at an equal memory budget: (a table of its whole step memory, test
+    error, runs reaching the target and T/T_backprop at its best rate, lightest first; its numbers).
+    `table` is at_best_rates' rows (regime, method, test error (%), reached 'k/n', T / T_backprop),
+    `costs` the step costs (regime, method, total (MiB)). The numbers: 'lighter', the methods whose
+    step held less than `lean`'s (the leanest backprop); 'reached', the methods other than backprop
+    whose every run reached the target; 'gap', the fewest points of test error by which a lighter
+    method trailed `lean`, rounded down to whole points (nan where none is lighter)."""
+    at = table[table["regime"] == regime].set_index("method")
+    held = costs[costs["regime"] == regime].set_index("method")["total (MiB)"].drop("inference", errors="ignore")
+    budget = pd.DataFrame({"step memory (MiB)": held, "test error (%)": at["test error (%)"],
+                           "reached": at["reached"], "T / T_backprop": at["T / T_backprop"]})
+    budget = budget.dropna(subset=["test error (%)"]).sort_values("step memory (MiB)").rename_axis("method")
+    lean_mib = budget["step memory (MiB)"].get(lean, math.nan)
+    lighter = budget[budget["step memory (MiB)"] < lean_mib]
+    whole = [int(r.split("/")[0]) == int(r.split("/")[1]) for r in budget["reached"]]
+    gap = lighter["test error (%)"].min() - budget["test error (%)"].get(lean, math.nan) if len(lighter) else math.nan
+    return budget.reset_index(), {
+        "lighter": sorted(lighter.index),
+        "reached": sorted(m for m, full in zip(budget.index, whole) if full and not m.startswith(BP)),
+        "gap": float(math.floor(gap)) if math.isfinite(gap) else math.nan}
+
+
 def gap_change(gaps, regime, reference="from scratch"):
     """'narrowed', 'widened' or 'about the same', the gap of `regime` against `reference`'s, a change
     counting only beyond the two gaps' spreads together; 'too few runs' where either regime had

@@ -200,11 +200,13 @@ def paired_figure(runs, split="validation", column="loss", notes=None):
             ax.plot(run["iteration"], run[column], color=PALETTE[method], lw=1.4, label=method)
         note = (notes or {}).get(seed)
         ax.set_title(f"seed {seed}" + (f"\n{note}" if note else ""), fontsize=10)   # two titles side by side fit
-        ax.set(xlabel="iteration", ylabel=f"{split} {column}" if ax.get_subplotspec().is_first_col() else "")
+        ax.set_xlabel("iteration")
         ax.xaxis.set_major_locator(plt.MaxNLocator(3))   # four labels of 18,000 overlap in a half-width panel
         ax.xaxis.set_major_formatter(FuncFormatter(plain))
     for ax in axes[1:]:
         ax.sharey(axes[0])
+    for ax in axes:   # after sharing, which would copy the first panel's label to every panel
+        ax.set_ylabel(f"{split} {column}" if ax.get_subplotspec().is_first_col() else "")
     handles = [plt.Line2D([], [], color=PALETTE[m], lw=1.4) for m in PALETTE if m in set(rows["method"])]
     fig.legend(handles, [m for m in PALETTE if m in set(rows["method"])], loc="outside lower center", ncols=2)
     return fig

@@ -356,7 +356,7 @@ def ratio_comparison(results):
             theirs = paper.get(measure)
             rows.append({"experiment": label, "measure": measure, "source": "paper", "value": theirs,
                          "note": "" if theirs is not None else _paper_words(paper_keys.get(label), measure)})
-            rows.append({"experiment": label, "measure": measure, "source": f"ours ({numbers['device']})",
+            rows.append({"experiment": label, "measure": measure, "source": f"ours, {numbers['device']}",
                          "value": ours, "note": _why_no_value(ours, numbers)})
     columns = ["experiment", "measure", "source", "value", "note"]
     return pd.DataFrame(rows, columns=columns).astype({"value": float})
