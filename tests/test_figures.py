@@ -166,3 +166,28 @@ def test_the_run_length_figure_lists_only_the_series_it_draws():
     reached = never.assign(**{c: [0.8, 0.7] for c in never.columns if c != "length"})
     assert sum("step ratio" in l for l in labels(run_length_figure(reached))) == 2
     plt.close("all")
+
+
+def test_where_two_runs_bands_overlap_the_legend_names_the_mixed_colour():
+    """The comparison figure's legend has an entry for the colour the two methods' translucent
+    bands make where they overlap (composited over white, in the order drawn), read back from the
+    drawn bands; the control: one method alone draws one band and gets no such entry."""
+    import numpy as np
+    from matplotlib.colors import to_rgb
+    from fglib.book import plots
+    rows = [dict(method=m, run=r, iteration=i, time=0.01 * i, split=s, loss=2 / i ** 0.3 * (1 + 0.1 * r))
+            for m in ("forward gradient", "backprop") for r in range(3) for i in range(1, 30)
+            for s in ("train", "validation")]
+    curves = pd.DataFrame(rows)
+    fig = plots.comparison_figure(curves, smooth=1)
+    legend = fig.legends[0]
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels[-1] == "both ranges"
+    drawn = [c.get_facecolor()[0] for c in fig.axes[2].collections][:2]
+    expected = np.ones(3)
+    for *rgb, a in drawn:
+        expected = expected * (1 - a) + np.array(rgb) * a
+    assert np.allclose(to_rgb(legend.legend_handles[-1].get_facecolor()), expected)
+    assert not np.allclose(expected, to_rgb(drawn[0][:3]))   # a colour of its own, not either band's
+    alone = plots.comparison_figure(curves[curves["method"] == "backprop"], smooth=1)
+    assert "both ranges" not in [t.get_text() for t in alone.legends[0].get_texts()]

@@ -8,7 +8,8 @@ from .style import WIDTH, plain
 PALETTE = {"forward gradient": "tab:blue", "backprop": "tab:orange"}   # the paper's two methods
 LINE_WIDTHS = {"forward gradient": 1.2, "backprop": 3.2}   # backprop broad beneath, where the two coincide
 COLORS = {**PALETTE, "forward gradient, in place": "tab:green", "finite difference, in place": "tab:purple",
-          "backprop, checkpointed": "tab:grey"}   # every method a figure may show
+          "backprop, checkpointed": "tab:grey", "forward gradient, regenerated": "tab:cyan",
+          "backprop, in place": "tab:brown"}   # every method a figure may show
 SPREAD = ("pi", 100)  # shade the full range over runs
 
 
@@ -79,10 +80,28 @@ def comparison_figure(curves, title=None, smooth=50):
         if ax.get_legend():
             ax.get_legend().remove()
     handles, labels = axes[0, 0].get_legend_handles_labels()
+    overlap = _overlap_colour(axes[1, 0])
+    if overlap is not None:   # where the two runs' bands overlap they mix to a third colour: say which
+        from matplotlib.patches import Patch
+        handles, labels = handles + [Patch(facecolor=overlap)], labels + ["both ranges"]
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _overlap_colour(ax):
+    """The colour where the first two translucent bands drawn on `ax` overlap, over white (each
+    band's alpha composited in the order drawn); None with fewer than two bands."""
+    import numpy as np
+    from matplotlib.collections import PolyCollection
+    bands = [c.get_facecolor()[0] for c in ax.collections if isinstance(c, PolyCollection) and len(c.get_facecolor())]
+    if len(bands) < 2:
+        return None
+    colour = np.ones(3)
+    for r, g, b, a in bands[:2]:
+        colour = colour * (1 - a) + np.array([r, g, b]) * a
+    return tuple(colour)
 
 
 def contour(tf, ax=None, n=300, levels=30, xlim=None, ylim=None):
