@@ -546,3 +546,13 @@ def test_rank_correlation_is_spearmans_with_an_exact_permutation_p():
     assert abs(rank_correlation([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])[0]) < 1
     with pytest.raises(ValueError, match="3 to 8 pairs"):
         rank_correlation([1, 2], [3, 4])
+
+
+def test_a_setting_reads_as_a_reader_writes_it_and_names_with_commas_stay_apart():
+    """Lists join by commas, but by ' / ' when an item has a comma of its own ('FG, normal'), so
+    that a list of such names reads as that many names (the control: plain names keep commas)."""
+    from fglib.book.report import plain_value
+    assert plain_value(["logreg", "mlp"]) == "logreg, mlp"
+    assert plain_value({"all layers": ["FG, normal", "backprop"], "last layer": ["MeZO"]}) == \
+        "all layers: FG, normal / backprop; last layer: MeZO"
+    assert plain_value([2e-4, 1e-3]) == "2e-4, 0.001" and plain_value(None) == "default" and plain_value(True) == "yes"

@@ -9,12 +9,14 @@ from .words import GLUED
 
 
 def plain_value(value):
-    """A setting as a reader writes it: lists joined by commas, no quotes around names, yes or no
-    for a switch, 'default' for None, small numbers as the paper writes rates (2e-4, not 0.0002)."""
+    """A setting as a reader writes it: lists joined by commas (by ' / ' where an item has a comma
+    of its own, such as 'FG, normal'), no quotes around names, yes or no for a switch, 'default'
+    for None, small numbers as the paper writes rates (2e-4, not 0.0002)."""
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, (list, tuple)):
-        return ", ".join(plain_value(v) for v in value)
+        items = [plain_value(v) for v in value]
+        return (" / " if any("," in item for item in items) else ", ").join(items)
     if isinstance(value, dict):
         return "; ".join(f"{k}: {plain_value(v)}" for k, v in value.items())
     if isinstance(value, float):
