@@ -191,3 +191,19 @@ def test_where_two_runs_bands_overlap_the_legend_names_the_mixed_colour():
     assert not np.allclose(expected, to_rgb(drawn[0][:3]))   # a colour of its own, not either band's
     alone = plots.comparison_figure(curves[curves["method"] == "backprop"], smooth=1)
     assert "both ranges" not in [t.get_text() for t in alone.legends[0].get_texts()]
+
+
+def test_the_run_length_band_leaves_a_gap_where_an_interval_has_no_upper_end():
+    """A length whose 95% interval is unbounded (some resamples never reach the loss) breaks the
+    band in two rather than being bridged by its neighbours; the control: every interval bounded
+    gives one unbroken band."""
+    from fglib.book.plots import run_length_figure
+    inf = float("inf")
+    table = pd.DataFrame({"length": [1000, 2000, 3000, 4000, 5000], "T_f/T_b": [0.9, 0.8, 0.7, 0.6, 0.5],
+                          "T low": [0.8, 0.7, 0.6, 0.5, 0.4], "T high": [0.95, 0.9, inf, 0.7, 0.6]})
+    def pieces(t):
+        band = run_length_figure(t).axes[0].collections[0]
+        return len([p for p in band.get_paths() if len(p.vertices)])
+    assert pieces(table) == 2
+    assert pieces(table.assign(**{"T high": [0.95, 0.9, 0.8, 0.7, 0.6]})) == 1
+    plt.close("all")

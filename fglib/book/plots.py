@@ -266,7 +266,8 @@ def run_length_figure(table, paper_ratio=None, title=None):
     device's step ratio and at the paper's, each with its 95% interval, against the run length;
     below the dotted line at 1 forward gradients reach backprop's lowest loss sooner. Lengths at
     which forward gradients never reached it are marked at the top, so that no length is missing
-    unexplained; a series with no finite point is left out of the figure and its legend.
+    unexplained; where an interval has no upper end the band has a gap; a series with no finite
+    point is left out of the figure and its legend.
     `paper_ratio`: the paper's own T_f/T_b, as a dashed line."""
     import numpy as np
     fig, ax = plt.subplots(figsize=(WIDTH, 3.4), layout="constrained")
@@ -281,8 +282,9 @@ def run_length_figure(table, paper_ratio=None, title=None):
         if not ok.any():   # never reached at any length: no line for the legend to promise
             continue
         ax.plot(lengths[ok], mid[ok], color=colour, lw=1.6, label=label)
-        band = ok & np.isfinite(high)
-        ax.fill_between(lengths[band], low[band], high[band], color=colour, alpha=0.2, lw=0)
+        band = ok & np.isfinite(high)   # a length whose interval has no upper end leaves a gap, never bridged
+        ax.fill_between(lengths, np.where(band, low, np.nan), np.where(band, high, np.nan), color=colour,
+                        alpha=0.2, lw=0)
     never = ~np.isfinite(table["T_f/T_b"].to_numpy())
     if never.any():
         ax.plot(lengths[never], np.ones(never.sum()), "x", color="tab:red", transform=ax.get_xaxis_transform(),
