@@ -13,6 +13,14 @@ COLORS = {**PALETTE, "forward gradient, in place": "tab:green", "finite differen
 SPREAD = ("pi", 100)  # shade the full range over runs
 
 
+def pale_broad_lines(ax, width=LINE_WIDTHS["backprop"], alpha=0.6):
+    """Make every line of `width` on `ax` pale (the legend's sample too): a series drawn broad
+    beneath the others, so that a line lying on it still shows."""
+    for line in ax.get_lines():
+        if line.get_linewidth() == width:
+            line.set_alpha(alpha)
+
+
 def _prepare(curves, split, smooth):
     """The rows of one split, runs that diverged left out (their huge last losses would swamp
     the mean and the band; the chapter counts them), with the mean time per iteration."""
@@ -47,9 +55,7 @@ def loss_plot(curves, x="iteration", split="train", ax=None, smooth=1, log=True,
         sns.lineplot(rows, x=xcol, y="loss", hue="method", size="method", sizes=LINE_WIDTHS,
                      hue_order=[m for m in PALETTE if m in set(rows["method"])][::-1],
                      errorbar=SPREAD, palette=PALETTE, ax=ax)
-        for line in ax.get_lines():   # the legend's sample too
-            if line.get_linewidth() == LINE_WIDTHS["backprop"]:
-                line.set_alpha(0.6)
+        pale_broad_lines(ax)
     if log:
         ax.set_yscale("log")
         plain_log_ticks(ax, "y")
