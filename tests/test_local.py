@@ -208,6 +208,13 @@ def fabricated(errors_by_method):
     return pd.DataFrame([{"method": m, "test error (%)": mean, "± sd": sd} for m, (mean, sd) in errors_by_method.items()])
 
 
+def verdicts(errors, table):
+    """The verdict on each of Ren et al.'s three findings (finding 2's from its two rows together)."""
+    from fglib.book.grading import ren_findings, ren_local_verdict
+    verdict = ren_findings(errors, table).set_index("finding")["verdict"]
+    return [verdict[1], ren_local_verdict(table), verdict[3]]
+
+
 def test_findings_are_graded_against_the_spread_over_runs():
     import pandas as pd
     from fglib.book.grading import compare_errors, ren_findings
@@ -217,21 +224,26 @@ def test_findings_are_graded_against_the_spread_over_runs():
     assert compare_errors(table, "local FG-A", "backprop")[2] == "higher"        # 0.4 > 0.1 + 0.2
     errors = pd.DataFrame([{"point": "initial", "layer": "layer 1", "method": m, "relative error": e}
                            for m, e in [("FG-W", 1e6), ("FG-A", 1e3), ("local FG-W", 1e5), ("local FG-A", 2e5)]])
-    assert ren_findings(errors, table)["verdict"].tolist() == ["does not hold on every layer", "holds", "does not hold here"]
+    assert verdicts(errors, table) == ["does not hold on every layer", "holds", "does not hold here"]
     close = fabricated({"backprop": (2.0, 0.2), "FG-W": (12.0, 0.5), "FG-A": (6.0, 0.3),
                         "local FG-W": (12.5, 0.4), "local FG-A": (2.3, 0.2)})
-    assert ren_findings(errors, close)["verdict"].tolist()[1:] == ["partly", "holds here"]
+    assert verdicts(errors, close)[1:] == ["partly", "holds here"]
     worse = fabricated({"backprop": (2.0, 0.2), "FG-W": (12.0, 0.5), "FG-A": (6.0, 0.3),
                         "local FG-W": (14.0, 0.4), "local FG-A": (6.2, 0.2)})
     # local FG-W is worse beyond the spread, local FG-A within it: an inconclusive difference is not
     # folded into "does not hold" (the reviewer's point); the control, both worse, does not hold
-    assert ren_findings(errors, worse)["verdict"].tolist()[1] == "does not hold for one, cannot tell for the other"
+    assert verdicts(errors, worse)[1] == "does not hold for one, cannot tell for the other"
+    assert ren_findings(errors, worse).query("finding == 2")["verdict"].tolist() == ["does not hold", "cannot tell"]
     both_worse = worse.assign(**{"test error (%)": lambda t: t["test error (%)"].where(t["method"] != "local FG-A", 7.0)})
-    assert ren_findings(errors, both_worse)["verdict"].tolist()[1] == "does not hold here"
+    assert verdicts(errors, both_worse)[1] == "does not hold here"
     one_run = fabricated({m: (e, float("nan")) for m, e in [("backprop", 2), ("FG-W", 9), ("FG-A", 5),
                                                             ("local FG-W", 8), ("local FG-A", 3)]})
-    assert ren_findings(errors, one_run)["verdict"].tolist()[1:] == ["cannot tell from these runs",
-                                                                     "cannot tell from one run"]
+    assert verdicts(errors, one_run)[1:] == ["cannot tell from these runs", "cannot tell from one run"]
+    # the table holds the numbers the verdicts come from, not sentences
+    rows = ren_findings(errors, table).set_index("measured")
+    assert rows.loc["local FG-A - backprop (points)", "ours"] == pytest.approx(2.3 - 1.9)
+    assert rows.loc["local FG-A - backprop (points)", "sum of sds"] == pytest.approx(0.3)
+    assert rows.loc["FG-W's error / FG-A's (smallest)", "ours"] == pytest.approx(0.5)
 
 
 def test_best_rate_is_the_lowest_final_loss_among_rates_that_ran():
@@ -264,11 +276,11 @@ def test_ren_et_al_numbers_sit_beside_ours_each_with_its_gap_to_its_own_backprop
     table = pd.DataFrame({"method": list(REN_NAMES), "test error (%)": [2.0, 2.5, 30.0, 20.0, 40.0, 10.0],
                           "± sd": [0.1, 0.2, 1.0, 1.0, 1.0, float("nan")]})
     out = beside_ren(table).set_index("method")
-    assert list(out["Ren et al.'s name"]) == ["BP", "LG-BP", "FG-W", "FG-A", "LG-FG-W", "LG-FG-A"]
-    assert out.loc["local FG-A", "ours: test error % (gap)"] == "10.00 (+8.00)"  # no sd from a single run
-    assert out.loc["FG-A", "ours: test error % (gap)"] == "20.00 ± 1.00 (+18.00)"
+    assert list(out["their name"]) == ["BP", "LG-BP", "FG-W", "FG-A", "LG-FG-W", "LG-FG-A"]
+    assert out.loc["local FG-A", "ours"] == "10.00 (+8.00)"  # no sd from a single run
+    assert out.loc["FG-A", "ours"] == "20.00 ± 1.00 (+18.00)"
     gap = REN_MNIST["LG-FG-A"]["M/1/16"][0] - REN_MNIST["BP"]["M/1/16"][0]
-    assert out.loc["local FG-A", "Ren et al., M/1/16: test error % (gap)"].endswith(f"({gap:+.2f})")
+    assert out.loc["local FG-A", "Ren et al., M/1/16"].endswith(f"({gap:+.2f})")
 
 
 

@@ -902,15 +902,6 @@ def k_pays(curves, finals, step_ms, target_loss, budget):
     return pd.DataFrame(rows).rename(columns=lambda c: c.replace("K = 1", f"K = {k1}"))
 
 
-# Ren et al. (2023)'s findings, as their abstract states them, checked by the local-losses chapter.
-REN_FINDINGS = {
-    "activity": "Perturbing activities rather than weights substantially reduces the variance of the forward "
-                "gradient estimator.",
-    "local": "Local greedy losses further improve forward gradient learning.",
-    "match": "With both, forward gradient learning matches backprop on MNIST.",
-}
-
-
 def compare_errors(table, a, b):
     """(difference of mean test errors a - b in points, the sum of their sds, a word): 'lower'
     or 'higher' only when the difference exceeds the sum of the sds, 'indistinguishable' when
@@ -923,38 +914,42 @@ def compare_errors(table, a, b):
     return diff, spread, word
 
 
-def _spread(spread):
-    return f"sum of sds {spread:.1f}" if math.isfinite(spread) else "one run: no spread"
+def ren_local_verdict(table):
+    """Ren et al.'s finding 2 (local losses help), from two comparisons of test error (compare_errors):
+    local FG-W against FG-W and local FG-A against FG-A. table from sweep.at_best_rates."""
+    found = {compare_errors(table, l, g)[2] for g, l in (("FG-W", "local FG-W"), ("FG-A", "local FG-A"))}
+    return ("mixed" if {"lower", "higher"} <= found else "holds" if found == {"lower"} else
+            "partly" if "lower" in found else "does not hold here" if found == {"higher"} else
+            "does not hold for one, cannot tell for the other" if "higher" in found else
+            "cannot tell from these runs")
+
+
+MATCH_VERDICT = {"higher": "does not hold here", "lower": "holds (FG better)", "indistinguishable": "holds here",
+                 "one run": "cannot tell from one run"}
+HELPED = {"lower": "holds", "higher": "does not hold", "indistinguishable": "cannot tell", "one run": "cannot tell from one run"}
 
 
 def ren_findings(errors, table):
-    """Ren et al.'s three findings (the local-losses chapter), what it measured for each, and whether
-    it held: errors from local.layer_errors, table from sweep.at_best_rates."""
+    """Ren et al.'s three findings (numbered as the local-losses chapter quotes them from their
+    abstract), checked: one row per measurement, with its number, the spread it is judged against and the
+    verdict of that measurement (finding 2's two rows make one verdict together: ren_local_verdict). errors
+    from local.layer_errors, table from sweep.at_best_rates.
+
+    1  FG-W's relative error / FG-A's, smallest over layers and points (holds when above 1 everywhere);
+    2  test error, local FG-W - FG-W and local FG-A - FG-A, in points (compare_errors; ren_local_verdict);
+    3  test error, local FG-A - backprop, in points."""
     ratio = errors.pivot_table(index=["point", "layer"], columns="method", values="relative error")
     pairs = [("FG-W", "FG-A"), ("local FG-W", "local FG-A")]
     ratios = pd.concat([(ratio[w] / ratio[a]).dropna() for w, a in pairs])
-    held = bool((ratios > 1).all())
-    rows = [{"finding (Ren et al.)": REN_FINDINGS["activity"],
-             "ours": f"FG-W's error / FG-A's, per layer and point: {significant(ratios.min())} to {significant(ratios.max())}",
-             "verdict": "holds" if held else "does not hold on every layer"}]
-    words = {}
-    parts = []
+    rows = [{"finding": 1, "measured": "FG-W's error / FG-A's (smallest)", "ours": ratios.min(), "sum of sds": math.nan,
+             "verdict": "holds" if bool((ratios > 1).all()) else "does not hold on every layer"}]
     for g, l in (("FG-W", "local FG-W"), ("FG-A", "local FG-A")):
-        diff, spread, words[g] = compare_errors(table, l, g)
-        parts.append(f"{l} {diff:+.1f} points against {g} ({_spread(spread)})")
-    found = set(words.values())
-    verdict = ("mixed" if {"lower", "higher"} <= found else "holds" if found == {"lower"} else
-               "partly" if "lower" in found else "does not hold here" if found == {"higher"} else
-               "does not hold for one, cannot tell for the other" if "higher" in found else
-               "cannot tell from these runs")
-    rows.append({"finding (Ren et al.)": REN_FINDINGS["local"], "ours": "test error: " + "; ".join(parts),
-                 "verdict": verdict})
+        diff, spread, word = compare_errors(table, l, g)
+        rows.append({"finding": 2, "measured": f"{l} - {g} (points)", "ours": diff, "sum of sds": spread,
+                     "verdict": HELPED[word]})
     diff, spread, word = compare_errors(table, "local FG-A", "backprop")
-    rows.append({"finding (Ren et al.)": REN_FINDINGS["match"],
-                 "ours": f"test error: local FG-A {diff:+.1f} points against backprop ({_spread(spread)}), "
-                         "on the paper's MLP, not their LocalMixer",
-                 "verdict": {"higher": "does not hold here", "lower": "holds (FG better)",
-                             "indistinguishable": "holds here", "one run": "cannot tell from one run"}[word]})
+    rows.append({"finding": 3, "measured": "local FG-A - backprop (points)", "ours": diff, "sum of sds": spread,
+                 "verdict": MATCH_VERDICT[word]})
     return pd.DataFrame(rows)
 
 

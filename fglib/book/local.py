@@ -154,16 +154,17 @@ def ren_findings(errors, table):
 def beside_ren(table):
     """at_best_rates' table (our six methods) beside Ren et al.'s MNIST test errors (REN_MNIST,
     quoted): one row per method with their name for it, their test error on each LocalMixer
-    and ours (mean ± sd), each in % with its gap to the same column's backprop in points."""
+    (columns 'Ren et al., S/1/1' and 'Ren et al., M/1/16') and ours (mean ± sd), each in % with
+    its gap to the same column's backprop in points, in brackets."""
     ours = table.set_index("method")
     base = ours.loc["backprop", "test error (%)"]
     rows = []
     for method, ren in REN_NAMES.items():
-        row = {"method": method, "Ren et al.'s name": ren}
+        row = {"method": method, "their name": ren}
         for net, (test, _) in REN_MNIST[ren].items():
-            row[f"Ren et al., {net}: test error % (gap)"] = f"{test:.2f} ({test - REN_MNIST['BP'][net][0]:+.2f})"
+            row[f"Ren et al., {net}"] = f"{test:.2f} ({test - REN_MNIST['BP'][net][0]:+.2f})"
         mean, sd = ours.loc[method, "test error (%)"], ours.loc[method, "± sd"]
         spread = f" ± {sd:.2f}" if sd == sd else ""
-        row["ours: test error % (gap)"] = f"{mean:.2f}{spread} ({mean - base:+.2f})"
+        row["ours"] = f"{mean:.2f}{spread} ({mean - base:+.2f})"
         rows.append(row)
     return pd.DataFrame(rows)
