@@ -275,7 +275,7 @@ def headline_numbers(results):
     t = results.get("test_functions", {})
     if "reach" in t:
         said = [f"{k.capitalize()} {r[FG] / r[BP]:.2f}" for k, r in t["reach"].items() if FG in r and BP in r]
-        ours[2], paper[2] = "FG/BP iterations: " + ", ".join(said), "alike"
+        ours[2], paper[2] = "iterations, forward / backprop: " + ", ".join(said), "alike"
     rows = mnist_results(results)
     models = {}
     for label, v in rows.items():
@@ -286,8 +286,8 @@ def headline_numbers(results):
         paper[3] = "; ".join(f"{name} {RESULTS[key]['R_f/R_b']:.2g}" for name, key in PAPER_KEYS.items()
                              if name != "MLP 2e-4").replace("MLP 2e-5", "MLP")
         ours[4] = "; ".join(f"{SHORT_LABELS.get(k, k)} {_ratio(v['T_ratio'])}" for k, v in rows.items())
-        paper[4] = "; ".join(f"{name} {RESULTS[key]['T_f/T_b']:.2g}" for name, key in PAPER_KEYS.items()
-                             if RESULTS[key]["T_f/T_b"] is not None)
+        paper[4] = "; ".join(f"{name} {RESULTS[key]['T_f/T_b']:.2g}" if RESULTS[key]["T_f/T_b"] is not None
+                             else f"{name} no number" for name, key in PAPER_KEYS.items())
     s = results.get("scaling", {})
     if "table" in s:
         r, _ = graded_depths(s)
@@ -296,7 +296,7 @@ def headline_numbers(results):
                     f"about {DEPTH_BANDS['R_f/R_b at 100 layers']} at 100")
     if "memory" in results:
         d = grading_memory_ratio(results["memory"])
-        ours[6], paper[6] = f"FG/BP {d.min():.3f} to {d.max():.3f}", MEMORY   # 1.00 would read as the same
+        ours[6], paper[6] = f"forward / backprop {d.min():.3f} to {d.max():.3f}", MEMORY   # 1.00 would read as the same
     return ours, paper
 
 
