@@ -290,8 +290,9 @@ def headline_numbers(results):
                              else f"{name} no number" for name, key in PAPER_KEYS.items())
     s = results.get("scaling", {})
     if "table" in s:
-        r, _ = graded_depths(s)
-        ours[5] = f"{r.min():.2f} to {r.max():.2f}"
+        r, numbers = graded_depths(s)
+        ours[5] = f"{r.min():.2f} to {r.max():.2f}" + (f" (depth {numbers['deepest']}: one thread, subnormals flushed)"
+                                                      if numbers["graded_flushed"] else "")
         paper[5] = (f"under {DEPTH_BANDS['R_f/R_b up to 10 layers']} to 10 layers; "
                     f"about {DEPTH_BANDS['R_f/R_b at 100 layers']} at 100")
     if "memory" in results:
