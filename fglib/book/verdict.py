@@ -262,7 +262,7 @@ SHORT_LABELS = {"logistic regression": "logreg", "MLP, rate 2e-5": "MLP 2e-5", "
 
 
 def _ratio(x):
-    return "never" if not math.isfinite(x) else f"{x:.2g}"
+    return "never" if not math.isfinite(x) else f"{x:.3g}"
 
 
 def headline_numbers(results):
