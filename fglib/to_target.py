@@ -189,6 +189,19 @@ def _wall_time(rows, method, run, iteration):
     return t if t > 0 else math.nan
 
 
+def crossing_bracket(iterations, curve, level):
+    """(x_0, x_1): the two evaluations between which a curve (values at increasing `iterations`)
+    first comes down to `level`, the last one above it and the first at or below it. The curve was
+    not evaluated in between, so its first crossing can lie anywhere in (x_0, x_1]; `crossing`
+    reads it off the straight line. (x, x) when the first evaluation is already at or below the
+    level, (NaN, NaN) when the curve never gets there."""
+    hit = np.flatnonzero(np.asarray(curve) <= level)
+    if not len(hit):
+        return math.nan, math.nan
+    k = hit[0]
+    return float(iterations[max(k - 1, 0)]), float(iterations[k])
+
+
 def crossing(iterations, curve, level):
     """The iteration at which a curve (values at increasing `iterations`) first comes down to
     `level`, NaN if it never does. With y_0 > level >= y_1 at the evaluations x_0 < x_1 around it:

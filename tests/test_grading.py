@@ -556,3 +556,25 @@ def test_a_setting_reads_as_a_reader_writes_it_and_names_with_commas_stay_apart(
     assert plain_value({"all layers": ["FG, normal", "backprop"], "last layer": ["MeZO"]}) == \
         "all layers: FG, normal / backprop; last layer: MeZO"
     assert plain_value([2e-4, 1e-3]) == "2e-4, 0.001" and plain_value(None) == "default" and plain_value(True) == "yes"
+
+
+def test_the_grid_bracket_holds_the_read_crossing_and_narrows_with_a_denser_grid():
+    """Forward gradient crosses backprop's lowest loss between two evaluations: the crossing the
+    paper's rule reads off the straight line lies inside the bracket, whose ends are those two
+    evaluations, and T_f / T_b at either end is I_f / I_b times the step ratio. Control: the same
+    curves evaluated only every 1,000 iterations give a wider bracket around the same crossing."""
+    from fglib.to_target import crossing_bracket
+    assert crossing_bracket([0, 10, 20], [3.0, 2.0, 1.0], 1.5) == (10.0, 20.0)
+    assert crossing_bracket([0, 10, 20], [3.0, 2.0, 1.0], 3.0) == (0.0, 0.0)   # there from the start
+    assert all(math.isnan(v) for v in crossing_bracket([0, 10, 20], [3.0, 2.0, 1.0], 0.5))
+    dense = runs(fg_final=0.28)
+    read = grading.time_ratio(dense, 2.0, 1.0)
+    b = grading.grid_bracket(dense, 2.0)
+    assert b["I_f low"] < read["I_f"] <= b["I_f high"] and b["I_b"] == read["I_b"]
+    assert b["T low"] < read["T_ratio"] <= b["T high"]
+    assert b["T high"] == pytest.approx(2.0 * b["I_f high"] / b["I_b"])
+    sparse = dense[dense["iteration"] % 1000 == 0]
+    wide = grading.grid_bracket(sparse, 2.0)
+    assert wide["I_f high"] - wide["I_f low"] > b["I_f high"] - b["I_f low"]
+    never = grading.grid_bracket(runs(fg_final=0.5), 2.0)
+    assert math.isnan(never["T low"]) and math.isnan(never["T high"])

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..timing import at_threads, quiet, ratio_samples, whole_device  # noqa: F401 (whole_device re-exported)
-from ..to_target import budget_spent, mean_ci, relative_fall
+from ..to_target import budget_spent, crossing_bracket, mean_ci, relative_fall
 from ..to_target import crossing as _first_at_or_below
 from .tables import significant
 
@@ -145,6 +145,21 @@ def time_ratio(runs, step_fg, step_bp, tolerance=0.0, fg=FG, bp=BP):
     s_ratio = step_fg / step_bp
     return {"level": level, "I_b": i_b, "I_f": i_f, "I_ratio": i_ratio, "S_ratio": s_ratio,
             "T_ratio": i_ratio * s_ratio}
+
+
+def grid_bracket(runs, s_ratio, fg=FG, bp=BP):
+    """How far the evaluation grid alone can move the paper's T_f / T_b: forward gradient's mean
+    curve first reaches backprop's lowest mean loss somewhere between two evaluations
+    (to_target.crossing_bracket), and T_f / T_b is read at the straight line between them. With the
+    crossing at either end instead: I_f low and high, and T_f / T_b low and high at the step ratio
+    `s_ratio` (NaN where forward gradient never reaches the level). Backprop's own I_b is an
+    evaluation (its lowest), so it carries no such uncertainty."""
+    bp_curve, fg_curve = mean_curve(runs, bp), mean_curve(runs, fg)
+    level = float(bp_curve.min())
+    i_b = _first_at_or_below(bp_curve.index.to_numpy(dtype=float), bp_curve.to_numpy(), level)
+    low, high = crossing_bracket(fg_curve.index.to_numpy(dtype=float), fg_curve.to_numpy(), level)
+    return {"I_b": i_b, "I_f low": low, "I_f high": high,
+            "T low": low / max(i_b, 1) * s_ratio, "T high": high / max(i_b, 1) * s_ratio}
 
 
 def _iteration_ratio(it_b, bp_curve, it_f, fg_curve, tolerance):
