@@ -121,3 +121,19 @@ def test_the_practitioners_table_of_methods_names_every_method_make_method_takes
     rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+?) \|", table, re.M))
     assert rows == {name: fglib.registry.label(name) for name in fglib.METHODS}
     assert set(rows) != set(fglib.METHODS) | {"fg_new"}
+
+
+def test_the_glossary_quotes_the_grading_rules_thresholds():
+    """The glossary states the rules' thresholds in words; they must be the ones grading uses.
+    Control: a glossary with another threshold is caught."""
+    import re
+    from fglib.book import grading
+    text = (ROOT / "book" / "glossary.md").read_text()
+
+    def stated(term, text):
+        entry = text.split(f"\n{term}\n", 1)[1].split("\n\n", 1)[0]
+        return [float(p) / 100 for p in re.findall(r"(\d+(?:\.\d+)?)%", entry)]
+
+    assert grading.LEVELLED in stated("levelled off", text)
+    assert grading.FROZEN in stated("spent step", text)
+    assert grading.FROZEN not in stated("spent step", text.replace("from 90% on", "from 80% on"))
