@@ -154,10 +154,10 @@ def grid_bracket(runs, s_ratio, fg=FG, bp=BP):
     crossing at either end instead: I_f low and high, and T_f / T_b low and high at the step ratio
     `s_ratio` (NaN where forward gradient never reaches the level). Backprop's own I_b is an
     evaluation (its lowest), so it carries no such uncertainty."""
-    bp_curve, fg_curve = mean_curve(runs, bp), mean_curve(runs, fg)
-    level = float(bp_curve.min())
-    i_b = _first_at_or_below(bp_curve.index.to_numpy(dtype=float), bp_curve.to_numpy(), level)
-    low, high = crossing_bracket(fg_curve.index.to_numpy(dtype=float), fg_curve.to_numpy(), level)
+    read = time_ratio(runs, 1.0, 1.0, fg=fg, bp=bp)   # backprop's lowest level and I_b, as the paper's rule reads them
+    fg_curve = mean_curve(runs, fg)
+    low, high = crossing_bracket(fg_curve.index.to_numpy(dtype=float), fg_curve.to_numpy(), read["level"])
+    i_b = read["I_b"]
     return {"I_b": i_b, "I_f low": low, "I_f high": high,
             "T low": low / max(i_b, 1) * s_ratio, "T high": high / max(i_b, 1) * s_ratio}
 

@@ -79,6 +79,13 @@ def show(df, digits=3, integers=(), note=None, main=None):
 COUNT_COLUMNS = ("runs", "pairs", "processes", "rounds", "K", "depth")   # counts: 3, never 3.00
 
 
+def reach_note(table, iterations):
+    """The footnote of a table from sweep.at_best_rates: what a '–' means in its I and T columns,
+    and in its sd column where some method had a single run."""
+    single = "; sd: a single run" if table["± sd"].isna().any() else ""
+    return f"I and T: not every run reached the target within {iterations:,} iterations{single}"
+
+
 def _counts(table, col):
     """True for a column of counts (by its name) whose every measured value is a whole number."""
     if col not in COUNT_COLUMNS or not pd.api.types.is_numeric_dtype(table[col]):
