@@ -86,6 +86,19 @@ def sectioned(height):
     return fig, ax
 
 
+def test_a_legend_wider_than_its_panel_in_two_columns_falls_back_to_one():
+    """Long labels in two columns would be wider than the figure (and widen the saved image):
+    one column. Control: short labels keep two columns."""
+    def legend_columns(label):
+        fig, ax = plt.subplots(figsize=(style.WIDTH, 3.0), layout="constrained")
+        for k in range(4):
+            ax.plot([1, 2], [k, k + 1], label=f"{label} {k}")
+        style.legend_outside(ax)
+        return ax.get_legend()._ncols
+    assert legend_columns("ours, fglib engine, 1 thread, with the subnormal numbers flushed to zero at depth") == 1
+    assert legend_columns("fg") == 2
+
+
 def test_a_legend_below_clears_the_axis_label_and_keeps_each_section_in_one_column():
     """The legend's top lies below the x axis's label on a short panel (the control: the old
     placement, a fixed fraction of the axes' height below them, ran into the label), and each of

@@ -74,6 +74,19 @@ def test_a_cpu_that_fails_only_by_its_step_ratio_does_not_refute_the_claim():
     assert slower["I_ratio"] > 1 and slower["verdict"] == "does not hold"
 
 
+def test_the_tolerance_tables_first_row_is_the_grades_own_interval():
+    """One number per quantity: the table's row at tolerance 0 and the grade are one bootstrap, so
+    a page quoting either quotes the same interval and share of resamples reaching the level.
+    Control: the table drawn with fewer resamples gives another share."""
+    report = grading.claim4_report(runs(fg_final=0.28), timings(), ITERATIONS, decay=0, planned_pairs=5, samples=60)
+    first = report["table"].iloc[0]
+    assert first["tolerance"] == 0
+    assert (first["95% low"], first["95% high"], first["resamples reaching"]) == (report["low"], report["high"], report["reached"])
+    assert math.isfinite(report["low"])
+    fewer = grading.tolerance_table(runs(fg_final=0.28), timings(), samples=7).iloc[0]
+    assert (fewer["95% low"], fewer["95% high"]) != (report["low"], report["high"])
+
+
 def test_tolerance_table_moves_with_the_tolerance():
     table = grading.tolerance_table(runs(), timings(), samples=100)
     assert table["tolerance"].tolist() == list(grading.TOLERANCES)

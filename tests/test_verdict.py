@@ -235,6 +235,30 @@ def test_every_missing_ratio_bar_says_why():
     assert (rows["note"] == "").eq(rows["value"].map(math.isfinite)).all()   # a note exactly where no bar
 
 
+def test_each_measured_time_ratio_bar_carries_its_interval_and_an_open_one_an_arrow():
+    """Our T_f/T_b bars carry their 95% intervals: a closed one as an error bar, one with no upper
+    end (some resamples never reached the loss) as an arrow to the edge. Controls: the paper's bars
+    and the step ratios carry none."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from fglib.book.plots import ratio_bars
+    closed = {**MNIST, "T_ratio": 0.48, "T_low": 0.43, "T_high": 0.55, "time_verdict": "holds"}
+    open_ = {**MNIST, "T_ratio": 2.58, "T_low": 2.42, "T_high": math.inf, "time_verdict": "not reproduced on this CPU"}
+    rows = verdict.ratio_comparison({"mnist": {"CNN": closed, "MLP, rate 2e-5": open_}})
+    ours = rows[rows.source != "paper"].set_index(["measure", "experiment"])
+    assert ours.loc[("T_f/T_b", "CNN"), "low"] == 0.43 and math.isinf(ours.loc[("T_f/T_b", "MLP, rate 2e-5"), "high"])
+    assert ours.loc["R_f/R_b", "low"].isna().all() and rows[rows.source == "paper"]["low"].isna().all()
+    fig, ax = plt.subplots()
+    ratio_bars(rows[rows.measure == "T_f/T_b"], ax)
+    arrows = [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+    assert len(ax.containers) - 2 == 1 and len(arrows) == 1   # two bar sets, one error bar, one arrow
+    fig, ax = plt.subplots()
+    ratio_bars(rows[rows.measure == "R_f/R_b"], ax)
+    assert len(ax.containers) == 2 and not [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+    plt.close("all")
+
+
 def test_a_cpu_speed_claim_that_held_on_one_model_reads_partly_not_unreproduced():
     """Claim 3 on a CPU: the CNN's step cheaper in every process, the MLP's dearer in every one. By the
     verdict's own word for 'some did', that is 'partly' (the reviewer's point 3); the control, no
@@ -278,7 +302,7 @@ def test_the_introductions_table_keeps_both_verdicts_first_and_links_every_claim
     rows = re.findall(r"<tr><td>(.*?)</td></tr>", html)
     assert len(rows) == 6 and all(f'href="{page}.html"' in rows[n - 1] for n, pages in verdict.WHERE.items()
                                   for page, _ in pages)
-    assert "<strong>not reproduced on this CPU</strong></td><td>not run</td><td>MLP 1.8" in rows[2]
+    assert "<strong>not reproduced on this CPU</strong></td><td>not run</td><td>step, forward / backprop: MLP 1.8" in rows[2]
     assert f"<strong>{verdict.NOT_RUN}</strong>" in rows[0]   # nothing run for claim 1: said, not left blank
 
 

@@ -237,7 +237,7 @@ def memory_by_batch(data, batch_sizes, depth=8, seed=0, device="cpu", width=1024
 
 def function_summary(results):
     """For run_function's results {name: curves}: one row per (function, method) with the time
-    per iteration (µs), the final loss (median and worst run) and the median final distance to
+    per iteration (µs), the final loss (median and worst converged run) and the median final distance to
     the function's minimum, over the runs that did not diverge (NaN when none finished), and
     how many runs diverged."""
     rows = []
@@ -251,7 +251,7 @@ def function_summary(results):
             rows.append({"function": name, "method": method,
                          "time per iteration (µs)": 1e6 * last["time"].median() / last["iteration"].iloc[0]
                          if len(last) else float("nan"),
-                         "final loss, median": last["loss"].median(), "final loss, worst run": last["loss"].max(),
+                         "final loss, median": last["loss"].median(), "final loss, worst converged run": last["loss"].max(),
                          "distance to minimum, median": float((points - minimum).norm(dim=1).median())
                          if len(last) else float("nan"),
                          "runs that diverged": int(diverged.sum())})

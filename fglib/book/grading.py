@@ -243,6 +243,20 @@ def step_ratio_spread(timings, fg=FG, bp=BP):
             "sd within": float(table["sd within"].mean())}
 
 
+def processes_by_threads(timings, fg=FG, bp=BP):
+    """Every timing process, the whole device's first (the book's S_f/S_b is their geometric
+    mean, whole_device), then those with fewer threads: its thread count, S_f/S_b (the ratio of
+    its median steps), the spread of its per-round ratios (step_ratio_spread's sd within) and its
+    undisturbed rounds; numbered 1, 2, ... in that order."""
+    if timings is None or timings.empty:
+        return pd.DataFrame(columns=["process", "threads", "S_f/S_b", "sd within", "rounds"])
+    counts = sorted(timings["threads"].unique(), reverse=True) if "threads" in timings else [None]
+    parts = [step_ratio_spread(timings if n is None else at_threads(timings, n), fg, bp)["per process"]
+             .assign(threads=n) for n in counts]
+    table = pd.concat(parts, ignore_index=True).assign(process=lambda t: range(1, len(t) + 1))
+    return table[["process", "threads", "S_f/S_b", "sd within", "rounds"]]
+
+
 def _resampled_step_ratio(rng, per, fg=FG, bp=BP):
     """One bootstrap draw of S_f / S_b: the processes resampled, then each picked process's rounds
     of each method."""
@@ -578,7 +592,8 @@ def claim4_report(runs, timings, iterations, decay, planned_pairs, n_classes=10,
         return {"verdict": NOT_JUDGED, "reason": reason, "bp_settled": ok, "table": None, **counts, **settle}
     paired = runs[runs["seed"].isin(pairs)]
     grade = grade_time_to_loss(paired, timings, iterations, decay, n_classes, samples)
-    table = tolerance_table(paired, timings, samples=min(samples, 1000)) if "T_ratio" in grade else None
+    # as many resamples, from the same seed, as the grade's: the table's row at tolerance 0 is the grade's interval
+    table = tolerance_table(paired, timings, samples=samples) if "T_ratio" in grade else None
     return {**grade, **counts, "table": table}
 
 

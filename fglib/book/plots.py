@@ -44,7 +44,7 @@ def loss_plot(curves, x="iteration", split="train", ax=None, smooth=1, log=True,
     left_out = _diverged_runs(curves)
     if left_out:
         ax.text(0.98, 0.98, f"{left_out} diverged run{'s' * (left_out > 1)} left out", transform=ax.transAxes,
-                ha="right", va="top", fontsize=9, color="grey")
+                ha="right", va="top", fontsize=10, color="dimgrey")
     xcol = "mean time (s)" if x == "time" else "iteration"
     if rows.empty:   # e.g. a run shorter than its training-loss interval: say so, draw nothing
         ax.text(0.5, 0.5, f"no {split} evaluations", transform=ax.transAxes, ha="center", va="center", color="grey")
@@ -240,8 +240,9 @@ def paired_figure(runs, split="validation", column="loss", notes=None):
 def ratio_bars(rows, ax=None, colours=("black", "tab:green")):
     """One measure's ratios (verdict.ratio_comparison's rows: experiment, source, value, note) as
     horizontal bars, one per source within each experiment; where a value is missing, its note
-    is written in place of the bar, so that no bar is missing unexplained. The dotted line is
-    parity: left of it, forward gradients win."""
+    is written in place of the bar, so that no bar is missing unexplained; where rows give `low`
+    and `high`, each bar carries its 95% interval. The dotted line is parity: left of it, forward
+    gradients win."""
     import numpy as np
     from matplotlib.transforms import blended_transform_factory
     ax = ax or plt.gca()
@@ -254,6 +255,8 @@ def ratio_bars(rows, ax=None, colours=("black", "tab:green")):
         y = np.arange(len(experiments)) - 0.4 + height * (k + 0.5)
         shown = np.isfinite(part["value"].to_numpy())
         ax.barh(y[shown], part["value"].to_numpy()[shown], height=height, color=colour, label=source)
+        if "low" in part:
+            _interval_bars(ax, y, part["value"].to_numpy(), part["low"].to_numpy(), part["high"].to_numpy())
         for y_missing, note in zip(y[~shown], part["note"].to_numpy()[~shown]):
             ax.text(0.01, y_missing, note, transform=at_left, va="center", fontsize=9, color=colour,
                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
@@ -265,6 +268,20 @@ def ratio_bars(rows, ax=None, colours=("black", "tab:green")):
 
 
 
+
+
+def _interval_bars(ax, y, value, low, high):
+    """95% intervals on horizontal bars: a line from low to high; where high is infinite (some
+    resamples never reached the loss), the line runs to the axes' right edge and ends in an arrow."""
+    import numpy as np
+    for y_k, v, lo, hi in zip(y, value, low, high):
+        if not (np.isfinite(v) and np.isfinite(lo)):
+            continue
+        if np.isfinite(hi):
+            ax.errorbar(v, y_k, xerr=[[v - lo], [hi - v]], fmt="none", ecolor="black", capsize=3, lw=1.4)
+        else:
+            ax.annotate("", xy=(1.0, y_k), xycoords=("axes fraction", "data"), xytext=(lo, y_k),
+                        textcoords="data", arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.4})
 
 
 def run_length_figure(table, paper_ratio=None, title=None):

@@ -73,15 +73,22 @@ def plain_log_ticks(ax, axis="y"):
 def legend_outside(ax, title=None):
     """The legend below the axes, under their tick labels and axis label, off the data, in two
     columns: beside the axes it would take a phone's narrow figure from the data. A legend in
-    sections (seaborn's, headed by its variables' names) keeps each section in one column."""
+    sections (seaborn's, headed by its variables' names) keeps each section in one column. Where
+    two columns would be wider than the figure, one column: a legend wider than its figure widens
+    the saved image, and the page then shrinks the panel with it."""
     handles, labels = ax.get_legend_handles_labels()
     if ax.get_legend():
         ax.get_legend().remove()
     if not handles:
         return
-    handles, labels, ncols = _in_columns(_sections(handles, labels))
-    ax.legend(handles, labels, title=title, loc="upper center", ncols=ncols,
-              bbox_to_anchor=(0.5, 0), bbox_transform=_below_labels(ax), borderaxespad=0.3)
+    two = _in_columns(_sections(handles, labels))
+    place = dict(title=title, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=_below_labels(ax),
+                 borderaxespad=0.3)
+    legend = ax.legend(two[0], two[1], ncols=two[2], **place)
+    renderer = ax.get_figure().canvas.get_renderer()
+    if two[2] > 1 and legend.get_window_extent(renderer).width > ax.get_figure().bbox.width:
+        legend.remove()   # two columns wider than the figure would widen the saved figure and shrink its panel
+        ax.legend(handles, labels, ncols=1, **place)
 
 
 def _is_heading(handle):

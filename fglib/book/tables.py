@@ -51,7 +51,8 @@ def significant(x, digits=3):
 def is_rate_column(name):
     """Whether a column holds learning rates or step sizes h, chosen on a grid of powers of ten
     (shown as the paper writes them: 2e-4, not 0.000200)."""
-    return str(name) in ("lr", "rate", "learning rate", "h") or str(name).startswith(("best rate", "best h"))
+    name = str(name).rpartition(": ")[2]   # a column of a wide table, 'MNIST: best rate'
+    return name in ("lr", "rate", "learning rate", "h") or name.startswith(("best rate", "best h"))
 
 
 MAX_COLUMNS = 7   # the widest table a phone's page shows whole

@@ -262,7 +262,7 @@ SHORT_LABELS = {"logistic regression": "logreg", "MLP, rate 2e-5": "MLP 2e-5", "
 
 
 def _ratio(x):
-    return "never" if not math.isfinite(x) else f"{x:.3g}"
+    return "never" if not math.isfinite(x) else f"{x:.2f}"   # as the verdict's table prints it
 
 
 def headline_numbers(results):
@@ -276,12 +276,15 @@ def headline_numbers(results):
     if "reach" in t:
         said = [f"{k.capitalize()} {r[FG] / r[BP]:.2f}" for k, r in t["reach"].items() if FG in r and BP in r]
         ours[2], paper[2] = "iterations, forward / backprop: " + ", ".join(said), "alike"
+        diverged = {k: r.get(FG, 0) for k, r in t.get("diverged", {}).items() if r.get(FG, 0)}
+        ours[2] += "".join(f"; {n} of {t['runs']} forward-gradient runs on {k.capitalize()} diverged"
+                           for k, n in diverged.items())
     rows = mnist_results(results)
     models = {}
     for label, v in rows.items():
         models.setdefault(label.split(",")[0], v)
     if models:
-        ours[3] = "; ".join(f"{SHORT_LABELS.get(m, m)} {v['ratio']:.2f}" for m, v in models.items()
+        ours[3] = "step, forward / backprop: " + "; ".join(f"{SHORT_LABELS.get(m, m)} {v['ratio']:.2f}" for m, v in models.items()
                             if math.isfinite(v.get("ratio", math.nan)))
         paper[3] = "; ".join(f"{name} {RESULTS[key]['R_f/R_b']:.2g}" for name, key in PAPER_KEYS.items()
                              if name != "MLP 2e-4").replace("MLP 2e-5", "MLP")
@@ -291,8 +294,13 @@ def headline_numbers(results):
     s = results.get("scaling", {})
     if "table" in s:
         r, numbers = graded_depths(s)
-        ours[5] = f"{r.min():.2f} to {r.max():.2f}" + (f" (depth {numbers['deepest']}: one thread, subnormals flushed)"
-                                                      if numbers["graded_flushed"] else "")
+        if numbers["graded_flushed"]:   # the deepest point was timed apart, on one thread: said apart
+            before = r.drop(numbers["deepest"])
+            ours[5] = (f"{before.min():.2f} to {before.max():.2f} up to depth {before.index.max()}; depth "
+                       f"{numbers['deepest']}: {numbers['last']:.2f} (subnormal numbers), {numbers['flushed_last']:.2f} "
+                       f"flushed to zero, on one thread")
+        else:
+            ours[5] = f"{r.min():.2f} to {r.max():.2f}"
         paper[5] = (f"under {DEPTH_BANDS['R_f/R_b up to 10 layers']} to 10 layers; "
                     f"about {DEPTH_BANDS['R_f/R_b at 100 layers']} at 100")
     if "memory" in results:
@@ -347,7 +355,9 @@ def best_normal_ratio(results):
 
 def ratio_comparison(results):
     """R_f/R_b and T_f/T_b, the paper's beside ours, one row per experiment and source; `note`
-    says why a value is missing (the figure writes it where the bar would be)."""
+    says why a value is missing (the figure writes it where the bar would be); `low` and `high`,
+    our T_f/T_b's 95% interval (NaN elsewhere; high is inf where forward gradients did not reach
+    the loss in some resamples)."""
     paper_keys = {"logistic regression": "logreg", "MLP, rate 2e-5": "mlp, lr 2e-05",
                   "MLP, rate 2e-4": "mlp, lr 0.0002", "CNN": "cnn"}
     rows = []
@@ -357,10 +367,12 @@ def ratio_comparison(results):
             theirs = paper.get(measure)
             rows.append({"experiment": label, "measure": measure, "source": "paper", "value": theirs,
                          "note": "" if theirs is not None else _paper_words(paper_keys.get(label), measure)})
+            low, high = (numbers.get("T_low", math.nan), numbers.get("T_high", math.nan)) if measure == "T_f/T_b" \
+                else (math.nan, math.nan)   # the 95% interval, where the grade has one
             rows.append({"experiment": label, "measure": measure, "source": f"ours, {numbers['device']}",
-                         "value": ours, "note": _why_no_value(ours, numbers)})
-    columns = ["experiment", "measure", "source", "value", "note"]
-    return pd.DataFrame(rows, columns=columns).astype({"value": float})
+                         "value": ours, "note": _why_no_value(ours, numbers), "low": low, "high": high})
+    columns = ["experiment", "measure", "source", "value", "note", "low", "high"]
+    return pd.DataFrame(rows, columns=columns).astype({"value": float, "low": float, "high": float})
 
 
 def _paper_words(experiment, measure):
