@@ -47,3 +47,12 @@ def test_each_group_of_rounds_is_summarised_against_its_own_backprop():
     fg = s[s["variant"] == "FG, fglib engine"].set_index("batch")["R/R_b"]
     assert fg[64] == pytest.approx(2.0, rel=2e-3) and fg[256] == pytest.approx(1.0, rel=2e-3)
     assert set(s["rounds"]) == {21} and set(s["quiet rounds"]) == {21}
+
+
+def test_a_target_whose_rounds_straddle_its_limit_is_within_the_noise_not_missed_by_two_percent():
+    """A median 2% above the limit whose interquartile range holds it is 'within the noise'; the
+    controls: the same median with a range above the limit is 'not met, by 2%', and one below is met."""
+    assert impl.status(1.02, 1.0, 0.99, 1.04) == "within the noise (IQR 0.99–1.04)"
+    assert impl.status(1.02, 1.0, 1.01, 1.04) == "not met, by 2%"
+    assert impl.status(0.95, 1.0, 0.93, 0.98) == "met"
+    assert impl.status(1.02, 1.0) == "not met, by 2%"   # no range given: the median decides

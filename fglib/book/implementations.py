@@ -330,10 +330,14 @@ def pick(summary, model, variant, col="R/R_b"):
     return float(row[col].iloc[0]) if len(row) else float("nan")
 
 
-def status(value, limit):
-    """'met', 'not met, by x%' or 'not measured' for value <= limit."""
+def status(value, limit, q25=float("nan"), q75=float("nan")):
+    """'met', 'not met, by x%' or 'not measured' for value <= limit; with the rounds' interquartile
+    range (q25, q75), 'within the noise' where that range holds the limit: the median alone
+    would then call a side that half the rounds contradict."""
     if value != value:
         return "not measured"
+    if q25 <= limit <= q75:
+        return f"within the noise (IQR {q25:.2f}–{q75:.2f})"
     return "met" if value <= limit else f"not met, by {100 * (value / limit - 1):.0f}%"
 
 
@@ -356,8 +360,9 @@ def targets_table(summary, work, models, labels, device):
                         "FG, fglib engine, Rademacher, compiled"):
             if variant in labels:
                 r = pick(summary, name, variant)
+                q25, q75 = (pick(summary, name, variant, f"R/R_b {q}") for q in ("q25", "q75"))
                 rows.append({"target": f"{said(name)}, {variant[4:]}: R_f/R_b ≤ {limit}", "ours": r,
-                             "status": status(r, limit)})
+                             "status": status(r, limit, q25, q75)})
     for name, ratio in zip(work["model"], work["step / floor"].where(work["method"] == "forward gradient")):
         if ratio == ratio:
             rows.append({"target": f"{said(name)}: forward-gradient step within 1.2× its floor", "ours": ratio,
