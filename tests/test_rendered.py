@@ -286,3 +286,23 @@ def test_a_column_of_counts_reads_as_whole_numbers_and_a_fraction_keeps_its_digi
     cells = [[c.strip() for c in row.strip("|").split("|")] for row in rows]
     assert [c[1] for c in cells] == ["3", "2"] and [c[2] for c in cells] == ["3.00", "2.00"]
     assert "2.50" in show(pd.DataFrame({"runs": [2.5, 3.0]})).data
+
+
+def test_a_run_length_table_shows_the_lengths_its_words_turn_on():
+    """The rows spread over the lengths, plus where the claim starts to hold for good and the length
+    before it, and where forward gradients first reach backprop's loss for good: the lengths a page
+    quotes. Control: a table whose claim never holds and whose ratios are all finite adds none."""
+    import math
+    import pandas as pd
+    from fglib.book.tables import run_length_display
+    lengths = list(range(1000, 11000, 1000))
+    inf = math.inf
+    table = pd.DataFrame({"length": lengths,
+                          "I_f/I_b": [inf, inf, inf, 0.9, 0.8, 0.7, 0.6, 0.5, 0.5, 0.5],
+                          "I low": [0.5] * 10, "I high": [inf] * 10,
+                          "T_f/T_b": [inf, inf, inf, 1.4, 1.2, 1.1, 0.9, 0.7, 0.6, 0.5],
+                          "T low": [0.5] * 10, "T high": [inf] * 6 + [0.95, 0.9, 0.8, 0.7]})
+    shown = run_length_display(table, rows=2)["run length"].tolist()
+    assert shown == ["1,000", "3,000", "4,000", "6,000", "7,000", "10,000"]
+    never = table.assign(**{"I_f/I_b": [0.9] * 10, "T high": [inf] * 10})
+    assert run_length_display(never, rows=2)["run length"].tolist() == ["1,000", "10,000"]

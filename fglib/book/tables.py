@@ -190,23 +190,56 @@ def tolerance_display(table):
     return out
 
 
-def run_length_display(table, rows=5, fg_on=False):
+def run_length_display(table, rows=5, fg_on=False, include=()):
     """grading.by_run_length's table made for reading, at `rows` lengths spread over it (the
-    first, the last and evenly between): the length, I_f/I_b and T_f/T_b with their 95% intervals,
-    T_f/T_b at the paper's step ratio; 'never' where forward gradients did not reach the level.
-    `fg_on`: add I_f/I_b with forward gradients' runs as saved (longer than backprop's cut)."""
-    picked = table.iloc[sorted({round(k * (len(table) - 1) / max(rows - 1, 1)) for k in range(rows)})]
+    first, the last and evenly between) and the lengths in `include` (those the page's words
+    quote): the length, I_f/I_b and T_f/T_b each with its 95% interval, T_f/T_b at the paper's
+    step ratio; 'never' where forward gradients did not reach the level. `fg_on`: add I_f/I_b
+    with forward gradients' runs as saved (longer than backprop's cut), after I's interval."""
+    spread = {round(k * (len(table) - 1) / max(rows - 1, 1)) for k in range(rows)}
+    quoted = {i for i, length in enumerate(table["length"]) if length in set(include) | _turning_lengths(table, fg_on)}
+    picked = table.iloc[sorted(spread | quoted)]
     ratio = lambda v: "never" if not math.isfinite(v) else significant(v, 2)
     out = pd.DataFrame({"run length": [f"{v:,}" for v in picked["length"]],
                         "$I_f/I_b$": [ratio(v) for v in picked["I_f/I_b"]],
-                        "its 95% interval": [_interval_or_never(lo, hi) for lo, hi in zip(picked["I low"], picked["I high"])],
+                        "$I_f/I_b$, 95%": [_interval_or_never(lo, hi) for lo, hi in zip(picked["I low"], picked["I high"])],
                         "$T_f/T_b$": [ratio(v) for v in picked["T_f/T_b"]],
-                        "its 95% interval ": [_interval_or_never(lo, hi) for lo, hi in zip(picked["T low"], picked["T high"])]})
+                        "$T_f/T_b$, 95%": [_interval_or_never(lo, hi) for lo, hi in zip(picked["T low"], picked["T high"])]})
     if "paper T_f/T_b" in picked:
         out["$T_f/T_b$ at the paper's $S_f/S_b$"] = [ratio(v) for v in picked["paper T_f/T_b"]]
     if fg_on:
-        out.insert(2, "$I_f/I_b$, FG run on", [ratio(v) for v in picked["I_f/I_b, FG on"]])
+        out.insert(3, "$I_f/I_b$, FG run on", [ratio(v) for v in picked["I_f/I_b, FG on"]])
     return out
+
+
+def _turning_lengths(table, fg_on):
+    """The lengths where a chapter's words turn: where the claim starts to hold for good and the
+    length before it; where forward gradients first reach backprop's lowest loss for good and the
+    length before; with `fg_on`, where I_f/I_b with forward gradients run on is lowest and highest."""
+    import numpy as np
+    from .grading import holds_from
+    lengths = table.sort_values("length")["length"].tolist()
+    found = set()
+    for start in (holds_from(table) if "T high" in table else None,
+                  _from_for_good(table.sort_values("length")["I_f/I_b"].to_numpy(), lengths)):
+        if start is not None and start in lengths:
+            k = lengths.index(start)
+            found |= {start} | ({lengths[k - 1]} if k > 0 else set())
+    if fg_on and "I_f/I_b, FG on" in table:
+        on = table["I_f/I_b, FG on"].to_numpy(dtype=float)
+        if np.isfinite(on).any():
+            found |= {int(table["length"].iloc[int(np.nanargmin(np.where(np.isfinite(on), on, np.nan)))]),
+                      int(table["length"].iloc[int(np.nanargmax(np.where(np.isfinite(on), on, np.nan)))])}
+    return found
+
+
+def _from_for_good(values, lengths):
+    """The first length from which every value is finite (None if the last is not, or all are)."""
+    import numpy as np
+    ok = np.isfinite(values)
+    if not len(ok) or not ok[-1] or ok.all():
+        return None
+    return lengths[len(ok) - int(np.argmin(ok[::-1]))]
 
 
 def paired_display(pairs, extra=None):
