@@ -217,11 +217,12 @@ def _turning_lengths(table, fg_on):
     length before it; where forward gradients first reach backprop's lowest loss for good and the
     length before; with `fg_on`, where I_f/I_b with forward gradients run on is lowest and highest."""
     import numpy as np
-    from .grading import holds_from
-    lengths = table.sort_values("length")["length"].tolist()
+    ordered = table.sort_values("length")
+    lengths = ordered["length"].tolist()
+    holds = np.where(ordered["T high"].to_numpy(dtype=float) < 1, 1.0, np.inf) if "T high" in table else None
     found = set()
-    for start in (holds_from(table) if "T high" in table else None,
-                  _from_for_good(table.sort_values("length")["I_f/I_b"].to_numpy(), lengths)):
+    for start in (_from_for_good(holds, lengths) if holds is not None else None,   # grading.holds_from's length
+                  _from_for_good(ordered["I_f/I_b"].to_numpy(dtype=float), lengths)):
         if start is not None and start in lengths:
             k = lengths.index(start)
             found |= {start} | ({lengths[k - 1]} if k > 0 else set())
