@@ -162,6 +162,9 @@ def test_a_table_wider_than_a_phone_shows_its_main_columns_and_folds_the_whole_a
     assert all(f"c{i}" in folded for i in range(10))
     assert show(wide).data.split(":::{dropdown}")[0].splitlines()[0].count("|") == MAX_COLUMNS + 1
     assert ":::" not in show(wide[["c0", "c1"]]).data
+    narrow = show(wide[["c0", "c1", "c2"]], main=["c0", "c2"]).data   # a narrow table's main leaves c1 out: folded too
+    assert "c1" not in narrow.split(":::{dropdown}")[0] and "c1" in narrow.split(":::{dropdown}")[1]
+    assert ":::" not in show(wide[["c0", "c1"]], main=["c0", "c1"]).data   # the control: main names every column
     with pytest.raises(ValueError, match="main must name"):
         show(wide, main=["c0", "no such column"])
 

@@ -62,13 +62,14 @@ def show(df, digits=3, integers=(), note=None, main=None):
     """A table made for reading: no index column, numbers to `digits` significant figures,
     learning rates as the paper writes them (2e-4, report.rate_text), integer columns with
     thousands separators, '–' where a value was not measured, and a footnote (`note`) saying
-    why, when there is any '–'. A table of more than MAX_COLUMNS columns shows the columns
-    `main` (at most MAX_COLUMNS; the first ones if not given) and folds the whole table away
-    under it, so that the page fits a phone and nothing is lost."""
+    why, when there is any '–'. A table of more than MAX_COLUMNS columns, or one whose `main`
+    leaves columns out, shows the columns `main` (at most MAX_COLUMNS; the first ones if not
+    given) and folds the whole table away under it, so that the page fits a phone and nothing
+    is lost."""
     from IPython.display import Markdown
     table = df.reset_index(drop=not _named_index(df))
     text = _markdown(table, digits, integers, note)
-    if len(table.columns) <= MAX_COLUMNS:
+    if len(table.columns) <= MAX_COLUMNS and (main is None or set(table.columns) <= set(main)):
         return Markdown(text)
     main = list(main or table.columns[:MAX_COLUMNS])
     if len(main) > MAX_COLUMNS or not set(main) <= set(table.columns):
