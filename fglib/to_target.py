@@ -189,6 +189,15 @@ def _wall_time(rows, method, run, iteration):
     return t if t > 0 else math.nan
 
 
+def first_for_good(flags, lengths):
+    """The first of `lengths` (increasing) from which every flag is true to the end: the run length
+    from which a result holds however much longer the run; None if it fails at the longest."""
+    flags = np.asarray(flags, dtype=bool)
+    if not len(flags) or not flags[-1]:
+        return None
+    return lengths[len(flags) - int(np.argmin(flags[::-1]))] if not flags.all() else lengths[0]
+
+
 def crossing_bracket(iterations, curve, level):
     """(x_0, x_1): the two evaluations between which a curve (values at increasing `iterations`)
     first comes down to `level`, the last one above it and the first at or below it. The curve was

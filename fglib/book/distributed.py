@@ -89,6 +89,21 @@ def step_ratio(s_f, s_b, n, world, bandwidth, latency, k=1, replicated_f=0.0, re
     return fg / bp
 
 
+def break_even_bandwidth(ratio_at, low, high, steps=60):
+    """The bandwidth in [low, high] at which a modelled step ratio `ratio_at(bandwidth)` is 1 (the
+    two steps cost the same), found by bisection on the log of the bandwidth; NaN where the ratio
+    stays on one side of 1 over the whole range."""
+    import math
+    side = lambda log_b: math.log(ratio_at(10.0 ** log_b))
+    lo, hi = math.log10(low), math.log10(high)
+    if side(lo) * side(hi) >= 0:
+        return math.nan
+    for _ in range(steps):
+        middle = (lo + hi) / 2
+        lo, hi = (middle, hi) if side(lo) * side(middle) > 0 else (lo, middle)
+    return 10.0 ** lo
+
+
 # The parts of a step (fglib.measure.step_parts, timed by the implementations chapter) that every
 # worker repeats whole: they act on all n weights, not on the worker's shard of the batch.
 REPLICATED_PARTS = {"forward gradient": ("forward gradient: draw v", "forward gradient: form g = d v",

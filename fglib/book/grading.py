@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..timing import at_threads, quiet, ratio_samples, whole_device  # noqa: F401 (whole_device re-exported)
-from ..to_target import budget_spent, crossing_bracket, mean_ci, relative_fall
+from ..to_target import budget_spent, crossing_bracket, first_for_good, mean_ci, relative_fall
 from ..to_target import crossing as _first_at_or_below
 from .tables import significant
 
@@ -374,11 +374,9 @@ def holds_from(table, high="T high"):
     """The shortest run length from which the claim holds at every longer length (the upper end
     of the 95% interval below 1 there and from there on), or None if it does not hold at the
     longest. `high`: 'T high' (this device's step ratio) or 'paper T high' (the paper's)."""
-    below = table.sort_values("length")[high].to_numpy() < 1
-    if not len(below) or not below[-1]:
-        return None
-    start = len(below) - np.argmin(below[::-1]) if not below.all() else 0
-    return int(table.sort_values("length")["length"].iloc[start])
+    ordered = table.sort_values("length")
+    start = first_for_good(ordered[high].to_numpy() < 1, ordered["length"].tolist())
+    return None if start is None else int(start)
 
 
 def tolerance_table(runs, timings, tolerances=TOLERANCES, samples=1000, fg=FG, bp=BP):

@@ -215,6 +215,20 @@ def compare_at_best(curves, finals, targets, step_fg, step_bp, iterations,
     return pd.DataFrame(rows)
 
 
+def with_bounds(table, iterations):
+    """compare_at_best's tables (with a 'model' column) made for a narrow page: where forward
+    gradients missed a target, I_f/I_b and T_f/T_b read as the bounds the run implies ('> 67',
+    rounded down as the note rounds them) instead of a blank explained in a long note; the other
+    ratios to three significant figures. `iterations`: each model's run length."""
+    out = table.copy()
+    missed = out["T_f/T_b"].isna() & out["I_b"].notna()
+    bound = out["model"].map(iterations) / out["I_b"]
+    for col, limit in (("I_f/I_b", bound), ("T_f/T_b", bound * out["S_f/S_b"])):
+        out[col] = [f"> {_floor_text(b)}" if m else (significant(v) if v == v else v)
+                    for m, b, v in zip(missed, limit, out[col])]
+    return out
+
+
 def best_final_rates(finals):
     """Per method, the rate whose runs all ran and reached the lowest mean final validation
     loss, and whether it sits at the grid's edge."""

@@ -3,7 +3,7 @@ import math
 
 import pandas as pd
 
-from ..to_target import budget_spent, step_sum
+from ..to_target import budget_spent, first_for_good, step_sum
 from .paper import paper_results
 from .report import exponent_text, rate_text
 
@@ -220,10 +220,9 @@ def _turning_lengths(table, fg_on):
     import numpy as np
     ordered = table.sort_values("length")
     lengths = ordered["length"].tolist()
-    holds = np.where(ordered["T high"].to_numpy(dtype=float) < 1, 1.0, np.inf) if "T high" in table else None
     found = set()
-    for start in (_from_for_good(holds, lengths) if holds is not None else None,   # grading.holds_from's length
-                  _from_for_good(ordered["I_f/I_b"].to_numpy(dtype=float), lengths)):
+    for start in (first_for_good(ordered["T high"].to_numpy(dtype=float) < 1, lengths) if "T high" in table else None,
+                  first_for_good(np.isfinite(ordered["I_f/I_b"].to_numpy(dtype=float)), lengths)):
         if start is not None and start in lengths:
             k = lengths.index(start)
             found |= {start} | ({lengths[k - 1]} if k > 0 else set())
@@ -233,15 +232,6 @@ def _turning_lengths(table, fg_on):
             found |= {int(table["length"].iloc[int(np.nanargmin(np.where(np.isfinite(on), on, np.nan)))]),
                       int(table["length"].iloc[int(np.nanargmax(np.where(np.isfinite(on), on, np.nan)))])}
     return found
-
-
-def _from_for_good(values, lengths):
-    """The first length from which every value is finite (None if the last is not, or all are)."""
-    import numpy as np
-    ok = np.isfinite(values)
-    if not len(ok) or not ok[-1] or ok.all():
-        return None
-    return lengths[len(ok) - int(np.argmin(ok[::-1]))]
 
 
 def paired_display(pairs, extra=None):
