@@ -80,7 +80,7 @@ def time_to_target(curves, finals, costs, target_loss):
     """One row per (model, method) of the training runs (curves and finals with a `model` column):
     runs that reached the validation loss `target_loss`, I (mean iterations, interpolated between
     evaluations, 95% half-width), the
-    step time S from grading.cost_table, T = I x S when every run reached it, and the mean test accuracy."""
+    step time S from grading.cost_table, T = I x S when every run reached it, and the mean test accuracy (%)."""
     rows = []
     for model_name, c in curves.groupby("model", sort=False):
         reach = iterations_to_targets(c.assign(lr=0.0), {"loss": [target_loss]}, interpolate=True)
@@ -91,7 +91,7 @@ def time_to_target(curves, finals, costs, target_loss):
             rows.append({"model": model_name, "method": method, "runs that reached": f"{n}/{len(d)}",
                          "I (iterations)": mean, "±95%": half, "S (ms)": step[method],
                          "T = I × S (s)": mean * step[method] / 1e3 if n == len(d) else math.nan,
-                         "test accuracy": acc[method]})
+                         "test accuracy (%)": 100 * acc[method]})
     return pd.DataFrame(rows)
 
 
