@@ -66,19 +66,24 @@ def sign_table(dtype, device):
 RADEMACHER_CHUNK = 2 ** 16   # bytes of random words turned into signs at a time
 
 
-def rademacher(n, dtype, device, generator=None):
+def rademacher(n, dtype, device, generator=None, out=None):
     """n independent signs +-1 with probability 1/2 each, 64 from every random 64-bit word: each
     byte of the words picks its 8 signs from a table. The bytes are looked up a chunk at a time,
-    written straight into the result, so that the step holds no index as large as v."""
+    written straight into the result (or into `out`, n elements), so that the step holds no index
+    as large as v."""
     words = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 63) // 64,), dtype=torch.int64, device=device,
                           generator=generator)
     table = sign_table(dtype, device)
     octets = words.view(torch.uint8)
-    out = torch.empty(len(octets), 8, dtype=dtype, device=device)
-    for start in range(0, len(octets), RADEMACHER_CHUNK):
-        part = octets[start:start + RADEMACHER_CHUNK]
-        torch.index_select(table, 0, part.long(), out=out[start:start + len(part)])
-    return out.view(-1)[:n]
+    count = octets.shape[0]
+    whole = n == 8 * count and out is not None   # the signs fit `out` exactly: written there
+    signs = out.view(-1, 8) if whole else torch.empty(count, 8, dtype=dtype, device=device)
+    for start in range(0, count, RADEMACHER_CHUNK):
+        stop = min(start + RADEMACHER_CHUNK, count)
+        torch.index_select(table, 0, octets[start:stop].int(), out=signs[start:stop])
+    if out is None:
+        return signs.view(-1)[:n]
+    return out if whole else out.copy_(signs.view(-1)[:n])
 
 
 def _pool():
@@ -96,14 +101,15 @@ def parallel_normal(n, dtype, generator=None):
     return out
 
 
-def flat_direction(n, kind, dtype, device, generator=None):
-    """One direction of n components, drawn in one call."""
+def flat_direction(n, kind, dtype, device, generator=None, out=None):
+    """One direction of n components, drawn in one call (into `out`, n contiguous elements, if given:
+    the same numbers as without it)."""
     if kind == "rademacher":
-        return rademacher(n, dtype, device, generator)
+        return rademacher(n, dtype, device, generator, out)
     if kind == "orthogonal":
         raise ValueError("direction 'orthogonal' draws K directions together: use orthogonal_directions "
                          "(or ForwardGradientDescent(direction='orthogonal', n_directions=K))")
-    z = torch.randn(n, dtype=dtype, device=device, generator=generator)
+    z = torch.randn(n, dtype=dtype, device=device, generator=generator, out=out)
     return z.mul_(n ** 0.5 / z.norm()) if kind == "sphere" else z
 
 
@@ -168,31 +174,51 @@ def block_rows(like, block=BLOCK):
     like `like`, whole rows of at most `block` elements each (one row where a row holds more); one
     block for a tensor of at most `block` elements or of no dimensions."""
     if like.dim() == 0 or like.numel() <= block:
-        return [(0, len(like) if like.dim() else 1)]
-    rows = max(1, block // (like.numel() // len(like)))
-    return [(start, min(start + rows, len(like))) for start in range(0, len(like), rows)]
+        return [(0, like.shape[0] if like.dim() else 1)]
+    length = like.shape[0]
+    rows = max(1, block // (like.numel() // length))
+    return [(start, min(start + rows, length)) for start in range(0, length, rows)]
+
+
+def _draw_block(like, index, step_seed, block, rows, kind, generator, out=None):
+    """Block number `block` (rows `rows` of block_rows(like)) of tensor number `index`'s part of v,
+    drawn from the seed (step_seed + 7919 index + 104729 block) mod 2^63; into `out` if given."""
+    generator.manual_seed((step_seed + 7919 * index + 104729 * block) % 2 ** 63)
+    part = like if like.dim() == 0 else like[rows[0]:rows[1]]
+    flat = flat_direction(part.numel(), kind, like.dtype, like.device, generator,
+                          None if out is None else out.view(-1))
+    return flat.view(part.shape)
 
 
 def block_direction(like, index, step_seed, block, kind="normal", generator=None):
     """Block number `block` of tensor number `index`'s part of v (rows block_rows(like)[block]),
     drawn on its own from the seed (step_seed + 7919 index + 104729 block) mod 2^63: the same
     (step seed, tensor, block) gives the same draw at any time, without drawing the rest of v."""
-    generator.manual_seed((step_seed + 7919 * index + 104729 * block) % 2 ** 63)
-    if like.dim() == 0:
-        return sample_direction(like, kind, generator)
-    start, stop = block_rows(like)[block]
-    return sample_direction(like[start:stop], kind, generator)
+    check_direction(kind, "kind")
+    check_generator(generator, like)
+    return _draw_block(like, index, step_seed, block, block_rows(like)[block], kind, generator)
+
+
+def block_directions(like, index, step_seed, kind="normal", generator=None):
+    """(rows, block) for each block of tensor number `index`'s part of v, in order, each drawn as
+    block_direction draws it, one at a time."""
+    check_direction(kind, "kind")
+    check_generator(generator, like)
+    for b, rows in enumerate(block_rows(like)):
+        yield slice(*rows), _draw_block(like, index, step_seed, b, rows, kind, generator)
 
 
 def blocked_direction(like, index, step_seed, kind="normal", generator=None):
-    """Tensor number `index`'s whole part of v: its blocks (block_direction) joined along dim 0,
-    each copied into place as it is drawn (so at most one block is held beside the whole)."""
-    rows = block_rows(like)
-    if len(rows) == 1:
-        return block_direction(like, index, step_seed, 0, kind, generator)
-    out = torch.empty_like(like)
-    for b, (start, stop) in enumerate(rows):
-        out[start:stop] = block_direction(like, index, step_seed, b, kind, generator)
+    """Tensor number `index`'s whole part of v: its blocks (block_direction), each drawn straight
+    into its place in the result."""
+    check_direction(kind, "kind")
+    check_generator(generator, like)
+    blocks = block_rows(like)
+    if len(blocks) == 1:
+        return _draw_block(like, index, step_seed, 0, blocks[0], kind, generator)
+    out = torch.empty_like(like, memory_format=torch.contiguous_format)
+    for b, rows in enumerate(blocks):
+        _draw_block(like, index, step_seed, b, rows, kind, generator, out if like.dim() == 0 else out[rows[0]:rows[1]])
     return out
 
 

@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import engine as fglib_engine
-from .directions import block_direction, block_rows, blocked_direction
+from .directions import block_directions, block_rows, blocked_direction
 from .forward_grad import _scalar, _scalar_value_and_tangent
 from .substitute import call_with
 
@@ -56,8 +56,7 @@ class LayerwiseJVP:
 
     def blocks_of(self, step_seed, p):
         """(rows, v's part for those rows of p), one block at a time."""
-        for b, (start, stop) in enumerate(block_rows(p)):
-            yield slice(start, stop), block_direction(p, self.index[id(p)], step_seed, b, self.direction, self.generator)
+        return block_directions(p, self.index[id(p)], step_seed, self.direction, self.generator)
 
     def _blocked(self, layer):
         """True for a Linear layer whose trainable weight is used a block at a time."""

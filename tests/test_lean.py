@@ -225,3 +225,31 @@ def test_a_model_it_cannot_run_layer_by_layer_is_refused():
 def test_fgs_blocked_draw_is_refused_for_laws_it_would_change():
     with pytest.raises(ValueError, match="draw='blocks'.*direction must be one of"):
         fglib.make_method("fg", MODELS["mlp"](), F.cross_entropy, 1e-3, direction="sphere", draw="blocks")
+
+
+@pytest.mark.parametrize("kind", ["normal", "rademacher"])
+def test_a_tensors_part_of_v_is_the_same_numbers_however_it_is_drawn(kind):
+    """Drawn whole (blocked_direction, straight into place), block by block (block_directions, as the
+    in-place step's update draws it) or one block alone (block_direction): the same numbers, and the
+    ones saved runs and checkpoints were drawn with (pinned: a change of the stream would make a
+    resumed run continue with other directions). Control: another step seed gives another v."""
+    from fglib.directions import block_direction, block_directions, block_rows, blocked_direction, flat_direction
+    g = fglib.make_generator(0)
+    for shape in [(1024, 784), (70_000,), (7,), ()]:
+        like = torch.empty(shape, dtype=torch.float64)
+        whole = blocked_direction(like, 2, 123, kind, g)
+        pieces = [v for _, v in block_directions(like, 2, 123, kind, g)]
+        alone = [block_direction(like, 2, 123, b, kind, g) for b in range(len(block_rows(like)))]
+        assert whole.shape == like.shape and len(pieces) == len(alone) == len(block_rows(like))
+        joined = torch.cat([p.reshape(-1) for p in pieces])
+        assert torch.equal(whole.reshape(-1), joined) and torch.equal(joined, torch.cat([a.reshape(-1) for a in alone]))
+        assert not torch.equal(whole, blocked_direction(like, 2, 124, kind, g)) or like.dim() == 0 and kind == "rademacher"
+    for n in (64, 65, 65_536 * 8 + 3):   # into a given buffer: the same numbers as without one
+        g.manual_seed(5)
+        free = flat_direction(n, kind, torch.float32, "cpu", g)
+        g.manual_seed(5)
+        assert torch.equal(flat_direction(n, kind, torch.float32, "cpu", g, out=torch.empty(n)), free)
+    v = blocked_direction(torch.empty(1024, 784, dtype=torch.float64), 2, 123, kind, g)
+    pinned = {"normal": (-78.51604394017681, [0.26180210196055365, 1.4115011664324306, 0.5140983738153795]),
+              "rademacher": (1428.0, [1.0, 1.0, 1.0])}[kind]
+    assert v.sum().item() == pytest.approx(pinned[0], rel=1e-12) and v[0, :3].tolist() == pinned[1]

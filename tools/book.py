@@ -458,13 +458,9 @@ def network_memory():
     """Claim 6's raw measurements: every network's step memory at batch 64, each method, into
     book/results/raw/networks/memory.csv (deterministic: seconds, no training)."""
     import fglib
-    from fglib.book.runs import measure_network_memory, raw_folder, write_csv
-    from fglib.book.report import write_index
+    from fglib.book.runs import measure_network_memory, save_table
     table = measure_network_memory(fglib.load_data("mnist"))
-    out = raw_folder(ROOT / "book" / "results", "networks")
-    out.mkdir(parents=True, exist_ok=True)
-    write_csv(table, out / "memory.csv")   # atomically: a failed write leaves the table before it
-    write_index(ROOT / "book" / "results")
+    save_table(ROOT / "book" / "results", "networks", "memory.csv", table)   # stamped as the scaling chapter stamps it, atomically
     print(table[["network", "method", "total"]].to_string(index=False))
 
 
