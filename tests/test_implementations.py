@@ -3,6 +3,9 @@ in base runtimes, a floor that counts drawing v for the forward gradient only, a
 per group of rounds against that group's own backprop."""
 import pandas as pd
 import pytest
+import torch
+
+import fglib
 
 from fglib.book import implementations as impl
 
@@ -56,3 +59,23 @@ def test_a_target_whose_rounds_straddle_its_limit_is_within_the_noise_not_missed
     assert impl.status(1.02, 1.0, 1.01, 1.04) == "not met, by 2%"
     assert impl.status(0.95, 1.0, 0.93, 0.98) == "met"
     assert impl.status(1.02, 1.0) == "not met, by 2%"   # no range given: the median decides
+
+
+def test_the_in_place_steps_are_timed_in_rounds_of_their_own_and_each_is_a_method_that_runs():
+    """LEAN's labels name methods make_steps builds and runs (each returns its loss, and trains its own
+    copy of the model, never the one it was given), and the main comparison's variants leave the
+    in-place ones out (they have their own rounds and their own table). Control: an unknown label is
+    refused by name."""
+    from fglib.book import implementations as impl
+    assert all(label in impl.VARIANTS for label in impl.LEAN)
+    for device in ("cpu", "cuda"):
+        assert not [label for label in impl.variants_for(device) if "in place" in label]
+    model = fglib.build_model("logreg", seed=0)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    steps = impl.make_steps(model, x, y, list(impl.LEAN))
+    for label in impl.LEAN:
+        before = [p.detach().clone() for p in model.parameters()]
+        assert torch.isfinite(torch.as_tensor(steps[label]()))
+        assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))   # each step trains its own copy
+    with pytest.raises(ValueError, match="labels must be among"):
+        impl.make_steps(model, x, y, ["FG in place, normal"])

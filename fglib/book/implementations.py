@@ -59,6 +59,9 @@ VARIANTS = {
     "FG, fglib engine, compiled": ("fg", {"engine": "fglib", "compile": True}),
     "FG, fglib engine, Rademacher, compiled": ("fg", {"engine": "fglib", "direction": "rademacher",
                                                       "compile": True}),
+    # the in-place steps (fglib.lean), timed in rounds of their own (LEAN)
+    "backprop, in place": ("bp_inplace", {}),
+    "FG in place, Rademacher": ("fg_inplace", {"direction": "rademacher"}),
     # GPU only: compiled and recorded as CUDA graphs (torch.compile's "reduce-overhead")
     "backprop, CUDA graphs": ("bp", {"compile": "reduce-overhead"}),
     "FG, fglib engine, CUDA graphs": ("fg", {"engine": "fglib", "compile": "reduce-overhead"}),
@@ -66,6 +69,7 @@ VARIANTS = {
                                                          "compile": "reduce-overhead"}),
 }
 GPU_ONLY = "CUDA graphs"
+LEAN = ("backprop", "backprop, in place", "FG, fglib engine, Rademacher", "FG in place, Rademacher")
 
 
 LEVELS = ("", "compiled", GPU_ONLY)   # levels of optimisation, lowest first
@@ -90,10 +94,11 @@ def reference_of(label, medians=None):
 
 
 def variants_for(device, compiled=True):
-    """The variants worth timing on `device`: CUDA graphs only on a GPU, compiled ones if asked."""
+    """The variants worth timing on `device`: CUDA graphs only on a GPU, compiled ones if asked; the
+    in-place steps are timed in rounds of their own (LEAN)."""
     on_gpu = str(device).startswith("cuda")
     return [label for label in VARIANTS if (compiled or "compiled" not in label and GPU_ONLY not in label)
-            and (on_gpu or GPU_ONLY not in label)]
+            and (on_gpu or GPU_ONLY not in label) and "in place" not in label]
 
 
 def make_steps(model, x, y, labels, seed=0):

@@ -152,7 +152,7 @@ def arrow(ax, start, vector, color, label=None, lw=1.5, ls="-", **kwargs):
     ax.annotate("", xy=(start[0] + vector[0], start[1] + vector[1]), xytext=start,
                 arrowprops=dict(arrowstyle="-|>", color=color, lw=lw, ls=ls, **kwargs))
     if label:  # an invisible line gives the legend an entry
-        ax.plot([], [], color=color, lw=lw, ls=ls, label=label)
+        ax.plot([], [], color=color, lw=lw, ls=ls, label=label, alpha=kwargs.get("alpha"))
 
 
 def runtime_plot(runtime, paper=None, ax=None, title=None):

@@ -187,7 +187,7 @@ def claim_depth(r, cpu=True):
     """Claim 5 from the depth sweep: holds if R_f/R_b < 1 at every depth, as graded_depths counts
     them; the numbers are depth_numbers'."""
     s = r.get("scaling")
-    paper = "R_f/R_b < 0.6 to 10 layers, ≈0.8 at 100"
+    paper = "R_f/R_b < 0.6 up to 10 layers, ≈0.8 at 100"
     if not s or "table" not in s:
         return _row(paper)
     ratios, numbers = graded_depths(s)
@@ -297,11 +297,11 @@ def headline_numbers(results):
         if numbers["graded_flushed"]:   # the deepest point was timed apart, on one thread: said apart
             before = r.drop(numbers["deepest"])
             ours[5] = (f"{before.min():.2f} to {before.max():.2f} up to depth {before.index.max()}; depth "
-                       f"{numbers['deepest']}: {numbers['last']:.2f} (subnormal numbers), {numbers['flushed_last']:.2f} "
-                       f"flushed to zero, on one thread")
+                       f"{numbers['deepest']}, on one thread: {numbers['flushed_last']:.2f} with subnormal numbers "
+                       f"flushed to zero, {numbers['last']:.2f} without")
         else:
             ours[5] = f"{r.min():.2f} to {r.max():.2f}"
-        paper[5] = (f"under {DEPTH_BANDS['R_f/R_b up to 10 layers']} to 10 layers; "
+        paper[5] = (f"under {DEPTH_BANDS['R_f/R_b up to 10 layers']} up to 10 layers; "
                     f"about {DEPTH_BANDS['R_f/R_b at 100 layers']} at 100")
     if "memory" in results:
         d = grading_memory_ratio(results["memory"])
