@@ -379,6 +379,15 @@ def holds_from(table, high="T high"):
     return None if start is None else int(start)
 
 
+def reaches_from(table, level, column="paper T_f/T_b"):
+    """The shortest run length from which `column` of by_run_length's table (by default T_f/T_b at
+    the paper's step ratio, the point estimate) is at or below `level` at every longer length: the
+    run length at which the paper's own T_f/T_b would be found; None if it is above at the longest."""
+    ordered = table.sort_values("length")
+    start = first_for_good(ordered[column].to_numpy() <= level, ordered["length"].tolist())
+    return None if start is None else int(start)
+
+
 def tolerance_table(runs, timings, tolerances=TOLERANCES, samples=1000, fg=FG, bp=BP):
     """How T_f / T_b moves with the tolerance above backprop's lowest mean loss: a row each."""
     s = step_times(timings, fg, bp)
