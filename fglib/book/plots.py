@@ -316,6 +316,10 @@ def run_length_figure(table, paper_ratio=None, title=None):
     if paper_ratio:
         ax.axhline(paper_ratio, color="black", ls="--", lw=1, label="the paper's $T_f/T_b$")
     ax.set(xlabel="length of the runs (thousand iterations)", ylabel="$T_f/T_b$", title=title)
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max(ax.get_ylim()[1], 1.3))   # room above break-even: the crosses at the top never read as 1
+    finite = [v for c in ("T_f/T_b", "T high", "paper T_f/T_b", "paper T high") if c in table
+              for v in table[c].to_numpy() if np.isfinite(v)]
+    top = max([1.0, paper_ratio or 0.0] + finite)
+    ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= top + 1e-9])   # no scale above the data: the crosses sit off it
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, fontsize=9)
     return fig
