@@ -223,3 +223,24 @@ def test_the_run_length_band_leaves_a_gap_where_an_interval_has_no_upper_end():
     assert pieces(table) == 2
     assert pieces(table.assign(**{"T high": [0.95, 0.9, 0.8, 0.7, 0.6]})) == 1
     plt.close("all")
+
+
+def figures_without_alt_text(notebook):
+    """The code cells of a notebook (parsed JSON) that show a figure with no alt text for a reader
+    who cannot see it (myst-nb's cell metadata mystnb.image.alt; without it the page's alt is the
+    image's file name)."""
+    return [i for i, cell in enumerate(notebook["cells"])
+            if any("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
+            and not cell.get("metadata", {}).get("mystnb", {}).get("image", {}).get("alt", "").strip()]
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_figure_says_what_it_shows_in_its_alt_text(path):
+    """Every figure a committed chapter shows has alt text. Control: the same chapter with one
+    figure's alt text removed is caught, naming that cell."""
+    notebook = json.loads(path.read_text())
+    assert figures_without_alt_text(notebook) == [], f"{path.name}: figure cells without alt text"
+    shown = [i for i, c in enumerate(notebook["cells"]) if any("image/png" in o.get("data", {}) for o in c.get("outputs", []))]
+    if shown:
+        del notebook["cells"][shown[0]]["metadata"]["mystnb"]["image"]["alt"]
+        assert figures_without_alt_text(notebook) == [shown[0]]
