@@ -158,9 +158,9 @@ def carry_table(carry, methods):
         for name in carry["data"].unique():
             r = carry[(carry["method"] == method) & (carry["data"] == name)].iloc[0]
             first = carry[(carry["method"] == methods[0]) & (carry["data"] == name)].iloc[0]
-            sd = f" ± {r['± sd']:.2f}" if r["± sd"] == r["± sd"] else ""
+            sd = f" ± {r['± sd']:.1f}" if r["± sd"] == r["± sd"] else ""   # to the prose's one decimal
             row[f"{DATA_TITLES.get(name, name)}: best rate"] = r["best rate"]
-            row[f"{DATA_TITLES.get(name, name)}: test error (%)"] = f"{r['test error (%)']:.2f}{sd}"
+            row[f"{DATA_TITLES.get(name, name)}: test error (%)"] = f"{r['test error (%)']:.1f}{sd}"
             gaps[name][method] = r["test error (%)"] - first["test error (%)"]
         rows.append(row)
     return pd.DataFrame(rows), gaps
