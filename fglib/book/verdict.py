@@ -286,10 +286,10 @@ def headline_numbers(results):
     if models:
         ours[3] = "step, forward / backprop: " + "; ".join(f"{SHORT_LABELS.get(m, m)} {v['ratio']:.2f}" for m, v in models.items()
                             if math.isfinite(v.get("ratio", math.nan)))
-        paper[3] = "; ".join(f"{name} {RESULTS[key]['R_f/R_b']:.2g}" for name, key in PAPER_KEYS.items()
+        paper[3] = "; ".join(f"{name} {RESULTS[key]['R_f/R_b']:.3g}" for name, key in PAPER_KEYS.items()
                              if name != "MLP 2e-4").replace("MLP 2e-5", "MLP")
         ours[4] = "; ".join(f"{SHORT_LABELS.get(k, k)} {_ratio(v['T_ratio'])}" for k, v in rows.items())
-        paper[4] = "; ".join(f"{name} {RESULTS[key]['T_f/T_b']:.2g}" if RESULTS[key]["T_f/T_b"] is not None
+        paper[4] = "; ".join(f"{name} {RESULTS[key]['T_f/T_b']:.3g}" if RESULTS[key]["T_f/T_b"] is not None
                              else f"{name} no number" for name, key in PAPER_KEYS.items())
     s = results.get("scaling", {})
     if "table" in s:
