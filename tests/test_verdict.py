@@ -66,7 +66,7 @@ def test_cpu_speed_claims_are_not_reproduced_rather_than_refuted_and_gpu_column_
     gpu = {"mnist": {"logistic regression": {**MNIST, "ratio": 0.5, "runtime_verdict": "holds", "device": "H100"}}}
     assert verdict.claims_table({"mnist": {"logistic regression": MNIST}}, gpu).set_index("#").loc[3, "GPU"] == "holds"
     assert verdict.claims_table({}).set_index("#").loc[1, "GPU"] == verdict.DEVICE_FREE
-    assert "](mlp_long.ipynb)" in verdict.to_markdown(table.reset_index())   # claim 4 links to a page of its own
+    assert "{ref}`4 <claim-4>`" in verdict.to_markdown(table.reset_index())   # claim 4 links to its paragraph
 
 
 def test_the_step_claim_lists_each_model_once_with_its_timing_processes():

@@ -239,13 +239,14 @@ def claims_table(results, gpu_results=None):
 
 
 def to_markdown(table):
-    """The verdicts at a glance, as MyST Markdown: one short row per claim, linking to its chapter,
-    the verdict on this CPU and on a GPU beside the claim (so that both stay in view on a phone),
-    then the paper's number."""
+    """The verdicts at a glance, as MyST Markdown: one short row per claim, its number linking to the
+    claim's paragraph below (label claim-N, which gives the evidence and links the chapters), the
+    verdict on this CPU and on a GPU beside the claim (so that both stay in view on a phone), then
+    the paper's number."""
     lines = ["| # | claim | CPU | GPU | paper |", "| --- | --- | --- | --- | --- |"]
     for _, row in table.iterrows():
         gpu = "–" if row["GPU"] == DEVICE_FREE else row["GPU"].replace(UNTESTED_GPU, "not run")
-        cells = [str(row["#"]), f"[{row['claim']}]({row['chapter']}.ipynb)", f"**{row['verdict']}**", gpu,
+        cells = [f"{{ref}}`{row['#']} <claim-{row['#']}>`", row["claim"], f"**{row['verdict']}**", gpu,
                  str(row["paper"])]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     return "\n".join(lines)
