@@ -218,7 +218,7 @@ def blocked_direction(like, index, step_seed, kind="normal", generator=None):
         return _draw_block(like, index, step_seed, 0, blocks[0], kind, generator)
     out = torch.empty_like(like, memory_format=torch.contiguous_format)
     for b, rows in enumerate(blocks):
-        _draw_block(like, index, step_seed, b, rows, kind, generator, out if like.dim() == 0 else out[rows[0]:rows[1]])
+        _draw_block(like, index, step_seed, b, rows, kind, generator, out[rows[0]:rows[1]])
     return out
 
 

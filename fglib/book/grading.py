@@ -374,17 +374,21 @@ def holds_from(table, high="T high"):
     """The shortest run length from which the claim holds at every longer length (the upper end
     of the 95% interval below 1 there and from there on), or None if it does not hold at the
     longest. `high`: 'T high' (this device's step ratio) or 'paper T high' (the paper's)."""
-    ordered = table.sort_values("length")
-    start = first_for_good(ordered[high].to_numpy() < 1, ordered["length"].tolist())
-    return None if start is None else int(start)
+    return _length_for_good(table, lambda t: t[high] < 1)
 
 
 def reaches_from(table, level, column="paper T_f/T_b"):
     """The shortest run length from which `column` of by_run_length's table (by default T_f/T_b at
     the paper's step ratio, the point estimate) is at or below `level` at every longer length: the
     run length at which the paper's own T_f/T_b would be found; None if it is above at the longest."""
+    return _length_for_good(table, lambda t: t[column] <= level)
+
+
+def _length_for_good(table, holds):
+    """to_target.first_for_good over a by_run_length table: the first length from which
+    `holds(table)` (a boolean column) is true to the longest, as an int; None if false there."""
     ordered = table.sort_values("length")
-    start = first_for_good(ordered[column].to_numpy() <= level, ordered["length"].tolist())
+    start = first_for_good(holds(ordered).to_numpy(), ordered["length"].tolist())
     return None if start is None else int(start)
 
 

@@ -11,7 +11,7 @@ from ..registry import LABELS, make_method
 from ..models import build_model
 from ..timing import timed_rounds
 from .local import model_for
-from .sweep import at_best_rates, best_final_rates, extend_sweep, lr_sweep, rates_to_run
+from .sweep import at_best_rates, best_final_rates, extend_sweep, grid_edge, lr_sweep, rates_to_run
 
 OPTIMIZER_LABELS = {"sgd": "SGD", "momentum": "momentum 0.9", "adam": "Adam"}
 
@@ -127,14 +127,17 @@ def carry_sweep(base, datasets, settings, runs, iterations, eval_points, seed=0,
 
 def carry_results(curves, finals, iterations, target_loss=1.0):
     """One row per (data set, pairing) of carry_sweep's raw runs, at its best rate, with its test
-    error (at_best_rates, no step times)."""
+    error (at_best_rates, no step times) and the edge of its grid that rate sits at, if any
+    (sweep.grid_edge)."""
     rows = []
     for name in finals["data"].unique():
         c, f = curves[curves["data"] == name], finals[finals["data"] == name]
         best = best_final_rates(f)
         table = at_best_rates(c, f, best, {m: float("nan") for m in best.method}, target_loss, iterations,
                               reference=best.method.iloc[0])
-        rows.append(table[["method", "best rate", "test error (%)", "± sd"]].assign(data=name))
+        edge = {m: grid_edge(f, m, lr) for m, lr in zip(best["method"], best["lr"])}
+        rows.append(table[["method", "best rate", "test error (%)", "± sd"]].assign(data=name, **{
+            "grid edge": lambda t: t["method"].map(edge)}))
     return pd.concat(rows, ignore_index=True)
 
 

@@ -167,13 +167,21 @@ def best_rates(reach):
     return pd.DataFrame(rows)
 
 
-def on_edge(finals, method, lr):
-    """Whether `lr` is the lowest rate that ran for `method`, or its highest with no divergent
-    rate above it: then a rate outside the grid might be better."""
+def grid_edge(finals, method, lr):
+    """'lowest' where `lr` is the lowest rate that ran for `method`, 'highest' where it is its
+    highest with no divergent rate above it (a rate outside the grid might then be better), else
+    None."""
     mine = finals[finals["method"] == method]
     ran = sorted(mine.loc[mine["status"] == RAN, "lr"].unique())
     diverged = (mine["status"] == DIVERGED).any()
-    return len(ran) > 0 and (lr == ran[0] or (lr == ran[-1] and not diverged))
+    if not ran:
+        return None
+    return "lowest" if lr == ran[0] else "highest" if lr == ran[-1] and not diverged else None
+
+
+def on_edge(finals, method, lr):
+    """Whether `lr` sits at the edge of `method`'s grid (grid_edge)."""
+    return grid_edge(finals, method, lr) is not None
 
 
 def _floor_text(bound):
