@@ -73,6 +73,24 @@ def test_what_the_page_shows_is_measured_a_legend_hung_outside_included():
     style.check(below)
 
 
+def test_a_title_wider_than_its_figure_is_broken_into_lines_that_fit_keeping_maths_whole():
+    """A long title runs past the figure's edge and widens the saved image (check refuses it,
+    naming the title); fit_titles breaks it between words, never inside $...$, and the figure
+    then passes. The control: a short title is left as it was."""
+    long = "Logistic regression, learning rate 1e-4, 5 runs per method (line: mean, band: range; $S_f / S_b$ dotted)"
+    fig = titled(style.WIDTH, 3.0)
+    fig.axes[0].set_title(long)
+    with pytest.raises(style.FigureUnreadable, match="reaches .* inches past its edge"):
+        style.check(fig)
+    style.fit_titles(fig)
+    lines = fig.axes[0].get_title().split("\n")
+    assert len(lines) > 1 and " ".join(lines) == long and "$S_f / S_b$" in lines[-1]
+    style.check(fig)
+    short = titled(style.WIDTH, 3.0)
+    style.fit_titles(short)
+    assert short.axes[0].get_title() == "a panel"
+
+
 def sectioned(height):
     """A short panel with seaborn's sectioned legend (hue and style) and one line added after it."""
     import numpy as np

@@ -258,7 +258,7 @@ def ratio_bars(rows, ax=None, colours=("black", "tab:green")):
         if "low" in part:
             _interval_bars(ax, y, part["value"].to_numpy(), part["low"].to_numpy(), part["high"].to_numpy())
         for y_missing, note in zip(y[~shown], part["note"].to_numpy()[~shown]):
-            ax.text(0.01, y_missing, note, transform=at_left, va="center", fontsize=9, color=colour,
+            ax.text(0.01, y_missing, note, transform=at_left, va="center", fontsize=10, color=colour,
                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
     ax.set_yticks(range(len(experiments)), experiments)
     ax.set_ylim(len(experiments) - 0.5, -0.5)
@@ -321,5 +321,5 @@ def run_length_figure(table, paper_ratio=None, title=None):
               for v in table[c].to_numpy() if np.isfinite(v)]
     top = max([1.0, paper_ratio or 0.0] + finite)
     ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= top + 1e-9])   # no scale above the data: the crosses sit off it
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, fontsize=10)
     return fig

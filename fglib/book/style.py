@@ -1,9 +1,11 @@
 """One figure style for the whole book, set once by each chapter with `use()`.
 
-Many readers open the book on a phone, where a page is about PHONE_PX = 370 px wide and a wider
-figure is shrunk to fit. Figures are drawn at most WIDTH = 5.2 inches wide at 100 dpi (5.4 as
-saved, with the margin the inline backend adds), so that text of 9 points or more stays at least
-MIN_TEXT_PX = 8.5 px high there (and shows at its own size on a desktop); none is taller than MAX_ASPECT times its width, so that a stack of panels is
+Many readers open the book on a phone, about 370 px wide, where the page's text column is
+PHONE_PX = 338 px (measured in Chromium at a 370 px window) and a wider figure is shrunk to fit.
+Figures are drawn at most WIDTH = 5.2 inches wide at 100 dpi (5.4 as saved, with the margin the
+inline backend adds), so that the book's 10-point text stays at least MIN_TEXT_PX = 8.5 px high
+there (and shows at its own size on a desktop); no text is smaller than 10 points. None is taller
+than MAX_ASPECT times its width, so that a stack of panels is
 split into several figures rather than shrunk. `show()` checks every figure against these
 limits before it is shown (`check`). Legends sit below the data; tick labels are plain numbers
 (no 2.28×10^0 on log axes).
@@ -15,7 +17,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 WIDTH = 5.2        # inches: the widest figure (5.4 as saved, with its margin), readable on a phone
-PHONE_PX = 370     # CSS px: the width of a page's text on a phone
+PHONE_PX = 338     # CSS px: the page's text column in a 370 px phone window (measured in Chromium)
 MIN_TEXT_PX = 8.5  # the smallest text a reader can read there
 MAX_ASPECT = 1.4   # height / width: a taller figure becomes a stack of tiny panels on a phone
 RC = {
@@ -189,14 +191,77 @@ def check(fig):
     name = repr(titles[0]) if titles and titles[0] else "a figure"
     if px < MIN_TEXT_PX:
         raise FigureUnreadable(f"{name}: its text {text!r} would be {px:.1f} px high on a phone ({MIN_TEXT_PX} "
-                               f"needed): draw the figure at most {WIDTH} inches wide with text of 9 points or more")
+                               f"needed): draw the figure at most {WIDTH} inches wide with text of 10 points or more"
+                               + _overhang(fig))
     if aspect > MAX_ASPECT:
         raise FigureUnreadable(f"{name} is {aspect:.2f} times as tall as it is wide ({MAX_ASPECT} at most): "
                                "split it into several figures (style.grid does so)")
 
 
+def _words(text):
+    """The title's words, a piece of maths ($...$) kept whole: where a line may break."""
+    words = []
+    for word in text.split(" "):
+        if words and words[-1].count("$") % 2:
+            words[-1] += " " + word
+        else:
+            words.append(word)
+    return words
+
+
+def fit_titles(fig):
+    """Break each title wider than the figure into lines that fit it: a title running past the
+    figure's edge widens the saved image, and a phone then shrinks every text in it."""
+    fig.canvas.draw()   # the layout places the titles
+    renderer = fig.canvas.get_renderer()
+    titles = [ax.title for ax in fig.axes if ax.get_visible()] + [t for t in [getattr(fig, "_suptitle", None)] if t]
+    for title in titles:
+        text = title.get_text()
+        box = title.get_window_extent(renderer)
+        width, centre = box.width, (box.x0 + box.x1) / 2   # a title is centred over its axes
+        columns = (title.axes.get_subplotspec().get_gridspec().ncols
+                   if title.axes is not None and title.axes.get_subplotspec() else 1)
+        room = 0.95 * min(fig.bbox.width / columns, 2 * (centre - fig.bbox.x0), 2 * (fig.bbox.x1 - centre))
+        if not text or width <= room:
+            continue
+        longest = max(len(line) for line in text.split("\n"))
+        per_line = max(10, int(longest * room / width))
+        title.set_text("\n".join(wrapped for line in text.split("\n") for wrapped in _wrap(line, per_line)))
+
+
+def _wrap(text, per_line):
+    """The text's lines of at most about per_line characters, broken between words."""
+    lines, line = [], ""
+    for word in _words(text):
+        if line and len(line) + 1 + len(word) > per_line:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return lines + [line]
+
+
+def _overhang(fig):
+    """What reaches furthest past the figure's edges (a long title, a wide legend), which widens
+    the saved image: named in check's message, or nothing when all fits."""
+    from matplotlib.legend import Legend
+    from matplotlib.text import Text
+    renderer = fig.canvas.get_renderer()
+    worst, name = 0.5, ""
+    for artist in fig.findobj(lambda a: isinstance(a, (Text, Legend)) and a.get_visible()):
+        if isinstance(artist, Text) and not artist.get_text().strip():
+            continue
+        box = artist.get_window_extent(renderer)
+        past = max(fig.bbox.x0 - box.x0, box.x1 - fig.bbox.x1)
+        if past > worst:
+            worst, name = past, artist.get_text() if isinstance(artist, Text) else "the legend"
+    return f"; {name!r} reaches {worst / fig.dpi:.2f} inches past its edge" if name else ""
+
+
 def show():
-    """Check every open figure (check), then show them: what the chapters call instead of plt.show()."""
+    """Fit every open figure's titles to its width (fit_titles), check it (check), then show
+    them: what the chapters call instead of plt.show()."""
     for number in plt.get_fignums():
+        fit_titles(plt.figure(number))
         check(plt.figure(number))
     plt.show()
