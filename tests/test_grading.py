@@ -517,6 +517,22 @@ def test_claim_4_against_run_length_holds_from_where_the_iterations_pay_for_the_
     assert not math.isfinite(slow.set_index("length").loc[10_000, "I_f/I_b"])
 
 
+def test_shorter_lengths_at_which_the_claim_held_before_it_held_for_good_are_named():
+    """At the paper's step ratio the claim holds at every length from 8,000 on, and also at 2,000
+    to 3,000 (the upper end of the interval below 1 there, above it at 4,000 to 6,000): those
+    shorter lengths are named. The control: where it held at no shorter length, none is named."""
+    def table(paper_high):
+        n = len(paper_high)
+        return pd.DataFrame({"length": [1000 * (k + 1) for k in range(n)], "I_f/I_b": [0.9] * n, "T_f/T_b": [2.0] * n,
+                             "S_f/S_b": [2.0] * n, "T low": [1.5] * n, "T high": [2.5] * n, "I_f/I_b, FG on": [0.9] * n,
+                             "bp lowest at end": [True] * n, "paper T high": paper_high})
+    numbers = grading.run_length_numbers(table([1.2, 0.9, 0.95, 1.1, 1.3, 1.05, 1.01, 0.9, 0.8]))
+    assert numbers["holds_from_paper"] == 8000
+    assert (numbers["paper_earlier_low"], numbers["paper_earlier_high"]) == (2000, 3000)
+    control = grading.run_length_numbers(table([1.2, 1.1, 1.1, 1.1, 1.3, 1.05, 1.01, 0.9, 0.8]))
+    assert control["holds_from_paper"] == 8000 and math.isnan(control["paper_earlier_low"])
+
+
 def test_the_step_ratio_is_taken_where_the_device_was_used_whole():
     import pandas as pd
     one = _constant_timings(1.0e-3, 1e-3).assign(threads=1)

@@ -233,7 +233,7 @@ def test_findings_are_graded_against_the_spread_over_runs():
     # local FG-W is worse beyond the spread, local FG-A within it: an inconclusive difference is not
     # folded into "does not hold" (the reviewer's point); the control, both worse, does not hold
     assert verdicts(errors, worse)[1] == "does not hold for one, cannot tell for the other"
-    assert ren_findings(errors, worse).query("finding == 2")["verdict"].tolist() == ["does not hold", "cannot tell"]
+    assert ren_findings(errors, worse).query("finding == 2")["verdict"].tolist() == ["does not hold here", "cannot tell"]
     both_worse = worse.assign(**{"test error (%)": lambda t: t["test error (%)"].where(t["method"] != "local FG-A", 7.0)})
     assert verdicts(errors, both_worse)[1] == "does not hold here"
     one_run = fabricated({m: (e, float("nan")) for m, e in [("backprop", 2), ("FG-W", 9), ("FG-A", 5),

@@ -316,17 +316,22 @@ def run_length_numbers(table):
     """The numbers a chapter says of claim 4 against run length (by_run_length's table): the
     shortest and longest lengths, I_f/I_b and T_f/T_b at each (with the interval at the longest),
     the length from which the claim holds at this device's step ratio and at the paper's (NaN if it
-    does not hold at the longest), whether backprop's lowest mean loss was the last evaluation at
+    does not hold at the longest), the shortest and longest of any shorter lengths at which it held
+    at the paper's (NaN if none), whether backprop's lowest mean loss was the last evaluation at
     every length, and the range of I_f/I_b with forward gradients' runs as saved."""
     first, last = table.iloc[0], table.iloc[-1]
     fg_on = table["I_f/I_b, FG on"]
     finite_on = fg_on[np.isfinite(fg_on)]
     cpu, paper = holds_from(table), holds_from(table, "paper T high") if "paper T high" in table else None
+    earlier = (table[(table["length"] < paper) & (table["paper T high"] < 1)]["length"] if paper is not None
+               else pd.Series(dtype=float))   # shorter lengths at which it held too, though not at all between
     return {"first_length": int(first["length"]), "last_length": int(last["length"]),
             "I_first": float(first["I_f/I_b"]), "I_last": float(last["I_f/I_b"]),
             "T_first": float(first["T_f/T_b"]), "T_last": float(last["T_f/T_b"]), "S": float(last["S_f/S_b"]),
             "T_last_low": float(last["T low"]), "T_last_high": float(last["T high"]),
             "holds_from": math.nan if cpu is None else cpu, "holds_from_paper": math.nan if paper is None else paper,
+            "paper_earlier_low": float(earlier.min()) if len(earlier) else math.nan,
+            "paper_earlier_high": float(earlier.max()) if len(earlier) else math.nan,
             "bp_lowest_at_end_always": bool(table["bp lowest at end"].all()),
             "I_fg_on_min": float(finite_on.min()) if len(finite_on) else math.nan,
             "I_fg_on_max": float(finite_on.max()) if len(finite_on) else math.nan,
@@ -967,7 +972,8 @@ def ren_local_verdict(table):
 
 MATCH_VERDICT = {"higher": "does not hold here", "lower": "holds (FG better)", "indistinguishable": "holds here",
                  "one run": "cannot tell from one run"}
-HELPED = {"lower": "holds", "higher": "does not hold", "indistinguishable": "cannot tell", "one run": "cannot tell from one run"}
+HELPED = {"lower": "holds here", "higher": "does not hold here", "indistinguishable": "cannot tell",
+          "one run": "cannot tell from one run"}   # "here": this network and run length, not Ren et al.'s
 
 
 def ren_findings(errors, table):

@@ -342,8 +342,11 @@ def status(value, limit, q25=float("nan"), q75=float("nan")):
     if value != value:
         return "not measured"
     if q25 <= limit <= q75:
-        return f"within the noise (IQR {q25:.2f}–{q75:.2f})"
-    return "met" if value <= limit else f"not met, by {100 * (value / limit - 1):.0f}%"
+        return f"within the noise (IQR {q25:.3f}–{q75:.3f})"
+    if value <= limit:
+        return "met"
+    above = f" (IQR from {q25:.3f})" if q25 == q25 else ""   # the digits that show the range clears the limit
+    return f"not met, by {100 * (value / limit - 1):.0f}%{above}"
 
 
 def targets_table(summary, work, models, labels, device):

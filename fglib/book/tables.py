@@ -78,7 +78,7 @@ def show(df, digits=3, integers=(), note=None, main=None):
     return Markdown(f"{shown}\n\n:::{{dropdown}} The whole table ({len(table.columns)} columns)\n{text}\n:::")
 
 
-COUNT_COLUMNS = ("runs", "pairs", "processes", "rounds", "K", "depth")   # counts: 3, never 3.00
+COUNT_COLUMNS = ("runs", "pairs", "processes", "rounds", "K", "depth", "I (iterations)")   # counts: 3, never 3.00
 
 
 def reach_note(table, iterations):
@@ -148,13 +148,13 @@ def paper_beside_raw(experiment, report, costs, memory, runs):
     fmt = lambda x, d=3: dash if x is None or x != x else significant(x, d)
     t_ours = dash
     if report.get("T_ratio") is not None and report.get("T_ratio") == report.get("T_ratio"):
-        t_ours = (f"{significant(report['T_ratio'], 2)} (95%: {_interval(report['low'], report['high'])})"
+        t_ours = (f"{significant(report['T_ratio'], 3)} (95%: {_interval(report['low'], report['high'])})"
                   if math.isfinite(report["T_ratio"]) else "never within the run")
     rows = [("R_f", paper.get("R_f"), fmt(costs["R_f"]) if costs else dash),
             ("R_b", paper.get("R_b"), fmt(costs["R_b"]) if costs else dash),
             ("R_f/R_b = S_f/S_b", paper.get("R_f/R_b"), fmt(costs["S_ratio"]) if costs else dash),
             ("I_f/I_b", None, dash if "I_ratio" not in report else
-             "never within the run" if not math.isfinite(report["I_ratio"]) else fmt(report["I_ratio"], 2)),
+             "never within the run" if not math.isfinite(report["I_ratio"]) else fmt(report["I_ratio"], 3)),
             ("T_f/T_b", paper.get("T_f/T_b"), t_ours)]
     if not runs.empty:
         test = runs[runs["split"] == "test"]
@@ -170,8 +170,8 @@ def paper_beside_raw(experiment, report, costs, memory, runs):
 def _interval(low, high):
     """'2.2 to 2.5', or 'from 2.2 up' when the upper end is unbounded (in some bootstrap
     resamples forward gradients never reached the loss), never 'to inf'."""
-    return (f"{significant(low, 2)} to {significant(high, 2)}" if math.isfinite(high)
-            else f"from {significant(low, 2)} up")
+    return (f"{significant(low, 3)} to {significant(high, 3)}" if math.isfinite(high)
+            else f"from {significant(low, 3)} up")
 
 
 def _interval_or_never(low, high):
@@ -200,7 +200,7 @@ def run_length_display(table, rows=5, fg_on=False, include=()):
     spread = {round(k * (len(table) - 1) / max(rows - 1, 1)) for k in range(rows)}
     quoted = {i for i, length in enumerate(table["length"]) if length in set(include) | _turning_lengths(table, fg_on)}
     picked = table.iloc[sorted(spread | quoted)]
-    ratio = lambda v: "never" if not math.isfinite(v) else significant(v, 2)
+    ratio = lambda v: "never" if not math.isfinite(v) else significant(v, 3)   # as the prose quotes them (1.07)
     out = pd.DataFrame({"run length": [f"{v:,}" for v in picked["length"]],
                         "$I_f/I_b$": [ratio(v) for v in picked["I_f/I_b"]],
                         "$I_f/I_b$, 95%": [_interval_or_never(lo, hi) for lo, hi in zip(picked["I low"], picked["I high"])],
@@ -238,7 +238,7 @@ def paired_display(pairs, extra=None):
     """grading.paired_ratios' table made for reading: one row per seed, backprop's lowest
     validation loss on it, the iterations each method needed to reach it ('never' where forward
     gradients did not) and their ratio; `extra` ({column: Series by seed}) adds columns."""
-    ratio = lambda v: "never" if not math.isfinite(v) else significant(v, 2)
+    ratio = lambda v: "never" if not math.isfinite(v) else significant(v, 3)   # as the prose quotes them (1.07)
     out = pd.DataFrame({"seed": [str(int(s)) for s in pairs.index],
                         "backprop's lowest": [significant(v, 3) for v in pairs["level"]],
                         "I_b": [f"{v:,.0f}" for v in pairs["I_b"]],
