@@ -214,7 +214,7 @@ def test_the_best_normal_step_ratio_names_its_model_and_engine_in_words():
     directions and backprop rows never count (the control: a lower Rademacher ratio is passed over)."""
     ratios = {"cnn / backprop": math.nan, "cnn / FG, fglib engine": 0.94, "cnn / FG, forward_ad": 0.97,
               "cnn / FG, fglib engine, Rademacher": 0.89, "mlp / FG, fglib engine, compiled": 2.08}
-    assert verdict.best_normal_ratio({"implementations": {"R_f/R_b": ratios}}) == "0.94 (CNN, fglib's engine)"
+    assert verdict.best_normal_ratio({"implementations": {"R_f/R_b": ratios}}) == (0.94, "CNN", "fglib's engine")
     assert verdict.best_normal_ratio({}) is None
 
 

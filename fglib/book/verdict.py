@@ -343,15 +343,15 @@ def headline_html(results, table):
 
 def best_normal_ratio(results):
     """The lowest forward-gradient / backprop step ratio the implementations chapter measured with
-    normal directions (any engine, eager or compiled), as text, or None before it has run."""
+    normal directions (any engine, eager or compiled): (the ratio, its model in words, its engine
+    in words), or None before that chapter has run."""
     ratios = results.get("implementations", {}).get("R_f/R_b", {})
     normal = {k: v for k, v in ratios.items() if "Rademacher" not in k and "FG" in k and v == v}
     if not normal:
         return None
     key = min(normal, key=normal.get)
     model, _, variant = key.partition(" / ")
-    engine = variant.removeprefix("FG, ").replace("fglib engine", "fglib's engine")
-    return f"{normal[key]:.2f} ({MODEL_WORDS.get(model, model)}, {engine})"
+    return normal[key], MODEL_WORDS.get(model, model), variant.removeprefix("FG, ").replace("fglib engine", "fglib's engine")
 
 
 def ratio_comparison(results):
