@@ -505,6 +505,7 @@ def test_claim_4_against_run_length_holds_from_where_the_iterations_pay_for_the_
     assert grading.holds_from(table) == 10_500 and grading.holds_from(table, "paper T high") == 1000
     numbers = grading.run_length_numbers(table)
     assert numbers["holds_from"] == 10_500 and numbers["bp_lowest_at_end_always"]
+    assert numbers["holds_before"] == table["length"][table["length"] < 10_500].max()   # it lies between the two
     # at the paper's step ratio 0.5, T_f/T_b = 0.5 I_f/I_b comes down to 0.31 once I_f/I_b <= 0.62,
     # from L >= 11,628: the next evaluation, 12,000; a level it never comes down to gives None
     assert grading.reaches_from(table, 0.31) == 12_000 and grading.reaches_from(table, 0.1) is None
@@ -512,6 +513,7 @@ def test_claim_4_against_run_length_holds_from_where_the_iterations_pay_for_the_
     assert grading.holds_from(fast) == fast["length"].min()
     slow = grading.by_run_length(_length_runs(lambda i: i / 1.5), _constant_timings(1.5e-3, 1e-3), samples=50)
     assert grading.holds_from(slow) is None and math.isnan(grading.run_length_numbers(slow)["holds_from"])
+    assert math.isnan(grading.run_length_numbers(slow)["holds_before"])   # the control: nothing to lie between
     # forward gradients allowed to run on past backprop's length: how many iterations they need
     assert slow.set_index("length").loc[10_000, "I_f/I_b, FG on"] == pytest.approx(1.5)
     assert not math.isfinite(slow.set_index("length").loc[10_000, "I_f/I_b"])

@@ -316,7 +316,8 @@ def run_length_numbers(table):
     """The numbers a chapter says of claim 4 against run length (by_run_length's table): the
     shortest and longest lengths, I_f/I_b and T_f/T_b at each (with the interval at the longest),
     the length from which the claim holds at this device's step ratio and at the paper's (NaN if it
-    does not hold at the longest), the shortest and longest of any shorter lengths at which it held
+    does not hold at the longest), the evaluated length just before the first (holds_before: the
+    length from which it holds lies between the two), the shortest and longest of any shorter lengths at which it held
     at the paper's (NaN if none), whether backprop's lowest mean loss was the last evaluation at
     every length, and the range of I_f/I_b with forward gradients' runs as saved."""
     first, last = table.iloc[0], table.iloc[-1]
@@ -330,6 +331,7 @@ def run_length_numbers(table):
             "T_first": float(first["T_f/T_b"]), "T_last": float(last["T_f/T_b"]), "S": float(last["S_f/S_b"]),
             "T_last_low": float(last["T low"]), "T_last_high": float(last["T high"]),
             "holds_from": math.nan if cpu is None else cpu, "holds_from_paper": math.nan if paper is None else paper,
+            "holds_before": _length_before(table, cpu),
             "paper_earlier_low": float(earlier.min()) if len(earlier) else math.nan,
             "paper_earlier_high": float(earlier.max()) if len(earlier) else math.nan,
             "bp_lowest_at_end_always": bool(table["bp lowest at end"].all()),
@@ -341,7 +343,8 @@ def run_length_numbers(table):
 def page_numbers(report, costs, memory, runs):
     """The numbers a claim-4 chapter's sentences quote, from claim4_report, step_costs (None before
     the steps are timed), the memory rows (weights included) and the runs: the pairs, the verdict,
-    I_f/I_b, T_f/T_b and its interval, the decay's spent step, the share of bootstrap resamples in
+    I_f/I_b, T_f/T_b and its interval, the decay's spent step, backprop's fall over the run's last
+    fifth (what levelled off compares with LEVELLED), the share of bootstrap resamples in
     which forward gradients never reached the level, S_f/S_b, the worst pair's I_f/I_b and forward
     gradient's step memory over backprop's; NaN where a number is not measured yet."""
     nan = math.nan
@@ -349,7 +352,8 @@ def page_numbers(report, costs, memory, runs):
     total = memory.set_index("method")["total"] if memory is not None and not memory.empty else None
     return {"pairs": report["pairs"], "verdict": report["verdict"], "I": report.get("I_ratio", nan),
             "T": report.get("T_ratio", nan), "T_low": report.get("low", nan), "T_high": report.get("high", nan),
-            "spent": report.get("spent", nan), "never": 1 - report.get("reached", nan),
+            "spent": report.get("spent", nan), "bp_fall": report.get("bp_fall", nan),
+            "never": 1 - report.get("reached", nan),
             "S": costs["S_ratio"] if costs else nan,
             "worst_pair_I": float(pairs["I_f/I_b"].max()) if pairs is not None and len(pairs) else nan,
             "memory_ratio": float(total[FG] / total[BP]) if total is not None else nan}
@@ -373,6 +377,13 @@ def run_length_page_numbers(lengths, all_timings, paper_step_ratio):
     s1_ratio = s1[FG] / s1[BP] if s1 else math.nan
     return {**run_length_numbers(lengths), "paper_S": paper_step_ratio, "S_one_thread": s1_ratio,
             "T_last_one_thread": float(lengths["I_f/I_b"].iloc[-1] * s1_ratio)}
+
+
+def _length_before(table, length):
+    """The evaluated run length just below `length` (where a claim that holds from `length` on did
+    not yet hold for good): NaN if none or if `length` is None."""
+    shorter = table["length"][table["length"] < length] if length is not None else []
+    return float(max(shorter)) if len(shorter) else math.nan
 
 
 def holds_from(table, high="T high"):
