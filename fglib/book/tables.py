@@ -160,7 +160,8 @@ def paper_beside_raw(experiment, report, costs, memory, runs):
         test = runs[runs["split"] == "test"]
         last = test[test["iteration"] == test.groupby(["method", "seed"])["iteration"].transform("max")]
         for method, acc in last.groupby("method")["accuracy"]:
-            rows.append((f"final test accuracy (%), {method}", None, mean_sd((100 * acc).tolist(), 1)))   # as the prose quotes it
+            rows.append((f"final test accuracy (%, mean ± sd over runs), {method}", None,
+                         mean_sd((100 * acc).tolist(), 1)))   # as the prose quotes it
     if memory is not None and not memory.empty:
         for _, m in memory.iterrows():
             rows.append((f"step memory, weights included (MiB), {m['method']}", None, fmt(m["total"] / 2**20)))
