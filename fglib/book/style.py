@@ -11,6 +11,7 @@ limits before it is shown (`check`). Legends sit below the data; tick labels are
 (no 2.28×10^0 on log axes).
 """
 import math
+import textwrap
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
@@ -198,15 +199,16 @@ def check(fig):
                                "split it into several figures (style.grid does so)")
 
 
-def _words(text):
-    """The title's words, a piece of maths ($...$) kept whole: where a line may break."""
-    words = []
-    for word in text.split(" "):
-        if words and words[-1].count("$") % 2:
-            words[-1] += " " + word
-        else:
-            words.append(word)
-    return words
+MATH_SPACE = "\x00"   # a space inside $...$ while a title is wrapped: maths is never broken
+
+
+def _wrap(text, per_line):
+    """The text's lines of at most about per_line characters, broken between words (textwrap),
+    never inside a piece of maths ($...$)."""
+    pieces = text.split("$")
+    kept = "$".join(p.replace(" ", MATH_SPACE) if i % 2 else p for i, p in enumerate(pieces))
+    lines = textwrap.wrap(kept, per_line, break_long_words=False, break_on_hyphens=False) or [""]
+    return [line.replace(MATH_SPACE, " ") for line in lines]
 
 
 def fit_titles(fig):
@@ -227,18 +229,6 @@ def fit_titles(fig):
         longest = max(len(line) for line in text.split("\n"))
         per_line = max(10, int(longest * room / width))
         title.set_text("\n".join(wrapped for line in text.split("\n") for wrapped in _wrap(line, per_line)))
-
-
-def _wrap(text, per_line):
-    """The text's lines of at most about per_line characters, broken between words."""
-    lines, line = [], ""
-    for word in _words(text):
-        if line and len(line) + 1 + len(word) > per_line:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    return lines + [line]
 
 
 def _overhang(fig):
