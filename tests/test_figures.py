@@ -187,6 +187,28 @@ def test_a_table_wider_than_a_phone_shows_its_main_columns_and_folds_the_whole_a
         show(wide, main=["c0", "no such column"])
 
 
+def test_a_table_shown_as_cards_names_each_cell_s_column_and_keeps_the_markdown_table_s_text():
+    """tables.show(cards=True): the same cells as the Markdown table, as HTML whose every cell names
+    its column (data-label, plain text for the phone's card), maths left to MathJax, the footnote
+    kept, and folding as before; the control (cards=False) is the Markdown table."""
+    import re
+    from fglib.book.tables import show
+    df = pd.DataFrame({"method": ["backprop", "FG's"], "$T_f/T_b$": [1.23456, float("nan")], "I (iterations)": [1200.0, 30.0]})
+    html = show(df, note="never reached", cards=True).data
+    assert 'class="table fg-cards"' in html and "|" not in html.split("</table>")[0]
+    cells = re.findall(r'<td class="text-(\w+)" data-label="([^"]+)">([^<]*)</td>', html)
+    assert cells == [("left", "method", "backprop"), ("right", "T_f/T_b", "1.23"), ("right", "I (iterations)", "1,200"),
+                     ("left", "method", "FG’s"), ("right", "T_f/T_b", "–"), ("right", "I (iterations)", "30")]
+    assert r"\(T_f/T_b\)" in html and html.endswith("–: never reached")
+    markdown = show(df, note="never reached").data
+    assert "fg-cards" not in markdown and "  1.23 |" in markdown and "  1,200 |" in markdown   # the same numbers
+    wide = pd.DataFrame([{f"c{i}": float(i) for i in range(10)}])
+    shown, folded = show(wide, main=["c0", "c9"], cards=True).data.split(":::{dropdown}")
+    assert shown.count("<th ") == 2 and "c5" in folded
+    with pytest.raises(TypeError, match="cards must be True or False"):
+        show(df, cards="yes")
+
+
 def test_the_run_length_figure_lists_only_the_series_it_draws():
     """Where forward gradients never reached backprop's lowest loss at any length, the figure marks
     each length 'never reached' and its legend promises no T_f/T_b line; control: with finite

@@ -58,23 +58,28 @@ def is_rate_column(name):
 MAX_COLUMNS = 7   # the widest table a phone's page shows whole
 
 
-def show(df, digits=3, integers=(), note=None, main=None):
+def show(df, digits=3, integers=(), note=None, main=None, cards=False):
     """A table made for reading: no index column, numbers to `digits` significant figures,
     learning rates as the paper writes them (2e-4, report.rate_text), integer columns with
     thousands separators, '–' where a value was not measured, and a footnote (`note`) saying
     why, when there is any '–'. A table of more than MAX_COLUMNS columns, or one whose `main`
     leaves columns out, shows the columns `main` (at most MAX_COLUMNS; the first ones if not
     given) and folds the whole table away under it, so that the page fits a phone and nothing
-    is lost."""
+    is lost. With cards=True the shown table is written as HTML whose cells name their column,
+    which a phone shows as one card per row (the book's style sheet, class fg-cards): for a
+    table of records too wide for a phone's screen."""
     from IPython.display import Markdown
+    if not isinstance(cards, bool):
+        raise TypeError(f"cards must be True or False, got {cards!r}")
     table = df.reset_index(drop=not _named_index(df))
     text = _markdown(table, digits, integers, note)
+    written = (lambda t: _html(t, digits, integers, note)) if cards else (lambda t: _markdown(t, digits, integers, note))
     if len(table.columns) <= MAX_COLUMNS and (main is None or set(table.columns) <= set(main)):
-        return Markdown(text)
+        return Markdown(written(table))
     main = list(main or table.columns[:MAX_COLUMNS])
     if len(main) > MAX_COLUMNS or not set(main) <= set(table.columns):
         raise ValueError(f"main must name at most {MAX_COLUMNS} of the table's columns, not {main}")
-    shown = _markdown(table[main], digits, integers, note)
+    shown = written(table[main])
     return Markdown(f"{shown}\n\n:::{{dropdown}} The whole table ({len(table.columns)} columns)\n{text}\n:::")
 
 
@@ -96,8 +101,8 @@ def _counts(table, col):
     return len(values) > 0 and bool((values == values.round()).all())
 
 
-def _markdown(table, digits, integers, note):
-    """show's table as Markdown, for the columns it is given."""
+def _formatted(table, digits, integers):
+    """show's cells as text, with each column's alignment."""
     cells = table.copy().astype(object)
     for col in table.columns:
         if col in integers or _counts(table, col):
@@ -107,11 +112,42 @@ def _markdown(table, digits, integers, note):
         elif pd.api.types.is_numeric_dtype(table[col]):
             cells[col] = [significant(v, digits) for v in table[col]]
     align = ["right" if pd.api.types.is_numeric_dtype(table[c]) else "left" for c in table.columns]
+    return cells, align
+
+
+def _footnote(cells, note):
+    return f"\n\n{NOT_MEASURED}: {note}" if note and (cells == NOT_MEASURED).any().any() else ""
+
+
+def _markdown(table, digits, integers, note):
+    """show's table as Markdown, for the columns it is given."""
+    cells, align = _formatted(table, digits, integers)
     cells = cells.map(_escape_pipes).rename(columns=_escape_pipes)  # a bare | would end the cell
-    text = cells.to_markdown(index=False, disable_numparse=True, colalign=align)
-    if note and (cells == NOT_MEASURED).any().any():
-        text += f"\n\n{NOT_MEASURED}: {note}"
-    return text
+    return cells.to_markdown(index=False, disable_numparse=True, colalign=align) + _footnote(cells, note)
+
+
+def _html_text(value):
+    """A cell or header as HTML, as the Markdown table would show it: escaped, apostrophes curled,
+    its $maths$ left for MathJax as \\(maths\\)."""
+    import html
+    import re
+    text = html.escape(str(value), quote=False).replace("'", "’")
+    return re.sub(r"\$([^$]+)\$", lambda m: f"\\({m.group(1)}\\)", text)
+
+
+def _html(table, digits, integers, note):
+    """show's table as HTML (a raw block of the page's Markdown), each cell naming its column in
+    data-label, of class fg-cards: a phone shows each row as a card (_static/custom.css)."""
+    import html
+    cells, align = _formatted(table, digits, integers)
+    names = [str(c) for c in cells.columns]
+    head = "".join(f'<th class="head text-{a}">{_html_text(n)}</th>' for n, a in zip(names, align))
+    labels = [html.escape(n.replace("$", "").replace("'", "’")) for n in names]   # plain text: CSS shows it as is
+    rows = "".join("<tr>" + "".join(f'<td class="text-{a}" data-label="{label}">{_html_text(v)}</td>'
+                                     for label, a, v in zip(labels, align, row)) + "</tr>"
+                   for row in cells.itertuples(index=False))
+    return (f'<div class="mathjax_process pst-scrollable-table-container"><table class="table fg-cards">'
+            f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>" + _footnote(cells, note))
 
 
 def _escape_pipes(value):

@@ -322,11 +322,14 @@ def headline_html(results, table):
     """The introduction's verdict table: each claim with its verdict on this CPU and on a GPU
     (first, so that both stay in view on a phone), our number and the paper's, and the pages that
     hold them. HTML, since a glue reference across pages renders HTML, not Markdown: links to the
-    pages' .html, the symbols typeset by MathJax, styled as the book's tables."""
+    pages' .html, the symbols typeset by MathJax, styled as the book's tables. Each cell carries its
+    column's name (data-label), so that on a phone the book's style sheet shows each claim as a card
+    of labelled lines (class fg-cards) instead of a table wider than the screen."""
     import html
     import re
     ours, paper = headline_numbers(results)
-    head = "".join(f"<th>{h}</th>" for h in ("claim", "CPU", "GPU", "ours", "paper", "where"))
+    labels = ("claim", "CPU", "GPU", "ours", "paper", "where")
+    head = "".join(f"<th>{h}</th>" for h in labels)
     rows = []
     for _, row in table.iterrows():
         n = row["#"]
@@ -336,8 +339,8 @@ def headline_html(results, table):
         gpu = "–" if row["GPU"] == DEVICE_FREE else row["GPU"].replace("untested on GPU", "not run")
         cells = [f"{n}. {claim}", f"<strong>{row['verdict']}</strong>", gpu, html.escape(ours.get(n, "")),
                  html.escape(paper.get(n, "")), where]
-        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return (f'<div class="mathjax_process pst-scrollable-table-container"><table class="table">'
+        rows.append("<tr>" + "".join(f'<td data-label="{h}">{c}</td>' for h, c in zip(labels, cells)) + "</tr>")
+    return (f'<div class="mathjax_process pst-scrollable-table-container"><table class="table fg-cards">'
             f"<thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
 
 
