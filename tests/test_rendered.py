@@ -19,6 +19,7 @@ RAW_REPR = re.compile(r"^\s*(np\.\w+\(.*\)|<Figure size.*|<matplotlib\..*|<Axes.
 WARNING_NAME = re.compile(r"\b[A-Z][A-Za-z]*Warning\b")
 NAN = re.compile(r"\bnan\b", re.I)
 ZERO_SPREAD = re.compile(r"±\s*0\.0+(?![0-9]*[1-9])")   # "± 0.00": a spread that rounded away
+PADDED_EXPONENT = re.compile(r"\de(\+|-?0)\d")   # 9.7e-05 or 2.5e+12, as Python formats them
 DECIMAL = re.compile(r"(?<![\w.,])\d+\.\d+(?![\w.])")
 MAX_TABLE_COLUMNS = 7   # fglib.book.tables.MAX_COLUMNS: wider tables are folded away
 VERDICT_WORDS = ("What we found", "holds", "does not hold", "not judged", "partly")
@@ -82,6 +83,8 @@ def problems(name, page):
             found.append(f"a NaN glued into the prose: {pasted.parent.get_text(' ')[:80]!r}")
         if pasted.find_parent(["strong", "b"]):
             found.append(f"a glued sentence in bold: {pasted.get_text()[:60]!r}")
+        if PADDED_EXPONENT.search(pasted.get_text()):   # the tables write 9.7e-5 (book/_ext/exponents.py)
+            found.append(f"a padded exponent glued into the prose: {pasted.get_text()!r}")
     if CITED_TWICE.search(text):
         found.append(f"an author named twice (use {{cite:t}}): {CITED_TWICE.search(text).group(0)!r}")
     if ZERO_SPREAD.search(text):
@@ -306,3 +309,19 @@ def test_a_run_length_table_shows_the_lengths_its_words_turn_on():
     assert shown == ["1,000", "3,000", "4,000", "6,000", "7,000", "10,000"]
     never = table.assign(**{"I_f/I_b": [0.9] * 10, "T high": [inf] * 10})
     assert run_length_display(never, rows=2)["run length"].tolist() == ["1,000", "10,000"]
+
+
+def test_glued_exponents_are_written_as_the_tables_write_them():
+    """book/_ext/exponents.py: Python's padded exponents become the tables' (report.exponent_text);
+    other text, and exponents already unpadded (the control), are left as they are."""
+    sys.path.insert(0, str(ROOT / "book" / "_ext"))
+    try:
+        from exponents import unpadded
+    finally:
+        sys.path.pop(0)
+    from fglib.book.report import exponent_text
+    for x in (9.66e-5, 2.5e12, 1.7e-18, 3.0):
+        assert unpadded(f"{x:.2e}") == exponent_text(x)
+    for text in ("2e-4", "1.7e-18", "between 10 and 12", "1e5"):
+        assert unpadded(text) == text and not PADDED_EXPONENT.search(text)
+    assert PADDED_EXPONENT.search("9.7e-05") and PADDED_EXPONENT.search("2.5e+12")
