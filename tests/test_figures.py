@@ -227,7 +227,7 @@ def test_the_run_length_figure_lists_only_the_series_it_draws():
 def test_where_two_runs_bands_overlap_the_legend_names_the_mixed_colour():
     """The comparison figure's legend has an entry for the colour the two methods' translucent
     bands make where they overlap (composited over white, in the order drawn), read back from the
-    drawn bands; the control: one method alone draws one band and gets no such entry."""
+    drawn bands; the controls: one method alone, or two bands that never meet, get no such entry."""
     import numpy as np
     from matplotlib.colors import to_rgb
     from fglib.book import plots
@@ -247,6 +247,8 @@ def test_where_two_runs_bands_overlap_the_legend_names_the_mixed_colour():
     assert not np.allclose(expected, to_rgb(drawn[0][:3]))   # a colour of its own, not either band's
     alone = plots.comparison_figure(curves[curves["method"] == "backprop"], smooth=1)
     assert "both ranges" not in [t.get_text() for t in alone.legends[0].get_texts()]
+    apart = curves.assign(loss=curves["loss"] * np.where(curves["method"] == "backprop", 10, 1))   # bands far apart
+    assert "both ranges" not in [t.get_text() for t in plots.comparison_figure(apart, smooth=1).legends[0].get_texts()]
 
 
 def test_the_run_length_band_leaves_a_gap_where_an_interval_has_no_upper_end():

@@ -87,13 +87,23 @@ def comparison_figure(curves, title=None, smooth=50):
             ax.get_legend().remove()
     handles, labels = axes[0, 0].get_legend_handles_labels()
     overlap = _overlap_colour(axes[1, 0])
-    if overlap is not None:   # where the two runs' bands overlap they mix to a third colour: say which
+    if overlap is not None and any(_bands_overlap(ax) for ax in axes.flat):   # they mix to a third colour: say which
         from matplotlib.patches import Patch
         handles, labels = handles + [Patch(facecolor=overlap)], labels + ["both ranges"]
     fig.legend(handles, labels, loc="outside lower center", ncols=len(labels))
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _bands_overlap(ax):
+    """Whether the first two translucent bands drawn on `ax` share any area (their outlines cross,
+    or one holds the other)."""
+    from matplotlib.collections import PolyCollection
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection) and len(c.get_facecolor())][:2]
+    if len(bands) < 2:
+        return False
+    return any(a.intersects_path(b, filled=True) for a in bands[0].get_paths() for b in bands[1].get_paths())
 
 
 def _overlap_colour(ax):
