@@ -479,3 +479,39 @@ def test_a_compiled_step_with_fglibs_engine_runs_its_checks_and_matches_the_eage
     compiled_jvp = torch.compile(lambda x: fglib.engine.module_jvp(mlp(), F.cross_entropy, x, LABELS, {}))
     with pytest.raises(Exception, match="forward replaced on its class"):
         compiled_jvp(images())
+
+
+def test_relu_works_in_place_only_on_what_the_pass_owns():
+    """fglib.engine: ReLU overwrites its input and tangent only on an Owned hand-off, creating no
+    new tensor (control: the plain list, the caller's batch, gets two new ones, y and dy), with
+    the same values either way."""
+    from fglib.engine import Owned, relu
+    from fglib.measure import peak_tensor_bytes
+    g = torch.Generator().manual_seed(0)
+    x, dx = torch.randn(8, 32, dtype=DT, generator=g), torch.randn(8, 32, dtype=DT, generator=g)
+    want = relu(nn.ReLU(), [x.clone(), dx.clone()], {})
+    got = []
+    assert peak_tensor_bytes(lambda: got.extend(relu(nn.ReLU(), Owned([x.clone(), dx.clone()]), {}))) == 2 * x.nbytes
+    assert all(torch.equal(a, b) for a, b in zip(got, want))   # the two clones: nothing more
+    assert peak_tensor_bytes(lambda: relu(nn.ReLU(), [x, dx], {})) == 2 * x.nbytes and torch.equal(x.relu(), want[0]) \
+        and x.min() < 0   # the plain list: x left as it was
+
+
+@pytest.mark.parametrize("build,shape", [
+    (lambda: nn.Sequential(nn.ReLU(), nn.Linear(12, 4)), (6, 12)),                      # the caller's batch first
+    (lambda: nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(12, 4)), (6, 12)),        # Flatten hands on the batch itself
+    (lambda: nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(12, 4)), (6, 3, 4)),      # ... or a view of it
+    (lambda: frozen(nn.Sequential(nn.Linear(12, 5), nn.ReLU(), nn.Linear(5, 4)), "0.weight"), (6, 12)),   # dy = db expanded
+], ids=["relu first", "flatten returns the batch", "flatten views the batch", "bias tangent expanded"])
+def test_the_pass_never_overwrites_the_callers_batch_or_v(build, shape):
+    """ReLU's in-place rule never reaches the caller's batch or a tangent of v (run_layers hands
+    those on unowned): both are unchanged after the pass, and d is forward_ad's."""
+    torch.manual_seed(0)
+    model = build().to(DT)
+    x = torch.randn(*shape, dtype=DT)
+    params = [p for p in model.parameters() if p.requires_grad]
+    v = directions(params)
+    x0, v0 = x.clone(), [t.clone() for t in v]
+    _, d = fglib.module_jvp(model, F.cross_entropy, x, LABELS, v, params, engine="fglib")
+    assert torch.equal(x, x0) and all(torch.equal(a, b) for a, b in zip(v, v0))
+    assert close(d, fglib.module_jvp(model, F.cross_entropy, x, LABELS, v, params, engine="forward_ad")[1])
