@@ -209,6 +209,18 @@ def test_a_table_shown_as_cards_names_each_cell_s_column_and_keeps_the_markdown_
         show(df, cards="yes")
 
 
+def test_a_spread_column_is_shown_to_the_decimals_of_its_mean():
+    """tables.show: a '± sd' column after a mean takes the mean's decimals as shown (2.27 ± 0.20,
+    35.6 ± 2.2), or its first significant digit where those would round it to zero; the control,
+    a '± sd' column after a text column, keeps the table's significant figures."""
+    from fglib.book.tables import show
+    t = pd.DataFrame({"method": ["a", "b", "c"], "test error (%)": [2.2733, 35.6, 12.0], "± sd": [0.199, 2.17, 0.0042]})
+    rows = [r.split("|")[2:4] for r in show(t).data.splitlines()[2:]]
+    assert [(m.strip(), s.strip()) for m, s in rows] == [("2.27", "0.20"), ("35.6", "2.2"), ("12.0", "0.004")]
+    alone = show(t[["method", "± sd"]]).data
+    assert "0.199" in alone and "2.17" in alone
+
+
 def test_the_run_length_figure_lists_only_the_series_it_draws():
     """Where forward gradients never reached backprop's lowest loss at any length, the figure marks
     each length 'never reached' and its legend promises no T_f/T_b line; control: with finite

@@ -303,10 +303,11 @@ def test_the_introductions_table_keeps_both_verdicts_first_and_links_every_claim
     cells = re.findall(r'<td data-label="([^"]+)">', html)
     assert cells == header * 6   # every cell names its column, for the card's labels
     rows = re.findall(r"<tr><td[^>]*>(.*?)</td></tr>", html)
-    assert len(rows) == 6 and all(f'href="{page}.html"' in rows[n - 1] for n, pages in verdict.WHERE.items()
+    assert len(rows) == 6 and all(f'href="{verdict._href(page)}"' in rows[n - 1] for n, pages in verdict.WHERE.items()
                                   for page, _ in pages)
+    assert 'href="verdict.html#verdict-memory"' in rows[5]   # claim 6's link lands on the memory table
     assert re.search(r"<strong>not reproduced on this CPU</strong></td><td[^>]*>not run</td><td[^>]*>step, forward / "
-                     r"backprop: MLP 1\.8", rows[2])
+                     r"backprop: MLP: 1\.8", rows[2])
     assert f"<strong>{verdict.NOT_RUN}</strong>" in rows[0]   # nothing run for claim 1: said, not left blank
 
 

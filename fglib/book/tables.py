@@ -111,8 +111,27 @@ def _formatted(table, digits, integers):
             cells[col] = [NOT_MEASURED if v != v else rate_text(v) for v in table[col]]
         elif pd.api.types.is_numeric_dtype(table[col]):
             cells[col] = [significant(v, digits) for v in table[col]]
+    for before, col in zip(table.columns, table.columns[1:]):
+        if col == "± sd" and pd.api.types.is_numeric_dtype(table[col]) and pd.api.types.is_numeric_dtype(table[before]):
+            cells[col] = [_spread(s, m) for s, m in zip(table[col], cells[before])]
     align = ["right" if pd.api.types.is_numeric_dtype(table[c]) else "left" for c in table.columns]
     return cells, align
+
+
+def _spread(sd, mean_text):
+    """A '± sd' cell to the decimals of the mean beside it as shown (54.8 ± 1.6, not ± 1.56; 2.27 ±
+    0.20), or to its first significant digit where those decimals would round it to zero."""
+    if sd != sd:
+        return NOT_MEASURED
+    decimals = len(mean_text.partition(".")[2]) if "e" not in mean_text else digits_of(sd)
+    if round(sd, decimals) == 0 and sd > 0:
+        decimals = digits_of(sd)
+    return f"{sd:,.{decimals}f}"
+
+
+def digits_of(x):
+    """Decimals that show x's first significant digit (0.004 -> 3)."""
+    return max(0, -math.floor(math.log10(abs(x)))) if x else 0
 
 
 def _footnote(cells, note):

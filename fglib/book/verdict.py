@@ -214,7 +214,7 @@ def claim_memory(r, cpu=True):
 
 CLAIMS = [
     (1, "the forward gradient is unbiased", claim_unbiased, "unbiasedness", False),
-    (2, "FG and backprop behave alike on test functions", claim_test_functions, "test_functions", False),
+    (2, "forward gradients and backprop behave alike on test functions", claim_test_functions, "test_functions", False),
     (3, "$R_f < R_b$ on every architecture", claim_runtime, "implementations", True),
     (4, "$T_f/T_b < 1$ on MNIST", claim_time_to_loss, "mlp_long", True),
     (5, "$R_f/R_b < 1$ as depth grows to 100", claim_depth, "scaling", True),
@@ -256,10 +256,15 @@ def to_markdown(table):
 WHERE = {1: [("unbiasedness", "unbiasedness")], 2: [("test_functions", "test functions")],
          3: [("logreg", "logistic regression"), ("mlp", "MLP"), ("cnn", "CNN"), ("implementations", "engines")],
          4: [("logreg", "logistic regression"), ("mlp", "MLP 2e-5"), ("mlp_long", "MLP 2e-4"), ("cnn", "CNN")],
-         5: [("scaling", "depth")], 6: [("scaling", "memory"), ("verdict", "every network")]}
-PAPER_KEYS = {"logreg": "logreg", "MLP 2e-5": "mlp, lr 2e-05", "MLP 2e-4": "mlp, lr 0.0002", "CNN": "cnn"}
-SHORT_LABELS = {"logistic regression": "logreg", "MLP, rate 2e-5": "MLP 2e-5", "MLP, rate 2e-4": "MLP 2e-4",
-                "CNN": "CNN"}
+         5: [("scaling", "depth")], 6: [("scaling", "memory"), ("verdict#verdict-memory", "every network")]}
+
+
+def _href(page):
+    """'verdict#verdict-memory' -> 'verdict.html#verdict-memory'; 'scaling' -> 'scaling.html'."""
+    name, _, anchor = page.partition("#")
+    return f"{name}.html" + (f"#{anchor}" if anchor else "")
+PAPER_KEYS = {"logistic regression": "logreg", "MLP, rate 2e-5": "mlp, lr 2e-05", "MLP, rate 2e-4": "mlp, lr 0.0002",
+              "CNN": "cnn"}
 
 
 def _ratio(x):
@@ -285,13 +290,13 @@ def headline_numbers(results):
     for label, v in rows.items():
         models.setdefault(label.split(",")[0], v)
     if models:
-        ours[3] = "step, forward / backprop: " + "; ".join(f"{SHORT_LABELS.get(m, m)} {v['ratio']:.2f}" for m, v in models.items()
-                            if math.isfinite(v.get("ratio", math.nan)))
-        paper[3] = "; ".join(f"{name} {RESULTS[key]['R_f/R_b']:.3g}" for name, key in PAPER_KEYS.items()
-                             if name != "MLP 2e-4").replace("MLP 2e-5", "MLP")
-        ours[4] = "; ".join(f"{SHORT_LABELS.get(k, k)} {_ratio(v['T_ratio'])}" for k, v in rows.items())
-        paper[4] = "; ".join(f"{name} {RESULTS[key]['T_f/T_b']:.3g}" if RESULTS[key]["T_f/T_b"] is not None
-                             else f"{name} no number" for name, key in PAPER_KEYS.items())
+        ours[3] = "step, forward / backprop: " + "; ".join(f"{m}: {v['ratio']:.2f}" for m, v in models.items()
+                                                               if math.isfinite(v.get("ratio", math.nan)))
+        paper[3] = "; ".join(f"{name.split(',')[0]}: {RESULTS[key]['R_f/R_b']:.3g}" for name, key in PAPER_KEYS.items()
+                             if name != "MLP, rate 2e-4")
+        ours[4] = "; ".join(f"{k}: {_ratio(v['T_ratio'])}" for k, v in rows.items())
+        paper[4] = "; ".join(f"{name}: {RESULTS[key]['T_f/T_b']:.3g}" if RESULTS[key]["T_f/T_b"] is not None
+                             else f"{name}: no number" for name, key in PAPER_KEYS.items())
     s = results.get("scaling", {})
     if "table" in s:
         r, numbers = graded_depths(s)
@@ -335,7 +340,7 @@ def headline_html(results, table):
         n = row["#"]
         claim = html.escape(row["claim"], quote=False)
         claim = re.sub(r"\$([^$]+)\$", lambda m: f"\\({m.group(1)}\\)", claim)   # inline maths for MathJax
-        where = ", ".join(f'<a href="{page}.html">{label}</a>' for page, label in WHERE[n])
+        where = ", ".join(f'<a href="{_href(page)}">{label}</a>' for page, label in WHERE[n])
         gpu = "–" if row["GPU"] == DEVICE_FREE else row["GPU"].replace("untested on GPU", "not run")
         cells = [f"{n}. {claim}", f"<strong>{row['verdict']}</strong>", gpu, html.escape(ours.get(n, "")),
                  html.escape(paper.get(n, "")), where]

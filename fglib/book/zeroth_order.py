@@ -19,6 +19,7 @@ from ..zeroth_order import SCHEMES, finite_difference
 from .sweep import iterations_to_targets
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+ONE_SIDED = {"forward": "one-sided"}   # the estimator's name on the page: "forward" would read as forward mode
 STEP_METHODS = {"forward gradient": ("fg", {}), "finite difference": ("fd", {}),
                 "finite difference, in place": ("fd_inplace", {}), "backprop": ("bp", {})}
 
@@ -43,7 +44,7 @@ def difference_errors(model, x, y, hs, n_directions=5, seed=0):
             for scheme in SCHEMES:
                 for h in hs:
                     _, d_h = finite_difference(m, F.cross_entropy, xx, y, v, h, scheme)
-                    rows.append({"direction": k, "dtype": label, "estimator": f"{scheme} difference", "h": h,
+                    rows.append({"direction": k, "dtype": label, "estimator": f"{ONE_SIDED.get(scheme, scheme)} difference", "h": h,
                                  "error": abs(float(d_h) - d) / abs(d)})
     return pd.DataFrame(rows)
 
