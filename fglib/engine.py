@@ -406,8 +406,17 @@ def module_jvp(model, loss_fn, x, y, tangents):
         name: tangents[id(p)] for name, p in layer.named_parameters(recurse=False) if id(p) in tangents}), y)
 
 
-def _storage(t):
-    return t.untyped_storage().data_ptr()
+def _storages(tensors):
+    """The storages behind the tensors among `tensors` (None, a tangent of zero, is skipped); None
+    where a tensor has no storage of its own to compare, as inside torch.func.vmap."""
+    out = set()
+    for t in tensors:
+        if isinstance(t, torch.Tensor):
+            try:
+                out.add(t.untyped_storage().data_ptr())
+            except (NotImplementedError, RuntimeError):
+                return None
+    return out
 
 
 def run_layers(rules, x, tangents_of):
@@ -417,16 +426,18 @@ def run_layers(rules, x, tangents_of):
     are handed on as Owned (the next rule may overwrite them) unless they share storage with the
     caller's input, a parameter, a tangent of v, or an earlier output that was not owned (a view
     such as Flatten's, or Linear's bias tangent expanded)."""
-    io, protected = [x, None], {_storage(x)}
+    io, protected = [x, None], _storages([x])   # None: storages cannot be compared, nothing is owned
     del x
     for layer, rule in rules:
         dp = tangents_of(layer)
-        protected |= {_storage(t) for t in (*dp.values(), *layer.parameters(recurse=False))}
+        shared = _storages([*dp.values(), *layer.parameters(recurse=False)])
+        protected = None if protected is None or shared is None else protected | shared
         out = rule(layer, io, dp)
         del dp
-        stored = {_storage(t) for t in out if t is not None}
-        io = Owned(out) if not stored & protected else list(out)
-        if not isinstance(io, Owned):
+        stored = _storages(out)
+        owned = protected is not None and stored is not None and not stored & protected
+        io = Owned(out) if owned else list(out)
+        if not owned and protected is not None and stored is not None:
             protected |= stored
         del out
     return take(io)
