@@ -96,11 +96,16 @@ def comparison_figure(curves, title=None, smooth=50):
     return fig
 
 
+def _bands(ax):
+    """The translucent bands drawn on `ax`, in the order drawn."""
+    from matplotlib.collections import PolyCollection
+    return [c for c in ax.collections if isinstance(c, PolyCollection) and len(c.get_facecolor())]
+
+
 def _bands_overlap(ax):
     """Whether the first two translucent bands drawn on `ax` share any area (their outlines cross,
     or one holds the other)."""
-    from matplotlib.collections import PolyCollection
-    bands = [c for c in ax.collections if isinstance(c, PolyCollection) and len(c.get_facecolor())][:2]
+    bands = _bands(ax)[:2]
     if len(bands) < 2:
         return False
     return any(a.intersects_path(b, filled=True) for a in bands[0].get_paths() for b in bands[1].get_paths())
@@ -110,8 +115,7 @@ def _overlap_colour(ax):
     """The colour where the first two translucent bands drawn on `ax` overlap, over white (each
     band's alpha composited in the order drawn); None with fewer than two bands."""
     import numpy as np
-    from matplotlib.collections import PolyCollection
-    bands = [c.get_facecolor()[0] for c in ax.collections if isinstance(c, PolyCollection) and len(c.get_facecolor())]
+    bands = [c.get_facecolor()[0] for c in _bands(ax)]
     if len(bands) < 2:
         return None
     colour = np.ones(3)

@@ -25,7 +25,7 @@ def mean_sd(values, digits=3, empty="never within the run"):
     if sd == 0:
         return f"{s.mean():.{digits}f}, the same in every run"
     if round(sd, digits) == 0:
-        digits = min(-math.floor(math.log10(sd)), 12)
+        digits = min(_digits_of(sd), 12)
     return f"{s.mean():.{digits}f} ± {sd:.{digits}f}"
 
 
@@ -113,23 +113,23 @@ def _formatted(table, digits, integers):
             cells[col] = [significant(v, digits) for v in table[col]]
     for before, col in zip(table.columns, table.columns[1:]):
         if col == "± sd" and pd.api.types.is_numeric_dtype(table[col]) and pd.api.types.is_numeric_dtype(table[before]):
-            cells[col] = [_spread(s, m) for s, m in zip(table[col], cells[before])]
+            cells[col] = [spread_text(s, m) for s, m in zip(table[col], cells[before])]
     align = ["right" if pd.api.types.is_numeric_dtype(table[c]) else "left" for c in table.columns]
     return cells, align
 
 
-def _spread(sd, mean_text):
-    """A '± sd' cell to the decimals of the mean beside it as shown (54.8 ± 1.6, not ± 1.56; 2.27 ±
+def spread_text(sd, mean_text):
+    """A spread (a '± sd' cell) to the decimals of the mean beside it as shown (54.8 ± 1.6, not ± 1.56; 2.27 ±
     0.20), or to its first significant digit where those decimals would round it to zero."""
     if sd != sd:
         return NOT_MEASURED
-    decimals = len(mean_text.partition(".")[2]) if "e" not in mean_text else digits_of(sd)
+    decimals = len(mean_text.partition(".")[2]) if "e" not in mean_text else _digits_of(sd)
     if round(sd, decimals) == 0 and sd > 0:
-        decimals = digits_of(sd)
+        decimals = _digits_of(sd)
     return f"{sd:,.{decimals}f}"
 
 
-def digits_of(x):
+def _digits_of(x):
     """Decimals that show x's first significant digit (0.004 -> 3)."""
     return max(0, -math.floor(math.log10(abs(x)))) if x else 0
 
@@ -145,13 +145,17 @@ def _markdown(table, digits, integers, note):
     return cells.to_markdown(index=False, disable_numparse=True, colalign=align) + _footnote(cells, note)
 
 
+def mathjax_inline(text):
+    """HTML text with its $maths$ written \\(maths\\), as MathJax typesets it inside raw HTML."""
+    import re
+    return re.sub(r"\$([^$]+)\$", lambda m: f"\\({m.group(1)}\\)", text)
+
+
 def _html_text(value):
     """A cell or header as HTML, as the Markdown table would show it: escaped, apostrophes curled,
-    its $maths$ left for MathJax as \\(maths\\)."""
+    its maths left for MathJax (mathjax_inline)."""
     import html
-    import re
-    text = html.escape(str(value), quote=False).replace("'", "’")
-    return re.sub(r"\$([^$]+)\$", lambda m: f"\\({m.group(1)}\\)", text)
+    return mathjax_inline(html.escape(str(value), quote=False).replace("'", "’"))
 
 
 def _html(table, digits, integers, note):

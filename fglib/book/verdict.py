@@ -258,13 +258,14 @@ WHERE = {1: [("unbiasedness", "unbiasedness")], 2: [("test_functions", "test fun
          4: [("logreg", "logistic regression"), ("mlp", "MLP 2e-5"), ("mlp_long", "MLP 2e-4"), ("cnn", "CNN")],
          5: [("scaling", "depth")], 6: [("scaling", "memory"), ("verdict#verdict-memory", "every network")]}
 
+PAPER_KEYS = {"logistic regression": "logreg", "MLP, rate 2e-5": "mlp, lr 2e-05", "MLP, rate 2e-4": "mlp, lr 0.0002",
+              "CNN": "cnn"}
+
 
 def _href(page):
     """'verdict#verdict-memory' -> 'verdict.html#verdict-memory'; 'scaling' -> 'scaling.html'."""
     name, _, anchor = page.partition("#")
     return f"{name}.html" + (f"#{anchor}" if anchor else "")
-PAPER_KEYS = {"logistic regression": "logreg", "MLP, rate 2e-5": "mlp, lr 2e-05", "MLP, rate 2e-4": "mlp, lr 0.0002",
-              "CNN": "cnn"}
 
 
 def _ratio(x):
@@ -331,15 +332,14 @@ def headline_html(results, table):
     column's name (data-label), so that on a phone the book's style sheet shows each claim as a card
     of labelled lines (class fg-cards) instead of a table wider than the screen."""
     import html
-    import re
+    from .tables import mathjax_inline
     ours, paper = headline_numbers(results)
     labels = ("claim", "CPU", "GPU", "ours", "paper", "where")
     head = "".join(f"<th>{h}</th>" for h in labels)
     rows = []
     for _, row in table.iterrows():
         n = row["#"]
-        claim = html.escape(row["claim"], quote=False)
-        claim = re.sub(r"\$([^$]+)\$", lambda m: f"\\({m.group(1)}\\)", claim)   # inline maths for MathJax
+        claim = mathjax_inline(html.escape(row["claim"], quote=False))
         where = ", ".join(f'<a href="{_href(page)}">{label}</a>' for page, label in WHERE[n])
         gpu = "–" if row["GPU"] == DEVICE_FREE else row["GPU"].replace("untested on GPU", "not run")
         cells = [f"{n}. {claim}", f"<strong>{row['verdict']}</strong>", gpu, html.escape(ours.get(n, "")),
