@@ -148,6 +148,37 @@ def test_sweep_compares_each_method_at_its_own_best_rate_pair_by_pair():
     assert "forward gradient" in row["note"] and "backprop" not in row["note"]  # 1e-3 is fg's top, no divergence
 
 
+def test_a_tie_for_best_rate_goes_to_the_lower_rate_and_a_faster_rate_wins_outright():
+    from fglib.book.sweep import best_rates, iterations_to_targets
+    tie = {("backprop", 0.1): [200, 200], ("backprop", 0.01): [200, 200]}
+    reach = iterations_to_targets(sweep_curves(tie), {"loss": [0.5]})
+    assert best_rates(reach)["lr"].tolist() == [0.01]
+    faster = {("backprop", 0.1): [100, 100], ("backprop", 0.01): [200, 200]}   # control: no tie
+    assert best_rates(iterations_to_targets(sweep_curves(faster), {"loss": [0.5]}))["lr"].tolist() == [0.1]
+
+
+def test_reading_crossings_between_evaluations_moves_the_sweeps_ratio_within_one_gap():
+    """A run whose loss falls linearly between evaluations: read at evaluations, I is the
+    evaluation after the crossing; interpolated, the crossing itself."""
+    from fglib.book.sweep import compare_at_best
+    rows = []
+    for method, lr, fall in (("forward gradient", 1e-3, 400), ("backprop", 0.1, 40)):
+        for i in (0, 10, 20, 50, 100, 200, 500, 1000):
+            rows.append({"method": method, "lr": lr, "run": 0, "split": "validation", "iteration": i,
+                         "loss": max(0.0, 1.0 - i / fall), "accuracy": 0.5})
+    curves = pd.DataFrame(rows)
+    finals = sweep_finals({("forward gradient", 1e-3): 0, ("backprop", 0.1): 0}, [("forward gradient", 1e-2), ("backprop", 1.0)])
+    at_evals = compare_at_best(curves, finals, {"loss": [0.5]}, 1.0, 1.0, iterations=1000).iloc[0]
+    between = compare_at_best(curves, finals, {"loss": [0.5]}, 1.0, 1.0, iterations=1000, interpolate=True).iloc[0]
+    assert (at_evals["I_f"], at_evals["I_b"]) == (200, 20)      # crossings at 200 and 20 fall on evaluations
+    assert between["I_f"] == pytest.approx(200) and between["I_b"] == pytest.approx(20)
+    late = curves.assign(loss=lambda d: [max(0.0, 1.0 - i / (500 if m == "forward gradient" else 60))
+                                         for m, i in zip(d["method"], d["iteration"])])   # control: off the grid
+    assert compare_at_best(late, finals, {"loss": [0.5]}, 1.0, 1.0, iterations=1000).iloc[0]["I_f/I_b"] == pytest.approx(500 / 50)
+    assert compare_at_best(late, finals, {"loss": [0.5]}, 1.0, 1.0, iterations=1000,
+                           interpolate=True).iloc[0]["I_f/I_b"] == pytest.approx(250 / 30)
+
+
 def test_sweep_gives_no_ratio_when_forward_gradients_never_reach_the_target():
     from fglib.book.sweep import compare_at_best
     hits = {("forward gradient", 1e-4): [None, None], ("backprop", 0.1): [50, 50]}

@@ -157,7 +157,7 @@ def _crossing(run, column, level):
 
 def best_rates(reach):
     """One row per (target, method): the rate whose runs all reached the target in the fewest
-    iterations on average, or NaN when no rate's runs all reached it."""
+    iterations on average (on a tie, the lower rate), or NaN when no rate's runs all reached it."""
     rows = []
     for (target, method), d in reach.groupby(["target", "method"], sort=False):
         per_rate = d.groupby("lr")["iterations"].agg(["mean", "count", "size"])
@@ -191,12 +191,13 @@ def _floor_text(bound):
 
 
 def compare_at_best(curves, finals, targets, step_fg, step_bp, iterations,
-                    fg="forward gradient", bp="backprop"):
+                    fg="forward gradient", bp="backprop", interpolate=False):
     """One row per target: each method's best rate, its mean iterations to the target, the
     paired I_f / I_b (mean and 95% half-width), S_f / S_b, T_f / T_b and, in words, what a
-    missing number means."""
+    missing number means. interpolate: read each crossing between evaluations
+    (iterations_to_targets), to see how much the evaluation grid moves the ratios."""
     s_ratio = checks.real("step_fg", step_fg, positive=True) / checks.real("step_bp", step_bp, positive=True)
-    reach = iterations_to_targets(curves, targets)
+    reach = iterations_to_targets(curves, targets, interpolate=interpolate)
     best = best_rates(reach).set_index(["target", "method"])["lr"]
     rows = []
     for target in reach["target"].unique():
