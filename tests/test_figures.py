@@ -189,16 +189,18 @@ def test_a_table_wider_than_a_phone_shows_its_main_columns_and_folds_the_whole_a
 
 def test_a_table_shown_as_cards_names_each_cell_s_column_and_keeps_the_markdown_table_s_text():
     """tables.show(cards=True): the same cells as the Markdown table, as HTML whose every cell names
-    its column (data-label, plain text for the phone's card), maths left to MathJax, the footnote
+    its column (data-label, plain text; and a label of its own, its maths typeset, for the phone's
+    card), maths left to MathJax, the footnote
     kept, and folding as before; the control (cards=False) is the Markdown table."""
     import re
     from fglib.book.tables import show
     df = pd.DataFrame({"method": ["backprop", "FG's"], "$T_f/T_b$": [1.23456, float("nan")], "I (iterations)": [1200.0, 30.0]})
     html = show(df, note="never reached", cards=True).data
     assert 'class="table fg-cards"' in html and "|" not in html.split("</table>")[0]
-    cells = re.findall(r'<td class="text-(\w+)" data-label="([^"]+)">([^<]*)</td>', html)
-    assert cells == [("left", "method", "backprop"), ("right", "T_f/T_b", "1.23"), ("right", "I (iterations)", "1,200"),
-                     ("left", "method", "FG’s"), ("right", "T_f/T_b", "–"), ("right", "I (iterations)", "30")]
+    cells = re.findall(r'<td class="text-(\w+)" data-label="([^"]+)"><span class="fg-card-label">([^<]*): </span>([^<]*)</td>', html)
+    assert cells == [("left", "method", "method", "backprop"), ("right", "T_f/T_b", r"\(T_f/T_b\)", "1.23"),
+                     ("right", "I (iterations)", "I (iterations)", "1,200"), ("left", "method", "method", "FG’s"),
+                     ("right", "T_f/T_b", r"\(T_f/T_b\)", "–"), ("right", "I (iterations)", "I (iterations)", "30")]
     assert r"\(T_f/T_b\)" in html and html.endswith("–: never reached")
     markdown = show(df, note="never reached").data
     assert "fg-cards" not in markdown and "  1.23 |" in markdown and "  1,200 |" in markdown   # the same numbers

@@ -302,12 +302,15 @@ def test_the_introductions_table_keeps_both_verdicts_first_and_links_every_claim
     assert 'class="table fg-cards"' in html   # a card per claim on a phone (_static/custom.css)
     cells = re.findall(r'<td data-label="([^"]+)">', html)
     assert cells == header * 6   # every cell names its column, for the card's labels
+    shown = re.findall(r'<span class="fg-card-label">([^<]+): </span>', html)
+    assert shown == header[1:] * 6   # a phone's card labels every line but its title
     rows = re.findall(r"<tr><td[^>]*>(.*?)</td></tr>", html)
     assert len(rows) == 6 and all(f'href="{verdict._href(page)}"' in rows[n - 1] for n, pages in verdict.WHERE.items()
                                   for page, _ in pages)
     assert 'href="verdict.html#verdict-memory"' in rows[5]   # claim 6's link lands on the memory table
-    assert re.search(r"<strong>not reproduced on this CPU</strong></td><td[^>]*>not run</td><td[^>]*>step, forward / "
-                     r"backprop: MLP: 1\.8", rows[2])
+    label = r'<span class="fg-card-label">\w+: </span>'
+    assert re.search(rf"{label}<strong>not reproduced on this CPU</strong></td><td[^>]*>{label}not run</td><td[^>]*>"
+                     rf"{label}step, forward / backprop: MLP: 1\.8", rows[2])
     assert f"<strong>{verdict.NOT_RUN}</strong>" in rows[0]   # nothing run for claim 1: said, not left blank
 
 

@@ -1057,8 +1057,9 @@ def combine_table(table):
 def k_scratch_errors(k_finals):
     """The variance chapter's K sweep (training from scratch; raw finals with K, lr, run, status,
     validation_loss, test_accuracy): each K's test error (%) at its own best rate (the lowest mean
-    final validation loss), its sd over runs, and whether it is lower than K = 1's beyond the sum
-    of the two sds."""
+    final validation loss), its sd over runs, and how it compares with K = 1's: 'lower' or
+    'higher' where the two differ by more than the sum of their sds, else 'within the spread'
+    (missing for K = 1 itself, or where either has a single run)."""
     ran = k_finals[k_finals["status"] == "ran"]
     rows = []
     for k, t in ran.groupby("K"):
@@ -1069,7 +1070,9 @@ def k_scratch_errors(k_finals):
     one = out[out["K"] == 1]
     if len(one):
         e1, s1 = one["test error (%)"].iloc[0], one["± sd"].iloc[0]
-        out["lower than K = 1"] = (e1 - out["test error (%)"]) > (s1 + out["± sd"])
+        out["against K = 1"] = [None if k == 1 or not math.isfinite(s1 + s) else
+                                "within the spread" if abs(e - e1) <= s1 + s else "lower" if e < e1 else "higher"
+                                for k, e, s in zip(out["K"], out["test error (%)"], out["± sd"])]
     return out
 
 

@@ -158,16 +158,23 @@ def _html_text(value):
     return mathjax_inline(html.escape(str(value), quote=False).replace("'", "’"))
 
 
+def card_label(name):
+    """A cell's own copy of its column's name, maths typeset: hidden on a wide screen, shown on a
+    phone, where a table of class fg-cards becomes one card per row (_static/custom.css)."""
+    return f'<span class="fg-card-label">{_html_text(name)}: </span>'
+
+
 def _html(table, digits, integers, note):
     """show's table as HTML (a raw block of the page's Markdown), each cell naming its column in
-    data-label, of class fg-cards: a phone shows each row as a card (_static/custom.css)."""
+    data-label and in a label of its own (card_label), of class fg-cards: a phone shows each row
+    as a card (_static/custom.css)."""
     import html
     cells, align = _formatted(table, digits, integers)
     names = [str(c) for c in cells.columns]
     head = "".join(f'<th class="head text-{a}">{_html_text(n)}</th>' for n, a in zip(names, align))
-    labels = [html.escape(n.replace("$", "").replace("'", "’")) for n in names]   # plain text: CSS shows it as is
-    rows = "".join("<tr>" + "".join(f'<td class="text-{a}" data-label="{label}">{_html_text(v)}</td>'
-                                     for label, a, v in zip(labels, align, row)) + "</tr>"
+    labels = [html.escape(n.replace("$", "").replace("'", "’")) for n in names]   # plain text, for the attribute
+    rows = "".join("<tr>" + "".join(f'<td class="text-{a}" data-label="{label}">{card_label(name)}{_html_text(v)}</td>'
+                                     for label, name, a, v in zip(labels, names, align, row)) + "</tr>"
                    for row in cells.itertuples(index=False))
     return (f'<div class="mathjax_process pst-scrollable-table-container"><table class="table fg-cards">'
             f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>" + _footnote(cells, note))
