@@ -235,6 +235,12 @@ def test_the_run_length_figure_lists_only_the_series_it_draws():
     assert "never reached" in labels(run_length_figure(never)) and not any("step ratio" in l for l in labels(run_length_figure(never)))
     reached = never.assign(**{c: [0.8, 0.7] for c in never.columns if c != "length"})
     assert sum("step ratio" in l for l in labels(run_length_figure(reached))) == 2
+    run_on = never.assign(**{"I_f/I_b, FG on": [1.2, 1.5]})   # never within the length, reached when run on
+    fig = run_length_figure(run_on, run_on_step_ratios={"run on, this CPU": 2.0, "run on, the paper": 0.5})
+    assert labels(fig)[:2] == ["run on, this CPU", "run on, the paper"]
+    assert [list(line.get_ydata()) for line in fig.axes[0].lines[:2]] == [[2.4, 3.0], [0.6, 0.75]]
+    assert not any("run on" in l for l in labels(run_length_figure(never.assign(**{"I_f/I_b, FG on": [inf, inf]}),
+                                                                   run_on_step_ratios={"run on, this CPU": 2.0})))
     plt.close("all")
 
 

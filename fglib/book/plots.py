@@ -298,14 +298,16 @@ def _interval_bars(ax, y, value, low, high):
                         textcoords="data", arrowprops={"arrowstyle": "->", "color": "black", "lw": 1.4})
 
 
-def run_length_figure(table, paper_ratio=None, title=None):
+def run_length_figure(table, paper_ratio=None, title=None, run_on_step_ratios=None):
     """Claim 4 against the length of the runs (grading.by_run_length's table): T_f/T_b at this
     device's step ratio and at the paper's, each with its 95% interval, against the run length;
     below the dotted line at 1 forward gradients reach backprop's lowest loss sooner. Lengths at
     which forward gradients never reached it are marked at the top, so that no length is missing
     unexplained; where an interval has no upper end the band has a gap; a series with no finite
     point is left out of the figure and its legend.
-    `paper_ratio`: the paper's own T_f/T_b, as a dashed line."""
+    `paper_ratio`: the paper's own T_f/T_b, as a dashed line. `run_on_step_ratios`: {label: S_f/S_b}
+    to draw, dashed, (I_f/I_b, FG on) x S_f/S_b: the time ratio had forward gradients run on past
+    the length (for a model where they never reach the loss within it)."""
     import numpy as np
     fig, ax = plt.subplots(figsize=(WIDTH, 3.4), layout="constrained")
     lengths = table["length"].to_numpy() / 1000
@@ -322,6 +324,13 @@ def run_length_figure(table, paper_ratio=None, title=None):
         band = ok & np.isfinite(high)   # a length whose interval has no upper end leaves a gap, never bridged
         ax.fill_between(lengths, np.where(band, low, np.nan), np.where(band, high, np.nan), color=colour,
                         alpha=0.2, lw=0)
+    run_on = []
+    for (label, step_ratio), colour, dash in zip((run_on_step_ratios or {}).items(), ("tab:blue", "black"), ("--", "-.")):
+        on = table["I_f/I_b, FG on"].to_numpy() * step_ratio
+        ok = np.isfinite(on)
+        if ok.any():   # dash-dot for the paper's: its own T_f/T_b is the dashed black line
+            ax.plot(lengths[ok], on[ok], color=colour, ls=dash, lw=1.4, label=label)
+            run_on += list(on[ok])
     never = ~np.isfinite(table["T_f/T_b"].to_numpy())
     if never.any():
         ax.plot(lengths[never], np.ones(never.sum()), "x", color="tab:red", transform=ax.get_xaxis_transform(),
@@ -330,10 +339,10 @@ def run_length_figure(table, paper_ratio=None, title=None):
     if paper_ratio:
         ax.axhline(paper_ratio, color="black", ls="--", lw=1, label="the paper's $T_f/T_b$")
     ax.set(xlabel="length of the runs (thousand iterations)", ylabel="$T_f/T_b$", title=title)
-    ax.set_ylim(0, max(ax.get_ylim()[1], 1.3))   # room above break-even: the crosses at the top never read as 1
     finite = [v for c in ("T_f/T_b", "T high", "paper T_f/T_b", "paper T high") if c in table
               for v in table[c].to_numpy() if np.isfinite(v)]
-    top = max([1.0, paper_ratio or 0.0] + finite)
+    top = max([1.0, paper_ratio or 0.0] + finite + run_on)
+    ax.set_ylim(0, max(ax.get_ylim()[1], 1.3, 1.12 * top))   # room above the data: the crosses at the top never read as 1
     ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= top + 1e-9])   # no scale above the data: the crosses sit off it
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, fontsize=10)
     return fig
