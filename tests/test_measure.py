@@ -204,6 +204,31 @@ def test_each_method_at_its_best_final_rate_decomposes_time_to_target():
     assert table.loc["FG-A", "I / I_backprop"] == 4 and table.loc["FG-A", "S / S_backprop"] == 2
     assert table.loc["FG-A", "T / T_backprop"] == 8 and table.loc["FG-A", "test error (%)"] == pytest.approx(10)
     assert math.isnan(table.loc["FG-W", "I (iterations)"]) and table.loc["FG-W", "reached"] == "1/2"
+    assert table.loc["FG-W", "I at least"] == (500 + 1000) / 2 and math.isnan(table.loc["FG-A", "I at least"])
+
+
+def test_a_target_some_runs_missed_reads_as_a_lower_bound_with_its_footnote():
+    """with_reach_bounds: FG-W's one run that missed counts as reaching the target at the run's end,
+    so its mean I is at least 750 and I / I_backprop at least 15; the footnote explains '>' only
+    where a bound is shown (control: every run reached, no '>' and no note)."""
+    from fglib.book.sweep import at_best_rates, best_final_rates, with_reach_bounds
+    from fglib.book.tables import reach_note, show
+    hits = {("FG-W", 1e-4): [None, 500], ("backprop", 0.1): [50, 50]}
+    finals = pd.DataFrame([{"method": m, "lr": lr, "run": r, "status": "ran", "test_accuracy": 0.9, "validation_loss": 0.4}
+                           for (m, lr), runs in hits.items() for r in range(len(runs))])
+    table = at_best_rates(sweep_curves(hits), finals, best_final_rates(finals), {"FG-W": 2.0, "backprop": 1.0}, 0.5, 1000)
+    shown = with_reach_bounds(table).set_index("method")
+    assert "I at least" not in shown
+    assert (shown.loc["FG-W", "I (iterations)"], shown.loc["FG-W", "I / I_backprop"], shown.loc["FG-W", "T / T_backprop"]) == \
+        ("> 750", "> 15", "> 30")
+    assert shown.loc["backprop", "I (iterations)"] == "50" and shown.loc["backprop", "T / T_backprop"] == "1.00"
+    text = show(shown.reset_index(), note=reach_note(table, 1000)).data
+    assert text.split(":::")[0].rstrip().endswith("\\> x: not every run reached the target within 1,000 iterations; counting "
+                                                  "those runs as reaching it at the end gives this lower bound")
+    reached = {("FG-W", 1e-4): [100, 500], ("backprop", 0.1): [50, 50]}   # control
+    table = at_best_rates(sweep_curves(reached), finals, best_final_rates(finals), {"FG-W": 2.0, "backprop": 1.0}, 0.5, 1000)
+    text = show(with_reach_bounds(table), note=reach_note(table, 1000)).data
+    assert ">" not in text.replace("&gt;", "") and "lower bound" not in text
 
 
 def test_optimiser_settings_are_checked_by_name():

@@ -260,8 +260,10 @@ def at_best_rates(curves, finals, best, step_ms, target_loss, iterations, refere
     """One row per method at its best rate (from best_final_rates): test error (%, mean ± sd),
     iterations to the validation-loss target (mean over runs, all of which must reach it), the
     step time S (step_ms: {method: median ms per step}) and T = I x S against `reference`'s,
-    decomposed as (I / I_ref) x (S / S_ref). column='accuracy' makes target_loss a validation accuracy
-    to reach instead."""
+    decomposed as (I / I_ref) x (S / S_ref). Where not every run reached the target, 'I at least'
+    bounds the mean from below, counting each run that missed as reaching it at `iterations`
+    (with_reach_bounds shows it). column='accuracy' makes target_loss a validation accuracy to
+    reach instead."""
     reach = iterations_to_targets(curves, {column: [target_loss]})
     rows = []
     for _, b in best.iterrows():
@@ -271,13 +273,31 @@ def at_best_rates(curves, finals, best, step_ms, target_loss, iterations, refere
         error = 100 * (1 - f["test_accuracy"])
         rows.append({"method": b["method"], "best rate": b["lr"], "test error (%)": error.mean(),
                      "± sd": error.std(), "runs": len(f), "reached": f"{n}/{len(its)}",
-                     "I (iterations)": mean if n == len(its) else math.nan, "S (ms)": step_ms[b["method"]]})
+                     "I (iterations)": mean if n == len(its) else math.nan, "S (ms)": step_ms[b["method"]],
+                     # a run that missed the target would have needed more than the whole run
+                     "I at least": its.fillna(iterations).mean() if n < len(its) else math.nan})
     table = pd.DataFrame(rows).set_index("method")
     ref = table.loc[reference]
     table[f"I / I_{reference}"] = table["I (iterations)"] / ref["I (iterations)"]
     table[f"S / S_{reference}"] = table["S (ms)"] / ref["S (ms)"]
     table[f"T / T_{reference}"] = table[f"I / I_{reference}"] * table[f"S / S_{reference}"]
     return table.reset_index()
+
+
+def with_reach_bounds(table, reference="backprop"):
+    """at_best_rates' table made for reading: where not every run reached the target, I, I / I_ref
+    and T / T_ref read as the lower bounds 'I at least' implies ('> 43', rounded down), the other
+    values of those columns to three significant figures; the bound column itself goes."""
+    out = table.drop(columns="I at least")
+    bound = table["I at least"]
+    ref = table.loc[table["method"] == reference, "I (iterations)"]
+    i_ref = float(ref.iloc[0]) if len(ref) else math.nan
+    limits = {"I (iterations)": bound, f"I / I_{reference}": bound / i_ref,
+              f"T / T_{reference}": bound / i_ref * table[f"S / S_{reference}"]}
+    for col, limit in limits.items():
+        value = (lambda v: f"{v:,.0f}" if v == v else significant(v)) if col == "I (iterations)" else significant
+        out[col] = [f"> {_floor_text(b)}" if b == b else value(v) for b, v in zip(limit, table[col])]
+    return out
 
 
 def _runs(reach, target, method, lr):

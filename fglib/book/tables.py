@@ -62,7 +62,8 @@ def show(df, digits=3, integers=(), note=None, main=None, cards=False):
     """A table made for reading: no index column, numbers to `digits` significant figures,
     learning rates as the paper writes them (2e-4, report.rate_text), integer columns with
     thousands separators, '–' where a value was not measured, and a footnote (`note`) saying
-    why, when there is any '–'. A table of more than MAX_COLUMNS columns, or one whose `main`
+    why, when there is any '–' (a dict {mark: meaning} explains other marks too, e.g. '>': see
+    _footnote). A table of more than MAX_COLUMNS columns, or one whose `main`
     leaves columns out, shows the columns `main` (at most MAX_COLUMNS; the first ones if not
     given) and folds the whole table away under it, so that the page fits a phone and nothing
     is lost. With cards=True the shown table is written as HTML whose cells name their column,
@@ -87,10 +88,13 @@ COUNT_COLUMNS = ("runs", "pairs", "processes", "rounds", "K", "depth", "I (itera
 
 
 def reach_note(table, iterations):
-    """The footnote of a table from sweep.at_best_rates: what a '–' means in its I and T columns,
-    and in its sd column where some method had a single run."""
+    """The footnotes of a table from sweep.at_best_rates (shown with sweep.with_reach_bounds): what
+    '> x' means in its I and T columns, and what a '–' means in its sd column where some method had
+    a single run, or in I and T where no bound was given."""
     single = "; sd: a single run" if table["± sd"].isna().any() else ""
-    return f"I and T: not every run reached the target within {iterations:,} iterations{single}"
+    return {">": f"not every run reached the target within {iterations:,} iterations; counting those runs as "
+                 f"reaching it at the end gives this lower bound",
+            NOT_MEASURED: f"I and T: not every run reached the target within {iterations:,} iterations{single}"}
 
 
 def _counts(table, col):
@@ -135,7 +139,15 @@ def _digits_of(x):
 
 
 def _footnote(cells, note):
-    return f"\n\n{NOT_MEASURED}: {note}" if note and (cells == NOT_MEASURED).any().any() else ""
+    """The table's footnote: note says what a '–' means; a dict {mark: meaning} explains each mark
+    ('–', or '>' for a cell that is a bound such as '> 43') that some cell shows."""
+    if not note:
+        return ""
+    marks = note if isinstance(note, dict) else {NOT_MEASURED: note}
+    text = [cells.map(lambda c, m=m: isinstance(c, str) and (c == m or c.startswith(m + " "))).any().any() for m in marks]
+    written = {">": "\\> x"}   # '> x', escaped: a line that starts with '>' is a quotation in Markdown
+    lines = [f"{written.get(m, m)}: {meaning}" for (m, meaning), shown in zip(marks.items(), text) if shown]
+    return "\n\n" + "; ".join(lines) if lines else ""
 
 
 def _markdown(table, digits, integers, note):
