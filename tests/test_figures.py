@@ -306,3 +306,17 @@ def test_every_figure_says_what_it_shows_in_its_alt_text(path):
     if shown:
         del notebook["cells"][shown[0]]["metadata"]["mystnb"]["image"]["alt"]
         assert figures_without_alt_text(notebook) == [shown[0]]
+
+
+def test_a_contour_plot_lists_the_minimum_only_where_its_window_shows_it():
+    """plots.contour draws the star (and its legend entry) only inside the window; control: the
+    function's own window holds its minimum and lists it."""
+    import fglib
+    from fglib.book.plots import contour
+    beale = fglib.get_function("beale")
+    labels = lambda ax: [l.get_label() for l in ax.get_lines()]
+    fig, (whole, close) = plt.subplots(1, 2)
+    contour(beale, whole, n=40, levels=5)
+    contour(beale, close, n=40, levels=5, xlim=(1.0, 2.0), ylim=(-0.5, 0.3), color="lightgrey")
+    assert "global minimum" in labels(whole) and "global minimum" not in labels(close)
+    plt.close("all")

@@ -124,8 +124,10 @@ def _overlap_colour(ax):
     return tuple(colour)
 
 
-def contour(tf, ax=None, n=300, levels=30, xlim=None, ylim=None):
-    """Log-spaced contours of a test function over its window (or xlim, ylim), its minimum as a star."""
+def contour(tf, ax=None, n=300, levels=30, xlim=None, ylim=None, color=None):
+    """Log-spaced contours of a test function over its window (or xlim, ylim), its minimum as a star
+    where the window holds it;
+    `color` draws them in one colour (e.g. light grey, under coloured arrows) instead of viridis."""
     import numpy as np
     import torch
     ax = ax or plt.gca()
@@ -134,9 +136,11 @@ def contour(tf, ax=None, n=300, levels=30, xlim=None, ylim=None):
     X, Y = np.meshgrid(xs, ys)
     Z = tf.f(torch.from_numpy(np.stack([X, Y], -1))).numpy()
     ax.contour(X, Y, Z, levels=np.logspace(np.log10(max(Z.min(), 1e-2)), np.log10(Z.max()), levels),
-               cmap="viridis", linewidths=0.7, alpha=0.6)
-    ax.plot(*tf.minimum, marker="*", markersize=14, color="gold", markeredgecolor="black",
-            linestyle="none", label="global minimum")
+               **({"colors": color} if color else {"cmap": "viridis"}), linewidths=0.7, alpha=0.6)
+    (mx, my) = tf.minimum
+    if xlim[0] <= mx <= xlim[1] and ylim[0] <= my <= ylim[1]:   # a legend lists only what is drawn
+        ax.plot(mx, my, marker="*", markersize=14, color="gold", markeredgecolor="black",
+                linestyle="none", label="global minimum")
     ax.set_xlim(*xlim)
     ax.set_ylim(*ylim)
     ax.set_xlabel("x")
