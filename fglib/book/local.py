@@ -22,7 +22,7 @@ LABELS = {"bp": "backprop", "fg": "FG-W", "fg_a": "FG-A",
 LOCAL = ("local_bp", "local_fg", "local_fg_a")
 REFERENCE = {"fg": "bp", "fg_a": "bp", "local_fg": "local_bp", "local_fg_a": "local_bp"}
 PALETTE = {"backprop": "#DD8452", "FG-W": "#4C72B0", "FG-A": "#55A868",
-           "local backprop": "#C44E52", "local FG-W": "#8172B3", "local FG-A": "#937860"}
+           "local backprop": "#DA8BC3", "local FG-W": "#8172B3", "local FG-A": "#937860"}
 RELABEL = {METHOD_LABELS[m]: LABELS[m] for m in LABELS}
 
 # Quoted, not measured: Ren, Kornblith, Liao and Hinton (ICLR 2023), Table 3 (MNIST, supervised),
