@@ -328,11 +328,16 @@ def zeroth_order_tables(i_fd, i_fg=1000.0, i_bp=10.0):
 
 def test_a_settings_table_reads_as_a_reader_writes_settings():
     """No Python literals in a chapter's settings: switches read yes or no, None reads 'default',
-    and the smoke switch appears only when it is on."""
+    and settings of how the chapter ran (smoke, remeasure, train_runs, results_dir) appear only
+    when they are not the usual value (the control: each shown when it differs)."""
     from fglib.book.report import environment
-    table = environment("cpu", smoke=False, remeasure=True, eval_examples=None, rates=[1e-4, 3e-4, 0.01])
+    table = environment("cpu", smoke=False, remeasure=True, eval_examples=None, rates=[1e-4, 3e-4, 0.01],
+                        train_runs=0, results_dir="results")
     values = dict(zip(table["setting"], table["value"]))
     assert "smoke" not in values and values["remeasure"] == "yes" and values["eval_examples"] == "default"
+    assert "train_runs" not in values and "results_dir" not in values
+    other = dict(zip(*environment("cpu", remeasure=False, train_runs=2, results_dir="elsewhere").T.values))
+    assert "remeasure" not in other and other["train_runs"] == "2" and other["results_dir"] == "elsewhere"
     assert values["rates"] == "1e-4, 3e-4, 0.01"   # not Python's 0.0001, 0.0003
     assert not {"True", "False", "None"} & set(table["value"])
     assert dict(zip(*environment("cpu", smoke=True).T.values))["smoke"] == "yes"

@@ -106,6 +106,9 @@ def problems(name, page):
         if columns > MAX_TABLE_COLUMNS and table.find_parent("details") is None:
             found.append(f"a table of {columns} columns on show (at most {MAX_TABLE_COLUMNS} fit a phone): "
                          f"{table.get_text(' ')[:60]!r}")
+    for para in page.select("p, li"):
+        if "$" in para.get_text() and para.find_parent(class_=re.compile("cell_input|highlight")) is None:
+            found.append(f"a stray $ in prose (maths that did not render): {para.get_text()[:60]!r}")
     for para in page.select("p"):
         if UNRENDERED_TABLE.match(para.get_text()):
             found.append(f"a Markdown table that did not render: {para.get_text()[:60]!r}")
@@ -151,13 +154,13 @@ def test_the_checks_catch_what_they_look_for():
         '<p>I = <span class="pasted-text">nan</span> times</p>'
         '<p><strong>so <span class="pasted-text">it holds</span></strong>, ratio 0.69 ± 0.00 or 2.302585</p>'
         '<table><tr><td>None</td></tr></table><p>as Flügel et al. [Flügel et al., 2025] do</p>'
-        '<table><thead><tr>' + '<th>c</th>' * 8 + '</tr></thead></table>',
+        '<table><thead><tr>' + '<th>c</th>' * 8 + '</tr></thead></table><p>The quotient /R_b$ can differ</p>',
         "html.parser")
     found = " ".join(problems("verdict", bad))
     for what in ("raw value", "stderr", "NaN in an output", "NaN glued", "glue", "warning", "code on show",
                  "did not render", "glued sentence in bold", "spread shown as zero", "cell reading None",
                  "more than 4 significant figures in prose: 2.302585", "no findings before the first code cell",
-                 "no settings table", "an author named twice", "a table of 8 columns on show"):
+                 "no settings table", "an author named twice", "a table of 8 columns on show", "a stray $ in prose"):
         assert what in found, what
     good = BeautifulSoup('<article><p>What we found: it holds, 0.69 ± 0.02, 2.303, as Flügel et al. [2025] do.</p>'
                          '<div class="cell tag_hide-input"></div>'

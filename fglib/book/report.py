@@ -51,12 +51,18 @@ def listed(items):
     return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+# settings about how a chapter ran rather than what it measured: shown only when they differ from these
+RUN_SETTINGS = {"smoke": False, "remeasure": False, "train_runs": 0, "results_dir": "results"}
+
+
 def environment(device, **params):
     """A table of settings: device, torch version, Python, and the chapter's parameters
-    (show it with fglib.book.tables.show); `smoke` only when it is on."""
+    (show it with fglib.book.tables.show); a setting of how the chapter ran (RUN_SETTINGS: smoke,
+    remeasure, ...) only when it is not the usual value."""
     info = {"device": device_name(device), "torch": torch.__version__,
             "python": platform.python_version()}
-    info.update({k: plain_value(v) for k, v in params.items() if not (k == "smoke" and v is False)})
+    info.update({k: plain_value(v) for k, v in params.items()
+                 if not (k in RUN_SETTINGS and v == RUN_SETTINGS[k] and type(v) is type(RUN_SETTINGS[k]))})
     return pd.DataFrame({"setting": list(info), "value": list(info.values())})
 
 
