@@ -178,12 +178,16 @@ def test_step_ratio_is_one_number_everywhere():
 
 
 def test_a_level_never_reached_reads_never_not_inf():
+    from fglib.book import tables
     from fglib.book.tables import tolerance_display
     shown = tolerance_display(grading.tolerance_table(runs(fg_final=1.0), timings(), samples=20))
-    assert (shown["T_f/T_b"] == "never").all() and (shown["I_f"] == "never").all()
+    assert (shown["$T_f/T_b$"] == "never").all() and (shown["$I_f$"] == "never").all()
     reached = tolerance_display(grading.tolerance_table(runs(fg_final=0.28), timings(), samples=20))
-    assert not (reached["T_f/T_b"] == "never").any()       # the control: reached, a number
+    assert not (reached["$T_f/T_b$"] == "never").any()       # the control: reached, a number
     assert "inf" not in shown.to_string() + reached.to_string()
+    assert (shown["95% interval"] == "never").all() and not reached["95% interval"].str.contains("never").any()
+    assert tables.tolerance_display(grading.tolerance_table(runs(fg_final=0.28), timings(), samples=20).assign(
+        **{"95% high": float("inf")}))["95% interval"].str.endswith(" up").all()   # an open end reads 'from x up'
 
 
 def test_memory_claim_is_graded_over_every_network_with_the_papers_threshold():
@@ -559,8 +563,8 @@ def test_a_pair_that_never_reached_reads_never_and_seeds_read_as_whole_numbers()
     from fglib.book.tables import paired_display
     both = pd.concat([runs(fg_final=0.28, seeds=1), runs(fg_final=0.5, seeds=2).query("seed == 1")])
     shown = paired_display(grading.paired_ratios(both), {"norm": pd.Series({0: 0.5, 1: 0.25})})
-    assert shown["seed"].tolist() == ["0", "1"] and shown.loc[1, "I_f"] == "never" == shown.loc[1, "I_f/I_b"]
-    assert shown.loc[0, "I_f"] != "never" and shown["norm"].tolist() == ["0.500", "0.250"]
+    assert shown["seed"].tolist() == ["0", "1"] and shown.loc[1, "$I_f$"] == "never" == shown.loc[1, "$I_f/I_b$"]
+    assert shown.loc[0, "$I_f$"] != "never" and shown["norm"].tolist() == ["0.500", "0.250"]
     from fglib.book.tables import significant
     assert significant(math.inf) == "∞" and significant(-math.inf) == "−∞" and significant(2.0) == "2.00"
 

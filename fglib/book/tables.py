@@ -259,13 +259,15 @@ def _interval_or_never(low, high):
 
 def tolerance_display(table):
     """grading.tolerance_table made for reading: 'never' where forward gradient did not reach the
-    level (an infinite ratio, no I_f), numbers to 3 significant figures, integers with separators."""
+    level (an infinite ratio, no I_f), numbers to 3 significant figures, integers with separators,
+    the 95% interval in one column as the other tables write it ('2.2 to 2.5', 'from 2.4 up')."""
     out = pd.DataFrame({"tolerance": [f"{100 * t:g}%" for t in table["tolerance"]],
                         "level": [significant(v, 3) for v in table["level"]]})
-    for col in ("I_b", "I_f"):
-        out[col] = ["never" if v != v or not math.isfinite(v) else f"{v:,.0f}" for v in table[col]]
-    for col in ("I_f/I_b", "S_f/S_b", "T_f/T_b", "95% low", "95% high"):
-        out[col] = ["never" if not math.isfinite(v) else significant(v, 3) for v in table[col]]
+    for col in ("I_b", "I_f"):   # headers in maths, as the prose writes them
+        out[f"${col}$"] = ["never" if v != v or not math.isfinite(v) else f"{v:,.0f}" for v in table[col]]
+    for col in ("I_f/I_b", "S_f/S_b", "T_f/T_b"):
+        out[f"${col}$"] = ["never" if not math.isfinite(v) else significant(v, 3) for v in table[col]]
+    out["95% interval"] = [_interval_or_never(low, high) for low, high in zip(table["95% low"], table["95% high"])]
     out["resamples reaching the level"] = [f"{v:.0%}" for v in table["resamples reaching"]]
     return out
 
@@ -320,9 +322,9 @@ def paired_display(pairs, extra=None):
     ratio = lambda v: "never" if not math.isfinite(v) else significant(v, 3)   # as the prose quotes them (1.07)
     out = pd.DataFrame({"seed": [str(int(s)) for s in pairs.index],
                         "backprop's lowest": [significant(v, 3) for v in pairs["level"]],
-                        "I_b": [f"{v:,.0f}" for v in pairs["I_b"]],
-                        "I_f": ["never" if v != v else f"{v:,.0f}" for v in pairs["I_f"]],
-                        "I_f/I_b": [ratio(v) for v in pairs["I_f/I_b"]]})
+                        "$I_b$": [f"{v:,.0f}" for v in pairs["I_b"]],
+                        "$I_f$": ["never" if v != v else f"{v:,.0f}" for v in pairs["I_f"]],
+                        "$I_f/I_b$": [ratio(v) for v in pairs["I_f/I_b"]]})
     for name, values in (extra or {}).items():
         out[name] = [significant(values[s], 3) for s in pairs.index]
     return out
