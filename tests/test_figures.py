@@ -320,3 +320,21 @@ def test_a_contour_plot_lists_the_minimum_only_where_its_window_shows_it():
     contour(beale, close, n=40, levels=5, xlim=(1.0, 2.0), ylim=(-0.5, 0.3), color="lightgrey")
     assert "global minimum" in labels(whole) and "global minimum" not in labels(close)
     plt.close("all")
+
+
+def test_the_trajectory_panel_leaves_out_a_diverged_run_and_says_so():
+    """plots.trajectories draws no path for a run that diverged (as the loss panels leave it out)
+    and says how many it left out; the control: with none diverged, every run is drawn, no note."""
+    import fglib
+    from fglib.book.plots import trajectories
+    rows = [{"method": m, "run": r, "split": "train", "iteration": i, "x": 1.0 + 0.1 * i, "y": 0.1 * r,
+             "diverged": m == "forward gradient" and r == 1}
+            for m in ("backprop", "forward gradient") for r in (0, 1) for i in range(3)]
+    curves = pd.DataFrame(rows)
+    paths = lambda ax: [l for l in ax.get_lines() if len(l.get_xdata()) == 3]
+    fig, (one, two) = plt.subplots(1, 2)
+    trajectories(curves, fglib.get_function("beale"), one)
+    trajectories(curves.assign(diverged=False), fglib.get_function("beale"), two)
+    assert len(paths(one)) == 2 and "1 diverged run left out" in [t.get_text() for t in one.texts]
+    assert len(paths(two)) == 3 and not two.texts
+    plt.close("all")

@@ -151,9 +151,15 @@ def contour(tf, ax=None, n=300, levels=30, xlim=None, ylim=None, color=None):
 def trajectories(curves, tf, ax=None):
     """Every run's path (columns x, y of `run_function`'s table) over the contours: backprop's
     as a wide pale band underneath, forward-gradient runs as thin lines on top, so that a
-    forward-gradient path that follows backprop's shows inside the band instead of under it."""
+    forward-gradient path that follows backprop's shows inside the band instead of under it.
+    Runs that diverged are left out, as the loss panels leave them out, and the panel says so."""
     ax = contour(tf, ax)
     rows = curves[curves["split"] == "train"]
+    left_out = _diverged_runs(curves)
+    if left_out:
+        rows = rows[~rows["diverged"].astype(bool)]
+        ax.text(0.02, 0.02, f"{left_out} diverged run{'s' * (left_out > 1)} left out", transform=ax.transAxes,
+                ha="left", va="bottom", fontsize=10, color="dimgrey")
     for method, width, alpha, z in (("backprop", 5.0, 0.35, 2), ("forward gradient", 1.0, 0.9, 3)):
         runs = rows[rows["method"] == method].groupby("run")
         if method == "backprop":   # deterministic: its runs coincide, and stacked bands would turn opaque
