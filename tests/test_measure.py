@@ -537,3 +537,14 @@ def test_a_forward_gradient_step_frees_last_steps_gradient_before_it_draws_v():
     assert all(torch.equal(a, b) for a, b in zip(lean, kept))
     assert lean_memory["total"] <= lean_memory["weights"] + lean_memory["step peak"]
     assert kept_memory["total"] >= lean_memory["total"] + 0.9 * weights   # the control held one more gradient
+
+
+def test_a_rate_just_below_the_first_divergent_one_is_flagged_and_the_grids_top_is_not():
+    """sweep.below_divergence: the highest rate that ran, with a diverged rate above it (a better
+    rate may lie between, untried); the control: the same rate in a grid with no divergence, and a
+    lower rate of the diverging grid, are not flagged."""
+    from fglib.book.sweep import below_divergence
+    hits = {("backprop", 0.01): [200], ("backprop", 0.1): [50]}
+    assert below_divergence(sweep_finals(hits, [("backprop", 1.0)]), "backprop", 0.1)
+    assert not below_divergence(sweep_finals(hits), "backprop", 0.1)
+    assert not below_divergence(sweep_finals(hits, [("backprop", 1.0)]), "backprop", 0.01)

@@ -171,12 +171,23 @@ def grid_edge(finals, method, lr):
     """'lowest' where `lr` is the lowest rate that ran for `method`, 'highest' where it is its
     highest with no divergent rate above it (a rate outside the grid might then be better), else
     None."""
-    mine = finals[finals["method"] == method]
-    ran = sorted(mine.loc[mine["status"] == RAN, "lr"].unique())
-    diverged = (mine["status"] == DIVERGED).any()
+    ran, diverged = _grid(finals, method)
     if not ran:
         return None
     return "lowest" if lr == ran[0] else "highest" if lr == ran[-1] and not diverged else None
+
+
+def below_divergence(finals, method, lr):
+    """Whether `lr` is the highest rate that ran for `method` and a rate above it diverged: a
+    better rate may lie between the two, untried."""
+    ran, diverged = _grid(finals, method)
+    return bool(ran) and lr == ran[-1] and bool(diverged)
+
+
+def _grid(finals, method):
+    """`method`'s rates that ran, in increasing order, and whether any of its rates diverged."""
+    mine = finals[finals["method"] == method]
+    return sorted(mine.loc[mine["status"] == RAN, "lr"].unique()), (mine["status"] == DIVERGED).any()
 
 
 def on_edge(finals, method, lr):
