@@ -340,11 +340,13 @@ def test_a_settings_table_reads_as_a_reader_writes_settings():
     values = dict(zip(table["setting"], table["value"]))
     assert "smoke" not in values and values["remeasure"] == "yes" and values["eval_examples"] == "default"
     assert "train_runs" not in values and "results_dir" not in values
-    other = dict(zip(*environment("cpu", remeasure=False, train_runs=2, results_dir="elsewhere").T.values))
+    other = environment("cpu", remeasure=False, train_runs=2, results_dir="elsewhere")
+    other = dict(zip(other["setting"], other["value"]))
     assert "remeasure" not in other and other["train_runs"] == "2" and other["results_dir"] == "elsewhere"
     assert values["rates"] == "1e-4, 3e-4, 0.01"   # not Python's 0.0001, 0.0003
     assert not {"True", "False", "None"} & set(table["value"])
-    assert dict(zip(*environment("cpu", smoke=True).T.values))["smoke"] == "yes"
+    smoke = environment("cpu", smoke=True)
+    assert dict(zip(smoke["setting"], smoke["value"]))["smoke"] == "yes"
 
 
 def test_claim_two_is_derived_from_the_raw_curves_of_the_test_functions():
@@ -621,3 +623,23 @@ def test_the_grid_bracket_holds_the_read_crossing_and_narrows_with_a_denser_grid
     assert wide["I_f high"] - wide["I_f low"] > b["I_f high"] - b["I_f low"]
     never = grading.grid_bracket(runs(fg_final=0.5), 2.0)
     assert math.isnan(never["T low"]) and math.isnan(never["T high"])
+
+
+def test_every_chapter_setting_says_what_it_means():
+    """Each name in a chapter's parameters cell has a meaning in the settings table (a reader sees
+    'n_steps' and needs to know what it counts); the control: a made-up name has none."""
+    import json
+    import re
+    from pathlib import Path
+    from fglib.book.report import SETTING_MEANINGS, environment, meaning_of
+    missing = []
+    for chapter in sorted(Path(__file__).parents[1].joinpath("book").glob("*.ipynb")):
+        for cell in json.loads(chapter.read_text())["cells"]:
+            if "parameters" in cell.get("metadata", {}).get("tags", []):
+                names = re.findall(r"^(\w+)\s*=", "".join(cell["source"]), re.M)
+                missing += [f"{chapter.stem}: {n}" for n in names if not SETTING_MEANINGS.get(n)]
+    assert not missing, missing
+    table = environment("cpu", seed=0, made_up_setting=3, meanings={"seed": "the seed of run 1"})
+    meanings = dict(zip(table["setting"], table["meaning"]))
+    assert meanings["seed"] == "the seed of run 1" and meanings["made_up_setting"] == ""
+    assert meaning_of("rates, k_rates") == SETTING_MEANINGS["rates"] + "; " + SETTING_MEANINGS["k_rates"]

@@ -51,19 +51,100 @@ def listed(items):
     return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+# settings a chapter takes (its papermill parameters), each in a few words for the settings table;
+# a chapter passes its own where a name means something narrower there (environment(meanings=...))
+SETTING_MEANINGS = {
+    "device": "where it ran",
+    "torch": "PyTorch's version",
+    "python": "Python's version",
+    "seed": "the random seed",
+    "smoke": "tiny settings that run in seconds (for the tests)",
+    "remeasure": "measure again rather than read the saved results",
+    "train_runs": "runs trained in this execution (the rest read from saved results)",
+    "results_dir": "folder of the saved raw results",
+    "model_name": "the model",
+    "models": "the models",
+    "train_models": "the models trained",
+    "iterations": "training iterations per run",
+    "runs": "runs per setting, each with its own seed",
+    "model_runs": "a model's own number of runs per rate",
+    "rates": "learning rates tried, per method",
+    "model_rates": "a model's own learning rates",
+    "optimizer_rates": "learning rates tried, per method and optimiser",
+    "fashion_local_rates": "learning rates of local FG-A on Fashion-MNIST",
+    "finetune_rates": "learning rates tried, per regime and method",
+    "regime_methods": "the methods of each fine-tuning regime",
+    "fg_rate": "the forward gradient's learning rate",
+    "bp_rate": "backprop's learning rate",
+    "fg_lr": "the forward gradient's and the finite difference's learning rate",
+    "bp_lr": "backprop's learning rate",
+    "pretrain_iterations": "backprop iterations of pre-training",
+    "pretrain_lr": "the pre-training learning rate",
+    "subspace_dim": "dimension d of the random subspace",
+    "eval_points": "evaluations of the validation set per run",
+    "eval_examples": "validation images per evaluation (default: all 10,000)",
+    "target_loss": "validation loss a run must reach for time to target",
+    "targets": "the losses and accuracies time to target is read at",
+    "target_accuracy": "validation accuracy a run must reach for time to target",
+    "timing_repeats": "interleaved timing rounds",
+    "repeats": "timing rounds (medians are reported)",
+    "batch_repeats": "timing rounds at each larger batch",
+    "batch_size": "the global batch, split evenly among the workers",
+    "batch_sizes": "the batch sizes measured",
+    "compile_variants": "also time torch.compile'd steps",
+    "worlds": "numbers of workers",
+    "limit": "training images each worker loads",
+    "latency_us": "per-message latency of the model on paper (microseconds)",
+    "n_steps": "step sizes h tried, from 1e-1 to 1e-12",
+    "sizes": "input sizes n",
+    "depths": "numbers of layers",
+    "memory_depth": "the depth of the memory-against-batch measurement",
+    "n_figure_samples": "forward gradients drawn in the first figure",
+    "k_values": "numbers of directions K",
+    "mc_repeats": "repeats of each K",
+    "dims": "dimensions n",
+    "variance_samples": "forward gradients drawn per point",
+    "broken_samples": "draws for each broken direction law",
+    "z_samples": "draws for the test of the mean",
+    "n_samples": "forward gradients per model, point and law",
+    "trained_steps": "backprop steps to the point part way through training",
+    "k_model": "the model trained with K directions",
+    "k_rates": "learning rates tried for each K",
+    "k_bp_rates": "backprop's learning rates beside them",
+    "k_budget": "directions per run (K directions a step: budget / K steps)",
+    "k_runs": "runs per K and rate",
+    "k_eval_points": "evaluations per run",
+    "k_target_loss": "validation loss a run must reach for time to target",
+    "exponents": "powers k of the finite difference's step h = 10^k",
+    "n_directions": "directions per model and h",
+    "quant_step": "the quantised model's weight grid q",
+    "quant_h": "the finite difference's step h on that model",
+    "quant_iterations": "training iterations on the quantised model",
+}
+
+
 # settings about how a chapter ran rather than what it measured: shown only when they differ from these
 RUN_SETTINGS = {"smoke": False, "remeasure": False, "train_runs": 0, "results_dir": "results"}
 
 
-def environment(device, **params):
-    """A table of settings: device, torch version, Python, and the chapter's parameters
-    (show it with fglib.book.tables.show); a setting of how the chapter ran (RUN_SETTINGS: smoke,
-    remeasure, ...) only when it is not the usual value."""
+def environment(device, meanings=None, **params):
+    """A table of settings: device, torch version, Python, and the chapter's parameters, each with
+    what it means (SETTING_MEANINGS, or the chapter's own `meanings` where a name means something
+    narrower there); show it with fglib.book.tables.show. A setting of how the chapter ran
+    (RUN_SETTINGS: smoke, remeasure, ...) appears only when it is not the usual value."""
     info = {"device": device_name(device), "torch": torch.__version__,
             "python": platform.python_version()}
     info.update({k: plain_value(v) for k, v in params.items()
                  if not (k in RUN_SETTINGS and v == RUN_SETTINGS[k] and type(v) is type(RUN_SETTINGS[k]))})
-    return pd.DataFrame({"setting": list(info), "value": list(info.values())})
+    meaning = {**SETTING_MEANINGS, **(meanings or {})}
+    return pd.DataFrame({"setting": list(info), "value": list(info.values()),
+                         "meaning": [meaning_of(k, meaning) for k in info]})
+
+
+def meaning_of(setting, meanings=SETTING_MEANINGS):
+    """What a setting means, in words; several settings shown on one row ('a, b') join theirs."""
+    parts = [meanings.get(name.strip(), "") for name in setting.split(",")]
+    return "; ".join(p for p in parts if p)
 
 
 def glue(name, value, display=False):
