@@ -135,5 +135,5 @@ def test_the_glossary_quotes_the_grading_rules_thresholds():
         return [float(p) / 100 for p in re.findall(r"(\d+(?:\.\d+)?)%", entry)]
 
     assert grading.LEVELLED in stated("levelled off", text)
-    assert grading.FROZEN in stated("spent step", text)
+    assert grading.FROZEN in stated("schedule spent", text)
     assert grading.FROZEN not in stated("spent step", text.replace("spent 90% or more", "spent 80% or more"))
