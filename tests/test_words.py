@@ -136,4 +136,4 @@ def test_the_glossary_quotes_the_grading_rules_thresholds():
 
     assert grading.LEVELLED in stated("levelled off", text)
     assert grading.FROZEN in stated("schedule spent", text)
-    assert grading.FROZEN not in stated("spent step", text.replace("spent 90% or more", "spent 80% or more"))
+    assert grading.FROZEN not in stated("schedule spent", text.replace("spent 90% or more", "spent 80% or more"))
