@@ -106,6 +106,10 @@ def test_averaging_and_projecting_k_tangents_are_told_apart_only_beyond_the_spre
     one = grading.combine_table(table.assign(**{"± sd": float("nan")}))
     assert set(one["lower"]) == {"one run"}
     assert grading.combine_table(table[table["regime"] == "all layers"]).empty   # no K variants there
+    two = grading.combine_table(table.assign(runs=2))   # beyond the spread, but too few runs to count it
+    assert two["lower"].tolist() == ["within the spread", "projecting, tentative (2 runs)"]
+    three = grading.combine_table(table.assign(runs=3))   # the control: enough runs
+    assert three["lower"].tolist() == ["within the spread", "projecting"]
 
 
 def test_the_from_scratch_k_sweep_gives_each_k_its_error_at_its_best_rate():

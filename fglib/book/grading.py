@@ -1036,7 +1036,9 @@ def combine_table(table):
     """Averaging against projecting a step's K tangents, per regime and K (at_best_rates rows with a
     `regime` column, labels 'FG, K = k, mean' and 'FG, K = k, projected'): both test errors (%),
     the sum of their sds over runs, and which is lower: 'averaging' or 'projecting' only when the
-    difference exceeds that sum, 'within the spread' when it does not, 'one run' with no spread."""
+    difference exceeds that sum, 'within the spread' when it does not, 'one run' with no spread.
+    Where a `runs` column gives fewer than MIN_RUNS_FOR_SPREAD runs for either, a difference beyond
+    the spread reads 'averaging, tentative (2 runs)': too few runs to count it."""
     rows = []
     for regime, t in table.groupby("regime", sort=False):
         t = t.set_index("method")
@@ -1049,6 +1051,9 @@ def combine_table(table):
             spread = t.loc[mean, "± sd"] + t.loc[proj, "± sd"]
             lower = ("one run" if not math.isfinite(spread) else "within the spread" if abs(e_p - e_m) <= spread
                      else "projecting" if e_p < e_m else "averaging")
+            runs = int(min(t.loc[mean, "runs"], t.loc[proj, "runs"])) if "runs" in t.columns else math.inf
+            if lower in ("projecting", "averaging") and runs < MIN_RUNS_FOR_SPREAD:
+                lower = f"{lower}, tentative ({runs} runs)"
             rows.append({"regime": regime, "K": k, "averaged (%)": e_m, "projected (%)": e_p,
                          "± (sum of sds)": spread, "lower": lower})
     return pd.DataFrame(rows, columns=["regime", "K", "averaged (%)", "projected (%)", "± (sum of sds)", "lower"])
