@@ -79,7 +79,7 @@ def unbiased_numbers(mc, z, moments):
     deviation = (moments["E‖g‖² / ‖∇f‖²"] - moments["formula"]) / moments["standard error"]
     top = moments[moments["n"] == moments["n"].max()].set_index("direction")
     return {"device": z["device"].iloc[0] if "device" in z else "CPU", "max_abs_z": float(z["z"].abs().max()),
-            "z_samples": int(z["samples"].max()), "slopes": slopes,
+            "z_samples": int(z["samples"].max()), "z_count": int(len(z)), "slopes": slopes,
             "max_second_moment_deviation_se": float(deviation.abs().max()),
             "cos_at_max_dim": float(top.loc["normal", "mean cosine"]), "max_dim": int(moments["n"].max())}
 
