@@ -643,3 +643,8 @@ def test_every_chapter_setting_says_what_it_means():
     meanings = dict(zip(table["setting"], table["meaning"]))
     assert meanings["seed"] == "the seed of run 1" and meanings["made_up_setting"] == ""
     assert meaning_of("rates, k_rates") == SETTING_MEANINGS["rates"] + "; " + SETTING_MEANINGS["k_rates"]
+    import dataclasses
+    from fglib.book.report import PLAN_MEANINGS
+    from fglib.book.runs import Plan
+    assert all(meaning_of(f"plan: {f.name}") for f in dataclasses.fields(Plan) if f.name != "experiment")
+    assert meaning_of("plan: made_up") == ""

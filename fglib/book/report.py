@@ -141,8 +141,26 @@ def environment(device, meanings=None, **params):
                          "meaning": [meaning_of(k, meaning) for k in info]})
 
 
+# the settings of a chapter's saved runs (fglib.book.runs.Plan), shown as 'plan: <field>'
+PLAN_MEANINGS = {
+    "model": "the model of the saved runs",
+    "lr": "their learning rate",
+    "runs": "runs of each method, seeds seed, seed + 1, ...",
+    "iterations": "iterations per run",
+    "seed": "the first run's seed",
+    "methods": "the methods trained",
+    "batch_size": "the mini-batch size",
+    "eval_points": "log-spaced evaluations per run; more are added every 2% of the run over its second half",
+    "train_every": "iterations between the saved training losses",
+    "costs": "the runs whose step times and memory these share (default: their own)",
+}
+
+
 def meaning_of(setting, meanings=SETTING_MEANINGS):
-    """What a setting means, in words; several settings shown on one row ('a, b') join theirs."""
+    """What a setting means, in words; several settings shown on one row ('a, b') join theirs, and
+    a saved run's setting ('plan: lr') reads PLAN_MEANINGS."""
+    if setting.startswith("plan: "):
+        return PLAN_MEANINGS.get(setting[len("plan: "):], "")
     parts = [meanings.get(name.strip(), "") for name in setting.split(",")]
     return "; ".join(p for p in parts if p)
 
