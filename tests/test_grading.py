@@ -415,6 +415,15 @@ def test_a_pilot_that_had_not_settled_gives_the_run_length_that_settles_it():
     assert grading.run_length_needed(pilot, ITERATIONS, 1e-3) > ITERATIONS
 
 
+def test_runs_cut_shorter_than_their_curve_levels_off_are_not_judged():
+    """Backprop's loss falls as e^{-0.002 i}: cut at 3,000 iterations its mean curve still fell 3.8%
+    over the last fifth, cut at 4,000 under 1%, so runs are judged from between the two on. The
+    control: a curve still falling at the full 10,000 gives no length at all."""
+    start = grading.judged_from(runs(), None)
+    assert 3_000 < start <= 4_000
+    assert grading.judged_from(runs(bp_rate=1e-4), None) is None
+
+
 def test_the_verdicts_depth_row_carries_the_deepest_point_flushed_beside_its_sweep_value():
     """Claim 5's numbers put the deepest depth's R_f/R_b with subnormals flushed beside the sweep's,
     so that the bare 0.30 never stands alone (the control: no flushed timing there, NaN)."""

@@ -500,6 +500,17 @@ def run_length_needed(runs, iterations, decay):
     return iterations if fine else numbers.get("iterations_needed", iterations)
 
 
+def judged_from(runs, decay):
+    """The shortest evaluated run length from which the saved runs, cut there, could be judged
+    (settled: backprop's mean curve levelled off, or the rest of the schedule would lower it by less
+    than LEVELLED) at every longer evaluated length; None if not even the full runs could. A claim
+    read off runs cut shorter than this stands on curves the book would not judge."""
+    at = runs[(runs["split"] == "validation") & (runs["method"] == BP) & (runs["iteration"] > 0)]
+    lengths = sorted(int(n) for n in at["iteration"].unique())
+    flags = [settled(runs[runs["iteration"] <= n], n, decay)[0] for n in lengths]
+    return first_for_good(flags, lengths)
+
+
 def run_results(runs):
     """One row per finished run (method, seed): its lowest validation loss and its final test
     accuracy (%)."""
