@@ -21,9 +21,9 @@ random words and one table lookup, instead of one random number per sign.
 Normal draws on the CPU come from PyTorch's Mersenne Twister, which is sequential: one
 stream keeps one core busy. `parallel_normal` draws STREAMS chunks at once, each from its
 own generator seeded from the caller's (exactly N(0, I); the same seed gives the same v
-whatever the number of threads). It halves the draw when measured alone on 2 cores, but
-not inside a training step, where OpenMP's idle threads still spin on the second core
-(the implementations chapter measures both), so directions use torch.randn.
+whatever the number of threads). Timed on 2 cores in the implementations chapter, in rounds
+beside a forward pass as in a training step, it gained little over one torch.randn call (likely
+because OpenMP's idle threads still spin on the second core), so directions use torch.randn.
 """
 from __future__ import annotations
 
