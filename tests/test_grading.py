@@ -657,3 +657,26 @@ def test_every_chapter_setting_says_what_it_means():
     from fglib.book.runs import Plan
     assert all(meaning_of(f"plan: {f.name}") for f in dataclasses.fields(Plan) if f.name != "experiment")
     assert meaning_of("plan: made_up") == ""
+
+
+def test_every_row_of_every_committed_settings_table_says_what_it_means():
+    """The settings tables the chapters show (their committed outputs): no row without a meaning,
+    the rows a chapter adds itself included. The control: a table row with an empty meaning cell is
+    found by the same reading."""
+    import json
+    from pathlib import Path
+
+    def empty_rows(markdown):
+        rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in markdown.splitlines()[2:]]
+        return [r[0] for r in rows if len(r) >= 3 and not r[2]]
+
+    found = []
+    for chapter in sorted(Path(__file__).parents[1].joinpath("book").glob("*.ipynb")):
+        for cell in json.loads(chapter.read_text())["cells"]:
+            for output in cell.get("outputs", []):
+                text = output.get("data", {}).get("text/markdown", "")
+                text = "".join(text) if isinstance(text, list) else text
+                if text.startswith("| setting") and "| meaning" in text.splitlines()[0]:
+                    found += [f"{chapter.stem}: {row}" for row in empty_rows(text)]
+    assert not found, found
+    assert empty_rows("| setting | value | meaning |\n|:--|:--|:--|\n| x | 1 |  |") == ["x"]
