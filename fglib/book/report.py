@@ -122,8 +122,8 @@ SETTING_MEANINGS = {
     "quant_iterations": "training iterations on the quantised model",
     "runs trained on": "the device the saved runs trained on",
     "measured on": "the device the saved measurements were taken on",
-    "beale": "Beale's function: the paper's learning rate / iterations",
-    "rosenbrock": "Rosenbrock's function: the paper's learning rate / iterations",
+    "beale": "Beale's function: learning rate / iterations",
+    "rosenbrock": "Rosenbrock's function: learning rate / iterations",
     "beale_start": "the starting point (x, y) on Beale's function",
     "rosenbrock_start": "the starting point (x, y) on Rosenbrock's function",
 }

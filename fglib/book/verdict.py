@@ -190,7 +190,7 @@ def claim_depth(r, cpu=True):
     """Claim 5 from the depth sweep: holds if R_f/R_b < 1 at every depth, as graded_depths counts
     them; the numbers are depth_numbers'."""
     s = r.get("scaling")
-    paper = "R_f/R_b < 0.6 up to 10 layers, ≈0.8 at 100"
+    paper = "$R_f/R_b < 0.6$ up to 10 layers, ≈0.8 at 100"
     if not s or "table" not in s:
         return _row(paper)
     ratios, numbers = graded_depths(s)
