@@ -338,3 +338,17 @@ def test_the_trajectory_panel_leaves_out_a_diverged_run_and_says_so():
     assert len(paths(one)) == 2 and "1 diverged run left out" in [t.get_text() for t in one.texts]
     assert len(paths(two)) == 3 and not two.texts
     plt.close("all")
+
+
+def test_a_legend_below_the_axes_can_ask_for_one_row():
+    """legend_outside(ncols=3) lays three short entries in one row (2, 8, 64 read across); the
+    default lays them in two columns, and entries too wide for one row fall back to one column."""
+    def legend(ncols=None, label="{}"):
+        fig = titled(style.WIDTH, 3.0)
+        for w in (2, 8, 64):
+            fig.axes[0].plot([1, 2], [w, w], label=label.format(w))
+        style.legend_outside(fig.axes[0], ncols=ncols)
+        return fig.axes[0].get_legend()
+    assert legend(ncols=3)._ncols == 3
+    assert legend()._ncols == 2   # the control: the default
+    assert legend(ncols=3, label="{} workers, " + "a very long label " * 4)._ncols == 1

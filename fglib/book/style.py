@@ -73,18 +73,18 @@ def plain_log_ticks(ax, axis="y"):
     target.set_minor_formatter(FuncFormatter(lambda *_: ""))
 
 
-def legend_outside(ax, title=None):
+def legend_outside(ax, title=None, ncols=None):
     """The legend below the axes, under their tick labels and axis label, off the data, in two
-    columns: beside the axes it would take a phone's narrow figure from the data. A legend in
-    sections (seaborn's, headed by its variables' names) keeps each section in one column. Where
-    two columns would be wider than the figure, one column: a legend wider than its figure widens
-    the saved image, and the page then shrinks the panel with it."""
+    columns (or `ncols`, e.g. one row of three): beside the axes it would take a phone's narrow
+    figure from the data. A legend in sections (seaborn's, headed by its variables' names) keeps
+    each section in one column. Where the columns would be wider than the figure, one column: a
+    legend wider than its figure widens the saved image, and the page then shrinks the panel with it."""
     handles, labels = ax.get_legend_handles_labels()
     if ax.get_legend():
         ax.get_legend().remove()
     if not handles:
         return
-    two = _in_columns(_sections(handles, labels))
+    two = _in_columns(_sections(handles, labels)) if ncols is None else (handles, labels, ncols)
     place = dict(title=title, loc="upper center", bbox_to_anchor=(0.5, 0), bbox_transform=_below_labels(ax),
                  borderaxespad=0.3)
     legend = ax.legend(two[0], two[1], ncols=two[2], **place)
