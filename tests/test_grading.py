@@ -555,6 +555,19 @@ def test_shorter_lengths_at_which_the_claim_held_before_it_held_for_good_are_nam
     assert control["holds_from_paper"] == 8000 and math.isnan(control["paper_earlier_low"])
 
 
+def test_the_lengths_between_an_earlier_hold_and_the_lasting_one_are_named_unbounded_only_if_they_are():
+    """Between 3,000 (held) and 8,000 (holds for good) the interval at the paper's ratio had no upper
+    end at every length: paper_gap_unbounded. The control: one bounded length there (1.3) says no."""
+    def table(paper_high):
+        n = len(paper_high)
+        return pd.DataFrame({"length": [1000 * (k + 1) for k in range(n)], "I_f/I_b": [0.9] * n, "T_f/T_b": [2.0] * n,
+                             "S_f/S_b": [2.0] * n, "T low": [1.5] * n, "T high": [2.5] * n, "I_f/I_b, FG on": [0.9] * n,
+                             "bp lowest at end": [True] * n, "paper T high": paper_high})
+    inf = math.inf
+    assert grading.run_length_numbers(table([1.2, 0.9, 0.95, inf, inf, inf, inf, 0.9, 0.8]))["paper_gap_unbounded"]
+    assert not grading.run_length_numbers(table([1.2, 0.9, 0.95, inf, 1.3, inf, inf, 0.9, 0.8]))["paper_gap_unbounded"]
+
+
 def test_the_step_ratio_is_taken_where_the_device_was_used_whole():
     import pandas as pd
     one = _constant_timings(1.0e-3, 1e-3).assign(threads=1)

@@ -318,14 +318,17 @@ def run_length_numbers(table):
     the length from which the claim holds at this device's step ratio and at the paper's (NaN if it
     does not hold at the longest), the evaluated length just before the first (holds_before: the
     length from which it holds lies between the two), the shortest and longest of any shorter lengths at which it held
-    at the paper's (NaN if none), whether backprop's lowest mean loss was the last evaluation at
-    every length, and the range of I_f/I_b with forward gradients' runs as saved."""
+    at the paper's (NaN if none), whether the interval at the paper's ratio had no upper end at every
+    length between those and the length from which it holds (paper_gap_unbounded), whether backprop's
+    lowest mean loss was the last evaluation at every length, and the range of I_f/I_b with forward
+    gradients' runs as saved."""
     first, last = table.iloc[0], table.iloc[-1]
     fg_on = table["I_f/I_b, FG on"]
     finite_on = fg_on[np.isfinite(fg_on)]
     cpu, paper = holds_from(table), holds_from(table, "paper T high") if "paper T high" in table else None
     earlier = (table[(table["length"] < paper) & (table["paper T high"] < 1)]["length"] if paper is not None
                else pd.Series(dtype=float))   # shorter lengths at which it held too, though not at all between
+    gap = table[(table["length"] > earlier.max()) & (table["length"] < paper)] if len(earlier) else table.iloc[:0]
     return {"first_length": int(first["length"]), "last_length": int(last["length"]),
             "I_first": float(first["I_f/I_b"]), "I_last": float(last["I_f/I_b"]),
             "T_first": float(first["T_f/T_b"]), "T_last": float(last["T_f/T_b"]), "S": float(last["S_f/S_b"]),
@@ -334,6 +337,7 @@ def run_length_numbers(table):
             "holds_before": _length_before(table, cpu),
             "paper_earlier_low": float(earlier.min()) if len(earlier) else math.nan,
             "paper_earlier_high": float(earlier.max()) if len(earlier) else math.nan,
+            "paper_gap_unbounded": bool(len(gap)) and not np.isfinite(gap["paper T high"]).any(),
             "bp_lowest_at_end_always": bool(table["bp lowest at end"].all()),
             "I_fg_on_min": float(finite_on.min()) if len(finite_on) else math.nan,
             "I_fg_on_max": float(finite_on.max()) if len(finite_on) else math.nan,

@@ -51,6 +51,9 @@ def listed(items):
     return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
+# what a run's eval_points counts (fglib.eval_schedule adds the rest)
+EVAL_POINTS = "log-spaced evaluations per run; the start, the end and one every 2% of the run over its second half are added"
+
 # settings a chapter takes (its papermill parameters), each in a few words for the settings table;
 # a chapter passes its own where a name means something narrower there (environment(meanings=...))
 SETTING_MEANINGS = {
@@ -81,7 +84,7 @@ SETTING_MEANINGS = {
     "pretrain_iterations": "backprop iterations of pre-training",
     "pretrain_lr": "the pre-training learning rate",
     "subspace_dim": "dimension d of the random subspace",
-    "eval_points": "log-spaced evaluations per run; the start, the end and one every 2% of the run over its second half are added",
+    "eval_points": EVAL_POINTS,
     "eval_examples": "validation images per evaluation (default: all 10,000)",
     "target_loss": "validation loss a run must reach for time to target",
     "targets": "the losses and accuracies time to target is read at",
@@ -113,7 +116,7 @@ SETTING_MEANINGS = {
     "k_bp_rates": "backprop's learning rates beside them",
     "k_budget": "directions per run (K directions a step: budget / K steps)",
     "k_runs": "runs per K and rate",
-    "k_eval_points": "log-spaced evaluations per run; the start, the end and one every 2% of the run over its second half are added",
+    "k_eval_points": EVAL_POINTS,
     "k_target_loss": "validation loss a run must reach for time to target",
     "exponents": "powers k of the finite difference's step h = 10^k",
     "n_directions": "directions per model and h",
@@ -156,7 +159,7 @@ PLAN_MEANINGS = {
     "seed": "the first run's seed",
     "methods": "the methods trained",
     "batch_size": "the mini-batch size",
-    "eval_points": "log-spaced evaluations per run; more are added every 2% of the run over its second half",
+    "eval_points": EVAL_POINTS,
     "train_every": "iterations between the saved training losses",
     "costs": "the runs whose step times and memory these share (default: their own)",
 }
