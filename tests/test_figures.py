@@ -201,12 +201,17 @@ def test_a_table_shown_as_cards_names_each_cell_s_column_and_keeps_the_markdown_
     assert cells == [("left", "method", "method", "backprop"), ("right", "T_f/T_b", r"\(T_f/T_b\)", "1.23"),
                      ("right", "I (iterations)", "I (iterations)", "1,200"), ("left", "method", "method", "FG’s"),
                      ("right", "T_f/T_b", r"\(T_f/T_b\)", "–"), ("right", "I (iterations)", "I (iterations)", "30")]
-    assert r"\(T_f/T_b\)" in html and html.endswith("–: never reached")
+    assert r"\(T_f/T_b\)" in html and html.endswith("<p>–: never reached</p>")
+    assert type(show(df, cards=True)).__name__ == "HTML"   # an HTML output: no Markdown for a reader of the page's text
     markdown = show(df, note="never reached").data
     assert "fg-cards" not in markdown and "  1.23 |" in markdown and "  1,200 |" in markdown   # the same numbers
+    assert type(show(df)).__name__ == "Markdown"
     wide = pd.DataFrame([{f"c{i}": float(i) for i in range(10)}])
-    shown, folded = show(wide, main=["c0", "c9"], cards=True).data.split(":::{dropdown}")
-    assert shown.count("<th ") == 2 and "c5" in folded
+    shown, folded = show(wide, main=["c0", "c9"], cards=True).data.split('<details class="sd-sphinx-override sd-dropdown')
+    assert shown.count("<th ") == 2 and "c5" not in shown and folded.count("<th ") == 10 and ":::" not in folded
+    assert "The whole table (10 columns)</span>" in folded and folded.endswith("</div></details>")
+    bound = show(pd.DataFrame({"I": ["> 500"]}), note={">": "a lower bound"}, cards=True).data
+    assert bound.endswith("<p>&gt; x: a lower bound</p>")   # not escaped for Markdown: '\\>' would show
     with pytest.raises(TypeError, match="cards must be True or False"):
         show(df, cards="yes")
 

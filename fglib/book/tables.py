@@ -69,19 +69,35 @@ def show(df, digits=3, integers=(), note=None, main=None, cards=False):
     is lost. With cards=True the shown table is written as HTML whose cells name their column,
     which a phone shows as one card per row (the book's style sheet, class fg-cards): for a
     table of records too wide for a phone's screen."""
-    from IPython.display import Markdown
+    from IPython.display import HTML, Markdown
     if not isinstance(cards, bool):
         raise TypeError(f"cards must be True or False, got {cards!r}")
     table = df.reset_index(drop=not _named_index(df))
-    text = _markdown(table, digits, integers, note)
-    written = (lambda t: _html(t, digits, integers, note)) if cards else (lambda t: _markdown(t, digits, integers, note))
     if len(table.columns) <= MAX_COLUMNS and (main is None or set(table.columns) <= set(main)):
-        return Markdown(written(table))
+        return HTML(_html(table, digits, integers, note)) if cards else Markdown(_markdown(table, digits, integers, note))
     main = list(main or table.columns[:MAX_COLUMNS])
     if len(main) > MAX_COLUMNS or not set(main) <= set(table.columns):
         raise ValueError(f"main must name at most {MAX_COLUMNS} of the table's columns, not {main}")
-    shown = written(table[main])
-    return Markdown(f"{shown}\n\n:::{{dropdown}} The whole table ({len(table.columns)} columns)\n{text}\n:::")
+    title = f"The whole table ({len(table.columns)} columns)"
+    if cards:
+        return HTML(_html(table[main], digits, integers, note) + _dropdown(title, _html(table, digits, integers, note)))
+    shown, whole = _markdown(table[main], digits, integers, note), _markdown(table, digits, integers, note)
+    return Markdown(f"{shown}\n\n:::{{dropdown}} {title}\n{whole}\n:::")
+
+
+_CHEVRON = ('<svg version="1.1" width="1.5em" height="1.5em" class="sd-octicon sd-octicon-chevron-right" '
+            'viewBox="0 0 24 24" aria-hidden="true"><path d="M8.72 18.78a.75.75 0 0 1 0-1.06L14.44 12 8.72 '
+            '6.28a.751.751 0 0 1 .018-1.042.751.751 0 0 1 1.042-.018l6.25 6.25a.75.75 0 0 1 0 1.06l-6.25 6.25a.75.75 '
+            '0 0 1-1.06 0Z"></path></svg>')   # sphinx-design's own marker, which turns as the fold opens
+
+
+def _dropdown(title, body):
+    """HTML folded away under `title`, as the book's MyST {dropdown} renders it (sphinx-design's
+    classes), for a table written as HTML (show with cards=True), which a Markdown directive
+    cannot hold."""
+    return (f'<details class="sd-sphinx-override sd-dropdown sd-card sd-mb-3">'
+            f'<summary class="sd-summary-title sd-card-header"><span class="sd-summary-text">{_html_text(title)}</span>'
+            f'<span class="sd-summary-state-marker sd-summary-chevron-right">{_CHEVRON}</span></summary><div class="sd-summary-content sd-card-body">{body}</div></details>')
 
 
 COUNT_COLUMNS = ("runs", "pairs", "processes", "rounds", "K", "depth", "I (iterations)")   # counts: 3, never 3.00
@@ -138,16 +154,30 @@ def _digits_of(x):
     return max(0, -math.floor(math.log10(abs(x)))) if x else 0
 
 
-def _footnote(cells, note):
-    """The table's footnote: note says what a '–' means; a dict {mark: meaning} explains each mark
-    ('–', or '>' for a cell that is a bound such as '> 43') that some cell shows."""
+def _footnote_lines(cells, note):
+    """The table's footnotes as [(mark, meaning)]: note says what a '–' means; a dict {mark:
+    meaning} explains each mark ('–', or '>' for a cell that is a bound such as '> 43') that some
+    cell shows."""
     if not note:
-        return ""
+        return []
     marks = note if isinstance(note, dict) else {NOT_MEASURED: note}
-    text = [cells.map(lambda c, m=m: isinstance(c, str) and (c == m or c.startswith(m + " "))).any().any() for m in marks]
-    written = {">": "\\> x"}   # '> x', escaped: a line that starts with '>' is a quotation in Markdown
-    lines = [f"{written.get(m, m)}: {meaning}" for (m, meaning), shown in zip(marks.items(), text) if shown]
+    shown = [cells.map(lambda c, m=m: isinstance(c, str) and (c == m or c.startswith(m + " "))).any().any() for m in marks]
+    return [(m, meaning) for (m, meaning), s in zip(marks.items(), shown) if s]
+
+
+def _footnote(cells, note):
+    """The table's footnote in Markdown (_footnote_lines), '> x' escaped: a line that starts
+    with '>' is a quotation in Markdown."""
+    written = {">": "\\> x"}
+    lines = [f"{written.get(m, m)}: {meaning}" for m, meaning in _footnote_lines(cells, note)]
     return "\n\n" + "; ".join(lines) if lines else ""
+
+
+def _footnote_html(cells, note):
+    """The table's footnote as an HTML paragraph (_footnote_lines)."""
+    written = {">": "> x"}
+    lines = [f"{written.get(m, m)}: {meaning}" for m, meaning in _footnote_lines(cells, note)]
+    return f"<p>{_html_text('; '.join(lines))}</p>" if lines else ""
 
 
 def _markdown(table, digits, integers, note):
@@ -177,7 +207,7 @@ def card_label(name):
 
 
 def _html(table, digits, integers, note):
-    """show's table as HTML (a raw block of the page's Markdown), each cell naming its column in
+    """show's table as HTML (an HTML output of its cell), each cell naming its column in
     data-label and in a label of its own (card_label), of class fg-cards: a phone shows each row
     as a card (_static/custom.css)."""
     import html
@@ -189,7 +219,7 @@ def _html(table, digits, integers, note):
                                      for label, name, a, v in zip(labels, names, align, row)) + "</tr>"
                    for row in cells.itertuples(index=False))
     return (f'<div class="mathjax_process pst-scrollable-table-container"><table class="table fg-cards">'
-            f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>" + _footnote(cells, note))
+            f"<thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>" + _footnote_html(cells, note))
 
 
 def _escape_pipes(value):
