@@ -91,6 +91,27 @@ def test_a_grid_widened_in_a_second_sitting_gives_the_one_sitting_sweep(mnist):
     assert rates_to_run(diverged, {"fg": [1e-3, 1e-2, 1e-1]}, label=LABELS.get) == {"fg": [1e-3]}
 
 
+def test_a_sweep_given_more_runs_later_gives_the_sweep_run_with_them_all(mnist):
+    """runs_to_add + add_runs: a sweep saved with 1 run per rate, given 2 later, runs only the
+    second run at each rate that ran (seed + 1, renumbered run 1), and the tables equal a 2-run
+    sweep's; a divergent rate is not run again; the control, a sweep already at 2 runs, adds none."""
+    from fglib.book.sweep import DIVERGED, add_runs, extend_sweep, lr_sweep, runs_to_add
+    kw = dict(iterations=20, eval_points=4)
+    grid = {"fg": [1e-4, 1e-3], "bp": [1e-2]}
+    whole = lr_sweep("logreg", mnist, grid, runs=2, **kw)
+    first = lr_sweep("logreg", mnist, grid, runs=1, **kw)
+    todo = runs_to_add(first[1], grid, 2, label=LABELS.get)
+    assert todo == {"fg": (1, [1e-4, 1e-3]), "bp": (1, [1e-2])}
+    fresh = add_runs(lambda key, rates, n: lr_sweep("logreg", mnist, {key: rates}, runs=2 - n, seed=n, **kw), todo)
+    curves, finals = extend_sweep(first, fresh)
+    expected_curves, expected_finals = extend_sweep(whole, (whole[0].iloc[:0], whole[1].iloc[:0]))
+    pd.testing.assert_frame_equal(finals, expected_finals)
+    pd.testing.assert_frame_equal(curves.drop(columns="time"), expected_curves.drop(columns="time"))
+    assert runs_to_add(whole[1], grid, 2, label=LABELS.get) == {}   # the control: nothing missing
+    diverged = pd.DataFrame([{"method": "forward gradient", "lr": 1e-2, "run": -1, "status": DIVERGED}])
+    assert runs_to_add(diverged, {"fg": [1e-2]}, 3, label=LABELS.get) == {}
+
+
 def test_a_saved_sweep_runs_only_its_missing_rates_and_keeps_each_rows_device(tmp_path):
     """complete_sweep: a second sitting with a wider grid calls the sweep for the new rates only;
     rows from the first sitting keep the device they were measured on; remeasure runs everything."""

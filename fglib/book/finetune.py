@@ -26,7 +26,7 @@ from ..subspace import RandomSubspace
 from ..to_target import eval_schedule
 from ..train import evaluate, train
 from .experiments import train_methods
-from .sweep import extend_sweep, rates_to_run, sweep_rates
+from .sweep import add_runs, extend_sweep, rates_to_run, runs_to_add, sweep_rates
 
 REGIMES = ("from scratch", "all layers", "last layer", "subspace")
 # label: (make_method name, keyword arguments). K directions per step: averaged (the paper's
@@ -122,19 +122,26 @@ def sweep(make_model, data, methods, rates, runs, iterations, eval_points, seed=
 
 def sweep_regimes(raw, make_models, data, methods, rates, runs, iterations, eval_points, seed=0,
                   eval_examples=None):
-    """Every regime's sweep (make_models, methods and rates keyed by regime), running only the
-    (method, rate) pairs raw (a RawTables) lacks, and saving after each regime so that a stop
-    loses one regime at most. Returns the whole sweep (curves, finals) with a `regime` column."""
+    """Every regime's sweep (make_models, methods and rates keyed by regime), running only what raw
+    (a RawTables) lacks: the (method, rate) pairs not saved, and the runs missing where `runs` has
+    grown since (sweep.runs_to_add). Saves after each regime, so that a stop loses one regime at
+    most. Returns the whole sweep (curves, finals) with a `regime` column."""
     curves, finals = raw.kept("curves.csv.gz"), raw.kept("finals.csv")
     for regime in methods:
         mine = finals[finals.regime == regime] if not finals.empty else finals
-        todo = rates_to_run(mine, {label: rates[regime][label] for label in methods[regime]})
-        if todo:
-            c, f = sweep(make_models[regime], data, {label: methods[regime][label] for label in todo}, todo, runs,
-                         iterations, eval_points, seed, eval_examples)
-            curves, finals = extend_sweep((curves, finals), (c.assign(regime=regime), f.assign(regime=regime)))
-            raw.save("curves.csv.gz", curves)
-            raw.save("finals.csv", finals)
+        grid = {label: rates[regime][label] for label in methods[regime]}
+        todo, more = rates_to_run(mine, grid), runs_to_add(mine, grid, runs)
+        if not (todo or more):
+            continue
+
+        def sweep_of(label, label_rates, n=0):
+            return sweep(make_models[regime], data, {label: methods[regime][label]}, {label: label_rates}, runs - n,
+                         iterations, eval_points, seed + n, eval_examples)
+        for c, f in [sweep_of(label, todo[label]) for label in todo] + [add_runs(sweep_of, more)]:
+            if not f.empty:
+                curves, finals = extend_sweep((curves, finals), (c.assign(regime=regime), f.assign(regime=regime)))
+        raw.save("curves.csv.gz", curves)
+        raw.save("finals.csv", finals)
     return curves, finals
 
 

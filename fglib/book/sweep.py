@@ -86,6 +86,36 @@ def rates_to_run(finals, rates, label=str):
     return todo
 
 
+def runs_to_add(finals, rates, runs, label=str):
+    """What a saved sweep lacks once `runs` has grown: {key: (n, rates)}, the rates of the key's grid
+    that ran with only n < runs runs saved (each, in increasing order). Run r has seed seed + r, so
+    runs n, ..., runs - 1 are a sweep of runs - n runs from seed seed + n (shifted by add_runs).
+    Rates that diverged or were skipped stay as they are: the sweep rule stopped there."""
+    todo = {}
+    for key, key_rates in rates.items():
+        done = finals[(finals["method"] == label(key)) & (finals["status"] == RAN)] if not finals.empty else finals
+        if done.empty:
+            continue
+        counts = done.groupby(done["lr"].round(12))["run"].nunique()
+        short = sorted(lr for lr in key_rates if counts.get(round(lr, 12), runs) < runs)
+        if short:
+            todo[key] = (int(counts[round(short[0], 12)]), short)
+    return todo
+
+
+def add_runs(sweep_of, todo):
+    """The runs runs_to_add found missing: sweep_of(key, rates, n) sweeps `rates` from seed seed + n
+    (runs - n runs), and its runs are renumbered n, n + 1, ... (a diverged or skipped row keeps run
+    -1). Returns (curves, finals), as a sweep run with every run from the start would give them."""
+    curves, finals = [], []
+    for key, (n, key_rates) in todo.items():
+        c, f = sweep_of(key, key_rates, n)
+        curves.append(c.assign(run=c["run"] + n) if not c.empty else c)
+        finals.append(f.assign(run=f["run"].where(f["run"] < 0, f["run"] + n)))
+    return (pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
+            pd.concat(finals, ignore_index=True) if finals else pd.DataFrame())
+
+
 def extend_sweep(saved, fresh):
     """A saved sweep (curves, finals; empty if nothing is saved) with the rates run since, fresh
     (curves, finals), appended; each table ordered by data set or regime (where there is such a
