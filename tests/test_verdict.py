@@ -1,5 +1,6 @@
 """The grader: fabricated results (too short, levelled, noise-level difference) get the grades
 the rules say, and the verdict table is generated from saved results."""
+import pathlib
 import math
 import re
 
@@ -312,6 +313,18 @@ def test_the_introductions_table_keeps_both_verdicts_first_and_links_every_claim
     assert re.search(rf"{label}<strong>not reproduced on this CPU</strong></td><td[^>]*>{label}not run</td><td[^>]*>"
                      rf"{label}step, forward / backprop: MLP: 1\.8", rows[2])
     assert f"<strong>{verdict.NOT_RUN}</strong>" in rows[0]   # nothing run for claim 1: said, not left blank
+
+
+def test_the_introductions_table_links_the_glossary_words_in_its_numbers():
+    """verdict.glossary_links: the first z-score and subnormals in a cell link to their glossary
+    entries, once each; the control, text without those words, is left as it was."""
+    linked = verdict.glossary_links("largest z-score 3.1 of 1,200; z-score again; subnormals flushed")
+    assert linked.count('href="glossary.html#term-z-score"') == 1 and "; z-score again;" in linked
+    assert '<a href="glossary.html#term-subnormal-number">subnormals</a> flushed' in linked
+    assert verdict.glossary_links("step, forward / backprop: MLP 2.60") == "step, forward / backprop: MLP 2.60"
+    entries = re.findall(r"^(\S.*)$", (pathlib.Path(__file__).parents[1] / "book" / "glossary.md").read_text(), flags=re.M)
+    assert all(a.replace("-", " ") in [e.strip().replace("-", " ") for e in entries]
+               for a in verdict.GLOSSARY_TERMS.values())   # each anchor is an entry Sphinx writes as term-<anchor>
 
 
 def test_claim_four_says_where_the_ratio_is_tied_to_the_run_length():

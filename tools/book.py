@@ -240,13 +240,14 @@ def status_text():
              "The MNIST chapters read those runs and train nothing, whatever their `train_runs` setting, so",
              "their numbers are those of the full runs. The other chapters' shorter runs, the learning-rate",
              "sweep's among them, are saved in each chapter's own folder, `book/results/raw/<chapter>/`, and",
-             "read from there. *Minutes* is how long the notebook took to run; the long runs' own times are in",
-             "the second table. *Inputs* counts the results files a chapter read (other chapters' results,",
+             "read from there. *Notebook minutes* is how long the notebook took to run from those saved runs:",
+             "reading, grading and drawing, not training. The long runs' training times are in the second",
+             "table; the shorter runs' training times are not on this page. *Inputs* counts the results files a chapter read (other chapters' results,",
              "saved runs). *Unchanged* means that each file's content is still the one the chapter read (its",
              "hash matches). A **stale** chapter read a file that has changed since: it quotes numbers that are",
              "no longer current and must be run again.", "",
              ":::{div} full-width",  # the page has no contents column: the table may use its margin
-             "| chapter | last run (UTC) | device | torch | minutes | settings | inputs |",
+             "| chapter | last run (UTC) | device | torch | notebook minutes | settings | inputs |",
              "| --- | --- | --- | --- | ---: | --- | --- |"]
     for path in chapters():
         record_path = RUNS / f"{path.stem}.json"
@@ -296,10 +297,16 @@ def long_runs_status():
     how many runs are saved, on what, and how many minutes they took. A chapter that reads them
     runs in seconds; its runs are trained by `python tools/book.py runs <plan>`."""
     from fglib.book.grading import devices_said
-    from fglib.book.runs import PARKED, PLANS, load_records, parked_runs
+    from fglib.book.runs import LABELS, PARKED, PLANS, load_records, parked_runs
+    single = "; ".join(f"{name} trained {LABELS[plan.methods[0]]} alone" for name, plan in PLANS.items()
+                       if len(plan.methods) == 1) or "every plan trained two"
     lines = ["", "## Long experiments, saved run by run", "",
              "Their chapters read the saved runs; `python tools/book.py runs <plan>` trains the missing ones and "
-             "resumes the runs in progress from their checkpoints parked in git.", "",
+             "resumes the runs in progress from their checkpoints parked in git. *Minutes per run* is the mean of "
+             "each saved run's wall-clock time over every sitting, over both methods where a plan has two "
+             f"({single}). It includes the evaluations, whose number differs between plans, "
+             "and whatever else the machine ran meanwhile. So it is not a step time: the chapters measure those "
+             "apart.", "",
              "| plan | runs saved | iterations per run | device | minutes per run | in progress (parked) |",
              "| --- | ---: | ---: | --- | ---: | --- |"]
     for name, plan in PLANS.items():

@@ -3,7 +3,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 from matplotlib.ticker import FuncFormatter
 
-from .style import WIDTH, plain
+from .style import TEXT_POINTS, WIDTH, plain
 
 PALETTE = {"forward gradient": "tab:blue", "backprop": "tab:orange"}   # the paper's two methods
 LINE_WIDTHS = {"forward gradient": 1.2, "backprop": 3.2}   # backprop broad beneath, where the two coincide
@@ -44,7 +44,7 @@ def loss_plot(curves, x="iteration", split="train", ax=None, smooth=1, log=True,
     left_out = _diverged_runs(curves)
     if left_out:
         ax.text(0.98, 0.98, f"{left_out} diverged run{'s' * (left_out > 1)} left out", transform=ax.transAxes,
-                ha="right", va="top", fontsize=10, color="dimgrey")
+                ha="right", va="top", fontsize=TEXT_POINTS, color="dimgrey")
     xcol = "mean time (s)" if x == "time" else "iteration"
     if rows.empty:   # e.g. a run shorter than its training-loss interval: say so, draw nothing
         ax.text(0.5, 0.5, f"no {split} evaluations", transform=ax.transAxes, ha="center", va="center", color="grey")
@@ -159,7 +159,7 @@ def trajectories(curves, tf, ax=None):
     if left_out:
         rows = rows[~rows["diverged"].astype(bool)]
         ax.text(0.02, 0.02, f"{left_out} diverged run{'s' * (left_out > 1)} left out", transform=ax.transAxes,
-                ha="left", va="bottom", fontsize=10, color="dimgrey")
+                ha="left", va="bottom", fontsize=TEXT_POINTS, color="dimgrey")
     for method, width, alpha, z in (("backprop", 5.0, 0.35, 2), ("forward gradient", 1.0, 0.9, 3)):
         runs = rows[rows["method"] == method].groupby("run")
         if method == "backprop":   # deterministic: its runs coincide, and stacked bands would turn opaque
@@ -248,7 +248,7 @@ def paired_figure(runs, split="validation", column="loss", notes=None):
             run = run.sort_values("iteration")
             ax.plot(run["iteration"], run[column], color=PALETTE[method], lw=1.4, label=method)
         note = (notes or {}).get(seed)
-        ax.set_title(f"seed {seed}" + (f"\n{note}" if note else ""), fontsize=10)   # two titles side by side fit
+        ax.set_title(f"seed {seed}" + (f"\n{note}" if note else ""), fontsize=TEXT_POINTS)   # two titles side by side fit
         ax.set_xlabel("iteration")
         ax.xaxis.set_major_locator(plt.MaxNLocator(3))   # four labels of 18,000 overlap in a half-width panel
         ax.xaxis.set_major_formatter(FuncFormatter(plain))
@@ -282,7 +282,7 @@ def ratio_bars(rows, ax=None, colours=("black", "tab:green")):
         if "low" in part:
             _interval_bars(ax, y, part["value"].to_numpy(), part["low"].to_numpy(), part["high"].to_numpy())
         for y_missing, note in zip(y[~shown], part["note"].to_numpy()[~shown]):
-            ax.text(0.01, y_missing, note, transform=at_left, va="center", fontsize=10, color=colour,
+            ax.text(0.01, y_missing, note, transform=at_left, va="center", fontsize=TEXT_POINTS, color=colour,
                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 1})
     ax.set_yticks(range(len(experiments)), experiments)
     ax.set_ylim(len(experiments) - 0.5, -0.5)
@@ -354,5 +354,5 @@ def run_length_figure(table, paper_ratio=None, title=None, run_on_step_ratios=No
     top = max([1.0, paper_ratio or 0.0] + finite + run_on)
     ax.set_ylim(0, max(ax.get_ylim()[1], 1.3, 1.12 * top))   # room above the data: the crosses at the top never read as 1
     ax.set_yticks([t for t in ax.get_yticks() if 0 <= t <= top + 1e-9])   # no scale above the data: the crosses sit off it
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, fontsize=10)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncols=2, fontsize=TEXT_POINTS)
     return fig

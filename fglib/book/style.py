@@ -3,8 +3,9 @@
 Many readers open the book on a phone, about 370 px wide, where the page's text column is
 PHONE_PX = 338 px (measured in Chromium at a 370 px window) and a wider figure is shrunk to fit.
 Figures are drawn at most WIDTH = 5.2 inches wide at 100 dpi (5.4 as saved, with the margin the
-inline backend adds), so that the book's 10-point text stays at least MIN_TEXT_PX = 8.5 px high
-there (and shows at its own size on a desktop); no text is smaller than 10 points. None is taller
+inline backend adds), so that the book's TEXT_POINTS = 11-point text stays about 9.6 px high
+there, above the MIN_TEXT_PX = 8.5 px the check asks of any text (and shows at its own size on a
+desktop). None is taller
 than MAX_ASPECT times its width, so that a stack of panels is
 split into several figures rather than shrunk. `show()` checks every figure against these
 limits before it is shown (`check`). Legends sit below the data; tick labels are plain numbers
@@ -21,11 +22,13 @@ WIDTH = 5.2        # inches: the widest figure (5.4 as saved, with its margin), 
 PHONE_PX = 338     # CSS px: the page's text column in a 370 px phone window (measured in Chromium)
 MIN_TEXT_PX = 8.5  # the smallest text a reader can read there
 MAX_ASPECT = 1.4   # height / width: a taller figure becomes a stack of tiny panels on a phone
+TEXT_POINTS = 11   # the book's figure text: about 9.6 px on a phone, where 10 points read as small
 RC = {
     "figure.dpi": 100, "savefig.dpi": 100, "figure.figsize": (WIDTH, 3.6),
     "figure.constrained_layout.use": True,
-    "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "xtick.labelsize": 10,
-    "ytick.labelsize": 10, "legend.fontsize": 10, "figure.titlesize": 11,
+    "font.size": TEXT_POINTS, "axes.titlesize": TEXT_POINTS + 1, "axes.labelsize": TEXT_POINTS,
+    "xtick.labelsize": TEXT_POINTS, "ytick.labelsize": TEXT_POINTS, "legend.fontsize": TEXT_POINTS,
+    "figure.titlesize": TEXT_POINTS + 1,
     "legend.frameon": False, "axes.spines.top": False, "axes.spines.right": False,
     "axes.grid": True, "grid.alpha": 0.3,
 }
@@ -192,7 +195,7 @@ def check(fig):
     name = repr(titles[0]) if titles and titles[0] else "a figure"
     if px < MIN_TEXT_PX:
         raise FigureUnreadable(f"{name}: its text {text!r} would be {px:.1f} px high on a phone ({MIN_TEXT_PX} "
-                               f"needed): draw the figure at most {WIDTH} inches wide with text of 10 points or more"
+                               f"needed): draw the figure at most {WIDTH} inches wide with text of {TEXT_POINTS} points"
                                + _overhang(fig))
     if aspect > MAX_ASPECT:
         raise FigureUnreadable(f"{name} is {aspect:.2f} times as tall as it is wide ({MAX_ASPECT} at most): "

@@ -332,6 +332,18 @@ def grading_memory_ratio(table, column="FG vs BP"):
     return differences[column] + 1 if column in differences else None
 
 
+GLOSSARY_TERMS = {"z-score": "z-score", "subnormals": "subnormal-number"}   # words in our numbers: their entries
+
+
+def glossary_links(text, terms=GLOSSARY_TERMS):
+    """HTML text with the first use of each glossary word linked to its entry (glossary.html),
+    as {term} links it in a chapter's Markdown, which a table glued as HTML cannot use."""
+    import re
+    for word, anchor in terms.items():
+        text = re.sub(rf"\b{re.escape(word)}\b", f'<a href="glossary.html#term-{anchor}">{word}</a>', text, count=1)
+    return text
+
+
 def headline_html(results, table):
     """The introduction's verdict table: each claim with its verdict on this CPU and on a GPU
     (first, so that both stay in view on a phone), our number and the paper's, and the pages that
@@ -350,7 +362,7 @@ def headline_html(results, table):
         claim = mathjax_inline(html.escape(row["claim"], quote=False))
         where = ", ".join(f'<a href="{_href(page)}">{label}</a>' for page, label in WHERE[n])
         gpu = "–" if row["GPU"] == DEVICE_FREE else row["GPU"].replace("untested on GPU", "not run")
-        cells = [f"{n}. {claim}", f"<strong>{row['verdict']}</strong>", gpu, html.escape(ours.get(n, "")),
+        cells = [f"{n}. {claim}", f"<strong>{row['verdict']}</strong>", gpu, glossary_links(html.escape(ours.get(n, ""))),
                  html.escape(paper.get(n, "")), where]
         rows.append("<tr>" + "".join(f'<td data-label="{h}">{card_label(h) if i else ""}{c}</td>'
                                      for i, (h, c) in enumerate(zip(labels, cells))) + "</tr>")
