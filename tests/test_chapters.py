@@ -105,6 +105,13 @@ def test_status_page_is_generated_from_the_run_records():
         "book/status.md is stale: run python tools/book.py status"
 
 
+def test_the_status_page_names_the_chapter_that_reads_each_long_plan():
+    """tools/book.py plan_readers: the CNN chapter reads both CNN plans (the first run too); the
+    control, a plan no chapter names, has no reader, so that the status page would show '–'."""
+    assert book.plan_readers("cnn_30k") == ["cnn"] and "cnn" in book.plan_readers("cnn")
+    assert book.plan_readers("no_such_plan") == []
+
+
 def test_the_introduction_opens_with_the_verdict_table_and_written_findings():
     """book/intro.md is written by hand: its first section shows the verdict page's table and then
     the findings in sentences, before the book explains anything; every number it quotes is glued

@@ -245,7 +245,9 @@ def status_text():
              "table; the shorter runs' training times are not on this page. *Inputs* counts the results files a chapter read (other chapters' results,",
              "saved runs). *Unchanged* means that each file's content is still the one the chapter read (its",
              "hash matches). A **stale** chapter read a file that has changed since: it quotes numbers that are",
-             "no longer current and must be run again.", "",
+             "no longer current and must be run again. A chapter reads other chapters' saved results, not their",
+             "notebooks, so the order in which chapters last ran does not matter: *unchanged* confirms that the",
+             "values a chapter quotes are the current ones.", "",
              ":::{div} full-width",  # the page has no contents column: the table may use its margin
              "| chapter | last run (UTC) | device | torch | notebook minutes | settings | inputs |",
              "| --- | --- | --- | --- | ---: | --- | --- |"]
@@ -292,32 +294,45 @@ def settings_said(path, settings):
     return "changed: " + ", ".join(said) if said else "full defaults"
 
 
+def plan_readers(name):
+    """The chapters that train and read a plan's runs: those whose code names it as PLANS["name"]."""
+    needle = f'PLANS[\\"{name}\\"]'   # as the notebook's JSON writes it
+    return [path.stem for path in chapters() if needle in path.read_text()]
+
+
 def long_runs_status():
     """Lines of the status page on the long experiments saved run by run (fglib.book.runs.PLANS):
-    how many runs are saved, on what, and how many minutes they took. A chapter that reads them
-    runs in seconds; its runs are trained by `python tools/book.py runs <plan>`."""
+    the chapter that reads them, how many runs are saved, on what, and how many minutes they took. A
+    chapter that reads them runs in seconds; its runs are trained by `python tools/book.py runs <plan>`.
+    The column of runs in progress appears only while there is one."""
     from fglib.book.grading import devices_said
     from fglib.book.runs import LABELS, PARKED, PLANS, load_records, parked_runs
     single = "; ".join(f"{name} trained {LABELS[plan.methods[0]]} alone" for name, plan in PLANS.items()
                        if len(plan.methods) == 1) or "every plan trained two"
-    lines = ["", "## Long experiments, saved run by run", "",
-             "Their chapters read the saved runs; `python tools/book.py runs <plan>` trains the missing ones and "
-             "resumes the runs in progress from their checkpoints parked in git. *Minutes per run* is the mean of "
-             "each saved run's wall-clock time over every sitting, over both methods where a plan has two "
-             f"({single}). It includes the evaluations, whose number differs between plans, "
-             "and whatever else the machine ran meanwhile. So it is not a step time: the chapters measure those "
-             "apart.", "",
-             "| plan | runs saved | iterations per run | device | minutes per run | in progress (parked) |",
-             "| --- | ---: | ---: | --- | ---: | --- |"]
+    rows = []
     for name, plan in PLANS.items():
         records = load_records(ROOT / "book" / "results", plan.experiment)
         done = records[records["iterations_done"] >= plan.iterations] if len(records) else records
-        devices = devices_said(done["device"]) if len(done) else "–"
-        minutes = f"{done['minutes'].mean():.0f}" if len(done) else "–"
         going = parked_runs(plan, ROOT / "book" / "results", ROOT / "book" / PARKED)
-        going = ", ".join(f"{stem} at {i:,}" for stem, i in going.items()) or "–"
-        lines.append(f"| {name} | {len(done)} of {plan.runs * len(plan.methods)} | {plan.iterations:,} | {devices} "
-                     f"| {minutes} | {going} |")
+        rows.append([name, ", ".join(f"{{doc}}`{c}`" for c in plan_readers(name)) or "–",
+                     f"{len(done)} of {plan.runs * len(plan.methods)}", f"{plan.iterations:,}",
+                     devices_said(done["device"]) if len(done) else "–",
+                     f"{done['minutes'].mean():.0f}" if len(done) else "–",
+                     ", ".join(f"{stem} at {i:,}" for stem, i in going.items()) or "–"])
+    header = ["plan", "chapter", "runs saved", "iterations per run", "device", "minutes per run",
+              "in progress (checkpoint kept in git)"]
+    if all(row[-1] == "–" for row in rows):
+        header, rows = header[:-1], [row[:-1] for row in rows]
+    align = {"runs saved": "---:", "iterations per run": "---:", "minutes per run": "---:"}
+    lines = ["", "## Long experiments, saved run by run", "",
+             "Their chapters read the saved runs; `python tools/book.py runs <plan>` trains the missing ones and "
+             "resumes any run in progress from its checkpoint kept in git. *Minutes per run* is the mean of "
+             "each saved run's wall-clock time, summed over the sittings of a run that was stopped and resumed, "
+             f"over both methods where a plan has two ({single}). It includes the evaluations, whose number "
+             "differs between plans, and whatever else the machine ran meanwhile. So it is not a step time: the "
+             "chapters measure those apart.", "",
+             "| " + " | ".join(header) + " |", "| " + " | ".join(align.get(h, "---") for h in header) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
 
 
