@@ -242,7 +242,7 @@ def status_text():
              "sweep's among them, are saved in each chapter's own folder, `book/results/raw/<chapter>/`, and",
              "read from there. *Notebook minutes* is how long the notebook took to run from those saved runs:",
              "reading, grading and drawing, not training. The long runs' training times are in the second",
-             "table; the shorter runs' training times are not on this page. *Inputs* counts the results files a chapter read (other chapters' results,",
+             "table. The shorter runs' training times are not on this page. *Inputs* counts the results files a chapter read (other chapters' results,",
              "saved runs). *Unchanged* means that each file's content is still the one the chapter read (its",
              "hash matches). A **stale** chapter read a file that has changed since: it quotes numbers that are",
              "no longer current and must be run again. A chapter reads other chapters' saved results, not their",
@@ -326,9 +326,9 @@ def long_runs_status():
     align = {"runs saved": "---:", "iterations per run": "---:", "minutes per run": "---:"}
     lines = ["", "## Long experiments, saved run by run", "",
              "Their chapters read the saved runs; `python tools/book.py runs <plan>` trains the missing ones and "
-             "resumes any run in progress from its checkpoint kept in git. *Minutes per run* is the mean of "
-             "each saved run's wall-clock time, summed over the sittings of a run that was stopped and resumed, "
-             f"over both methods where a plan has two ({single}). It includes the evaluations, whose number "
+             "resumes any run in progress from its checkpoint kept in git. A run's minutes are its wall-clock "
+             "time, summed over its sittings where it was stopped and resumed. *Minutes per run* is their mean "
+             f"over a plan's runs, both methods together where a plan has two ({single}). It includes the evaluations, whose number "
              "differs between plans, and whatever else the machine ran meanwhile. So it is not a step time: the "
              "chapters measure those apart.", "",
              "| " + " | ".join(header) + " |", "| " + " | ".join(align.get(h, "---") for h in header) + " |"]

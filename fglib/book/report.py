@@ -63,7 +63,7 @@ SETTING_MEANINGS = {
     "seed": "the random seed",
     "smoke": "tiny settings that run in seconds (for the tests)",
     "remeasure": "measure again rather than read the saved results",
-    "train_runs": "runs trained in this execution (the rest read from saved results)",
+    "train_runs": "most missing runs to train when the chapter runs (default: all); saved runs are read, not trained again",
     "results_dir": "folder of the saved raw results",
     "model_name": "the model",
     "models": "the models",
