@@ -693,3 +693,11 @@ def test_every_row_of_every_committed_settings_table_says_what_it_means():
                     found += [f"{chapter.stem}: {row}" for row in empty_rows(text)]
     assert not found, found
     assert empty_rows("| setting | value | meaning |\n|:--|:--|:--|\n| x | 1 |  |") == ["x"]
+
+
+def test_a_mean_is_lower_or_higher_only_beyond_the_two_spreads():
+    """grading.against: beyond the sum of the two sds a mean is 'lower' or 'higher'; within it,
+    'within the spread' (the control: the same means with wider spreads); a single run, None."""
+    assert grading.against(30.0, 1.0, 35.0, 2.0) == "lower" and grading.against(35.0, 2.0, 30.0, 1.0) == "higher"
+    assert grading.against(30.0, 3.0, 35.0, 2.5) == "within the spread"
+    assert grading.against(30.0, float("nan"), 35.0, 2.0) is None

@@ -1064,14 +1064,23 @@ def combine_table(table):
                 continue
             e_m, e_p = t.loc[mean, "test error (%)"], t.loc[proj, "test error (%)"]
             spread = t.loc[mean, "± sd"] + t.loc[proj, "± sd"]
-            lower = ("one run" if not math.isfinite(spread) else "within the spread" if abs(e_p - e_m) <= spread
-                     else "projecting" if e_p < e_m else "averaging")
+            lower = {None: "one run", "lower": "projecting", "higher": "averaging"}.get(
+                against(e_p, t.loc[proj, "± sd"], e_m, t.loc[mean, "± sd"]), "within the spread")
             runs = int(min(t.loc[mean, "runs"], t.loc[proj, "runs"])) if "runs" in t.columns else math.inf
             if lower in ("projecting", "averaging") and runs < MIN_RUNS_FOR_SPREAD:
                 lower = f"{lower}, tentative ({runs} runs)"
             rows.append({"regime": regime, "K": k, "averaged (%)": e_m, "projected (%)": e_p,
                          "± (sum of sds)": spread, "lower": lower})
     return pd.DataFrame(rows, columns=["regime", "K", "averaged (%)", "projected (%)", "± (sum of sds)", "lower"])
+
+
+def against(mean, sd, reference, reference_sd):
+    """How a mean over runs compares with a reference mean: 'lower' or 'higher' where the two differ
+    by more than the sum of their sds over runs, else 'within the spread'; None where either sd is
+    missing (a single run has no spread)."""
+    if not math.isfinite(sd + reference_sd):
+        return None
+    return "within the spread" if abs(mean - reference) <= sd + reference_sd else "lower" if mean < reference else "higher"
 
 
 def k_scratch_errors(k_finals):
@@ -1090,8 +1099,7 @@ def k_scratch_errors(k_finals):
     one = out[out["K"] == 1]
     if len(one):
         e1, s1 = one["test error (%)"].iloc[0], one["± sd"].iloc[0]
-        out["against K = 1"] = [None if k == 1 or not math.isfinite(s1 + s) else
-                                "within the spread" if abs(e - e1) <= s1 + s else "lower" if e < e1 else "higher"
+        out["against K = 1"] = [None if k == 1 else against(e, s, e1, s1)
                                 for k, e, s in zip(out["K"], out["test error (%)"], out["± sd"])]
     return out
 

@@ -154,30 +154,28 @@ def _digits_of(x):
     return max(0, -math.floor(math.log10(abs(x)))) if x else 0
 
 
-def _footnote_lines(cells, note):
-    """The table's footnotes as [(mark, meaning)]: note says what a '–' means; a dict {mark:
-    meaning} explains each mark ('–', or '>' for a cell that is a bound such as '> 43') that some
-    cell shows."""
+def _footnote_text(cells, note, bound):
+    """The table's footnote as one line, or '' if no cell needs it: note says what a '–' means; a
+    dict {mark: meaning} explains each mark ('–', or '>' for a cell that is a bound such as '> 43')
+    that some cell shows. `bound` is how the line writes the mark '>' ('\\> x' in Markdown, where a
+    line that starts with '>' is a quotation)."""
     if not note:
-        return []
+        return ""
     marks = note if isinstance(note, dict) else {NOT_MEASURED: note}
     shown = [cells.map(lambda c, m=m: isinstance(c, str) and (c == m or c.startswith(m + " "))).any().any() for m in marks]
-    return [(m, meaning) for (m, meaning), s in zip(marks.items(), shown) if s]
+    return "; ".join(f"{bound if m == '>' else m}: {meaning}" for (m, meaning), s in zip(marks.items(), shown) if s)
 
 
 def _footnote(cells, note):
-    """The table's footnote in Markdown (_footnote_lines), '> x' escaped: a line that starts
-    with '>' is a quotation in Markdown."""
-    written = {">": "\\> x"}
-    lines = [f"{written.get(m, m)}: {meaning}" for m, meaning in _footnote_lines(cells, note)]
-    return "\n\n" + "; ".join(lines) if lines else ""
+    """The table's footnote in Markdown, below the table."""
+    text = _footnote_text(cells, note, "\\> x")
+    return "\n\n" + text if text else ""
 
 
 def _footnote_html(cells, note):
-    """The table's footnote as an HTML paragraph (_footnote_lines)."""
-    written = {">": "> x"}
-    lines = [f"{written.get(m, m)}: {meaning}" for m, meaning in _footnote_lines(cells, note)]
-    return f"<p>{_html_text('; '.join(lines))}</p>" if lines else ""
+    """The table's footnote as an HTML paragraph."""
+    text = _footnote_text(cells, note, "> x")
+    return f"<p>{_html_text(text)}</p>" if text else ""
 
 
 def _markdown(table, digits, integers, note):
