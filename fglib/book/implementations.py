@@ -47,9 +47,25 @@ def fwdgrad_style(model, seed):
     return step
 
 
+def plain_backprop(model):
+    """Backprop the way a PyTorch tutorial writes the loop, as a second reference: torch.optim.SGD
+    with its defaults, zero_grad, backward, step (fglib's 'bp' differs in using foreach=True)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+    return step
+
+
+PLAIN = "backprop, plain PyTorch loop"
 VARIANTS = {
-    # label: (method, keyword arguments); None: the fwdgrad-style baseline
+    # label: (method, keyword arguments); None: the fwdgrad-style baseline; PLAIN: plain_backprop
     "backprop": ("bp", {}),
+    PLAIN: (PLAIN, {}),
     "FG, fglib engine": ("fg", {"engine": "fglib"}),
     "FG, fglib engine, Rademacher": ("fg", {"engine": "fglib", "direction": "rademacher"}),
     "FG, forward_ad": ("fg", {"engine": "forward_ad"}),
@@ -69,7 +85,7 @@ VARIANTS = {
                                                          "compile": "reduce-overhead"}),
 }
 GPU_ONLY = "CUDA graphs"
-LEAN = ("backprop", "backprop, in place", "FG, fglib engine, Rademacher", "FG in place, Rademacher")
+LEAN = ("backprop", PLAIN, "backprop, in place", "FG, fglib engine, Rademacher", "FG in place, Rademacher")
 
 
 LEVELS = ("", "compiled", GPU_ONLY)   # levels of optimisation, lowest first
@@ -77,9 +93,10 @@ LEVELS = ("", "compiled", GPU_ONLY)   # levels of optimisation, lowest first
 
 def references_of(label):
     """The backprop steps a variant may be set against: backprop at its own level of
-    optimisation or at any lower one (eager < compiled < CUDA graphs)."""
+    optimisation or at any lower one (eager < compiled < CUDA graphs); eager backprop both as fglib
+    takes it and as the plain PyTorch loop (PLAIN) does."""
     level = next((lv for lv in LEVELS[1:] if label.endswith(lv)), "")
-    return ["backprop" if not lv else f"backprop, {lv}" for lv in LEVELS[:LEVELS.index(level) + 1]]
+    return ["backprop", PLAIN] + [f"backprop, {lv}" for lv in LEVELS[1:LEVELS.index(level) + 1]]
 
 
 def reference_of(label, medians=None):
@@ -95,10 +112,10 @@ def reference_of(label, medians=None):
 
 def variants_for(device, compiled=True):
     """The variants worth timing on `device`: CUDA graphs only on a GPU, compiled ones if asked; the
-    in-place steps are timed in rounds of their own (LEAN)."""
+    in-place steps and the plain PyTorch loop are timed in rounds of their own (LEAN)."""
     on_gpu = str(device).startswith("cuda")
     return [label for label in VARIANTS if (compiled or "compiled" not in label and GPU_ONLY not in label)
-            and (on_gpu or GPU_ONLY not in label) and "in place" not in label]
+            and (on_gpu or GPU_ONLY not in label) and label != PLAIN and "in place" not in label]
 
 
 def make_steps(model, x, y, labels, seed=0):
@@ -109,8 +126,8 @@ def make_steps(model, x, y, labels, seed=0):
             raise ValueError(f"labels must be among {sorted(VARIANTS)}, got {label!r}")
         method, kwargs = VARIANTS[label]
         own = copy.deepcopy(model)
-        if method is None:
-            step = fwdgrad_style(own, seed)
+        if method is None or method == PLAIN:
+            step = fwdgrad_style(own, seed) if method is None else plain_backprop(own)
             steps[label] = lambda step=step: step(x, y)
         else:
             m = make_method(method, own, F.cross_entropy, LR, seed=seed, **kwargs)
@@ -379,3 +396,42 @@ def targets_table(summary, work, models, labels, device):
     rows.append({"target": "GPU: R_f/R_b ≤ 0.555 / 0.592 / 0.649", "ours": float("nan"),
                  "status": "see the table above" if on_gpu else "untested on GPU"})
     return pd.DataFrame(rows)
+
+
+# ---- the lean step's targets: memory from claim 6's table, time from the lean rounds ---------------
+
+LEAN_FG, LEAN_FG_IN_PLACE = "FG, fglib engine, Rademacher", "FG in place, Rademacher"
+LEAN_MEMORY = (("MLP", "forward gradient", "fg", 1.0), ("CNN", "forward gradient", "fg", 1.0),
+               ("MLP", "forward gradient, in place", "fg_inplace", 0.55),
+               ("CNN", "forward gradient, in place", "fg_inplace", 0.9))
+LEAN_SPEED = 1.10   # fg's step with Rademacher directions, over the fastest eager backprop step
+
+
+def lean_targets(rounds, memory):
+    """The lean step's targets, each with our number and status():
+    - step memory, weights included, over backprop's (`memory`: claim 6's table,
+      fglib.book.runs.measure_network_memory, its 'total' column; 'not measured' without it);
+    - fg_inplace's step time over fg's, and fg's over the fastest eager backprop (fglib's bp or
+      the plain PyTorch loop, reference_of: attrs['against'] names it), per round of the lean rounds
+      (`rounds`, raw), each with its interquartile range."""
+    rows = []
+    wide = (memory.pivot_table(index="network", columns="method", values="total", sort=False)
+            if len(memory) else pd.DataFrame())
+    for network, method, code, limit in LEAN_MEMORY:
+        held = (wide.loc[network, method] / wide.loc[network, "backprop"]
+                if network in wide.index and method in wide else float("nan"))
+        rows.append({"target": f"{network}: {code}'s step memory ≤ {limit} × backprop's", "ours": float(held),
+                     "status": status(held, limit)})
+    calm = quiet(rounds)
+    model = MODEL_WORDS.get(rounds["model"].iloc[0], rounds["model"].iloc[0]) if "model" in rounds else "MLP"
+    q = ratio_samples(calm, LEAN_FG_IN_PLACE, LEAN_FG)
+    rows.append({"target": f"{model}: fg_inplace's step time ≤ fg's", "ours": q.median(),
+                 "status": status(q.median(), 1.0, q.quantile(0.25), q.quantile(0.75))})
+    medians = calm.groupby("name")["seconds"].median().to_dict()
+    ref = reference_of(LEAN_FG, medians)
+    q = ratio_samples(calm, LEAN_FG, ref)
+    rows.append({"target": f"{model}, Rademacher: fg's step time ≤ {LEAN_SPEED:.2f} × the fastest backprop step's",
+                 "ours": q.median(), "status": status(q.median(), LEAN_SPEED, q.quantile(0.25), q.quantile(0.75))})
+    out = pd.DataFrame(rows)
+    out.attrs["against"] = ref
+    return out
