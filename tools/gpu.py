@@ -24,9 +24,11 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 # name: (what it settles, minutes guessed for one H100 before any GPU run, [(chapter, parameters)])
 CHUNKS = {
+    # depth first: it measures claim 6's memory table, which the implementations chapter's lean-step
+    # targets read (a chapter run before it would show them as not measured)
+    "depth": ("claims 5 and 6 (depth 1 to 100, memory against depth and batch)", 6, [("scaling", {})]),
     "speed": ("claims 3 and 5 (step costs, every engine, eager and compiled)", 6,
               [("implementations", {}), ("measuring", {})]),
-    "depth": ("claims 5 and 6 (depth 1 to 100, memory against depth and batch)", 6, [("scaling", {})]),
     "logreg": ("claim 4, logistic regression (the paper's settings, then run on until backprop levels off)", 6,
                [("logreg", {})]),
     "mlp": ("claims 3 and 4, the MLP's step costs, and the MLP at 2e-5 (5 x 30,000)", 8, [("mlp", {})]),
