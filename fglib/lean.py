@@ -35,7 +35,9 @@ from .methods import MAX_DIRECTIONS, Method, check_batch
 class InPlaceForwardGradient(Method):
     """Forward gradient descent with plain SGD, in place: v is never held whole (see the module's
     docstring). Any nn.Sequential whose parameters each sit in one layer; fglib's engine where it
-    runs the model exactly, else PyTorch's forward_ad, one layer at a time."""
+    runs the model exactly, else PyTorch's forward_ad, one layer at a time. The memory costs time:
+    v is drawn twice, a block at a time, in many small operations, so a step is slower than
+    make_method('fg', ...)'s (the book's implementations chapter times the two)."""
     name = "forward gradient, in place"
 
     def __init__(self, model, loss_fn, lr, direction="normal", n_directions=1, seed=0, engine="auto", **kwargs):
