@@ -121,3 +121,21 @@ def test_the_lean_targets_grade_memory_from_claim_6s_table_and_time_from_the_lea
     assert impl.lean_targets(lean, pd.DataFrame())["status"].tolist()[:4] == ["not measured"] * 4
     slower_plain = lean.assign(seconds=lean["seconds"].where(lean["name"] != impl.PLAIN, 2.5))
     assert impl.lean_targets(slower_plain, memory).attrs["against"] == "backprop"
+
+
+def test_the_chapter_timing_run_again_gives_each_runs_ratio_of_medians_with_where_it_ran():
+    """Fabricated rounds of two runs (a fresh process at 2x backprop, this process at 3x, one
+    disturbed round in each that quiet() drops): each run's S_f/S_b is its ratio of medians, labelled
+    with its pair and where it ran. Control: the runs are not pooled into one ratio."""
+    from fglib.book.grading import BP, FG
+    rows = []
+    for process, (where, factor) in enumerate((("fresh process", 2.0), ("this process", 3.0))):
+        for r in range(11):
+            slow = 5.0 if r == 3 else 1.0   # a disturbed round
+            rows += [{"round": r, "name": n, "seconds": s * slow, "disturbed": r == 3, "process": process,
+                      "pair": 0, "where": where}
+                     for n, s in (("base", 0.5), (BP, 1.0 + 0.01 * (r % 2)), (FG, factor * (1.0 + 0.01 * (r % 2))))]
+    table = impl.timing_again_table(pd.DataFrame(rows)).set_index("where")
+    assert table.loc["fresh process", "S_f/S_b"] == pytest.approx(2.0, rel=1e-9)
+    assert table.loc["this process", "S_f/S_b"] == pytest.approx(3.0, rel=1e-9)
+    assert (table["rounds"] == 10).all() and (table["pair"] == 0).all()

@@ -435,3 +435,50 @@ def lean_targets(rounds, memory):
     out = pd.DataFrame(rows)
     out.attrs["against"] = ref
     return out
+
+
+# ---- the model chapter's own step timing, run again: is its ratio the code, the process or the time? ----
+
+def chapter_timing_again(plan, pairs=4, repeats=30, device="cpu"):
+    """A model chapter's own step timing (fglib.book.runs.measure_steps, on the whole training set)
+    run again now, in `pairs` pairs: once in a fresh Python process, as that chapter times it, and
+    once in this process, alternating. Raw rounds with 'pair', 'where' ('fresh process' or 'this
+    process') and 'process' (one number per run), for grading.step_ratio_spread."""
+    import json
+    import dataclasses
+    import subprocess
+    import sys
+    import tempfile
+    from ..data import load_data
+    from .runs import measure_steps, read_csv
+    data = load_data("mnist", device=device)
+    folder, out = pathlib.Path(tempfile.mkdtemp()), []
+    for pair in range(checks.count("pairs", pairs)):
+        path = folder / f"fresh-{pair}.csv"
+        subprocess.run([sys.executable, "-c", "import sys; from fglib.book.implementations import _fresh_timing; "
+                        "_fresh_timing(sys.argv[1:])", json.dumps(dataclasses.asdict(plan)), str(path),
+                        str(repeats), str(device)], check=True)
+        out.append(read_csv(path).assign(where="fresh process", pair=pair))
+        out.append(measure_steps(plan, data, repeats=repeats, device=device).assign(where="this process", pair=pair))
+    rounds = pd.concat(out, ignore_index=True)
+    return rounds.assign(process=rounds.groupby(["pair", "where"], sort=False).ngroup())
+
+
+def _fresh_timing(argv):
+    """PLAN_JSON PATH REPEATS DEVICE: measure_steps in this (fresh) process, its rounds written to PATH."""
+    import json
+    from ..data import load_data
+    from .runs import Plan, measure_steps, write_csv
+    fields = json.loads(argv[0])
+    plan = Plan(**{**fields, "methods": tuple(fields["methods"])})
+    data = load_data("mnist", device=argv[3])
+    write_csv(measure_steps(plan, data, repeats=int(argv[2]), device=argv[3]), argv[1])
+
+
+def timing_again_table(rounds):
+    """Each run's S_f/S_b (the ratio of its median steps, as the model chapters take it) with its
+    pair and where it ran."""
+    from .grading import step_ratio_spread
+    per = step_ratio_spread(rounds)["per process"]
+    where = rounds.drop_duplicates("process").set_index("process")[["pair", "where"]]
+    return per.join(where, on="process")[["pair", "where", "S_f/S_b", "sd within", "rounds"]]

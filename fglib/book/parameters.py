@@ -122,7 +122,7 @@ COUNTS = ("runs", "eval_every", "timing_repeats", "repeats", "mc_repeats", "n_st
           "variance_samples", "broken_samples", "z_samples", "memory_depth", "beale_iterations",
           "rosenbrock_iterations", "batch_repeats", "eval_points", "n_directions", "quant_iterations",
           "batch_size", "limit", "n_samples", "trained_steps", "k_budget", "k_runs", "k_eval_points",
-          "long_iterations", "pretrain_iterations", "subspace_dim")
+          "long_iterations", "pretrain_iterations", "subspace_dim", "again_pairs", "again_repeats")
 RULES = {
     "smoke": checks.boolean, "compile_variants": checks.boolean, "remeasure": checks.boolean, "seed": checks.seed, "device": checks.device,
     "lr": checks.rate, "beale_lr": checks.rate, "rosenbrock_lr": checks.rate,

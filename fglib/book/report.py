@@ -92,6 +92,8 @@ SETTING_MEANINGS = {
     "timing_repeats": "interleaved timing rounds",
     "repeats": "timing rounds (medians are reported)",
     "batch_repeats": "timing rounds at each larger batch",
+    "again_pairs": "the MLP chapter's timing run again: this many fresh processes and as many runs in this one",
+    "again_repeats": "timing rounds in each of those runs",
     "batch_size": "the global batch, split evenly among the workers",
     "batch_sizes": "the batch sizes measured",
     "compile_variants": "also time torch.compile'd steps",
