@@ -527,7 +527,7 @@ class Dual:
 
     # torch functions of one Dual: f(a) and f'(a), so d f(a) = f'(a) da
     RULES = {torch.sin: torch.cos, torch.cos: lambda a: -torch.sin(a), torch.exp: torch.exp,
-             torch.log: lambda a: 1 / a, torch.sqrt: lambda a: 0.5 / torch.sqrt(a),
+             torch.log: lambda a: 1 / a, torch.log1p: lambda a: 1 / (1 + a), torch.sqrt: lambda a: 0.5 / torch.sqrt(a),
              torch.tanh: lambda a: 1 - torch.tanh(a) ** 2, torch.sigmoid: lambda a: torch.sigmoid(a) * (1 - torch.sigmoid(a))}
 
     # tensor (op) Dual, or torch.add(tensor, Dual): the rules above, with the tensor lifted

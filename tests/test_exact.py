@@ -291,6 +291,8 @@ FUNCTIONS = {
         lambda t: torch.sin(t[0]) / (1 + t[1] ** 2) + t @ t + torch.exp(t).sum() + abs(t[0]) - 1 / t[1], "exact"),
     "a tensor on the left": (lambda t: (torch.tensor([2.0, -1.0], dtype=DT) * t - torch.ones(2, dtype=DT) / t).sum(),
                              "exact"),
+    "log1p, tanh and a constant matrix (forward and reverse mode's toy function)": (
+        lambda t: torch.log1p((torch.tensor([[1.0, -2.0], [0.5, 3.0]], dtype=DT) @ torch.tanh(t)) ** 2).sum(), "exact"),
     "torch.atan (no rule)": (lambda t: torch.atan(t).sum(), "refuse"),
     "a method with no rule (.mean)": (lambda t: t.mean() * t[0], "refuse"),
     "a Dual exponent": (lambda t: t[0] ** t[1], "refuse"),

@@ -139,3 +139,13 @@ def test_the_chapter_timing_run_again_gives_each_runs_ratio_of_medians_with_wher
     assert table.loc["fresh process", "S_f/S_b"] == pytest.approx(2.0, rel=1e-9)
     assert table.loc["this process", "S_f/S_b"] == pytest.approx(3.0, rel=1e-9)
     assert (table["rounds"] == 10).all() and (table["pair"] == 0).all()
+
+
+def test_products_counts_matrix_products_and_those_by_a_zero_matrix():
+    """A product by a matrix of zeros is counted as such; by a non-zero matrix it is not (the
+    control); other operations are not products at all."""
+    x = torch.ones(3, dtype=torch.float64)
+    assert impl.products(lambda: torch.zeros(3, 3, dtype=torch.float64) @ x) == (1, 1)
+    assert impl.products(lambda: torch.eye(3, dtype=torch.float64) @ x) == (1, 0)
+    assert impl.products(lambda: (x * 2).sum()) == (0, 0)
+    assert impl.products(lambda: torch.ones(2, 3) @ torch.ones(3, 4)) == (1, 0)

@@ -482,3 +482,32 @@ def timing_again_table(rounds):
     per = step_ratio_spread(rounds)["per process"]
     where = rounds.drop_duplicates("process").set_index("process")[["pair", "where"]]
     return per.join(where, on="process")[["pair", "where", "S_f/S_b", "sd within", "rounds"]]
+
+
+# ---- which matrix products a computation runs (forward and reverse mode's toy function) ------------
+
+PRODUCTS = HEAVY | {torch.ops.aten.mv.default, torch.ops.aten.addmv.default}
+
+
+class CountProducts(TorchDispatchMode):
+    """Counts the matrix products and convolutions a computation runs, and those whose matrix
+    operand is all zeros (a zero tangent built whole and multiplied anyway)."""
+
+    def __init__(self):
+        super().__init__()
+        self.products, self.with_zeros = 0, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in PRODUCTS:
+            matrices = [a for a in args if isinstance(a, torch.Tensor) and a.dim() >= 2]
+            self.products += 1
+            self.with_zeros += any(not bool(m.any()) for m in matrices)
+        return func(*args, **(kwargs or {}))
+
+
+def products(fn):
+    """(products, products with an all-zero matrix) that one call of fn runs."""
+    counter = CountProducts()
+    with counter:
+        fn()
+    return counter.products, counter.with_zeros
