@@ -19,6 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .. import checks
 from ..device import synchronize
 from ..measure import base_call, step_parts
+from ..forward_grad import module_jvp
 from ..registry import make_method
 from ..models import MODELS, build_model
 from ..timing import quiet, ratio_samples, timed_rounds
@@ -444,19 +445,17 @@ def chapter_timing_again(plan, pairs=4, repeats=30, device="cpu"):
     run again now, in `pairs` pairs: once in a fresh Python process, as that chapter times it, and
     once in this process, alternating. Raw rounds with 'pair', 'where' ('fresh process' or 'this
     process') and 'process' (one number per run), for grading.step_ratio_spread."""
-    import json
-    import dataclasses
     import subprocess
     import sys
     import tempfile
     from ..data import load_data
-    from .runs import measure_steps, read_csv
+    from .runs import measure_steps, plan_json, read_csv
     data = load_data("mnist", device=device)
     folder, out = pathlib.Path(tempfile.mkdtemp()), []
     for pair in range(checks.count("pairs", pairs)):
         path = folder / f"fresh-{pair}.csv"
         subprocess.run([sys.executable, "-c", "import sys; from fglib.book.implementations import _fresh_timing; "
-                        "_fresh_timing(sys.argv[1:])", json.dumps(dataclasses.asdict(plan)), str(path),
+                        "_fresh_timing(sys.argv[1:])", plan_json(plan), str(path),
                         str(repeats), str(device)], check=True)
         out.append(read_csv(path).assign(where="fresh process", pair=pair))
         out.append(measure_steps(plan, data, repeats=repeats, device=device).assign(where="this process", pair=pair))
@@ -466,13 +465,10 @@ def chapter_timing_again(plan, pairs=4, repeats=30, device="cpu"):
 
 def _fresh_timing(argv):
     """PLAN_JSON PATH REPEATS DEVICE: measure_steps in this (fresh) process, its rounds written to PATH."""
-    import json
     from ..data import load_data
-    from .runs import Plan, measure_steps, write_csv
-    fields = json.loads(argv[0])
-    plan = Plan(**{**fields, "methods": tuple(fields["methods"])})
+    from .runs import measure_steps, plan_from_json, write_csv
     data = load_data("mnist", device=argv[3])
-    write_csv(measure_steps(plan, data, repeats=int(argv[2]), device=argv[3]), argv[1])
+    write_csv(measure_steps(plan_from_json(argv[0]), data, repeats=int(argv[2]), device=argv[3]), argv[1])
 
 
 def timing_again_table(rounds):
@@ -511,3 +507,20 @@ def products(fn):
     with counter:
         fn()
     return counter.products, counter.with_zeros
+
+
+def zero_products_table(models, data, seed=0, device="cpu"):
+    """Per model, the matrix products and convolutions of one forward-mode pass (batch 64) with
+    fglib's engine and with PyTorch's forward_ad, forward_ad's products by an all-zero matrix, and
+    the FLOPs forward_ad runs beyond fglib's engine, relative to them."""
+    rows = []
+    for name in models:
+        net = build_model(name, seed=seed, device=device)
+        x, y = batch(data, 64, seed)
+        v = [torch.randn_like(p) for p in net.parameters()]
+        jvp = lambda engine: (lambda: module_jvp(net, F.cross_entropy, x, y, v, engine=engine))
+        fwad, ours = products(jvp("forward_ad")), products(jvp("fglib"))
+        rows.append({"model": name, "fglib engine": ours[0], "forward_ad": fwad[0], "by a zero tangent": fwad[1],
+                     "ours by a zero tangent": ours[1],
+                     "extra FLOPs": flops(jvp("forward_ad")) / flops(jvp("fglib")) - 1})
+    return pd.DataFrame(rows)

@@ -316,6 +316,17 @@ def save_timings(plan, folder, rounds, device="cpu"):
     write_index(folder)
 
 
+def plan_json(plan):
+    """A plan as JSON text, to hand to a fresh process (plan_from_json reads it back)."""
+    return json.dumps(dataclasses.asdict(plan))
+
+
+def plan_from_json(text):
+    """The Plan that plan_json wrote (its methods a tuple again)."""
+    fields = json.loads(text)
+    return Plan(**{**fields, "methods": tuple(fields["methods"])})
+
+
 def time_in_processes(plan, folder, processes=3, repeats=30, device="cpu"):
     """The plan's timing rounds, each process's rounds measured in a fresh Python process, so that
     the spread between processes can be reported beside the spread within one; saved raw and
@@ -325,7 +336,7 @@ def time_in_processes(plan, folder, processes=3, repeats=30, device="cpu"):
     for _ in range(processes):
         subprocess.run([sys.executable, "-c", "import sys; from fglib.book.runs import _time_one_process; "
                         "_time_one_process(sys.argv[1:])", plan.experiment, str(folder), "--repeats",
-                        str(repeats), "--device", str(device), "--plan", json.dumps(dataclasses.asdict(plan))],
+                        str(repeats), "--device", str(device), "--plan", plan_json(plan)],
                        check=True)
 
 
@@ -340,8 +351,7 @@ def _time_one_process(argv=None):
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    fields = json.loads(args.plan)
-    plan = Plan(**{**fields, "methods": tuple(fields["methods"])})
+    plan = plan_from_json(args.plan)
     data = load_data("mnist", device=args.device)
     save_timings(plan, args.folder, measure_steps(plan, data, repeats=args.repeats, device=args.device), args.device)
 
